@@ -1,0 +1,57 @@
+# Keel — the two commands a newcomer needs are `make demo` and `make test`.
+BUILD_DIR ?= build
+ASAN_DIR  ?= build-asan
+TSAN_DIR  ?= build-tsan
+FUZZ_DIR  ?= build-fuzz
+JOBS      ?= 2
+CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 30
+
+.PHONY: all build deps demo test test-asan test-tsan bench fuzz format lint clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: deps build
+	$(BUILD_DIR)/keel demo
+
+test: deps build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON -DKEEL_BENCH=OFF
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS)
+
+test-tsan: deps
+	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_TSAN=ON -DKEEL_BENCH=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS)
+	cd $(TSAN_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
+
+bench: deps build
+	bench/resilience.sh $(BUILD_DIR)
+
+# libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
+fuzz: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_FUZZ=ON -DKEEL_BENCH=OFF
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target config_fuzz
+	mkdir -p $(FUZZ_DIR)/corpus/config && $(FUZZ_DIR)/fuzz/config_fuzz -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus/config fuzz/corpus/config
+
+format:
+	git ls-files '*.h' '*.cc' | xargs clang-format -i
+
+# clang-tidy on the C++ files changed against main (or LINT_BASE).
+LINT_BASE ?= main
+lint: $(BUILD_DIR)/build.ninja
+	git diff --name-only $(LINT_BASE) -- '*.cc' | xargs -r clang-tidy -p $(BUILD_DIR) --quiet
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)

@@ -1,0 +1,66 @@
+# One helper per target kind, so warnings and sanitizers apply to all of our code alike.
+
+set(KEEL_WARNINGS -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+    -Woverloaded-virtual -Wimplicit-fallthrough)
+
+set(KEEL_SANITIZER_FLAGS "")
+if(KEEL_SANITIZE)
+  set(KEEL_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all
+      -fno-omit-frame-pointer)
+elseif(KEEL_TSAN)
+  set(KEEL_SANITIZER_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+elseif(KEEL_FUZZ)
+  set(KEEL_SANITIZER_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+endif()
+
+function(_keel_common target)
+  target_compile_options(${target} PRIVATE ${KEEL_WARNINGS} ${KEEL_SANITIZER_FLAGS})
+  target_link_options(${target} PRIVATE ${KEEL_SANITIZER_FLAGS})
+endfunction()
+
+# keel_library(NAME SOURCES ... DEPS ...)
+function(keel_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  _keel_common(${name})
+endfunction()
+
+# keel_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered with ctest.
+function(keel_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
+  _keel_common(${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 120)
+  endif()
+  add_test(NAME ${name} COMMAND ${name} --gtest_brief=1)
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "unit;${ARG_LABELS}")
+endfunction()
+
+# keel_benchmark(NAME SOURCES ... DEPS ...): a Google Benchmark binary, never run by ctest.
+function(keel_benchmark name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark)
+  _keel_common(${name})
+endfunction()
+
+# keel_fuzz(NAME SOURCES ... DEPS ... CORPUS dir): with KEEL_FUZZ a libFuzzer binary; otherwise
+# the same target linked to a driver that replays the checked-in corpus, run by ctest.
+function(keel_fuzz name)
+  cmake_parse_arguments(ARG "" "CORPUS" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  _keel_common(${name})
+  if(KEEL_FUZZ)
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  else()
+    target_sources(${name} PRIVATE ${PROJECT_SOURCE_DIR}/fuzz/corpus_driver.cc)
+    add_test(NAME ${name}_corpus COMMAND ${name} ${ARG_CORPUS})
+    set_tests_properties(${name}_corpus PROPERTIES TIMEOUT 120 LABELS "fuzz")
+  endif()
+endfunction()

@@ -1,0 +1,126 @@
+// Time as a dependency. Library code never reads the system clock directly: it takes a
+// `Clock&`, so production passes `SteadyClock` and tests pass `ManualClock`, whose time moves
+// only when the test says so and whose timers fire in a fixed order.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace keel {
+
+using Duration = std::chrono::nanoseconds;
+// A point on a monotonic timeline. Only differences between two points mean anything.
+using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+
+using namespace std::chrono_literals;
+
+// Identifies a scheduled timer. Zero is never a valid id.
+using TimerId = std::uint64_t;
+
+// A monotonic clock with one-shot timers.
+//
+// Thread-safety: every method may be called from any thread. Timer callbacks run on the
+// clock's timer thread (SteadyClock) or on the thread that advances time (ManualClock), one at
+// a time, never while the clock's own lock is held, so a callback may schedule or cancel timers.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+
+  virtual TimePoint now() const = 0;
+
+  // Runs `callback` once, at or after `deadline`. Callbacks due at the same instant run in the
+  // order they were scheduled.
+  virtual TimerId schedule_at(TimePoint deadline, std::function<void()> callback) = 0;
+
+  TimerId schedule_after(Duration delay, std::function<void()> callback) {
+    return schedule_at(now() + delay, std::move(callback));
+  }
+
+  // Stops a timer from firing. Returns true when it had not fired yet. When the callback is
+  // running on another thread, waits for it to finish before returning false, so after
+  // `cancel()` returns the callback's captures may be destroyed. Calling it from inside the
+  // callback itself returns false at once.
+  virtual bool cancel(TimerId id) = 0;
+};
+
+// Shared timer bookkeeping for the two clocks: pending timers ordered by (deadline, sequence).
+class TimerQueue {
+ public:
+  TimerId add(TimePoint deadline, std::function<void()> callback);
+  bool remove(TimerId id);
+  bool empty() const { return by_time_.empty(); }
+  std::size_t size() const { return by_time_.size(); }
+  TimePoint next_deadline() const { return by_time_.begin()->first.first; }
+  // Removes and returns the earliest timer.
+  std::pair<TimerId, std::function<void()>> pop();
+
+ private:
+  using Key = std::pair<TimePoint, TimerId>;
+  std::map<Key, std::function<void()>> by_time_;
+  std::map<TimerId, TimePoint> deadline_of_;
+  TimerId next_id_ = 1;
+};
+
+// The real monotonic clock. Timers run on one background thread, started on the first
+// `schedule_at()` and joined by `stop()` or the destructor.
+class SteadyClock final : public Clock {
+ public:
+  SteadyClock() = default;
+  ~SteadyClock() override { stop(); }
+  SteadyClock(const SteadyClock&) = delete;
+  SteadyClock& operator=(const SteadyClock&) = delete;
+
+  TimePoint now() const override { return std::chrono::steady_clock::now(); }
+  TimerId schedule_at(TimePoint deadline, std::function<void()> callback) override;
+  bool cancel(TimerId id) override;
+
+  // Drops every pending timer and joins the timer thread. Idempotent.
+  void stop();
+
+  // One process-wide instance for code that has no clock of its own to pass (the CLI).
+  static SteadyClock& instance();
+
+ private:
+  void run();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  TimerQueue timers_;
+  std::thread thread_;
+  bool stopping_ = false;
+  TimerId running_ = 0;
+  std::thread::id running_on_;
+  std::condition_variable callback_done_;
+};
+
+// A clock for tests: time stands still until `advance()` or `advance_to()`, which fire every
+// timer due by the new time in deadline order, setting `now()` to each timer's deadline while
+// its callback runs. Starts at an arbitrary fixed point far from zero.
+class ManualClock final : public Clock {
+ public:
+  ManualClock();
+
+  TimePoint now() const override;
+  TimerId schedule_at(TimePoint deadline, std::function<void()> callback) override;
+  bool cancel(TimerId id) override;
+
+  void advance(Duration delta);
+  void advance_to(TimePoint target);
+  std::size_t pending_timers() const;
+
+ private:
+  mutable std::mutex mutex_;
+  TimePoint now_;
+  TimerQueue timers_;
+};
+
+// Milliseconds in a `Duration`, as a double, for logs and metrics.
+inline double to_ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+}  // namespace keel
