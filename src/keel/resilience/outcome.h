@@ -8,6 +8,8 @@
 
 #include <string>
 #include <system_error>
+#include <utility>
+#include <variant>
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
@@ -55,6 +57,24 @@ struct Rejection {
 
   // `now` turns `retry_at` into a "retry after N ms" hint in the message.
   Error to_error(std::string_view policy_name, TimePoint now) const;
+};
+
+// A permit or a rejection: what every `acquire()` returns.
+template <typename Permit>
+class [[nodiscard]] Admission {
+ public:
+  Admission(Permit permit) : value_(std::in_place_index<0>, std::move(permit)) {}  // NOLINT
+  Admission(Rejection rejection) : value_(std::in_place_index<1>, rejection) {}   // NOLINT
+
+  bool admitted() const { return value_.index() == 0; }
+  explicit operator bool() const { return admitted(); }
+  Permit& permit() & { return std::get<0>(value_); }
+  Permit&& permit() && { return std::get<0>(std::move(value_)); }
+  const Permit& permit() const& { return std::get<0>(value_); }
+  const Rejection& rejection() const { return std::get<1>(value_); }
+
+ private:
+  std::variant<Permit, Rejection> value_;
 };
 
 }  // namespace keel::resilience
