@@ -85,12 +85,6 @@ void atomic_add(std::atomic<double>& target, double delta) {
 
 }  // namespace
 
-std::size_t Counter::stripe_index() {
-  static std::atomic<std::size_t> next_thread{0};
-  thread_local std::size_t index = next_thread.fetch_add(1, std::memory_order_relaxed) % kStripes;
-  return index;
-}
-
 std::uint64_t Counter::value() const {
   std::uint64_t total = 0;
   for (const auto& stripe : stripes_) total += stripe.value.load(std::memory_order_relaxed);
@@ -186,8 +180,19 @@ Histogram& Registry::histogram(std::string_view name, std::string_view help,
 
 CallbackRegistration Registry::gauge_callback(std::string_view name, std::string_view help,
                                               const Labels& labels, std::function<double()> read) {
+  return add_callback(name, help, Type::kGauge, labels, std::move(read));
+}
+
+CallbackRegistration Registry::counter_callback(std::string_view name, std::string_view help,
+                                                const Labels& labels,
+                                                std::function<double()> read) {
+  return add_callback(name, help, Type::kCounter, labels, std::move(read));
+}
+
+CallbackRegistration Registry::add_callback(std::string_view name, std::string_view help, Type type,
+                                            const Labels& labels, std::function<double()> read) {
   std::lock_guard lock(mutex_);
-  Series& series = series_for(name, help, Type::kGauge, labels);
+  Series& series = series_for(name, help, type, labels);
   std::uint64_t id = next_callback_id_++;
   series.callbacks.emplace(id, std::move(read));
   callback_owner_.emplace(id, std::make_pair(std::string(name), labels));

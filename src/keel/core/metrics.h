@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "keel/core/thread_stripe.h"
+
 namespace keel::metrics {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
@@ -25,7 +27,7 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 class Counter {
  public:
   void inc(std::uint64_t amount = 1) {
-    stripes_[stripe_index()].value.fetch_add(amount, std::memory_order_relaxed);
+    stripes_[thread_stripe_index() % kStripes].value.fetch_add(amount, std::memory_order_relaxed);
   }
   std::uint64_t value() const;
 
@@ -34,7 +36,6 @@ class Counter {
   struct alignas(64) Stripe {
     std::atomic<std::uint64_t> value{0};
   };
-  static std::size_t stripe_index();
   std::array<Stripe, kStripes> stripes_;
 };
 
@@ -104,6 +105,11 @@ class Registry {
                                                     const Labels& labels,
                                                     std::function<double()> read);
 
+  // A counter read at exposition time, for objects that keep their own monotonic counts.
+  [[nodiscard]] CallbackRegistration counter_callback(std::string_view name, std::string_view help,
+                                                      const Labels& labels,
+                                                      std::function<double()> read);
+
   std::string render_prometheus() const;
 
   // The process-wide registry the `keel` binary exposes.
@@ -123,6 +129,8 @@ class Registry {
     std::string help;
     std::map<Labels, Series> series;
   };
+  CallbackRegistration add_callback(std::string_view name, std::string_view help, Type type,
+                                    const Labels& labels, std::function<double()> read);
   Series& series_for(std::string_view name, std::string_view help, Type type, const Labels& labels);
   void remove_callback(std::uint64_t id);
 

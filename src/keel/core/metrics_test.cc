@@ -60,6 +60,16 @@ TEST(Metrics, RendersPrometheusTextFormat) {
       << "an unregistered callback gauge disappears";
 }
 
+TEST(Metrics, CallbackCounterRendersAsCounter) {
+  Registry registry;
+  std::uint64_t calls = 41;
+  auto registration =
+      registry.counter_callback("keel_x_total", "X.", {{"k", "v"}}, [&] { return calls + 1.0; });
+  std::string text = registry.render_prometheus();
+  EXPECT_NE(text.find("# TYPE keel_x_total counter\nkeel_x_total{k=\"v\"} 42\n"), std::string::npos)
+      << text;
+}
+
 TEST(MetricsDeathTest, InvalidNameIsAProgrammingError) {
   Registry registry;
   EXPECT_DEATH(registry.counter("9bad", "x"), "check failed");

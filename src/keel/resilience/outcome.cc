@@ -61,8 +61,8 @@ const std::error_category& resilience_category() {
 Error Rejection::to_error(std::string_view policy_name, TimePoint now) const {
   std::string message = "'" + std::string(policy_name) + "': " + make_error_code(reason).message();
   if (retry_at != TimePoint::max()) {
-    auto wait_ms = static_cast<long long>(std::ceil(to_ms(retry_at > now ? retry_at - now
-                                                                         : Duration::zero())));
+    auto wait_ms = static_cast<long long>(
+        std::ceil(to_ms(retry_at > now ? retry_at - now : Duration::zero())));
     message += "; retry after " + std::to_string(wait_ms) + " ms";
   }
   return Error(reason, std::move(message));

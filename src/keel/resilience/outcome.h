@@ -38,9 +38,9 @@ enum class errc {
   limit_exceeded,       // adaptive concurrency limit reached
   rate_limited,         // rate limiter has no token/quota now
   retry_budget_exhausted,
-  retries_exhausted,    // every attempt failed
-  timeout,              // the attempt or the overall deadline passed
-  stopped,              // the policy was stopped and takes no more work
+  retries_exhausted,  // every attempt failed
+  timeout,            // the attempt or the overall deadline passed
+  stopped,            // the policy was stopped and takes no more work
 };
 
 const std::error_category& resilience_category();
@@ -64,7 +64,7 @@ template <typename Permit>
 class [[nodiscard]] Admission {
  public:
   Admission(Permit permit) : value_(std::in_place_index<0>, std::move(permit)) {}  // NOLINT
-  Admission(Rejection rejection) : value_(std::in_place_index<1>, rejection) {}   // NOLINT
+  Admission(Rejection rejection) : value_(std::in_place_index<1>, rejection) {}    // NOLINT
 
   bool admitted() const { return value_.index() == 0; }
   explicit operator bool() const { return admitted(); }
