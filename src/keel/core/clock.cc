@@ -1,6 +1,7 @@
 #include "keel/core/clock.h"
 
 #include <cassert>
+#include <memory>
 
 namespace keel {
 
@@ -127,6 +128,24 @@ void ManualClock::advance_to(TimePoint target) {
 std::size_t ManualClock::pending_timers() const {
   std::lock_guard lock(mutex_);
   return timers_.size();
+}
+
+void sleep_until(Clock& clock, TimePoint deadline) {
+  if (clock.now() >= deadline) return;
+  struct Wake {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool due = false;
+  };
+  auto wake = std::make_shared<Wake>();
+  TimerId id = clock.schedule_at(deadline, [wake] {
+    std::lock_guard lock(wake->mutex);
+    wake->due = true;
+    wake->cv.notify_one();
+  });
+  if (id == 0) return;  // the clock is stopped
+  std::unique_lock lock(wake->mutex);
+  wake->cv.wait(lock, [&] { return wake->due; });
 }
 
 }  // namespace keel

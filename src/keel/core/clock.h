@@ -120,6 +120,10 @@ class ManualClock final : public Clock {
   TimerQueue timers_;
 };
 
+// Blocks the calling thread until `clock` reaches `deadline` (through the clock's own timer, so
+// a ManualClock's advance() on another thread wakes it).
+void sleep_until(Clock& clock, TimePoint deadline);
+
 // Milliseconds in a `Duration`, as a double, for logs and metrics.
 inline double to_ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <thread>
 #include <vector>
 
 namespace keel {
@@ -51,6 +52,21 @@ TEST(ManualClock, CancelledTimerNeverFires) {
   EXPECT_FALSE(clock.cancel(id));
   clock.advance(1s);
   EXPECT_FALSE(fired);
+}
+
+TEST(ManualClock, SleepUntilWakesWhenAnotherThreadAdvances) {
+  ManualClock clock;
+  TimePoint deadline = clock.now() + 5s;
+  std::atomic<bool> woke{false};
+  std::thread sleeper([&] {
+    sleep_until(clock, deadline);
+    woke = true;
+  });
+  while (clock.pending_timers() == 0) std::this_thread::yield();
+  EXPECT_FALSE(woke.load());
+  clock.advance(5s);
+  sleeper.join();
+  EXPECT_TRUE(woke.load());
 }
 
 TEST(SteadyClock, FiresTimersAndStopJoins) {
