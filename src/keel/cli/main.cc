@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "keel/cli/demo.h"
 #include "keel/core/log.h"
 
 #ifndef KEEL_VERSION
@@ -15,12 +16,28 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
 
   CLI::App* version = app.add_subcommand("version", "Print the version and exit");
-  version->callback([] { std::printf("keel %s\n", KEEL_VERSION); });
+
+  keel::cli::DemoOptions demo_options;
+  CLI::App* demo = app.add_subcommand("demo", "Show the patterns working, with faults injected");
+  demo->add_option("--seconds", demo_options.seconds, "How long the resilience part runs")
+      ->check(CLI::Range(3, 3600));
+  demo->add_option("--seed", demo_options.seed, "Seed for the injected faults");
+  demo->add_option("--config", demo_options.config_path,
+                   "YAML with the policies' settings (see examples/demo/resilience.yaml)");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (auto status = keel::log::set_level(log_level); !status) {
+    std::fprintf(stderr, "keel: %s\n", status.error().message().c_str());
+    return 2;
+  }
+  if (version->parsed()) {
+    std::printf("keel %s\n", KEEL_VERSION);
+    return 0;
+  }
+  if (demo->parsed()) return keel::cli::run_resilience_demo(demo_options);
   return 0;
 }

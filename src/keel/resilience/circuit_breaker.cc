@@ -217,13 +217,19 @@ void CircuitBreaker::record(BreakerPermit&& permit, Outcome outcome, Duration la
   }
 }
 
-bool CircuitBreaker::rates_exceed(const WindowTotals& totals, std::uint64_t minimum_calls) const {
-  if (totals.calls <= 0 || static_cast<std::uint64_t>(totals.calls) < minimum_calls) return false;
+const char* CircuitBreaker::threshold_crossed(const WindowTotals& totals,
+                                              std::uint64_t minimum_calls) const {
+  if (totals.calls <= 0 || static_cast<std::uint64_t>(totals.calls) < minimum_calls) return nullptr;
   double calls = static_cast<double>(totals.calls);
-  return static_cast<double>(std::max<std::int64_t>(totals.failures, 0)) * 100.0 / calls >=
-             config_.failure_rate_threshold ||
-         static_cast<double>(std::max<std::int64_t>(totals.slow, 0)) * 100.0 / calls >=
-             config_.slow_call_rate_threshold;
+  if (static_cast<double>(std::max<std::int64_t>(totals.failures, 0)) * 100.0 / calls >=
+      config_.failure_rate_threshold) {
+    return "failure rate reached the threshold";
+  }
+  if (static_cast<double>(std::max<std::int64_t>(totals.slow, 0)) * 100.0 / calls >=
+      config_.slow_call_rate_threshold) {
+    return "slow-call rate reached the threshold";
+  }
+  return nullptr;
 }
 
 WindowTotals CircuitBreaker::add_to_window(CallRecord call) {
@@ -267,8 +273,8 @@ void CircuitBreaker::record_closed(std::uint64_t word, bool failed, bool slow) {
     }
   }
   if (!trips) return;
-  if (rates_exceed(totals, minimum_calls_)) [[unlikely]] {
-    transition(word, BreakerState::kOpen, "failure or slow-call rate reached the threshold");
+  if (const char* reason = threshold_crossed(totals, minimum_calls_)) [[unlikely]] {
+    transition(word, BreakerState::kOpen, reason);
   }
 }
 
@@ -286,9 +292,8 @@ void CircuitBreaker::record_half_open(std::uint64_t word, bool failed, bool slow
     if (slow) ++half_open_slow_;
     if (half_open_calls_ < config_.half_open_permitted_calls) return;
     WindowTotals totals{half_open_calls_, half_open_failures_, half_open_slow_};
-    if (rates_exceed(totals, config_.half_open_permitted_calls)) {
-      transition_locked(BreakerState::kOpen, "probe calls failed or were slow", events,
-                        stale_timer);
+    if (const char* reason = threshold_crossed(totals, config_.half_open_permitted_calls)) {
+      transition_locked(BreakerState::kOpen, reason, events, stale_timer);
     } else {
       transition_locked(BreakerState::kClosed, "probe calls succeeded", events, stale_timer);
     }

@@ -127,7 +127,7 @@ class BreakerPermit {
 struct BreakerTransition {
   BreakerState from;
   BreakerState to;
-  const char* reason;  // e.g. "failure rate 62.0% >= 50.0%"-style summary, static text
+  const char* reason;  // static text, e.g. "failure rate reached the threshold"
 };
 
 class CircuitBreaker {
@@ -203,7 +203,8 @@ class CircuitBreaker {
   void record_closed(std::uint64_t word, bool failed, bool slow);
   void record_half_open(std::uint64_t word, bool failed, bool slow);
   void return_half_open_permit(std::uint64_t word);
-  bool rates_exceed(const WindowTotals& totals, std::uint64_t minimum_calls) const;
+  // Which threshold the totals reach ("failure rate ..." / "slow-call rate ..."), or nullptr.
+  const char* threshold_crossed(const WindowTotals& totals, std::uint64_t minimum_calls) const;
 
   // Moves to `to` if the state word still equals `expected` (any word when expected is 0).
   void transition(std::uint64_t expected, BreakerState to, const char* reason);

@@ -1,0 +1,20 @@
+// `keel demo`: shows the patterns working, with faults injected. Each capability adds a part.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace keel::cli {
+
+struct DemoOptions {
+  int seconds = 15;
+  std::uint64_t seed = 1;
+  // YAML with the resilience policies' settings; empty uses the built-in ones.
+  std::string config_path;
+};
+
+// A caller protected by bulkhead, circuit breaker, retry and timeout from a flaky, slow
+// in-process dependency. Prints a line a second and a summary. Returns the process exit code.
+int run_resilience_demo(const DemoOptions& options);
+
+}  // namespace keel::cli
