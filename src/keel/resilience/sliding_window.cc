@@ -1,6 +1,7 @@
 #include "keel/resilience/sliding_window.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "keel/core/check.h"
 
@@ -18,9 +19,9 @@ std::uint8_t encode(CallRecord call) {
 }  // namespace
 
 CountWindow::CountWindow(std::uint32_t size)
-    : size_(size), slots_(new std::atomic<std::uint8_t>[size]) {
+    : size_(size), words_(new std::atomic<std::uint64_t>[(size + 7) / 8]) {
   KEEL_CHECK(size >= 1 && size <= kMaxSize, "count window size out of range");
-  for (std::uint32_t i = 0; i < size; ++i) slots_[i].store(0, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < (size + 7) / 8; ++i) words_[i].store(0, std::memory_order_relaxed);
 }
 
 std::uint64_t CountWindow::pack(std::int64_t calls, std::int64_t failures, std::int64_t slow) {
@@ -45,31 +46,48 @@ WindowTotals CountWindow::unpack(std::uint64_t packed) {
   return totals;
 }
 
+std::uint64_t CountWindow::replace_in_word(std::uint64_t first, std::uint32_t count,
+                                           std::uint8_t code) {
+  constexpr std::uint64_t kBit0 = 0x0101010101010101ULL;
+  const int shift = static_cast<int>(first % 8) * 8;
+  const std::uint64_t mask = (count == 8 ? ~0ULL : ((1ULL << (count * 8)) - 1)) << shift;
+  const std::uint64_t fill = (kBit0 * code) & mask;
+  std::atomic<std::uint64_t>& word = words_[first / 8];
+  std::uint64_t old = word.load(std::memory_order_relaxed);
+  while (!word.compare_exchange_weak(old, (old & ~mask) | fill, std::memory_order_relaxed)) {
+  }
+  const std::uint64_t removed = old & mask;
+  auto count_bit = [](std::uint64_t bytes, int bit) {
+    return static_cast<std::int64_t>(std::popcount(bytes & (kBit0 << bit)));
+  };
+  return pack(count_bit(fill, 0) - count_bit(removed, 0),
+              count_bit(fill, 1) - count_bit(removed, 1),
+              count_bit(fill, 2) - count_bit(removed, 2));
+}
+
 WindowTotals CountWindow::record(CallRecord call) {
   std::uint64_t index = next_slot_.fetch_add(1, std::memory_order_relaxed) % size_;
-  std::uint8_t added = encode(call);
-  std::uint8_t removed = slots_[index].exchange(added, std::memory_order_relaxed);
-  std::uint64_t delta = pack((added & 1) - (removed & 1), ((added >> 1) & 1) - ((removed >> 1) & 1),
-                             ((added >> 2) & 1) - ((removed >> 2) & 1));
-  std::uint64_t before = packed_totals_.fetch_add(delta, std::memory_order_relaxed);
-  return unpack(before + delta);
+  std::uint64_t delta = replace_in_word(index, 1, encode(call));
+  return unpack(packed_totals_.fetch_add(delta, std::memory_order_relaxed) + delta);
 }
 
 WindowTotals CountWindow::record_successes(std::uint32_t count) {
   std::uint64_t first = next_slot_.fetch_add(count, std::memory_order_relaxed);
-  std::int64_t calls = 0, failures = 0, slow = 0;
   // A batch longer than the window would only overwrite itself: its last `size_` calls remain.
   if (count > size_) {
     first += count - size_;
     count = size_;
   }
-  for (std::uint32_t i = 0; i < count; ++i) {
-    std::uint8_t removed = slots_[(first + i) % size_].exchange(1, std::memory_order_relaxed);
-    calls += 1 - (removed & 1);
-    failures -= (removed >> 1) & 1;
-    slow -= (removed >> 2) & 1;
+  std::uint64_t index = first % size_;
+  std::uint64_t delta = 0;
+  while (count > 0) {
+    // The run that stays within one word and does not wrap around the ring.
+    auto run =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>({count, 8 - index % 8, size_ - index}));
+    delta += replace_in_word(index, run, encode({false, false}));
+    count -= run;
+    index = (index + run) % size_;
   }
-  std::uint64_t delta = pack(calls, failures, slow);
   return unpack(packed_totals_.fetch_add(delta, std::memory_order_relaxed) + delta);
 }
 
@@ -78,11 +96,14 @@ WindowTotals CountWindow::totals() const {
 }
 
 void CountWindow::reset() {
-  for (std::uint32_t i = 0; i < size_; ++i) {
-    std::uint8_t removed = slots_[i].exchange(0, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < (size_ + 7) / 8; ++i) {
+    std::uint64_t removed = words_[i].exchange(0, std::memory_order_relaxed);
     if (removed == 0) continue;
-    packed_totals_.fetch_sub(pack(removed & 1, (removed >> 1) & 1, (removed >> 2) & 1),
-                             std::memory_order_relaxed);
+    constexpr std::uint64_t kBit0 = 0x0101010101010101ULL;
+    packed_totals_.fetch_sub(
+        pack(std::popcount(removed & kBit0), std::popcount(removed & (kBit0 << 1)),
+             std::popcount(removed & (kBit0 << 2))),
+        std::memory_order_relaxed);
   }
 }
 

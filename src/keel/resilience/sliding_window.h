@@ -27,9 +27,10 @@ struct CallRecord {
   bool slow;
 };
 
-// The last `size` calls, in a ring of one byte per call. The three totals are packed in one
-// 64-bit word (21 bits each) so a record costs one fetch_add on the ring index, one exchange
-// on the slot and one fetch_add on the totals, both counters sharing a cache line.
+// The last `size` calls, in a ring of one byte per call, eight to an atomic word. The three
+// totals are packed in one 64-bit word (21 bits each), so a record costs one fetch_add on the
+// ring index, one compare-and-swap on the slot's word and one fetch_add on the totals (the two
+// counters share a cache line), and a batch of successes one compare-and-swap per eight calls.
 class CountWindow {
  public:
   static constexpr std::uint32_t kMaxSize = (1u << 20) - 1;
@@ -47,9 +48,12 @@ class CountWindow {
  private:
   static std::uint64_t pack(std::int64_t calls, std::int64_t failures, std::int64_t slow);
   static WindowTotals unpack(std::uint64_t packed);
+  // Writes `code` into `count` consecutive slots from `first`, all within one word; returns the
+  // packed change to the totals.
+  std::uint64_t replace_in_word(std::uint64_t first, std::uint32_t count, std::uint8_t code);
 
   std::uint32_t size_;
-  std::unique_ptr<std::atomic<std::uint8_t>[]> slots_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> words_;
   alignas(64) std::atomic<std::uint64_t> next_slot_{0};
   std::atomic<std::uint64_t> packed_totals_{0};
 };

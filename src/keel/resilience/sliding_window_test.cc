@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <thread>
 #include <vector>
+
+#include "keel/core/random.h"
 
 namespace keel::resilience {
 namespace {
@@ -25,6 +28,38 @@ TEST(CountWindow, TotalsFollowTheLastCalls) {
   EXPECT_EQ(totals.calls, 0);
   EXPECT_EQ(totals.failures, 0);
   EXPECT_EQ(totals.slow, 0);
+}
+
+TEST(CountWindow, MatchesAModelOfTheLastNCallsUnderRandomBatches) {
+  for (std::uint32_t size : {1u, 7u, 8u, 13u, 100u}) {
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+      Random random(seed);
+      CountWindow window(size);
+      std::deque<CallRecord> model;
+      WindowTotals totals;
+      for (int step = 0; step < 300; ++step) {
+        if (random.bernoulli(0.5)) {
+          CallRecord call{random.bernoulli(0.5), random.bernoulli(0.3)};
+          totals = window.record(call);
+          model.push_back(call);
+        } else {
+          auto count = static_cast<std::uint32_t>(1 + random.uniform(40));
+          totals = window.record_successes(count);
+          for (std::uint32_t i = 0; i < count; ++i) model.push_back({false, false});
+        }
+        while (model.size() > size) model.pop_front();
+        std::int64_t failures = 0, slow = 0;
+        for (const auto& call : model) {
+          failures += call.failed;
+          slow += call.slow;
+        }
+        ASSERT_EQ(totals.calls, static_cast<std::int64_t>(model.size()))
+            << "size " << size << " seed " << seed << " step " << step;
+        ASSERT_EQ(totals.failures, failures) << "size " << size << " seed " << seed;
+        ASSERT_EQ(totals.slow, slow) << "size " << size << " seed " << seed;
+      }
+    }
+  }
 }
 
 TEST(CountWindow, LargestWindowDoesNotOverflowItsPackedCounters) {
