@@ -33,10 +33,11 @@ for f in sorted(os.listdir(out)):
         # 2-thread figure reads as the cost of one call while another thread calls too.
         threads = b.get("threads", 1)
         ns = b["real_time"] * threads
-        rows[name] = {"ns_per_call": ns, "calls_per_s": b.get("items_per_second", 0.0)}
-print(f"{'benchmark':58} {'ns/call':>9} {'Mcalls/s':>9}")
+        calls_per_s = b.get("items_per_second") or 1e9 / b["real_time"]
+        rows[name] = {"ns_per_call": ns, "calls_per_s": calls_per_s}
+print(f"{'benchmark':66} {'ns/call':>8} {'Mcalls/s':>9}")
 for name, r in rows.items():
-    print(f"{name:58} {r['ns_per_call']:9.1f} {r['calls_per_s']/1e6:9.1f}")
+    print(f"{name:66} {r['ns_per_call']:8.1f} {r['calls_per_s']/1e6:9.1f}")
 
 def get(name, key="ns_per_call"):
     return rows.get(name, {}).get(key, float("nan"))
@@ -49,7 +50,10 @@ figures = {
     "breaker_open_reject_1t_ns": round(get("BM_KeelOpenReject/real_time/threads:1"), 1),
     "breaker_closed_2t_calls_per_s": round(get("BM_KeelClosedAcquireRecord/real_time/threads:2", "calls_per_s")),
     "mutex_breaker_closed_2t_calls_per_s": round(get("BM_MutexClosedAcquireRecord/real_time/threads:2", "calls_per_s")),
-    "bulkhead_acquire_release_1t_ns": round(get("BM_SemaphoreBulkheadUncontended/real_time"), 1),
+    "bulkhead_acquire_release_1t_ns": round(get("BM_SemaphoreBulkheadTryAcquireRelease/real_time"), 1),
+    "bulkhead_acquire_release_2t_ns": round(get("BM_SemaphoreBulkheadTryAcquireReleaseShared/real_time/threads:2"), 1),
+    "token_bucket_1t_ns": round(get("BM_TokenBucketTryAcquire/real_time/threads:1"), 1),
+    "adaptive_limiter_1t_ns": round(get("BM_ConcurrencyLimiterAcquireRecord/real_time"), 1),
 }
 figures["breaker_vs_mutex_1t_ratio"] = round(figures["mutex_breaker_closed_1t_ns"] / figures["breaker_closed_1t_ns"], 2)
 figures["breaker_vs_mutex_2t_ratio"] = round(figures["breaker_closed_2t_calls_per_s"] / figures["mutex_breaker_closed_2t_calls_per_s"], 2)

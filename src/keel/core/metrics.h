@@ -33,7 +33,7 @@ class Counter {
 
  private:
   static constexpr std::size_t kStripes = 8;
-  struct alignas(64) Stripe {
+  struct alignas(kNoFalseSharing) Stripe {
     std::atomic<std::uint64_t> value{0};
   };
   std::array<Stripe, kStripes> stripes_;

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "keel/core/clock.h"
+#include "keel/core/thread_stripe.h"
 #include "keel/core/config.h"
 #include "keel/core/metrics.h"
 #include "keel/resilience/outcome.h"
@@ -216,10 +217,10 @@ class ConcurrencyLimiter {
   const std::unique_ptr<LimitAlgorithm> algorithm_;
   Clock& clock_;
 
-  alignas(64) std::atomic<std::uint32_t> inflight_{0};
+  alignas(kNoFalseSharing) std::atomic<std::uint32_t> inflight_{0};
   std::atomic<std::uint32_t> limit_;
 
-  alignas(64) mutable std::mutex mutex_;
+  alignas(kNoFalseSharing) mutable std::mutex mutex_;
   double estimated_limit_;
 
   metrics::Counter* permitted_ = nullptr;

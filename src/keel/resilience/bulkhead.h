@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "keel/core/clock.h"
+#include "keel/core/thread_stripe.h"
 #include "keel/core/config.h"
 #include "keel/core/metrics.h"
 #include "keel/resilience/outcome.h"
@@ -145,9 +146,9 @@ class SemaphoreBulkhead {
   // Low 32 bits: free permits. High 32 bits: callers waiting. Invariant: while anyone waits,
   // no permit is free (a release hands its slot over instead of freeing it). The waiter count
   // changes only under `mutex_`, together with `waiters_`.
-  alignas(64) std::atomic<std::uint64_t> state_;
+  alignas(kNoFalseSharing) std::atomic<std::uint64_t> state_;
 
-  alignas(64) mutable std::mutex mutex_;
+  alignas(kNoFalseSharing) mutable std::mutex mutex_;
   std::map<std::uint64_t, Waiter> waiters_;  // by arrival; the oldest first
   std::uint64_t next_waiter_id_ = 0;
 

@@ -20,7 +20,7 @@ void BM_SemaphoreBulkheadTryAcquireRelease(benchmark::State& state) {
     admission.permit().release();
   }
 }
-BENCHMARK(BM_SemaphoreBulkheadTryAcquireRelease);
+BENCHMARK(BM_SemaphoreBulkheadTryAcquireRelease)->UseRealTime();
 
 // One bulkhead shared by every benchmark thread; the limit is high enough that nobody is
 // rejected, so this measures contention on the state word alone.
@@ -38,7 +38,7 @@ void BM_SemaphoreBulkheadTryAcquireReleaseShared(benchmark::State& state) {
     admission.permit().release();
   }
 }
-BENCHMARK(BM_SemaphoreBulkheadTryAcquireReleaseShared)->Threads(1)->Threads(2);
+BENCHMARK(BM_SemaphoreBulkheadTryAcquireReleaseShared)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_SemaphoreBulkheadWithMetrics(benchmark::State& state) {
   metrics::Registry registry;
@@ -50,7 +50,7 @@ void BM_SemaphoreBulkheadWithMetrics(benchmark::State& state) {
     admission.permit().release();
   }
 }
-BENCHMARK(BM_SemaphoreBulkheadWithMetrics);
+BENCHMARK(BM_SemaphoreBulkheadWithMetrics)->UseRealTime();
 
 void BM_ConcurrencyLimiterAcquireRecord(benchmark::State& state) {
   ConcurrencyLimiter limiter("bench", std::make_unique<AimdLimit>(), SteadyClock::instance());
@@ -60,7 +60,7 @@ void BM_ConcurrencyLimiterAcquireRecord(benchmark::State& state) {
     limiter.record(std::move(admission).permit(), Outcome::kSuccess, 1ms);
   }
 }
-BENCHMARK(BM_ConcurrencyLimiterAcquireRecord);
+BENCHMARK(BM_ConcurrencyLimiterAcquireRecord)->UseRealTime();
 
 void BM_ConcurrencyLimiterGradient(benchmark::State& state) {
   ConcurrencyLimiter limiter("bench", std::make_unique<GradientLimit>(), SteadyClock::instance());
@@ -70,7 +70,7 @@ void BM_ConcurrencyLimiterGradient(benchmark::State& state) {
     limiter.record(std::move(admission).permit(), Outcome::kSuccess, 1ms);
   }
 }
-BENCHMARK(BM_ConcurrencyLimiterGradient);
+BENCHMARK(BM_ConcurrencyLimiterGradient)->UseRealTime();
 
 }  // namespace
 }  // namespace keel::resilience

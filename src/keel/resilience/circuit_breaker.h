@@ -218,7 +218,7 @@ class CircuitBreaker {
   Clock& clock_;
   const std::uint64_t minimum_calls_;
 
-  alignas(64) std::atomic<std::uint64_t> state_word_;
+  alignas(kNoFalseSharing) std::atomic<std::uint64_t> state_word_;
   std::atomic<std::int64_t> retry_at_ns_{0};
 
   // Exactly one of the two, per config_.window_type.
@@ -230,7 +230,7 @@ class CircuitBreaker {
   WindowTotals add_successes_to_window(std::uint32_t count) const;
   void fold_pending_successes() const;
   static constexpr std::size_t kStripes = 8;
-  struct alignas(64) PendingSuccesses {
+  struct alignas(kNoFalseSharing) PendingSuccesses {
     std::atomic<std::uint32_t> count{0};
   };
   const std::uint32_t success_batch_;

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "keel/core/clock.h"
+#include "keel/core/thread_stripe.h"
 #include "keel/core/config.h"
 #include "keel/core/metrics.h"
 #include "keel/resilience/outcome.h"
@@ -75,7 +76,7 @@ class TokenBucket {
 
   // Time since the clock's epoch at which the bucket will be full again; at or before now
   // means full.
-  alignas(64) std::atomic<std::int64_t> theoretical_arrival_ns_;
+  alignas(kNoFalseSharing) std::atomic<std::int64_t> theoretical_arrival_ns_;
 
   metrics::Counter* permitted_ = nullptr;
   metrics::Counter* rejected_ = nullptr;

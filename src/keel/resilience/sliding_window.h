@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "keel/core/clock.h"
+#include "keel/core/thread_stripe.h"
 
 namespace keel::resilience {
 
@@ -54,7 +55,7 @@ class CountWindow {
 
   std::uint32_t size_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> words_;
-  alignas(64) std::atomic<std::uint64_t> next_slot_{0};
+  alignas(kNoFalseSharing) std::atomic<std::uint64_t> next_slot_{0};
   std::atomic<std::uint64_t> packed_totals_{0};
 };
 
@@ -87,7 +88,7 @@ class TimeWindow {
 
   std::uint32_t seconds_;
   std::unique_ptr<Bucket[]> buckets_;
-  alignas(64) std::atomic<std::int64_t> latest_second_{-1};
+  alignas(kNoFalseSharing) std::atomic<std::int64_t> latest_second_{-1};
   std::atomic<std::int64_t> calls_{0};
   std::atomic<std::int64_t> failures_{0};
   std::atomic<std::int64_t> slow_{0};
