@@ -217,6 +217,11 @@ void CircuitBreaker::record(BreakerPermit&& permit, Outcome outcome, Duration la
   }
 }
 
+void CircuitBreaker::record_error(BreakerPermit&& permit, const Error& error, Duration latency) {
+  record(std::move(permit), config_.classify ? config_.classify(error) : Outcome::kFailure,
+         latency);
+}
+
 const char* CircuitBreaker::threshold_crossed(const WindowTotals& totals,
                                               std::uint64_t minimum_calls) const {
   if (totals.calls <= 0 || static_cast<std::uint64_t>(totals.calls) < minimum_calls) return nullptr;

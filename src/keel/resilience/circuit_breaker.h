@@ -94,6 +94,10 @@ struct CircuitBreakerConfig {
   // Seeds the jitter of open durations.
   std::uint64_t random_seed = 0x6b65656c;
 
+  // How record_error() counts an error: kFailure (the default when unset) or kIgnored, for
+  // errors that say nothing about the dependency's health (a 404, a validation error).
+  std::function<Outcome(const Error&)> classify;
+
   // Ok, or what is out of range.
   Status validate() const;
   // Reads the fields of `node` (names as above, durations as *_ms, window_type as
@@ -142,6 +146,8 @@ class CircuitBreaker {
   Admission<BreakerPermit> acquire();
   // `latency` is the call's duration as the caller measured it.
   void record(BreakerPermit&& permit, Outcome outcome, Duration latency);
+  // Records a call that failed with `error`, counted as config().classify says.
+  void record_error(BreakerPermit&& permit, const Error& error, Duration latency);
 
   BreakerState state() const;
   const std::string& name() const { return name_; }

@@ -243,6 +243,29 @@ TEST(CircuitBreaker, CancellationsAreNeitherSuccessNorFailureAndFreeTheProbeSlot
   EXPECT_EQ(breaker.state(), BreakerState::kHalfOpen);
 }
 
+TEST(CircuitBreaker, ClassifierDecidesWhichErrorsCountAsFailures) {
+  ManualClock clock;
+  auto config = small_config();
+  config.classify = [](const Error& error) {
+    return error.is(keel::errc::invalid_argument) ? Outcome::kIgnored : Outcome::kFailure;
+  };
+  CircuitBreaker breaker("b", config, clock);
+  for (int i = 0; i < 10; ++i) {
+    auto admission = breaker.acquire();
+    ASSERT_TRUE(admission.admitted());
+    breaker.record_error(std::move(admission).permit(),
+                         Error(keel::errc::invalid_argument, "no such order"), 1ms);
+  }
+  EXPECT_EQ(breaker.state(), BreakerState::kClosed);
+  EXPECT_EQ(breaker.metrics().ignored_calls_total, 10u);
+  for (int i = 0; i < 5; ++i) {
+    auto admission = breaker.acquire();
+    ASSERT_TRUE(admission.admitted());
+    breaker.record_error(std::move(admission).permit(), Error(keel::errc::io_error, "reset"), 1ms);
+  }
+  EXPECT_EQ(breaker.state(), BreakerState::kOpen);
+}
+
 TEST(CircuitBreaker, OpenDurationBacksOffExponentiallyUpToTheCapAndResetsOnClose) {
   ManualClock clock;
   auto config = small_config();
