@@ -26,10 +26,6 @@ std::int64_t interval_of(double rate_per_second) {
   return std::max<std::int64_t>(1, std::llround(1e9 / rate_per_second));
 }
 
-void count(metrics::Counter* counter) {
-  if (counter != nullptr) counter->inc();
-}
-
 }  // namespace
 
 TokenBucket::TokenBucket(std::string name, Config config, Clock& clock)
@@ -48,7 +44,7 @@ TokenBucket::TokenBucket(std::string name, Config config, Clock& clock)
 
 Admission<RateToken> TokenBucket::try_acquire(std::uint32_t tokens) {
   if (tokens > config_.burst) {
-    count(rejected_);
+    metrics_.count(false);
     return Rejection{errc::rate_limited, TimePoint::max()};
   }
   const std::int64_t cost = interval_ns_ * static_cast<std::int64_t>(tokens);
@@ -61,12 +57,12 @@ Admission<RateToken> TokenBucket::try_acquire(std::uint32_t tokens) {
     const std::int64_t next_arrival = std::max(arrival, now) + cost;
     const std::int64_t conforming_at = next_arrival - tolerance_ns_;
     if (conforming_at > now) {
-      count(rejected_);
+      metrics_.count(false);
       return Rejection{errc::rate_limited, from_epoch_ns(conforming_at)};
     }
     if (theoretical_arrival_ns_.compare_exchange_weak(
             arrival, next_arrival, std::memory_order_release, std::memory_order_acquire)) {
-      count(permitted_);
+      metrics_.count(true);
       return RateToken{};
     }
   }
@@ -81,13 +77,17 @@ double TokenBucket::available() const {
   return std::clamp(tokens, 0.0, static_cast<double>(config_.burst));
 }
 
+void detail::RateLimiterMetrics::bind(metrics::Registry& registry, const std::string& name,
+                                      std::function<double()> read_available) {
+  permitted =
+      &registry.counter(kCallsName, kCallsHelp, {{"limiter", name}, {"result", "permitted"}});
+  rejected = &registry.counter(kCallsName, kCallsHelp, {{"limiter", name}, {"result", "rejected"}});
+  available = registry.gauge_callback(kAvailableName, kAvailableHelp, {{"limiter", name}},
+                                      std::move(read_available));
+}
+
 void TokenBucket::bind_metrics(metrics::Registry& registry) {
-  permitted_ =
-      &registry.counter(kCallsName, kCallsHelp, {{"limiter", name_}, {"result", "permitted"}});
-  rejected_ =
-      &registry.counter(kCallsName, kCallsHelp, {{"limiter", name_}, {"result", "rejected"}});
-  available_gauge_ = registry.gauge_callback(kAvailableName, kAvailableHelp, {{"limiter", name_}},
-                                             [this] { return available(); });
+  metrics_.bind(registry, name_, [this] { return available(); });
 }
 
 TokenBucket::Config TokenBucket::read_config(const config::Node& node) {
@@ -141,7 +141,7 @@ Admission<RateToken> SlidingWindowLimiter::try_acquire() {
   if ((current + 1) * window + previous * (window - elapsed) <= limit * window) {
     ++current_;
     lock.unlock();
-    count(permitted_);
+    metrics_.count(true);
     return RateToken{};
   }
 
@@ -160,7 +160,7 @@ Admission<RateToken> SlidingWindowLimiter::try_acquire() {
   lock.unlock();
   const Wide wait_in_window = window - (room * window) / decaying;
   const auto retry_offset = static_cast<std::int64_t>(start_of_search + wait_in_window);
-  count(rejected_);
+  metrics_.count(false);
   return Rejection{errc::rate_limited, window_start + Duration(retry_offset)};
 }
 
@@ -174,12 +174,7 @@ double SlidingWindowLimiter::available() const {
 }
 
 void SlidingWindowLimiter::bind_metrics(metrics::Registry& registry) {
-  permitted_ =
-      &registry.counter(kCallsName, kCallsHelp, {{"limiter", name_}, {"result", "permitted"}});
-  rejected_ =
-      &registry.counter(kCallsName, kCallsHelp, {{"limiter", name_}, {"result", "rejected"}});
-  available_gauge_ = registry.gauge_callback(kAvailableName, kAvailableHelp, {{"limiter", name_}},
-                                             [this] { return available(); });
+  metrics_.bind(registry, name_, [this] { return available(); });
 }
 
 SlidingWindowLimiter::Config SlidingWindowLimiter::read_config(const config::Node& node) {

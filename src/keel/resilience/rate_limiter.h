@@ -10,18 +10,34 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 
 #include "keel/core/clock.h"
-#include "keel/core/thread_stripe.h"
 #include "keel/core/config.h"
 #include "keel/core/metrics.h"
+#include "keel/core/thread_stripe.h"
 #include "keel/resilience/outcome.h"
 
 namespace keel::resilience {
 
 // What an admitted call holds. Nothing to give back: a rate is spent when the call starts.
+namespace detail {
+// The series both limiters expose, bound by bind_metrics(); counting is a no-op until then.
+struct RateLimiterMetrics {
+  metrics::Counter* permitted = nullptr;
+  metrics::Counter* rejected = nullptr;
+  metrics::CallbackRegistration available;
+
+  void bind(metrics::Registry& registry, const std::string& name,
+            std::function<double()> read_available);
+  void count(bool admitted) const {
+    if (metrics::Counter* counter = admitted ? permitted : rejected) counter->inc();
+  }
+};
+}  // namespace detail
+
 struct RateToken {};
 
 // A token bucket, implemented as the Generic Cell Rate Algorithm: the whole state is one
@@ -78,9 +94,7 @@ class TokenBucket {
   // means full.
   alignas(kNoFalseSharing) std::atomic<std::int64_t> theoretical_arrival_ns_;
 
-  metrics::Counter* permitted_ = nullptr;
-  metrics::Counter* rejected_ = nullptr;
-  metrics::CallbackRegistration available_gauge_;
+  detail::RateLimiterMetrics metrics_;
 };
 
 // At most `limit` calls per sliding `window`, estimated from two fixed windows as Cloudflare's
@@ -141,9 +155,7 @@ class SlidingWindowLimiter {
   mutable std::uint64_t current_ = 0;
   mutable std::uint64_t previous_ = 0;
 
-  metrics::Counter* permitted_ = nullptr;
-  metrics::Counter* rejected_ = nullptr;
-  metrics::CallbackRegistration available_gauge_;
+  detail::RateLimiterMetrics metrics_;
 };
 
 }  // namespace keel::resilience
