@@ -1,0 +1,77 @@
+#include "keel/balance/health_checker.h"
+
+#include <algorithm>
+
+namespace keel::balance {
+
+HealthCheckConfig HealthCheckConfig::read(const config::Node& node) {
+  HealthCheckConfig c;
+  node.read_ms("interval_ms", c.interval, 1ms, 1h);
+  node.read("jitter_percent", c.jitter_percent, 0.0, 100.0);
+  node.read_ms("timeout_ms", c.timeout, 1ms, 1h);
+  node.read("healthy_threshold", c.healthy_threshold, 1, 100);
+  node.read("unhealthy_threshold", c.unhealthy_threshold, 1, 100);
+  node.expect_only(
+      {"interval_ms", "jitter_percent", "timeout_ms", "healthy_threshold", "unhealthy_threshold"});
+  return c;
+}
+
+HealthChecker::HealthChecker(EndpointSet& endpoints, HealthCheckConfig config, Random& random)
+    : endpoints_(endpoints), config_(config), random_(random), probes_(endpoints.size()) {
+  const TimePoint now = endpoints_.clock().now();
+  for (auto& probe : probes_) {
+    probe.next = now + Duration(static_cast<std::int64_t>(
+                           random_.uniform01() * static_cast<double>(config_.interval.count())));
+  }
+}
+
+Duration HealthChecker::jittered_interval() {
+  double jitter = random_.uniform01() * config_.jitter_percent / 100.0;
+  return config_.interval + Duration(static_cast<std::int64_t>(
+                                jitter * static_cast<double>(config_.interval.count())));
+}
+
+std::vector<std::size_t> HealthChecker::due() {
+  const TimePoint now = endpoints_.clock().now();
+  std::vector<std::size_t> result;
+  for (std::size_t i = 0; i < probes_.size(); ++i) {
+    Probe& probe = probes_[i];
+    if (probe.in_flight || probe.next > now) continue;
+    probe.in_flight = true;
+    probe.next = now + jittered_interval();
+    result.push_back(i);
+  }
+  return result;
+}
+
+TimePoint HealthChecker::next_due() const {
+  TimePoint next = TimePoint::max();
+  for (const auto& probe : probes_) {
+    if (!probe.in_flight) next = std::min(next, probe.next);
+  }
+  return next;
+}
+
+std::optional<HealthChecker::Change> HealthChecker::record(std::size_t i, bool passed) {
+  Probe& probe = probes_[i];
+  probe.in_flight = false;
+  const bool healthy = endpoints_[i].healthy;
+  if (passed) {
+    probe.failures = 0;
+    ++probe.passes;
+    if (!healthy && probe.passes >= config_.healthy_threshold) {
+      endpoints_.set_healthy(i, true);
+      return Change{i, true};
+    }
+  } else {
+    probe.passes = 0;
+    ++probe.failures;
+    if (healthy && probe.failures >= config_.unhealthy_threshold) {
+      endpoints_.set_healthy(i, false);
+      return Change{i, false};
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace keel::balance
