@@ -17,4 +17,8 @@ struct DemoOptions {
 // in-process dependency. Prints a line a second and a summary. Returns the process exit code.
 int run_resilience_demo(const DemoOptions& options);
 
+// Linkerd's load-balancing experiment on Keel's policies: a table and a latency histogram for
+// round_robin, least_request and peak_ewma when one endpoint stalls.
+int run_balance_demo(const DemoOptions& options);
+
 }  // namespace keel::cli

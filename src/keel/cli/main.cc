@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
     std::printf("keel %s\n", KEEL_VERSION);
     return 0;
   }
-  if (demo->parsed()) return keel::cli::run_resilience_demo(demo_options);
+  if (demo->parsed()) {
+    if (int code = keel::cli::run_resilience_demo(demo_options); code != 0) return code;
+    return keel::cli::run_balance_demo(demo_options);
+  }
   return 0;
 }
