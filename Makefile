@@ -6,6 +6,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= 2
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= config_fuzz slot_map_fuzz
 
 .PHONY: all build deps demo test test-asan test-tsan bench fuzz format lint clean
 
@@ -38,12 +39,16 @@ test-tsan: deps
 
 bench: deps build
 	bench/resilience.sh $(BUILD_DIR)
+	bench/balance.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps
 	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_FUZZ=ON -DKEEL_BENCH=OFF
-	cmake --build $(FUZZ_DIR) -j $(JOBS) --target config_fuzz
-	mkdir -p $(FUZZ_DIR)/corpus/config && $(FUZZ_DIR)/fuzz/config_fuzz -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus/config fuzz/corpus/config
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(FUZZ_TARGETS)
+	for target in $(FUZZ_TARGETS); do \
+	  corpus=$${target%_fuzz}; mkdir -p $(FUZZ_DIR)/corpus/$$corpus; \
+	  $(FUZZ_DIR)/fuzz/$$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus/$$corpus fuzz/corpus/$$corpus || exit 1; \
+	done
 
 format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
