@@ -66,3 +66,26 @@ function(keel_fuzz name)
     set_tests_properties(${name}_corpus PROPERTIES TIMEOUT 120 LABELS "fuzz")
   endif()
 endfunction()
+
+# keel_area(LIBRARY PREFIX DEPS ...): one area folder. Every foo.cc joins the library, every
+# foo_test.cc becomes the test binary PREFIX_foo_test, and every foo_benchmark.cc a benchmark.
+function(keel_area library prefix)
+  cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
+  file(GLOB sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  list(FILTER sources EXCLUDE REGEX "_(test|benchmark)\\.cc$")
+  keel_library(${library} SOURCES ${sources} DEPS ${ARG_DEPS})
+
+  file(GLOB tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+  foreach(test ${tests})
+    get_filename_component(name ${test} NAME_WE)
+    keel_test(${prefix}_${name} SOURCES ${test} DEPS ${library})
+  endforeach()
+
+  if(KEEL_BENCH)
+    file(GLOB benchmarks CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_benchmark.cc)
+    foreach(benchmark ${benchmarks})
+      get_filename_component(name ${benchmark} NAME_WE)
+      keel_benchmark(${name} SOURCES ${benchmark} DEPS ${library})
+    endforeach()
+  endif()
+endfunction()
