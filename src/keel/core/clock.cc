@@ -90,7 +90,12 @@ SteadyClock& SteadyClock::instance() {
 
 // ---- ManualClock ----
 
-ManualClock::ManualClock() : now_(TimePoint(std::chrono::hours(24 * 365))) {}
+ManualClock::ManualClock() : start_(TimePoint(std::chrono::hours(24 * 365))), now_(start_) {}
+
+std::int64_t ManualClock::unix_now_ns() const {
+  constexpr std::int64_t k2026 = 1767225600LL * 1'000'000'000LL;
+  return k2026 + (now() - start_).count();
+}
 
 TimePoint ManualClock::now() const {
   std::lock_guard lock(mutex_);

@@ -34,6 +34,10 @@ class Clock {
 
   virtual TimePoint now() const = 0;
 
+  // Wall-clock time in nanoseconds since the Unix epoch, for timestamps people read and for
+  // ages (an event's max age). Not monotonic on a real clock.
+  virtual std::int64_t unix_now_ns() const = 0;
+
   // Runs `callback` once, at or after `deadline`. Callbacks due at the same instant run in the
   // order they were scheduled.
   virtual TimerId schedule_at(TimePoint deadline, std::function<void()> callback) = 0;
@@ -77,6 +81,11 @@ class SteadyClock final : public Clock {
   SteadyClock& operator=(const SteadyClock&) = delete;
 
   TimePoint now() const override { return std::chrono::steady_clock::now(); }
+  std::int64_t unix_now_ns() const override {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
   TimerId schedule_at(TimePoint deadline, std::function<void()> callback) override;
   bool cancel(TimerId id) override;
 
@@ -107,6 +116,8 @@ class ManualClock final : public Clock {
   ManualClock();
 
   TimePoint now() const override;
+  // Starts at 2026-01-01T00:00:00Z and moves with advance().
+  std::int64_t unix_now_ns() const override;
   TimerId schedule_at(TimePoint deadline, std::function<void()> callback) override;
   bool cancel(TimerId id) override;
 
@@ -116,6 +127,7 @@ class ManualClock final : public Clock {
 
  private:
   mutable std::mutex mutex_;
+  const TimePoint start_;
   TimePoint now_;
   TimerQueue timers_;
 };

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -25,9 +27,18 @@ class Error {
   requires std::is_error_code_enum_v<Enum>
   bool is(Enum value) const { return code_ == value; }
 
+  // One number a caller may need to act on, such as the actual version of a stream after a
+  // failed expected-version check.
+  Error& with_detail(std::int64_t detail) {
+    detail_ = detail;
+    return *this;
+  }
+  std::optional<std::int64_t> detail() const { return detail_; }
+
  private:
   std::error_code code_;
   std::string message_;
+  std::optional<std::int64_t> detail_;
 };
 
 template <typename T>

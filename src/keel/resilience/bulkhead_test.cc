@@ -18,6 +18,7 @@ using ::testing::HasSubstr;
 class WatchedClock final : public Clock {
  public:
   TimePoint now() const override { return clock_.now(); }
+  std::int64_t unix_now_ns() const override { return clock_.unix_now_ns(); }
   TimerId schedule_at(TimePoint deadline, std::function<void()> callback) override {
     TimerId id = clock_.schedule_at(deadline, std::move(callback));
     {
