@@ -1,0 +1,1182 @@
+#include "keel/eventlog/event_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "keel/core/log.h"
+#include "keel/eventlog/crc32c.h"
+#include "keel/eventlog/event_store_impl.h"
+#include "keel/shard/hash.h"
+
+namespace keel::eventlog {
+
+Segment::~Segment() {
+  if (map != nullptr) ::munmap(const_cast<char*>(map), capacity);
+  if (fd >= 0) ::close(fd);
+}
+
+namespace {
+
+std::string segment_name(std::uint64_t number) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
+  return name;
+}
+
+bool all_zero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+Error invalid(const std::string& what) { return Error(errc::invalid_argument, what); }
+
+}  // namespace
+
+class EventStore::Impl {
+ public:
+  Impl(std::string directory, StoreOptions options, Clock& clock)
+      : directory_(std::move(directory)), options_(std::move(options)), clock_(clock) {}
+  ~Impl() { (void)close(); }
+
+  Status open();
+  Status close();
+  Result<AppendResult> append(std::string_view stream, ExpectedVersion expected,
+                              std::span<const EventData> events,
+                              std::optional<StoredMetadata> metadata_change);
+  Result<std::vector<RecordedEvent>> read_positions(const std::vector<std::uint64_t>* positions,
+                                                    std::uint64_t from, std::size_t max_count);
+  Result<std::vector<RecordedEvent>> read_stream(std::string_view stream, std::uint64_t from,
+                                                 std::size_t max_count, Direction direction);
+  Result<std::vector<RecordedEvent>> read_all(std::uint64_t position, std::size_t max_count,
+                                              Direction direction);
+  Result<std::vector<RecordedEvent>> read_indexed(bool category, std::string_view name,
+                                                  std::uint64_t position, std::size_t max_count);
+  std::optional<std::uint64_t> stream_version(std::string_view stream);
+  StoredMetadata stored_metadata(std::string_view stream);
+  Status delete_stream(std::string_view stream, ExpectedVersion expected, bool hard);
+  Status set_metadata(std::string_view stream, const StreamMetadata& metadata);
+  Status save_snapshot(std::string_view stream, const Snapshot& snapshot);
+  Result<std::optional<Snapshot>> load_snapshot(std::string_view stream);
+  Result<ScavengeReport> scavenge();
+  Status checkpoint_now();
+  std::uint64_t next_position() const;
+  bool wait_for(std::uint64_t position, Duration timeout);
+
+ private:
+  int fault(std::string_view operation) const {
+    return options_.inject_fault ? options_.inject_fault(operation) : 0;
+  }
+  std::string path(const std::string& name) const { return directory_ + "/" + name; }
+  Result<std::shared_ptr<Segment>> map_segment(std::uint64_t number, bool create);
+  Status recover();
+  Status apply_recovered(const std::vector<RecordedEvent>& events,
+                         const std::vector<MetadataRecord>& metadata,
+                         const std::vector<std::uint64_t>& locations);
+  Status roll_segment_locked();
+  Status check_expected(const std::string& stream, const StreamWriterState& state,
+                        ExpectedVersion expected) const;
+  std::optional<Result<AppendResult>> find_duplicate(std::string_view stream,
+                                                     std::span<const EventData> events);
+  Result<RecordedEvent> read_at(std::uint64_t position) const;  // index lock held
+  bool visible(const StreamIndex& stream, const RecordedEvent& event) const;
+  Status flush_as_leader(std::unique_lock<std::mutex>& lock);
+  void publish(std::vector<PendingItem>& items);
+  void remember_id(const Uuid& id, std::uint64_t position);
+  std::vector<std::pair<Uuid, std::uint64_t>> ids_snapshot() const;
+  Status write_checkpoint_locked();
+  void syncer_loop();
+
+  const std::string directory_;
+  const StoreOptions options_;
+  Clock& clock_;
+  int lock_fd_ = -1;
+  bool open_ = false;
+
+  // Readers' view; guarded by index_mutex_.
+  mutable std::shared_mutex index_mutex_;
+  Index index_;
+  std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
+  std::uint64_t committed_position_ = 0;  // positions below this are visible
+
+  // Writers' view; guarded by mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable flushed_;
+  std::unordered_map<std::string, StreamWriterState> writers_;
+  std::unordered_map<Uuid, std::uint64_t, UuidHash> ids_;  // event id -> position
+  std::deque<Uuid> id_order_;
+  std::uint64_t next_position_ = 0;
+  std::shared_ptr<Segment> active_;
+  std::uint64_t write_offset_ = 0;  // in active_
+  std::vector<PendingChunk> pending_chunks_;
+  std::vector<PendingItem> pending_items_;
+  std::uint64_t encoded_ticket_ = 0;
+  std::uint64_t flushed_ticket_ = 0;
+  bool flushing_ = false;
+  std::optional<Error> failed_;
+  std::uint64_t events_since_checkpoint_ = 0;
+
+  std::condition_variable tail_;  // with mutex_: committed position moved
+
+  std::thread syncer_;
+  bool stopping_ = false;
+  std::condition_variable syncer_wake_;
+};
+
+// ---- opening and recovery ----
+
+Result<std::shared_ptr<Segment>> EventStore::Impl::map_segment(std::uint64_t number, bool create) {
+  auto segment = std::make_shared<Segment>();
+  segment->number = number;
+  segment->path = path(segment_name(number));
+  segment->fd =
+      ::open(segment->path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0644);
+  if (segment->fd < 0) return io_error("cannot open segment", segment->path, errno);
+  if (create) {
+    int error_number = fault("fallocate");
+    if (error_number == 0 &&
+        ::posix_fallocate(segment->fd, 0, static_cast<off_t>(options_.segment_bytes)) != 0) {
+      error_number = errno == 0 ? ENOSPC : errno;
+    }
+    if (error_number == 0) {
+      if (auto synced = sync_directory(directory_); !synced) return synced.error();
+    } else {
+      ::unlink(segment->path.c_str());
+      return io_error("cannot allocate segment", segment->path, error_number);
+    }
+  }
+  struct stat info;
+  if (::fstat(segment->fd, &info) != 0) return io_error("cannot stat", segment->path, errno);
+  segment->capacity = static_cast<std::uint64_t>(info.st_size);
+  if (segment->capacity > 0) {
+    void* map = ::mmap(nullptr, segment->capacity, PROT_READ, MAP_SHARED, segment->fd, 0);
+    if (map == MAP_FAILED) return io_error("cannot map", segment->path, errno);
+    segment->map = static_cast<const char*>(map);
+  }
+  return segment;
+}
+
+Status EventStore::Impl::open() {
+  if (::mkdir(directory_.c_str(), 0755) != 0 && errno != EEXIST) {
+    return io_error("cannot create directory", directory_, errno);
+  }
+  ::mkdir(path("snapshots").c_str(), 0755);
+  lock_fd_ = ::open(path("LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) return io_error("cannot open", path("LOCK"), errno);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Error(errc::io_error, directory_ + " is open in another process (LOCK is held)");
+  }
+  if (auto recovered = recover(); !recovered) return recovered;
+  open_ = true;
+  if (options_.durability == Durability::kInterval)
+    syncer_ = std::thread([this] { syncer_loop(); });
+  return {};
+}
+
+Status EventStore::Impl::recover() {
+  // Segments present, in order.
+  std::vector<std::uint64_t> numbers;
+  if (DIR* dir = ::opendir(directory_.c_str())) {
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name.size() == 12 && name.ends_with(".seg"))
+        numbers.push_back(std::stoull(name.substr(0, 8)));
+    }
+    ::closedir(dir);
+  }
+  std::sort(numbers.begin(), numbers.end());
+  for (std::uint64_t number : numbers) {
+    auto segment = map_segment(number, false);
+    if (!segment) return segment.error();
+    segments_[number] = *segment;
+  }
+
+  // The index: from its checkpoint when there is a good one and no scavenge was cut short.
+  bool scavenge_interrupted = ::access(path("scavenge.pending").c_str(), F_OK) == 0;
+  auto checkpoint = read_checkpoint(path("index.chk"));
+  if (!checkpoint) {
+    log::get("eventlog")
+        ->warn("{}; rebuilding the index from the log", checkpoint.error().message());
+  } else if (checkpoint->has_value() && !scavenge_interrupted) {
+    index_ = std::move((*checkpoint)->first);
+    for (const auto& [id, position] : (*checkpoint)->second) remember_id(id, position);
+  }
+  if (scavenge_interrupted) ::unlink(path("scavenge.pending").c_str());
+  if (!segments_.empty() && !segments_.contains(index_.replay_segment)) {
+    // The checkpoint points into a segment that is gone: start over from the log.
+    index_ = Index{};
+    ids_.clear();
+    id_order_.clear();
+  }
+  if (index_.streams.empty() && index_.locations.empty() && !segments_.empty()) {
+    index_.replay_segment = segments_.begin()->first;
+    index_.replay_offset = 0;
+  }
+
+  // Replay the log after the checkpoint, one complete append at a time.
+  std::vector<RecordedEvent> group_events;
+  std::vector<MetadataRecord> group_metadata;
+  std::vector<std::uint64_t> group_locations;
+  std::uint64_t expected_position = index_.locations.size();
+  for (auto it = segments_.lower_bound(index_.replay_segment); it != segments_.end(); ++it) {
+    Segment& segment = *it->second;
+    const bool last_segment = std::next(it) == segments_.end();
+    std::uint64_t offset = it->first == index_.replay_segment ? index_.replay_offset : 0;
+    std::uint64_t good_end = offset;  // end of the last complete append
+    while (offset < segment.capacity) {
+      RecordView frame = read_frame(segment.bytes_from(offset));
+      if (frame.status == RecordView::Status::kEnd) break;
+      if (frame.status != RecordView::Status::kOk) {
+        const char* why = frame.status == RecordView::Status::kBadCrc      ? "fails its CRC"
+                          : frame.status == RecordView::Status::kTruncated ? "is cut short"
+                                                                           : "is malformed";
+        // A torn tail: the last segment, and nothing written after the damaged record.
+        std::uint32_t claimed = 0;
+        std::memcpy(&claimed, segment.map + offset,
+                    std::min<std::uint64_t>(4, segment.capacity - offset));
+        std::uint64_t after = std::min<std::uint64_t>(
+            segment.capacity, offset + kRecordHeaderBytes + std::min(claimed, kMaxRecordBytes));
+        if (last_segment && all_zero(segment.bytes_from(after))) break;
+        return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
+                                        ": record " + why +
+                                        " and later data follows, so this is not a torn write; "
+                                        "the store will not open (see `keel eventlog verify`)");
+      }
+      if (frame.kind == RecordKind::kEvent) {
+        auto event = decode_event(frame);
+        if (!event)
+          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) + ": " +
+                                          event.error().message());
+        group_events.push_back(std::move(*event));
+        group_locations.push_back(pack_location(segment.number, offset));
+      } else {
+        auto metadata = decode_metadata(frame);
+        if (!metadata)
+          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) + ": " +
+                                          metadata.error().message());
+        group_metadata.push_back(std::move(*metadata));
+      }
+      offset += frame.size;
+      if (frame.flags & kLastInAppend) {
+        for (const auto& event : group_events) {
+          if (event.position < expected_position) {
+            return Error(errc::corrupt, segment.path + ": event position " +
+                                            std::to_string(event.position) +
+                                            " repeats or goes back (expected at least " +
+                                            std::to_string(expected_position) + ")");
+          }
+          expected_position = event.position + 1;
+        }
+        if (auto applied = apply_recovered(group_events, group_metadata, group_locations);
+            !applied) {
+          return applied;
+        }
+        group_events.clear();
+        group_metadata.clear();
+        group_locations.clear();
+        good_end = offset;
+      }
+    }
+    segment.end = good_end;
+    if (last_segment) {
+      // Cut a torn tail: zero everything after the last complete append.
+      std::uint64_t dirty_end = segment.capacity;
+      while (dirty_end > good_end && segment.map[dirty_end - 1] == 0) --dirty_end;
+      if (dirty_end > good_end) {
+        log::get("eventlog")
+            ->warn("{}: cutting a torn tail of {} bytes at offset {}", segment.path,
+                   dirty_end - good_end, good_end);
+        std::string zeros(dirty_end - good_end, '\0');
+        if (::pwrite(segment.fd, zeros.data(), zeros.size(), static_cast<off_t>(good_end)) !=
+                static_cast<ssize_t>(zeros.size()) ||
+            ::fdatasync(segment.fd) != 0) {
+          return io_error("cannot cut the torn tail of", segment.path, errno);
+        }
+      }
+      group_events.clear();
+      group_metadata.clear();
+    }
+  }
+
+  next_position_ = index_.locations.size();
+  committed_position_ = next_position_;
+  for (const auto& [name, stream] : index_.streams) {
+    StreamWriterState& writer = writers_[name];
+    writer.next_version = stream.positions.size();
+    writer.soft_deleted = stream.metadata.soft_deleted;
+    writer.tombstone = stream.metadata.tombstone;
+  }
+  if (segments_.empty()) {
+    auto segment = map_segment(1, true);
+    if (!segment) return segment.error();
+    segments_[1] = *segment;
+  }
+  active_ = segments_.rbegin()->second;
+  write_offset_ = active_->end;
+  index_.replay_segment = active_->number;
+  index_.replay_offset = write_offset_;
+  return {};
+}
+
+Status EventStore::Impl::apply_recovered(const std::vector<RecordedEvent>& events,
+                                         const std::vector<MetadataRecord>& metadata,
+                                         const std::vector<std::uint64_t>& locations) {
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const RecordedEvent& event = events[i];
+    index_.add_event(event.stream, event.version, event.position, locations[i], event.type);
+    remember_id(event.id, event.position);
+  }
+  for (const auto& record : metadata) {
+    auto stored = StoredMetadata::from_json(record.json);
+    if (!stored)
+      return Error(errc::corrupt,
+                   "metadata of stream '" + record.stream + "': " + stored.error().message());
+    index_.streams[record.stream].metadata = *stored;
+  }
+  // A recreated stream (appended after a soft delete) is no longer deleted.
+  for (const auto& event : events) index_.streams[event.stream].metadata.soft_deleted = false;
+  return {};
+}
+
+Status EventStore::Impl::close() {
+  {
+    std::unique_lock lock(mutex_);
+    if (!open_) return {};
+    flushed_.wait(lock, [&] { return !flushing_; });
+    open_ = false;
+    stopping_ = true;
+    syncer_wake_.notify_all();
+  }
+  if (syncer_.joinable()) syncer_.join();
+  Status result;
+  {
+    std::lock_guard lock(mutex_);
+    if (!failed_) {
+      if (options_.durability != Durability::kEveryCommit && active_ &&
+          ::fdatasync(active_->fd) != 0) {
+        result = io_error("cannot sync", active_->path, errno);
+      }
+      if (result.ok()) result = write_checkpoint_locked();
+    }
+    flushed_.notify_all();
+    tail_.notify_all();
+  }
+  {
+    std::unique_lock index_lock(index_mutex_);
+    segments_.clear();
+  }
+  active_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
+  return result;
+}
+
+// ---- appending ----
+
+Status EventStore::Impl::check_expected(const std::string& stream, const StreamWriterState& state,
+                                        ExpectedVersion expected) const {
+  bool ok = true;
+  switch (expected.kind()) {
+    case ExpectedVersion::Kind::kAny:
+      break;
+    case ExpectedVersion::Kind::kNoStream:
+      ok = !state.exists();
+      break;
+    case ExpectedVersion::Kind::kStreamExists:
+      ok = state.exists();
+      break;
+    case ExpectedVersion::Kind::kExact:
+      ok = state.exists() && state.next_version == expected.version() + 1;
+      break;
+  }
+  if (ok) return {};
+  std::int64_t actual = state.exists() ? static_cast<std::int64_t>(state.next_version) - 1 : -1;
+  std::string now = actual < 0 ? "does not exist" : "is at version " + std::to_string(actual);
+  return Error(errc::wrong_expected_version,
+               "stream '" + stream + "': expected " + expected.to_string() + ", but it " + now)
+      .with_detail(actual);
+}
+
+void EventStore::Impl::remember_id(const Uuid& id, std::uint64_t position) {
+  if (options_.idempotency_window == 0) return;
+  if (ids_.insert_or_assign(id, position).second) id_order_.push_back(id);
+  while (id_order_.size() > options_.idempotency_window) {
+    ids_.erase(id_order_.front());
+    id_order_.pop_front();
+  }
+}
+
+std::vector<std::pair<Uuid, std::uint64_t>> EventStore::Impl::ids_snapshot() const {
+  std::vector<std::pair<Uuid, std::uint64_t>> ids;
+  ids.reserve(id_order_.size());
+  for (const Uuid& id : id_order_) {
+    auto it = ids_.find(id);
+    if (it != ids_.end()) ids.emplace_back(id, it->second);
+  }
+  return ids;
+}
+
+std::optional<Result<AppendResult>> EventStore::Impl::find_duplicate(
+    std::string_view stream, std::span<const EventData> events) {
+  std::size_t known = 0;
+  for (const auto& event : events) known += ids_.contains(event.id) ? 1 : 0;
+  if (known == 0) return std::nullopt;
+  auto conflict = [&](const std::string& why) -> Result<AppendResult> {
+    return Error(errc::duplicate_event_id, "append to '" + std::string(stream) + "': " + why);
+  };
+  if (known != events.size())
+    return conflict("some of these event ids were appended before, some not");
+  // Every id is known: it is a retry only if they were appended together, here, unchanged.
+  std::uint64_t first = ids_.at(events[0].id);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (ids_.at(events[i].id) != first + i)
+      return conflict("these event ids were appended, but not together");
+  }
+  if (first + events.size() > committed_position_) {
+    return conflict("these event ids are being appended by another caller right now");
+  }
+  std::shared_lock index_lock(index_mutex_);
+  AppendResult result;
+  result.duplicate = true;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto stored = read_at(first + i);
+    if (!stored)
+      return conflict("event " + events[i].id.to_string() +
+                      " cannot be read back: " + stored.error().message());
+    if (stored->stream != stream || stored->type != events[i].type ||
+        stored->data != events[i].data || stored->metadata != events[i].metadata) {
+      return conflict("event id " + events[i].id.to_string() + " was used for a different event");
+    }
+    if (i == 0) {
+      result.first_version = stored->version;
+      result.first_position = stored->position;
+    }
+    result.last_version = stored->version;
+    result.last_position = stored->position;
+  }
+  return result;
+}
+
+Status EventStore::Impl::roll_segment_locked() {
+  std::uint64_t number = active_->number + 1;
+  auto segment = map_segment(number, true);
+  if (!segment) return segment.error();
+  {
+    std::unique_lock index_lock(index_mutex_);
+    active_->end = write_offset_;  // sealed: its records end here
+    segments_[number] = *segment;
+  }
+  active_ = *segment;
+  write_offset_ = 0;
+  return {};
+}
+
+Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
+                                              ExpectedVersion expected,
+                                              std::span<const EventData> events,
+                                              std::optional<StoredMetadata> metadata_change) {
+  if (stream_name.empty() || stream_name.size() > 0xffff) {
+    return invalid("stream name must be 1 to 65535 bytes");
+  }
+  if (stream_name[0] == '$') return invalid("stream names starting with '$' are reserved");
+  if (events.size() > options_.max_append_events) {
+    return invalid("append of " + std::to_string(events.size()) +
+                   " events is over max_append_events (" +
+                   std::to_string(options_.max_append_events) + ")");
+  }
+  for (const auto& event : events) {
+    if (event.type.empty() || event.type.size() > 0xffff) {
+      return invalid("event " + event.id.to_string() + ": type must be 1 to 65535 bytes");
+    }
+    std::size_t size = event.type.size() + event.data.size() + event.metadata.size();
+    if (size > options_.max_event_bytes) {
+      return invalid("event " + event.id.to_string() + " is " + std::to_string(size) +
+                     " bytes, over max_event_bytes (" + std::to_string(options_.max_event_bytes) +
+                     ")");
+    }
+  }
+  const std::string stream(stream_name);
+
+  std::unique_lock lock(mutex_);
+  if (!open_) return Error(errc::closed, "the store is closed");
+  if (failed_) return *failed_;
+  if (auto duplicate = find_duplicate(stream, events)) return std::move(*duplicate);
+  StreamWriterState& state = writers_[stream];
+  if (state.tombstone)
+    return Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted");
+  if (auto ok = check_expected(stream, state, expected); !ok) return ok.error();
+
+  // Encode, rolling to a new segment when the append does not fit (an append never spans two).
+  std::string bytes;
+  const std::int64_t timestamp = clock_.unix_now_ns();
+  std::vector<PendingItem> items;
+  AppendResult result;
+  result.first_version = state.next_version;
+  result.first_position = next_position_;
+  StoredMetadata recreated;
+  bool recreate = state.soft_deleted && !events.empty();
+  if (recreate) {
+    // Appending to a soft-deleted stream brings it back; its old events stay hidden.
+    std::shared_lock index_lock(index_mutex_);
+    auto it = index_.streams.find(stream);
+    recreated = it != index_.streams.end() ? it->second.metadata : StoredMetadata{};
+    recreated.soft_deleted = false;
+    if (!metadata_change) metadata_change = recreated;
+  }
+  std::vector<std::size_t> offsets_in_bytes;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    RecordedEvent event;
+    event.id = events[i].id;
+    event.stream = stream;
+    event.type = events[i].type;
+    event.data = events[i].data;
+    event.metadata = events[i].metadata;
+    event.version = state.next_version + i;
+    event.position = next_position_ + i;
+    event.timestamp_ns = timestamp;
+    offsets_in_bytes.push_back(bytes.size());
+    encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
+    items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
+  }
+  if (metadata_change) {
+    encode_metadata(stream, metadata_change->to_json(), true, bytes);
+    PendingItem item;
+    item.is_event = false;
+    item.stream = stream;
+    item.metadata = *metadata_change;
+    items.push_back(std::move(item));
+  }
+  if (bytes.empty()) {  // an empty append only checks the expected version
+    result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+    result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+    return result;
+  }
+  if (bytes.size() > options_.segment_bytes) {
+    return invalid("append of " + std::to_string(bytes.size()) + " bytes is larger than a segment");
+  }
+  if (write_offset_ + bytes.size() > active_->capacity) {
+    if (auto rolled = roll_segment_locked(); !rolled) return rolled.error();
+  }
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    items[i].location = pack_location(active_->number, write_offset_ + offsets_in_bytes[i]);
+  }
+  if (!pending_chunks_.empty() && pending_chunks_.back().segment == active_->number &&
+      pending_chunks_.back().offset + pending_chunks_.back().bytes.size() == write_offset_) {
+    pending_chunks_.back().bytes += bytes;
+  } else {
+    pending_chunks_.push_back({active_->number, write_offset_, std::move(bytes)});
+  }
+  write_offset_ = pending_chunks_.back().offset + pending_chunks_.back().bytes.size();
+  for (auto& item : items) {
+    if (item.is_event) remember_id(item.id, item.position);
+    pending_items_.push_back(std::move(item));
+  }
+  state.next_version += events.size();
+  next_position_ += events.size();
+  if (metadata_change) {
+    state.soft_deleted = metadata_change->soft_deleted;
+    state.tombstone = metadata_change->tombstone;
+  }
+  result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+  result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+  const std::uint64_t ticket = ++encoded_ticket_;
+
+  // Group commit: the first waiter to find no flush under way writes everything pending.
+  while (flushed_ticket_ < ticket && !failed_) {
+    if (!flushing_) {
+      if (auto flushed = flush_as_leader(lock); !flushed) break;
+    } else {
+      flushed_.wait(lock);
+    }
+  }
+  if (flushed_ticket_ < ticket)
+    return failed_ ? *failed_ : Error(errc::io_error, "append was not written");
+  return result;
+}
+
+Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
+  flushing_ = true;
+  std::vector<PendingChunk> chunks = std::move(pending_chunks_);
+  std::vector<PendingItem> items = std::move(pending_items_);
+  pending_chunks_.clear();
+  pending_items_.clear();
+  const std::uint64_t ticket = encoded_ticket_;
+  std::vector<std::shared_ptr<Segment>> touched;
+  {
+    std::shared_lock index_lock(index_mutex_);
+    for (const auto& chunk : chunks) touched.push_back(segments_.at(chunk.segment));
+  }
+  lock.unlock();
+
+  std::optional<Error> error;
+  for (std::size_t i = 0; i < chunks.size() && !error; ++i) {
+    const PendingChunk& chunk = chunks[i];
+    Segment& segment = *touched[i];
+    std::size_t written = 0;
+    while (written < chunk.bytes.size()) {
+      int injected = fault("write");
+      ssize_t n = injected != 0 ? (errno = injected, -1)
+                                : ::pwrite(segment.fd, chunk.bytes.data() + written,
+                                           chunk.bytes.size() - written,
+                                           static_cast<off_t>(chunk.offset + written));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        error = io_error("cannot write", segment.path, errno);
+        break;
+      }
+      written += static_cast<std::size_t>(n);
+    }
+    segment.dirty = true;
+  }
+  if (!error && options_.durability == Durability::kEveryCommit) {
+    for (std::size_t i = 0; i < touched.size() && !error; ++i) {
+      if (i > 0 && touched[i] == touched[i - 1]) continue;
+      int injected = fault("sync");
+      if (injected != 0 || ::fdatasync(touched[i]->fd) != 0) {
+        error = io_error("cannot sync", touched[i]->path, injected != 0 ? injected : errno);
+      }
+      touched[i]->dirty = false;
+    }
+  }
+
+  lock.lock();
+  if (error) {
+    // After a failed write or sync the kernel may have dropped the data; nothing written
+    // after it can be trusted either. Stop taking appends; reopening recovers from disk.
+    failed_ = Error(errc::io_error,
+                    error->message() + "; the store takes no more appends until reopened");
+    flushing_ = false;
+    flushed_.notify_all();
+    return *failed_;
+  }
+  publish(items);
+  flushed_ticket_ = ticket;
+  events_since_checkpoint_ += std::count_if(items.begin(), items.end(),
+                                            [](const PendingItem& item) { return item.is_event; });
+  flushed_.notify_all();
+  tail_.notify_all();
+  Status checkpointed;
+  if (events_since_checkpoint_ >= options_.checkpoint_every_events) {
+    // Still the leader (flushing_ is set): nobody publishes meanwhile, appends keep encoding.
+    Index copy;
+    std::vector<std::pair<Uuid, std::uint64_t>> ids = ids_snapshot();
+    {
+      std::shared_lock index_lock(index_mutex_);
+      copy = index_;
+    }
+    events_since_checkpoint_ = 0;
+    lock.unlock();
+    checkpointed = write_checkpoint(path("index.chk"), copy, ids);
+    lock.lock();
+    if (!checkpointed)
+      log::get("eventlog")->error("index checkpoint: {}", checkpointed.error().message());
+  }
+  flushing_ = false;
+  flushed_.notify_all();
+  return {};
+}
+
+void EventStore::Impl::publish(std::vector<PendingItem>& items) {
+  std::unique_lock index_lock(index_mutex_);
+  for (auto& item : items) {
+    if (item.is_event) {
+      index_.add_event(item.stream, item.version, item.position, item.location, item.type);
+      StreamIndex& stream = index_.streams[item.stream];
+      stream.metadata.soft_deleted = false;
+    } else {
+      index_.streams[item.stream].metadata = item.metadata;
+    }
+  }
+  committed_position_ = index_.locations.size();
+  index_.replay_segment = active_->number;
+  index_.replay_offset = write_offset_;
+  // Whatever is pending was encoded after what we publish; replay starts at the first chunk
+  // not yet written.
+  if (!pending_chunks_.empty()) {
+    index_.replay_segment = pending_chunks_.front().segment;
+    index_.replay_offset = pending_chunks_.front().offset;
+  }
+}
+
+Status EventStore::Impl::write_checkpoint_locked() {
+  std::vector<std::pair<Uuid, std::uint64_t>> ids = ids_snapshot();
+  std::shared_lock index_lock(index_mutex_);
+  events_since_checkpoint_ = 0;
+  return write_checkpoint(path("index.chk"), index_, ids);
+}
+
+Status EventStore::Impl::checkpoint_now() {
+  std::unique_lock lock(mutex_);
+  flushed_.wait(lock, [&] { return !flushing_; });
+  if (!open_) return Error(errc::closed, "the store is closed");
+  flushing_ = true;
+  Status status = write_checkpoint_locked();
+  flushing_ = false;
+  flushed_.notify_all();
+  return status;
+}
+
+void EventStore::Impl::syncer_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    syncer_wake_.wait_for(
+        lock, std::chrono::duration_cast<std::chrono::nanoseconds>(options_.sync_interval));
+    if (stopping_ || flushing_ || failed_) continue;
+    std::shared_ptr<Segment> segment = active_;
+    if (!segment || !segment->dirty) continue;
+    segment->dirty = false;
+    lock.unlock();
+    int injected = fault("sync");
+    bool ok = injected == 0 && ::fdatasync(segment->fd) == 0;
+    lock.lock();
+    if (!ok) failed_ = io_error("cannot sync", segment->path, injected != 0 ? injected : errno);
+  }
+}
+
+std::uint64_t EventStore::Impl::next_position() const {
+  std::shared_lock index_lock(index_mutex_);
+  return committed_position_;
+}
+
+bool EventStore::Impl::wait_for(std::uint64_t position, Duration timeout) {
+  std::unique_lock lock(mutex_);
+  auto reached = [&] {
+    std::shared_lock index_lock(index_mutex_);
+    return committed_position_ > position || !open_;
+  };
+  if (reached()) return committed_position_ > position;
+  TimerId timer = clock_.schedule_after(timeout, [this] {
+    std::lock_guard wake(mutex_);
+    tail_.notify_all();
+  });
+  TimePoint deadline = clock_.now() + timeout;
+  while (!reached() && clock_.now() < deadline) tail_.wait(lock);
+  lock.unlock();
+  clock_.cancel(timer);
+  std::shared_lock index_lock(index_mutex_);
+  return committed_position_ > position;
+}
+
+// ---- reading ----
+
+Result<RecordedEvent> EventStore::Impl::read_at(std::uint64_t position) const {
+  std::uint64_t location = index_.locations[position];
+  auto segment = segments_.find(location_segment(location));
+  if (segment == segments_.end()) {
+    return Error(errc::corrupt,
+                 "event " + std::to_string(position) + " points at a missing segment");
+  }
+  RecordView frame = read_frame(segment->second->bytes_from(location_offset(location)));
+  if (frame.status != RecordView::Status::kOk || frame.kind != RecordKind::kEvent) {
+    return Error(errc::corrupt,
+                 segment->second->path + " offset " + std::to_string(location_offset(location)) +
+                     ": the record of event " + std::to_string(position) + " fails its checks");
+  }
+  return decode_event(frame);
+}
+
+bool EventStore::Impl::visible(const StreamIndex& stream, const RecordedEvent& event) const {
+  const StreamMetadata& rules = stream.metadata.rules;
+  if (rules.truncate_before && event.version < *rules.truncate_before) return false;
+  if (rules.max_count && event.version + *rules.max_count < stream.positions.size()) return false;
+  if (rules.max_age &&
+      event.timestamp_ns <
+          clock_.unix_now_ns() -
+              std::chrono::duration_cast<std::chrono::nanoseconds>(*rules.max_age).count()) {
+    return false;
+  }
+  return true;
+}
+
+Result<std::vector<RecordedEvent>> EventStore::Impl::read_stream(std::string_view name,
+                                                                 std::uint64_t from,
+                                                                 std::size_t max_count,
+                                                                 Direction direction) {
+  max_count = std::min<std::size_t>(max_count, options_.max_read_count);
+  std::shared_lock index_lock(index_mutex_);
+  std::vector<RecordedEvent> events;
+  auto it = index_.streams.find(std::string(name));
+  if (it == index_.streams.end()) return events;
+  const StreamIndex& stream = it->second;
+  if (stream.metadata.tombstone)
+    return Error(errc::stream_deleted, "stream '" + std::string(name) + "' was hard-deleted");
+  if (stream.metadata.soft_deleted) return events;
+  const auto& positions = stream.positions;
+  if (positions.empty()) return events;
+  auto consider = [&](std::uint64_t version) -> Status {
+    std::uint64_t position = positions[version];
+    if (position == kRemoved || index_.locations[position] == kRemoved) return {};
+    auto event = read_at(position);
+    if (!event) return event.error();
+    if (visible(stream, *event)) events.push_back(std::move(*event));
+    return {};
+  };
+  if (direction == Direction::kForward) {
+    for (std::uint64_t v = from; v < positions.size() && events.size() < max_count; ++v) {
+      if (auto ok = consider(v); !ok) return ok.error();
+    }
+  } else {
+    std::uint64_t v = std::min<std::uint64_t>(from, positions.size() - 1);
+    for (;; --v) {
+      if (events.size() >= max_count) break;
+      if (auto ok = consider(v); !ok) return ok.error();
+      if (v == 0) break;
+    }
+  }
+  return events;
+}
+
+Result<std::vector<RecordedEvent>> EventStore::Impl::read_all(std::uint64_t from,
+                                                              std::size_t max_count,
+                                                              Direction direction) {
+  max_count = std::min<std::size_t>(max_count, options_.max_read_count);
+  std::shared_lock index_lock(index_mutex_);
+  std::vector<RecordedEvent> events;
+  const std::uint64_t end = committed_position_;
+  if (end == 0) return events;
+  auto consider = [&](std::uint64_t position) -> Status {
+    if (index_.locations[position] == kRemoved) return {};
+    auto event = read_at(position);
+    if (!event) return event.error();
+    auto stream = index_.streams.find(event->stream);
+    if (stream != index_.streams.end() &&
+        (stream->second.has_rules() || stream->second.metadata.tombstone ||
+         stream->second.metadata.soft_deleted)) {
+      if (stream->second.metadata.tombstone || !visible(stream->second, *event)) return {};
+    }
+    events.push_back(std::move(*event));
+    return {};
+  };
+  if (direction == Direction::kForward) {
+    events.reserve(std::min<std::uint64_t>(max_count, end > from ? end - from : 0));
+    for (std::uint64_t p = from; p < end && events.size() < max_count; ++p) {
+      if (auto ok = consider(p); !ok) return ok.error();
+    }
+  } else {
+    for (std::uint64_t p = std::min(from, end - 1);; --p) {
+      if (events.size() >= max_count) break;
+      if (auto ok = consider(p); !ok) return ok.error();
+      if (p == 0) break;
+    }
+  }
+  return events;
+}
+
+Result<std::vector<RecordedEvent>> EventStore::Impl::read_indexed(bool category,
+                                                                  std::string_view name,
+                                                                  std::uint64_t position,
+                                                                  std::size_t max_count) {
+  max_count = std::min<std::size_t>(max_count, options_.max_read_count);
+  std::shared_lock index_lock(index_mutex_);
+  std::vector<RecordedEvent> events;
+  const auto& map = category ? index_.categories : index_.types;
+  auto it = map.find(std::string(name));
+  if (it == map.end()) return events;
+  const auto& positions = it->second;
+  for (auto p = std::lower_bound(positions.begin(), positions.end(), position);
+       p != positions.end() && events.size() < max_count; ++p) {
+    if (*p >= committed_position_ || index_.locations[*p] == kRemoved) continue;
+    auto event = read_at(*p);
+    if (!event) return event.error();
+    auto stream = index_.streams.find(event->stream);
+    if (stream != index_.streams.end() &&
+        (stream->second.metadata.tombstone || stream->second.metadata.soft_deleted
+             ? !visible(stream->second, *event) || stream->second.metadata.tombstone
+             : stream->second.has_rules() && !visible(stream->second, *event))) {
+      continue;
+    }
+    events.push_back(std::move(*event));
+  }
+  return events;
+}
+
+std::optional<std::uint64_t> EventStore::Impl::stream_version(std::string_view name) {
+  std::shared_lock index_lock(index_mutex_);
+  auto it = index_.streams.find(std::string(name));
+  if (it == index_.streams.end() || it->second.positions.empty() ||
+      it->second.metadata.soft_deleted || it->second.metadata.tombstone) {
+    return std::nullopt;
+  }
+  return it->second.positions.size() - 1;
+}
+
+StoredMetadata EventStore::Impl::stored_metadata(std::string_view name) {
+  std::shared_lock index_lock(index_mutex_);
+  auto it = index_.streams.find(std::string(name));
+  return it == index_.streams.end() ? StoredMetadata{} : it->second.metadata;
+}
+
+Status EventStore::Impl::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
+  StoredMetadata stored = stored_metadata(stream);
+  stored.rules = metadata;
+  auto result = append(stream, ExpectedVersion::any(), {}, stored);
+  if (!result) return result.error();
+  return {};
+}
+
+Status EventStore::Impl::delete_stream(std::string_view stream, ExpectedVersion expected,
+                                       bool hard) {
+  StoredMetadata stored = stored_metadata(stream);
+  std::optional<std::uint64_t> version = stream_version(stream);
+  if (hard) {
+    stored.tombstone = true;
+  } else {
+    stored.soft_deleted = true;
+    // Everything up to now stays hidden even after the stream is recreated.
+    stored.rules.truncate_before = version ? *version + 1 : 0;
+  }
+  auto result = append(stream, expected, {}, stored);
+  if (!result) return result.error();
+  return {};
+}
+
+// ---- snapshots ----
+
+namespace {
+std::string snapshot_file(std::string_view stream) {
+  char name[40];
+  std::snprintf(name, sizeof name, "snapshots/%016llx.snap",
+                static_cast<unsigned long long>(shard::hash64(stream)));
+  return name;
+}
+}  // namespace
+
+Status EventStore::Impl::save_snapshot(std::string_view stream, const Snapshot& snapshot) {
+  std::string bytes = "KEELSNP1";
+  auto put = [&](const void* data, std::size_t size) {
+    bytes.append(static_cast<const char*>(data), size);
+  };
+  std::uint32_t stream_size = static_cast<std::uint32_t>(stream.size());
+  std::uint32_t data_size = static_cast<std::uint32_t>(snapshot.data.size());
+  put(&stream_size, 4);
+  bytes += stream;
+  put(&snapshot.version, 8);
+  put(&data_size, 4);
+  bytes += snapshot.data;
+  std::uint32_t crc = crc32c(bytes.data(), bytes.size());
+  put(&crc, 4);
+  return write_file_atomically(path(snapshot_file(stream)), bytes);
+}
+
+Result<std::optional<Snapshot>> EventStore::Impl::load_snapshot(std::string_view stream) {
+  std::string file_path = path(snapshot_file(stream));
+  std::ifstream file(file_path, std::ios::binary);
+  if (!file) return std::optional<Snapshot>();
+  std::ostringstream buffer;
+  buffer << file.rdbuf();
+  std::string bytes = buffer.str();
+  auto damaged = [&] { return Error(errc::corrupt, file_path + ": snapshot fails its checks"); };
+  if (bytes.size() < 8 + 4 + 8 + 4 + 4 || bytes.compare(0, 8, "KEELSNP1") != 0) return damaged();
+  std::uint32_t crc;
+  std::memcpy(&crc, bytes.data() + bytes.size() - 4, 4);
+  if (crc32c(bytes.data(), bytes.size() - 4) != crc) return damaged();
+  std::uint32_t stream_size, data_size;
+  std::memcpy(&stream_size, bytes.data() + 8, 4);
+  if (12 + std::uint64_t{stream_size} + 12 + 4 > bytes.size()) return damaged();
+  if (std::string_view(bytes).substr(12, stream_size) != stream)
+    return std::optional<Snapshot>();  // hash collision
+  Snapshot snapshot;
+  std::memcpy(&snapshot.version, bytes.data() + 12 + stream_size, 8);
+  std::memcpy(&data_size, bytes.data() + 20 + stream_size, 4);
+  if (24 + std::uint64_t{stream_size} + data_size + 4 != bytes.size()) return damaged();
+  snapshot.data = bytes.substr(24 + stream_size, data_size);
+  return std::optional<Snapshot>(std::move(snapshot));
+}
+
+// ---- scavenging ----
+
+Result<ScavengeReport> EventStore::Impl::scavenge() {
+  ScavengeReport report;
+  std::unique_lock lock(mutex_);
+  flushed_.wait(lock, [&] { return !flushing_; });
+  if (!open_) return Error(errc::closed, "the store is closed");
+  flushing_ = true;  // keeps checkpoints and publishing out while segments are swapped
+  lock.unlock();
+
+  // Sealed segments whose every record is durable and published: before the replay point.
+  std::vector<std::shared_ptr<Segment>> sealed;
+  {
+    std::shared_lock index_lock(index_mutex_);
+    for (const auto& [number, segment] : segments_) {
+      if (number < index_.replay_segment) sealed.push_back(segment);
+    }
+  }
+  Status status;
+  std::string marker = path("scavenge.pending");
+  bool marked = false;
+  for (const auto& segment : sealed) {
+    // Which records stay: metadata records, and events still visible.
+    std::string kept;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> moved;  // position -> new offset
+    std::vector<std::uint64_t> removed;
+    {
+      std::shared_lock index_lock(index_mutex_);
+      std::uint64_t offset = 0;
+      while (offset < segment->end) {
+        RecordView frame = read_frame(segment->bytes_from(offset));
+        if (frame.status != RecordView::Status::kOk) break;
+        bool keep = true;
+        if (frame.kind == RecordKind::kEvent) {
+          auto event = decode_event(frame);
+          if (!event) break;
+          auto stream = index_.streams.find(event->stream);
+          keep = stream == index_.streams.end() ||
+                 (!stream->second.metadata.tombstone && visible(stream->second, *event));
+          if (keep)
+            moved.emplace_back(event->position, kept.size());
+          else
+            removed.push_back(event->position);
+        }
+        if (keep) kept.append(frame.payload.data() - kRecordHeaderBytes, frame.size);
+        offset += frame.size;
+      }
+    }
+    if (removed.empty()) continue;
+    if (!marked) {
+      if (auto written = write_file_atomically(marker, "scavenge"); !written) {
+        status = written;
+        break;
+      }
+      marked = true;
+    }
+    bool delete_whole = moved.empty();
+    std::shared_ptr<Segment> replacement;
+    if (!delete_whole) {
+      std::string temporary = segment->path + ".scavenge";
+      if (auto written = write_file_atomically(temporary, kept); !written) {
+        status = written;
+        break;
+      }
+      if (::rename(temporary.c_str(), segment->path.c_str()) != 0) {
+        status = io_error("cannot rename", temporary, errno);
+        break;
+      }
+      auto remapped = map_segment(segment->number, false);
+      if (!remapped) {
+        status = remapped.error();
+        break;
+      }
+      replacement = *remapped;
+      replacement->end = kept.size();
+    }
+    {
+      std::unique_lock index_lock(index_mutex_);
+      for (std::uint64_t position : removed) index_.locations[position] = kRemoved;
+      for (const auto& [position, offset] : moved)
+        index_.locations[position] = pack_location(segment->number, offset);
+      if (delete_whole)
+        segments_.erase(segment->number);
+      else
+        segments_[segment->number] = replacement;
+    }
+    if (delete_whole) {
+      ::unlink(segment->path.c_str());
+      ++report.segments_deleted;
+      report.bytes_reclaimed += segment->capacity;
+    } else {
+      ++report.segments_rewritten;
+      report.bytes_reclaimed += segment->capacity - kept.size();
+    }
+    report.events_removed += removed.size();
+  }
+  lock.lock();
+  if (marked && status.ok()) {
+    status = write_checkpoint_locked();
+    if (status.ok()) ::unlink(marker.c_str());
+  }
+  flushing_ = false;
+  flushed_.notify_all();
+  if (!status) return status.error();
+  return report;
+}
+
+// ---- EventStore ----
+
+EventStore::EventStore(std::string directory, StoreOptions options, Clock& clock)
+    : directory_(directory),
+      impl_(std::make_unique<Impl>(std::move(directory), std::move(options), clock)) {}
+
+EventStore::~EventStore() = default;
+
+Result<std::unique_ptr<EventStore>> EventStore::open(const std::string& directory,
+                                                     StoreOptions options, Clock& clock) {
+  if (options.segment_bytes < 4096 || options.segment_bytes >= (1ull << kOffsetBits)) {
+    return invalid("segment_bytes must be from 4096 to 2^40");
+  }
+  std::unique_ptr<EventStore> store(new EventStore(directory, std::move(options), clock));
+  if (auto opened = store->impl_->open(); !opened) return opened.error();
+  return store;
+}
+
+Status EventStore::close() { return impl_->close(); }
+
+Result<AppendResult> EventStore::append(std::string_view stream, ExpectedVersion expected,
+                                        std::span<const EventData> events) {
+  return impl_->append(stream, expected, events, std::nullopt);
+}
+
+Result<std::vector<RecordedEvent>> EventStore::read_stream(std::string_view stream,
+                                                           std::uint64_t from,
+                                                           std::size_t max_count,
+                                                           Direction direction) {
+  return impl_->read_stream(stream, from, max_count, direction);
+}
+
+Result<std::vector<RecordedEvent>> EventStore::read_all(std::uint64_t position,
+                                                        std::size_t max_count,
+                                                        Direction direction) {
+  return impl_->read_all(position, max_count, direction);
+}
+
+Result<std::vector<RecordedEvent>> EventStore::read_category(std::string_view category,
+                                                             std::uint64_t position,
+                                                             std::size_t max_count) {
+  return impl_->read_indexed(true, category, position, max_count);
+}
+
+Result<std::vector<RecordedEvent>> EventStore::read_event_type(std::string_view type,
+                                                               std::uint64_t position,
+                                                               std::size_t max_count) {
+  return impl_->read_indexed(false, type, position, max_count);
+}
+
+std::optional<std::uint64_t> EventStore::stream_version(std::string_view stream) {
+  return impl_->stream_version(stream);
+}
+
+Status EventStore::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
+  return impl_->set_metadata(stream, metadata);
+}
+
+StreamMetadata EventStore::metadata(std::string_view stream) {
+  return impl_->stored_metadata(stream).rules;
+}
+
+Status EventStore::delete_stream(std::string_view stream, ExpectedVersion expected, bool hard) {
+  return impl_->delete_stream(stream, expected, hard);
+}
+
+Status EventStore::save_snapshot(std::string_view stream, const Snapshot& snapshot) {
+  return impl_->save_snapshot(stream, snapshot);
+}
+
+Result<std::optional<Snapshot>> EventStore::load_snapshot(std::string_view stream) {
+  return impl_->load_snapshot(stream);
+}
+
+Result<ScavengeReport> EventStore::scavenge() { return impl_->scavenge(); }
+std::uint64_t EventStore::next_position() const { return impl_->next_position(); }
+bool EventStore::wait_for(std::uint64_t position, Duration timeout) {
+  return impl_->wait_for(position, timeout);
+}
+Status EventStore::checkpoint() { return impl_->checkpoint_now(); }
+
+}  // namespace keel::eventlog

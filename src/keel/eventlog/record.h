@@ -1,0 +1,62 @@
+// The log's record framing, shared by the store, `keel eventlog verify/dump` and the fuzz
+// target. docs/formats/eventlog.md is the prose version.
+//
+//   u32 length   bytes after this 8-byte header
+//   u32 crc32c   of those bytes
+//   u8  kind     1 = event, 2 = stream metadata
+//   u8  flags    bit 0: the last record of its append (an append is atomic: recovery drops a
+//                trailing append that lacks this record)
+//   u16 zero
+//   kind 1: u64 position, u64 version, i64 timestamp_ns, 16-byte id, u16 stream length,
+//           u16 type length, u32 data length, u32 metadata length, then the four byte strings
+//   kind 2: u16 stream length, u32 json length, then the stream name and the metadata JSON
+//
+// Integers are little-endian. A length of zero marks the end of the written part of a
+// segment (segments are preallocated with zeros).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "keel/core/result.h"
+#include "keel/eventlog/event.h"
+
+namespace keel::eventlog {
+
+inline constexpr std::size_t kRecordHeaderBytes = 8;
+inline constexpr std::uint32_t kMaxRecordBytes = 64u << 20;
+
+enum class RecordKind : std::uint8_t { kEvent = 1, kMetadata = 2 };
+inline constexpr std::uint8_t kLastInAppend = 1;
+
+struct MetadataRecord {
+  std::string stream;
+  std::string json;
+};
+
+// Appends one framed record to `out`.
+void encode_event(const RecordedEvent& event, bool last_in_append, std::string& out);
+void encode_metadata(std::string_view stream, std::string_view json, bool last_in_append,
+                     std::string& out);
+
+// A view of one framed record at the start of `bytes`.
+struct RecordView {
+  enum class Status { kOk, kEnd, kTruncated, kBadCrc, kMalformed };
+  Status status = Status::kEnd;
+  std::size_t size = 0;  // header + payload, when kOk
+  RecordKind kind = RecordKind::kEvent;
+  std::uint8_t flags = 0;
+  std::string_view payload;
+};
+// Checks the frame (length, CRC, kind) without decoding the body. kEnd: a zero length (the
+// unwritten, zeroed rest of a segment).
+RecordView read_frame(std::string_view bytes);
+
+// Decodes a kOk frame's body. Fails with a message naming what is wrong.
+Result<RecordedEvent> decode_event(const RecordView& frame);
+Result<MetadataRecord> decode_metadata(const RecordView& frame);
+// Just the position of an event frame (cheap; for scans).
+std::uint64_t event_position(const RecordView& frame);
+
+}  // namespace keel::eventlog
