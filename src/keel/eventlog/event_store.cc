@@ -311,6 +311,7 @@ Status EventStore::Impl::recover() {
   for (const auto& [name, stream] : index_.streams) {
     StreamWriterState& writer = writers_[name];
     writer.next_version = stream.positions.size();
+    writer.committed_version = writer.next_version;
     writer.soft_deleted = stream.metadata.soft_deleted;
     writer.tombstone = stream.metadata.tombstone;
   }
@@ -512,7 +513,18 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   StreamWriterState& state = writers_[stream];
   if (state.tombstone)
     return Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted");
-  if (auto ok = check_expected(stream, state, expected); !ok) return ok.error();
+  if (auto ok = check_expected(stream, state, expected); !ok) {
+    // The conflict may be with appends not yet durable. Wait for them (flushing them if no one
+    // is), so that a writer who reloads after a conflict sees what it conflicted with.
+    while (state.committed_version < state.next_version && !failed_) {
+      if (!flushing_) {
+        if (auto flushed = flush_as_leader(lock); !flushed) break;
+      } else {
+        flushed_.wait(lock);
+      }
+    }
+    return ok.error();
+  }
 
   // Encode, rolling to a new segment when the append does not fit (an append never spans two).
   std::string bytes;
@@ -688,6 +700,8 @@ void EventStore::Impl::publish(std::vector<PendingItem>& items) {
   std::unique_lock index_lock(index_mutex_);
   for (auto& item : items) {
     if (item.is_event) {
+      StreamWriterState& writer = writers_[item.stream];
+      writer.committed_version = std::max(writer.committed_version, item.version + 1);
       index_.add_event(item.stream, item.version, item.position, item.location, item.type);
       StreamIndex& stream = index_.streams[item.stream];
       stream.metadata.soft_deleted = false;

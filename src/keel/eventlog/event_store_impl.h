@@ -57,6 +57,7 @@ struct StreamIndex {
 // What writers check appends against (includes appends not yet durable).
 struct StreamWriterState {
   std::uint64_t next_version = 0;
+  std::uint64_t committed_version = 0;  // next_version as readers see it
   bool soft_deleted = false;
   bool tombstone = false;
   bool exists() const { return next_version > 0 && !soft_deleted; }
