@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -166,14 +167,23 @@ Status write_checkpoint(const std::string& path, const Index& index,
 }
 
 Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     if (errno == ENOENT) return LoadedCheckpoint();
     return io_error("cannot open", path, errno);
   }
-  std::ostringstream buffer;
-  buffer << file.rdbuf();
-  std::string bytes = buffer.str();
+  std::string bytes;
+  struct stat info;
+  if (::fstat(fd, &info) == 0) bytes.resize(static_cast<std::size_t>(info.st_size));
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(got);
   auto damaged = [&](const char* what) {
     return Error(errc::corrupt, path + ": index checkpoint " + what);
   };
@@ -208,6 +218,7 @@ Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
   if (!get_map(r, index.categories) || !get_map(r, index.types) || !r.get(id_count)) {
     return damaged("is cut short in its category or type index");
   }
+  ids.reserve(id_count);
   for (std::uint64_t i = 0; i < id_count; ++i) {
     std::array<std::uint8_t, 16> raw;
     std::uint64_t position;

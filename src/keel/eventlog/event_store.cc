@@ -207,6 +207,7 @@ Status EventStore::Impl::recover() {
         ->warn("{}; rebuilding the index from the log", checkpoint.error().message());
   } else if (checkpoint->has_value() && !scavenge_interrupted) {
     index_ = std::move((*checkpoint)->first);
+    ids_.reserve((*checkpoint)->second.size());
     for (const auto& [id, position] : (*checkpoint)->second) remember_id(id, position);
   }
   if (scavenge_interrupted) ::unlink(path("scavenge.pending").c_str());
