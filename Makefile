@@ -6,7 +6,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= 2
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= config_fuzz slot_map_fuzz
+FUZZ_TARGETS ?= config_fuzz slot_map_fuzz eventlog_fuzz
 
 .PHONY: all build deps demo test test-asan test-tsan bench fuzz format lint clean
 
@@ -40,6 +40,7 @@ test-tsan: deps
 bench: deps build
 	bench/resilience.sh $(BUILD_DIR)
 	bench/balance.sh $(BUILD_DIR)
+	bench/eventlog.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps

@@ -55,7 +55,8 @@ class Reader {
     std::uint64_t count = 0;
     if (!get(count) || (bytes_.size() - at_) / sizeof(std::uint64_t) < count) return false;
     values.resize(count);
-    std::memcpy(values.data(), bytes_.data() + at_, count * sizeof(std::uint64_t));
+    // An empty vector's data() may be null, which memcpy may not be given even for 0 bytes.
+    if (count > 0) std::memcpy(values.data(), bytes_.data() + at_, count * sizeof(std::uint64_t));
     at_ += count * sizeof(std::uint64_t);
     return true;
   }

@@ -33,11 +33,43 @@ std::string segment_name(std::uint64_t number) {
   return name;
 }
 
-bool all_zero(std::string_view bytes) {
-  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+// Whether an intact record starts anywhere from `from` on: what tells damage with good data
+// after it (not a torn write) from a torn tail. Each byte gets cheap checks of the header and
+// kind; only a candidate that passes them costs a CRC.
+bool intact_record_after(const Segment& segment, std::uint64_t from) {
+  std::uint64_t written_end = segment.capacity;
+  while (written_end > from && segment.map[written_end - 1] == 0) --written_end;
+  for (std::uint64_t at = from; at + kRecordHeaderBytes < written_end; ++at) {
+    const char* header = segment.map + at;
+    std::uint32_t length;
+    std::memcpy(&length, header, 4);
+    if (length < 4 || length > segment.capacity - at - kRecordHeaderBytes) continue;
+    auto kind = static_cast<std::uint8_t>(header[8]);
+    auto flags = static_cast<std::uint8_t>(header[9]);
+    if ((kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
+         kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) ||
+        (flags & ~kLastInAppend) != 0 || header[10] != 0 || header[11] != 0) {
+      continue;
+    }
+    if (read_frame(segment.bytes_from(at)).status == RecordView::Status::kOk) return true;
+  }
+  return false;
 }
 
 Error invalid(const std::string& what) { return Error(errc::invalid_argument, what); }
+
+// The smallest event record there is: one-byte stream name and type, no data.
+std::uint64_t min_event_record_bytes() {
+  static const std::uint64_t bytes = [] {
+    RecordedEvent event;
+    event.stream = "s";
+    event.type = "t";
+    std::string record;
+    encode_event(event, true, record);
+    return record.size();
+  }();
+  return bytes;
+}
 
 }  // namespace
 
@@ -45,7 +77,10 @@ class EventStore::Impl {
  public:
   Impl(std::string directory, StoreOptions options, Clock& clock)
       : directory_(std::move(directory)), options_(std::move(options)), clock_(clock) {}
-  ~Impl() { (void)close(); }
+  ~Impl() {
+    (void)close();
+    if (lock_fd_ >= 0) ::close(lock_fd_);  // open() failed: close() had nothing to do
+  }
 
   Status open();
   Status close();
@@ -78,6 +113,7 @@ class EventStore::Impl {
   std::string path(const std::string& name) const { return directory_ + "/" + name; }
   Result<std::shared_ptr<Segment>> map_segment(std::uint64_t number, bool create);
   Status recover();
+  Status check_checkpoint_segments() const;
   Status apply_recovered(const std::vector<RecordedEvent>& events,
                          const std::vector<MetadataRecord>& metadata,
                          const std::vector<std::uint64_t>& locations);
@@ -187,7 +223,8 @@ Status EventStore::Impl::recover() {
   if (DIR* dir = ::opendir(directory_.c_str())) {
     while (dirent* entry = ::readdir(dir)) {
       std::string name = entry->d_name;
-      if (name.size() == 12 && name.ends_with(".seg"))
+      if (name.size() == 12 && name.ends_with(".seg") &&
+          std::all_of(name.begin(), name.begin() + 8, [](char c) { return c >= '0' && c <= '9'; }))
         numbers.push_back(std::stoull(name.substr(0, 8)));
     }
     ::closedir(dir);
@@ -221,12 +258,19 @@ Status EventStore::Impl::recover() {
     index_.replay_segment = segments_.begin()->first;
     index_.replay_offset = 0;
   }
+  if (auto checked = check_checkpoint_segments(); !checked) return checked;
 
   // Replay the log after the checkpoint, one complete append at a time.
   std::vector<RecordedEvent> group_events;
   std::vector<MetadataRecord> group_metadata;
   std::vector<std::uint64_t> group_locations;
   std::uint64_t expected_position = index_.locations.size();
+  // Positions may skip what scavenging removed, but segments 1..n never held more events than
+  // n segments' worth: a position beyond that is damage, and would size the index by it.
+  std::uint64_t largest_segment = options_.segment_bytes;
+  for (const auto& [number, segment] : segments_)
+    largest_segment = std::max(largest_segment, segment->capacity);
+  const std::uint64_t events_per_segment = largest_segment / min_event_record_bytes() + 1;
   for (auto it = segments_.lower_bound(index_.replay_segment); it != segments_.end(); ++it) {
     Segment& segment = *it->second;
     const bool last_segment = std::next(it) == segments_.end();
@@ -239,23 +283,33 @@ Status EventStore::Impl::recover() {
         const char* why = frame.status == RecordView::Status::kBadCrc      ? "fails its CRC"
                           : frame.status == RecordView::Status::kTruncated ? "is cut short"
                                                                            : "is malformed";
-        // A torn tail: the last segment, and nothing written after the damaged record.
-        std::uint32_t claimed = 0;
-        std::memcpy(&claimed, segment.map + offset,
-                    std::min<std::uint64_t>(4, segment.capacity - offset));
-        std::uint64_t after = std::min<std::uint64_t>(
-            segment.capacity, offset + kRecordHeaderBytes + std::min(claimed, kMaxRecordBytes));
-        if (last_segment && all_zero(segment.bytes_from(after))) break;
-        return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
-                                        ": record " + why +
-                                        " and later data follows, so this is not a torn write; "
-                                        "the store will not open (see `keel eventlog verify`)");
+        // A torn tail: the last segment, and no intact record written after the damaged one.
+        // (Not "zeros after its claimed end": a damaged length would hide what follows.)
+        if (last_segment && !intact_record_after(segment, offset + 1)) break;
+        return Error(
+            errc::corrupt,
+            segment.path + " offset " + std::to_string(offset) + ": record " + why +
+                (last_segment ? " and an intact record follows it" : " and later segments follow") +
+                ", so this is not a torn write; "
+                "the store will not open (see `keel eventlog verify`)");
       }
       if (frame.kind == RecordKind::kEvent) {
         auto event = decode_event(frame);
         if (!event)
           return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) + ": " +
                                           event.error().message());
+        if (event->version > event->position) {
+          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
+                                          ": event version " + std::to_string(event->version) +
+                                          " is larger than its position " +
+                                          std::to_string(event->position));
+        }
+        if (event->position / events_per_segment >= segment.number) {
+          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
+                                          ": event position " + std::to_string(event->position) +
+                                          " is more than this many segments can hold (if "
+                                          "segment_bytes was lowered, open with the old value)");
+        }
         group_events.push_back(std::move(*event));
         group_locations.push_back(pack_location(segment.number, offset));
       } else {
@@ -285,6 +339,14 @@ Status EventStore::Impl::recover() {
         group_locations.clear();
         good_end = offset;
       }
+    }
+    if (!last_segment && (!group_events.empty() || !group_metadata.empty())) {
+      // Appends never span segments, so this one can only have been cut short — and later
+      // segments hold later appends: not a torn tail.
+      return Error(errc::corrupt, segment.path + " offset " + std::to_string(good_end) +
+                                      ": the append there lacks its last record, and later "
+                                      "segments follow; the store will not open (see `keel "
+                                      "eventlog verify`)");
     }
     segment.end = good_end;
     if (last_segment) {
@@ -325,6 +387,48 @@ Status EventStore::Impl::recover() {
   write_offset_ = active_->end;
   index_.replay_segment = active_->number;
   index_.replay_offset = write_offset_;
+  return {};
+}
+
+// The checkpoint's segments are not read at open. Check at least that each still holds the
+// last record the index has in it, so that a segment cut short or gone is reported here rather
+// than as events that cannot be read.
+Status EventStore::Impl::check_checkpoint_segments() const {
+  std::map<std::uint64_t, std::uint64_t> last_offset;  // segment -> its last indexed record
+  std::uint64_t current_segment = 0;
+  std::uint64_t* current_offset = nullptr;  // positions run through the segments in order
+  for (std::uint64_t location : index_.locations) {
+    if (location == kRemoved) continue;
+    if (current_offset == nullptr || location_segment(location) != current_segment) {
+      current_segment = location_segment(location);
+      current_offset = &last_offset[current_segment];
+    }
+    *current_offset = std::max(*current_offset, location_offset(location));
+  }
+  for (const auto& [number, offset] : last_offset) {
+    auto it = segments_.find(number);
+    if (it == segments_.end()) {
+      return Error(errc::corrupt, path(segment_name(number)) +
+                                      " is missing, but the index checkpoint has events in it");
+    }
+    const Segment& segment = *it->second;
+    if (offset >= segment.capacity ||
+        read_frame(segment.bytes_from(offset)).status != RecordView::Status::kOk) {
+      return Error(errc::corrupt,
+                   segment.path + " offset " + std::to_string(offset) +
+                       ": the index checkpoint has an event here, but the file " +
+                       (offset >= segment.capacity
+                            ? "ends at " + std::to_string(segment.capacity) + " (cut short?)"
+                            : "has no good record there"));
+    }
+  }
+  auto replay = segments_.find(index_.replay_segment);
+  if (replay != segments_.end() && index_.replay_offset > replay->second->capacity) {
+    return Error(errc::corrupt, replay->second->path + " ends at " +
+                                    std::to_string(replay->second->capacity) +
+                                    ", before the end of the records the index checkpoint has (" +
+                                    std::to_string(index_.replay_offset) + "; cut short?)");
+  }
   return {};
 }
 
@@ -503,6 +607,17 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
       return invalid("event " + event.id.to_string() + " is " + std::to_string(size) +
                      " bytes, over max_event_bytes (" + std::to_string(options_.max_event_bytes) +
                      ")");
+    }
+  }
+  if (events.size() > 1) {
+    std::vector<Uuid> ids;
+    ids.reserve(events.size());
+    for (const auto& event : events) ids.push_back(event.id);
+    std::sort(ids.begin(), ids.end());
+    if (auto twice = std::adjacent_find(ids.begin(), ids.end()); twice != ids.end()) {
+      return Error(errc::duplicate_event_id, "append to '" + std::string(stream_name) +
+                                                 "': event id " + twice->to_string() +
+                                                 " appears twice in one append");
     }
   }
   const std::string stream(stream_name);
@@ -789,7 +904,9 @@ Result<RecordedEvent> EventStore::Impl::read_at(std::uint64_t position) const {
     return Error(errc::corrupt,
                  "event " + std::to_string(position) + " points at a missing segment");
   }
-  RecordView frame = read_frame(segment->second->bytes_from(location_offset(location)));
+  RecordView frame;
+  if (location_offset(location) < segment->second->capacity)
+    frame = read_frame(segment->second->bytes_from(location_offset(location)));
   if (frame.status != RecordView::Status::kOk || frame.kind != RecordKind::kEvent) {
     return Error(errc::corrupt,
                  segment->second->path + " offset " + std::to_string(location_offset(location)) +
@@ -801,7 +918,12 @@ Result<RecordedEvent> EventStore::Impl::read_at(std::uint64_t position) const {
 bool EventStore::Impl::visible(const StreamIndex& stream, const RecordedEvent& event) const {
   const StreamMetadata& rules = stream.metadata.rules;
   if (rules.truncate_before && event.version < *rules.truncate_before) return false;
-  if (rules.max_count && event.version + *rules.max_count < stream.positions.size()) return false;
+  // Of the stream's events, the last max_count stay (written so that a huge max_count, meaning
+  // "no limit", cannot overflow).
+  if (rules.max_count && *rules.max_count < stream.positions.size() &&
+      event.version < stream.positions.size() - *rules.max_count) {
+    return false;
+  }
   if (rules.max_age &&
       event.timestamp_ns <
           clock_.unix_now_ns() -
@@ -940,13 +1062,15 @@ Status EventStore::Impl::set_metadata(std::string_view stream, const StreamMetad
 Status EventStore::Impl::delete_stream(std::string_view stream, ExpectedVersion expected,
                                        bool hard) {
   StoredMetadata stored = stored_metadata(stream);
-  std::optional<std::uint64_t> version = stream_version(stream);
   if (hard) {
     stored.tombstone = true;
   } else {
     stored.soft_deleted = true;
-    // Everything up to now stays hidden even after the stream is recreated.
-    stored.rules.truncate_before = version ? *version + 1 : 0;
+    // Everything up to now stays hidden even after the stream is recreated. Counted from the
+    // index, not stream_version(), which knows no version for a stream already soft-deleted.
+    std::shared_lock index_lock(index_mutex_);
+    auto it = index_.streams.find(std::string(stream));
+    stored.rules.truncate_before = it == index_.streams.end() ? 0 : it->second.positions.size();
   }
   auto result = append(stream, expected, {}, stored);
   if (!result) return result.error();
@@ -1034,26 +1158,40 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
     std::vector<std::uint64_t> removed;
     {
       std::shared_lock index_lock(index_mutex_);
+      // The records run to the zeroed tail (or to the end of a rewritten file). Not to
+      // segment->end: that is known only for segments replayed at open, not for those the
+      // checkpoint covered.
       std::uint64_t offset = 0;
-      while (offset < segment->end) {
+      while (offset < segment->capacity) {
         RecordView frame = read_frame(segment->bytes_from(offset));
-        if (frame.status != RecordView::Status::kOk) break;
+        if (frame.status == RecordView::Status::kEnd) break;
+        std::optional<Result<RecordedEvent>> event;
+        if (frame.status == RecordView::Status::kOk && frame.kind == RecordKind::kEvent)
+          event = decode_event(frame);
+        if (frame.status != RecordView::Status::kOk || (event && !event->ok())) {
+          // Rewriting would silently drop everything after the damage.
+          status = Error(errc::corrupt, segment->path + " offset " + std::to_string(offset) +
+                                            ": record fails its checks; scavenge stopped");
+          break;
+        }
         bool keep = true;
-        if (frame.kind == RecordKind::kEvent) {
-          auto event = decode_event(frame);
-          if (!event) break;
-          auto stream = index_.streams.find(event->stream);
+        if (event) {
+          auto stream = index_.streams.find((*event)->stream);
+          // A stream's last event stays even when hidden: an index rebuilt from the log
+          // learns the stream's version, and the log's next position, from it.
           keep = stream == index_.streams.end() ||
-                 (!stream->second.metadata.tombstone && visible(stream->second, *event));
+                 (!stream->second.metadata.tombstone && visible(stream->second, **event)) ||
+                 (*event)->version + 1 == stream->second.positions.size();
           if (keep)
-            moved.emplace_back(event->position, kept.size());
+            moved.emplace_back((*event)->position, kept.size());
           else
-            removed.push_back(event->position);
+            removed.push_back((*event)->position);
         }
         if (keep) kept.append(frame.payload.data() - kRecordHeaderBytes, frame.size);
         offset += frame.size;
       }
     }
+    if (!status) break;
     if (removed.empty()) continue;
     if (!marked) {
       if (auto written = write_file_atomically(marker, "scavenge"); !written) {
@@ -1062,7 +1200,9 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
       }
       marked = true;
     }
-    bool delete_whole = moved.empty();
+    // Only a segment left with no records at all goes: metadata records (a tombstone, a
+    // soft delete's truncate-before) must stay for an index rebuilt from the log.
+    bool delete_whole = kept.empty();
     std::shared_ptr<Segment> replacement;
     if (!delete_whole) {
       std::string temporary = segment->path + ".scavenge";

@@ -31,6 +31,13 @@ Result<StreamMetadata> rules_from(const json& j) {
   auto truncate_before = unsigned_field("truncate_before");
   if (!truncate_before) return truncate_before.error();
   m.max_count = *max_count;
+  // What a Duration (signed nanoseconds) can hold: larger would overflow converting to it.
+  constexpr std::uint64_t kMaxAgeMs =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Duration::max()).count();
+  if (*max_age && **max_age > kMaxAgeMs) {
+    return Error(errc::invalid_argument, "stream metadata: max_age_ms must be at most " +
+                                             std::to_string(kMaxAgeMs) + " (292 years)");
+  }
   if (*max_age) m.max_age = std::chrono::milliseconds(**max_age);
   m.truncate_before = *truncate_before;
   return m;
