@@ -21,4 +21,8 @@ int run_resilience_demo(const DemoOptions& options);
 // round_robin, least_request and peak_ewma when one endpoint stalls.
 int run_balance_demo(const DemoOptions& options);
 
+// An event-sourced shopping cart: commands, the events they append, the stream as stored, a
+// restart, and the state rebuilt from the events.
+int run_eventlog_demo(const DemoOptions& options);
+
 }  // namespace keel::cli

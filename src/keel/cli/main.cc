@@ -1,7 +1,9 @@
 // The `keel` binary: one executable, one subcommand per server or tool.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <iostream>
 
+#include "keel/cli/commands.h"
 #include "keel/cli/demo.h"
 #include "keel/core/log.h"
 
@@ -25,10 +27,14 @@ int main(int argc, char** argv) {
   demo->add_option("--config", demo_options.config_path,
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
 
+  keel::cli::EventlogCommand eventlog(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int code = app.exit(e);
+    // `keel eventlog` promises 2 for usage errors (CLI11's own codes are 100 and up).
+    return code != 0 && eventlog.parsed() ? 2 : code;
   }
   if (auto status = keel::log::set_level(log_level); !status) {
     std::fprintf(stderr, "keel: %s\n", status.error().message().c_str());
@@ -40,7 +46,9 @@ int main(int argc, char** argv) {
   }
   if (demo->parsed()) {
     if (int code = keel::cli::run_resilience_demo(demo_options); code != 0) return code;
-    return keel::cli::run_balance_demo(demo_options);
+    if (int code = keel::cli::run_balance_demo(demo_options); code != 0) return code;
+    return keel::cli::run_eventlog_demo(demo_options);
   }
+  if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
   return 0;
 }

@@ -1,0 +1,34 @@
+// `keel` subcommands other than the demo. Each is added to the parser by its constructor and
+// run after parsing; run() returns the process's exit code.
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+
+namespace CLI {
+class App;
+}
+
+namespace keel::cli {
+
+// `keel eventlog verify|dump|repair DIR`: offline tools for an event store's directory (see
+// keel/eventlog/inspect.h and docs/formats/eventlog.md). verify and dump only read; repair takes
+// the store's LOCK. Exit codes: 0 fine, 1 damage found or the tool failed, 2 a usage error.
+class EventlogCommand {
+ public:
+  explicit EventlogCommand(CLI::App& parent);
+  ~EventlogCommand();
+  EventlogCommand(const EventlogCommand&) = delete;
+  EventlogCommand& operator=(const EventlogCommand&) = delete;
+
+  // True when the command line named `eventlog`, also when its own arguments were wrong (so
+  // the caller can turn a parse error into exit code 2).
+  bool parsed() const;
+  int run(std::ostream& out, std::ostream& err) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace keel::cli
