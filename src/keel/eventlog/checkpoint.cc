@@ -61,6 +61,7 @@ class Reader {
     return true;
   }
   bool done() const { return at_ == bytes_.size(); }
+  std::uint64_t remaining() const { return bytes_.size() - at_; }
 
  private:
   std::string_view bytes_;
@@ -78,7 +79,7 @@ void put_map(Writer& w, const std::unordered_map<std::string, std::vector<std::u
 bool get_map(Reader& r, std::unordered_map<std::string, std::vector<std::uint64_t>>& map) {
   std::uint64_t count = 0;
   if (!r.get(count)) return false;
-  map.reserve(count);
+  map.reserve(std::min<std::uint64_t>(count, r.remaining() / 12));  // a crafted count cannot OOM
   for (std::uint64_t i = 0; i < count; ++i) {
     std::string name;
     std::vector<std::uint64_t> positions;
@@ -203,7 +204,7 @@ Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
       !r.get_positions(index.locations) || !r.get(stream_count)) {
     return damaged("is cut short");
   }
-  index.streams.reserve(stream_count);
+  index.streams.reserve(std::min<std::uint64_t>(stream_count, r.remaining() / 16));
   for (std::uint64_t i = 0; i < stream_count; ++i) {
     std::string name, json;
     StreamIndex stream;
@@ -219,7 +220,7 @@ Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
   if (!get_map(r, index.categories) || !get_map(r, index.types) || !r.get(id_count)) {
     return damaged("is cut short in its category or type index");
   }
-  ids.reserve(id_count);
+  ids.reserve(std::min<std::uint64_t>(id_count, r.remaining() / 24));
   for (std::uint64_t i = 0; i < id_count; ++i) {
     std::array<std::uint8_t, 16> raw;
     std::uint64_t position;

@@ -73,6 +73,10 @@ std::uint64_t min_event_record_bytes() {
 
 }  // namespace
 
+// Computes a stream's new metadata from its writer state, under the writer lock, so that
+// concurrent metadata changes and deletes build on each other instead of on a stale read.
+using MetadataChange = std::function<std::optional<StoredMetadata>(const StreamWriterState&)>;
+
 class EventStore::Impl {
  public:
   Impl(std::string directory, StoreOptions options, Clock& clock)
@@ -86,7 +90,7 @@ class EventStore::Impl {
   Status close();
   Result<AppendResult> append(std::string_view stream, ExpectedVersion expected,
                               std::span<const EventData> events,
-                              std::optional<StoredMetadata> metadata_change);
+                              const MetadataChange& change_metadata);
   Result<std::vector<RecordedEvent>> read_positions(const std::vector<std::uint64_t>* positions,
                                                     std::uint64_t from, std::size_t max_count);
   Result<std::vector<RecordedEvent>> read_stream(std::string_view stream, std::uint64_t from,
@@ -129,6 +133,8 @@ class EventStore::Impl {
   void remember_id(const Uuid& id, std::uint64_t position);
   std::vector<std::pair<Uuid, std::uint64_t>> ids_snapshot() const;
   Status write_checkpoint_locked();
+  // fdatasync every segment written since its last sync (kInterval, kNone, before checkpoints).
+  Status sync_dirty_segments();
   void syncer_loop();
 
   const std::string directory_;
@@ -375,6 +381,7 @@ Status EventStore::Impl::recover() {
     StreamWriterState& writer = writers_[name];
     writer.next_version = stream.positions.size();
     writer.committed_version = writer.next_version;
+    writer.metadata = stream.metadata;
     writer.soft_deleted = stream.metadata.soft_deleted;
     writer.tombstone = stream.metadata.tombstone;
   }
@@ -466,11 +473,7 @@ Status EventStore::Impl::close() {
   {
     std::lock_guard lock(mutex_);
     if (!failed_) {
-      if (options_.durability != Durability::kEveryCommit && active_ &&
-          ::fdatasync(active_->fd) != 0) {
-        result = io_error("cannot sync", active_->path, errno);
-      }
-      if (result.ok()) result = write_checkpoint_locked();
+      result = write_checkpoint_locked();
     }
     flushed_.notify_all();
     tail_.notify_all();
@@ -525,7 +528,8 @@ std::vector<std::pair<Uuid, std::uint64_t>> EventStore::Impl::ids_snapshot() con
   ids.reserve(id_order_.size());
   for (const Uuid& id : id_order_) {
     auto it = ids_.find(id);
-    if (it != ids_.end()) ids.emplace_back(id, it->second);
+    // Only durable events: an append not yet acknowledged may be lost in a crash and retried.
+    if (it != ids_.end() && it->second < committed_position_) ids.emplace_back(id, it->second);
   }
   return ids;
 }
@@ -588,7 +592,7 @@ Status EventStore::Impl::roll_segment_locked() {
 Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
                                               ExpectedVersion expected,
                                               std::span<const EventData> events,
-                                              std::optional<StoredMetadata> metadata_change) {
+                                              const MetadataChange& change_metadata) {
   if (stream_name.empty() || stream_name.size() > 0xffff) {
     return invalid("stream name must be 1 to 65535 bytes");
   }
@@ -649,15 +653,12 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   AppendResult result;
   result.first_version = state.next_version;
   result.first_position = next_position_;
-  StoredMetadata recreated;
-  bool recreate = state.soft_deleted && !events.empty();
-  if (recreate) {
+  std::optional<StoredMetadata> metadata_change;
+  if (change_metadata) metadata_change = change_metadata(state);
+  if (!metadata_change && state.soft_deleted && !events.empty()) {
     // Appending to a soft-deleted stream brings it back; its old events stay hidden.
-    std::shared_lock index_lock(index_mutex_);
-    auto it = index_.streams.find(stream);
-    recreated = it != index_.streams.end() ? it->second.metadata : StoredMetadata{};
-    recreated.soft_deleted = false;
-    if (!metadata_change) metadata_change = recreated;
+    metadata_change = state.metadata;
+    metadata_change->soft_deleted = false;
   }
   std::vector<std::size_t> offsets_in_bytes;
   for (std::size_t i = 0; i < events.size(); ++i) {
@@ -710,6 +711,7 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   state.next_version += events.size();
   next_position_ += events.size();
   if (metadata_change) {
+    state.metadata = *metadata_change;
     state.soft_deleted = metadata_change->soft_deleted;
     state.tombstone = metadata_change->tombstone;
   }
@@ -802,7 +804,8 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
     }
     events_since_checkpoint_ = 0;
     lock.unlock();
-    checkpointed = write_checkpoint(path("index.chk"), copy, ids);
+    if (options_.durability != Durability::kEveryCommit) checkpointed = sync_dirty_segments();
+    if (checkpointed.ok()) checkpointed = write_checkpoint(path("index.chk"), copy, ids);
     lock.lock();
     if (!checkpointed)
       log::get("eventlog")->error("index checkpoint: {}", checkpointed.error().message());
@@ -837,6 +840,10 @@ void EventStore::Impl::publish(std::vector<PendingItem>& items) {
 }
 
 Status EventStore::Impl::write_checkpoint_locked() {
+  // The checkpoint must describe only what is on disk: without per-commit syncs, sync first.
+  if (options_.durability != Durability::kEveryCommit) {
+    if (auto synced = sync_dirty_segments(); !synced) return synced;
+  }
   std::vector<std::pair<Uuid, std::uint64_t>> ids = ids_snapshot();
   std::shared_lock index_lock(index_mutex_);
   events_since_checkpoint_ = 0;
@@ -854,20 +861,33 @@ Status EventStore::Impl::checkpoint_now() {
   return status;
 }
 
+Status EventStore::Impl::sync_dirty_segments() {
+  std::vector<std::shared_ptr<Segment>> dirty;
+  {
+    std::shared_lock index_lock(index_mutex_);
+    for (const auto& [number, segment] : segments_) {
+      if (segment->dirty.exchange(false)) dirty.push_back(segment);
+    }
+  }
+  for (const auto& segment : dirty) {
+    int injected = fault("sync");
+    if (injected != 0 || ::fdatasync(segment->fd) != 0) {
+      return io_error("cannot sync", segment->path, injected != 0 ? injected : errno);
+    }
+  }
+  return {};
+}
+
 void EventStore::Impl::syncer_loop() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     syncer_wake_.wait_for(
         lock, std::chrono::duration_cast<std::chrono::nanoseconds>(options_.sync_interval));
-    if (stopping_ || flushing_ || failed_) continue;
-    std::shared_ptr<Segment> segment = active_;
-    if (!segment || !segment->dirty) continue;
-    segment->dirty = false;
+    if (stopping_ || failed_) continue;
     lock.unlock();
-    int injected = fault("sync");
-    bool ok = injected == 0 && ::fdatasync(segment->fd) == 0;
+    Status synced = sync_dirty_segments();
     lock.lock();
-    if (!ok) failed_ = io_error("cannot sync", segment->path, injected != 0 ? injected : errno);
+    if (!synced) failed_ = synced.error();
   }
 }
 
@@ -1052,27 +1072,29 @@ StoredMetadata EventStore::Impl::stored_metadata(std::string_view name) {
 }
 
 Status EventStore::Impl::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
-  StoredMetadata stored = stored_metadata(stream);
-  stored.rules = metadata;
-  auto result = append(stream, ExpectedVersion::any(), {}, stored);
+  auto result = append(stream, ExpectedVersion::any(), {}, [&](const StreamWriterState& state) {
+    StoredMetadata stored = state.metadata;
+    stored.rules = metadata;
+    return std::optional<StoredMetadata>(stored);
+  });
   if (!result) return result.error();
   return {};
 }
 
 Status EventStore::Impl::delete_stream(std::string_view stream, ExpectedVersion expected,
                                        bool hard) {
-  StoredMetadata stored = stored_metadata(stream);
-  if (hard) {
-    stored.tombstone = true;
-  } else {
-    stored.soft_deleted = true;
-    // Everything up to now stays hidden even after the stream is recreated. Counted from the
-    // index, not stream_version(), which knows no version for a stream already soft-deleted.
-    std::shared_lock index_lock(index_mutex_);
-    auto it = index_.streams.find(std::string(stream));
-    stored.rules.truncate_before = it == index_.streams.end() ? 0 : it->second.positions.size();
-  }
-  auto result = append(stream, expected, {}, stored);
+  auto result = append(stream, expected, {}, [&](const StreamWriterState& state) {
+    StoredMetadata stored = state.metadata;
+    if (hard) {
+      stored.tombstone = true;
+    } else {
+      stored.soft_deleted = true;
+      // Everything up to now (appends not yet durable included) stays hidden, even after the
+      // stream is recreated.
+      stored.rules.truncate_before = state.next_version;
+    }
+    return std::optional<StoredMetadata>(stored);
+  });
   if (!result) return result.error();
   return {};
 }
@@ -1275,7 +1297,7 @@ Status EventStore::close() { return impl_->close(); }
 
 Result<AppendResult> EventStore::append(std::string_view stream, ExpectedVersion expected,
                                         std::span<const EventData> events) {
-  return impl_->append(stream, expected, events, std::nullopt);
+  return impl_->append(stream, expected, events, nullptr);
 }
 
 Result<std::vector<RecordedEvent>> EventStore::read_stream(std::string_view stream,

@@ -1,6 +1,7 @@
 // Internals of EventStore, shared by its .cc files. Not part of the public API.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <unordered_set>
 
@@ -26,9 +27,9 @@ struct Segment {
   std::string path;
   int fd = -1;
   const char* map = nullptr;
-  std::uint64_t capacity = 0;  // file size
-  std::uint64_t end = 0;       // end of the records readers may see
-  bool dirty = false;          // written since the last sync
+  std::uint64_t capacity = 0;      // file size
+  std::uint64_t end = 0;           // end of the records readers may see
+  std::atomic<bool> dirty{false};  // written since the last sync
   ~Segment();
   std::string_view bytes_from(std::uint64_t offset) const {
     return {map + offset, static_cast<std::size_t>(capacity - offset)};
@@ -56,6 +57,7 @@ struct StreamIndex {
 
 // What writers check appends against (includes appends not yet durable).
 struct StreamWriterState {
+  StoredMetadata metadata;  // including changes not yet durable
   std::uint64_t next_version = 0;
   std::uint64_t committed_version = 0;  // next_version as readers see it
   bool soft_deleted = false;

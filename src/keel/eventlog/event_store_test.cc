@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -284,6 +285,28 @@ TEST_F(EventStoreTest, FailedSyncStopsAppendsUntilReopened) {
   reopen();
   EXPECT_GE(store_->read_stream("f-1", 0, 10)->size(), 1u);
   must_append("f-1", ExpectedVersion::any(), events(1));
+}
+
+TEST_F(EventStoreTest, IntervalDurabilitySyncsEverySegmentWrittenBeforeItsCheckpoint) {
+  std::atomic<int> syncs{0};
+  StoreOptions options = small();
+  options.durability = Durability::kInterval;
+  options.sync_interval = std::chrono::hours(1);  // only close() syncs in this test
+  options.inject_fault = [&](std::string_view operation) {
+    if (operation == "sync") ++syncs;
+    return 0;
+  };
+  reopen(options);
+  for (int i = 0; i < 100; ++i) {
+    must_append("i-1", ExpectedVersion::any(),
+                {make_event(random_, "Blob", std::string(1000, 'i'))});
+  }
+  EXPECT_EQ(syncs.load(), 0) << "acknowledged without syncing";
+  ASSERT_TRUE(store_->close().ok());
+  EXPECT_GE(syncs.load(), 2) << "the sealed segment and the active one are both synced";
+  store_.reset();
+  reopen();
+  EXPECT_EQ(store_->read_stream("i-1", 0, 1000)->size(), 100u);
 }
 
 TEST_F(EventStoreTest, ConcurrentAppendersShareCommitsAndKeepStreamsOrdered) {
