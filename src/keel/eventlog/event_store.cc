@@ -168,6 +168,8 @@ class EventStore::Impl {
 
   std::condition_variable tail_;  // with mutex_: committed position moved
 
+  std::mutex scavenge_mutex_;
+
   std::thread syncer_;
   bool stopping_ = false;
   std::condition_variable syncer_wake_;
@@ -460,6 +462,7 @@ Status EventStore::Impl::apply_recovered(const std::vector<RecordedEvent>& event
 }
 
 Status EventStore::Impl::close() {
+  std::lock_guard no_scavenge(scavenge_mutex_);  // a running scavenge finishes first
   {
     std::unique_lock lock(mutex_);
     if (!open_) return {};
@@ -1156,10 +1159,12 @@ Result<std::optional<Snapshot>> EventStore::Impl::load_snapshot(std::string_view
 
 Result<ScavengeReport> EventStore::Impl::scavenge() {
   ScavengeReport report;
+  // Appends go on meanwhile: scavenging reads only sealed segments, and swaps each rewritten
+  // one in under the index lock. The scavenge.pending marker makes a crash before the final
+  // checkpoint rebuild the index from the log instead of trusting an older checkpoint.
+  std::lock_guard one_at_a_time(scavenge_mutex_);
   std::unique_lock lock(mutex_);
-  flushed_.wait(lock, [&] { return !flushing_; });
   if (!open_) return Error(errc::closed, "the store is closed");
-  flushing_ = true;  // keeps checkpoints and publishing out while segments are swapped
   lock.unlock();
 
   // Sealed segments whose every record is durable and published: before the replay point.
@@ -1266,11 +1271,13 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
   }
   lock.lock();
   if (marked && status.ok()) {
+    flushed_.wait(lock, [&] { return !flushing_; });
+    flushing_ = true;  // no other checkpoint or publication while this one is written
     status = write_checkpoint_locked();
     if (status.ok()) ::unlink(marker.c_str());
+    flushing_ = false;
+    flushed_.notify_all();
   }
-  flushing_ = false;
-  flushed_.notify_all();
   if (!status) return status.error();
   return report;
 }

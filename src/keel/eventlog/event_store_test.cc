@@ -243,6 +243,36 @@ TEST_F(EventStoreTest, ScavengeRemovesDeletedEventsAndReclaimsSegments) {
   EXPECT_EQ(store_->read_all(0, 1000)->size(), 61u);
 }
 
+TEST_F(EventStoreTest, AppendsGoOnWhileScavengeRuns) {
+  for (int i = 0; i < 150; ++i) {
+    must_append(i % 2 ? "live-1" : "gone-1", ExpectedVersion::any(),
+                {make_event(random_, "Blob", std::string(1000, 'g'))});
+  }
+  ASSERT_TRUE(store_->delete_stream("gone-1", ExpectedVersion::any(), true).ok());
+  std::atomic<bool> done{false};
+  std::thread appender([&] {
+    Random random(11);
+    for (int i = 0; i < 300; ++i) {
+      auto result = store_->append("live-2", ExpectedVersion::any(),
+                                   {make_event(random, "Tick", std::to_string(i))});
+      ASSERT_TRUE(result.ok()) << result.error().to_string();
+    }
+    done = true;
+  });
+  int scavenges = 0;
+  while (!done || scavenges == 0) {
+    auto report = store_->scavenge();
+    ASSERT_TRUE(report.ok()) << report.error().to_string();
+    ++scavenges;
+  }
+  appender.join();
+  EXPECT_EQ(store_->read_stream("live-2", 0, 1000)->size(), 300u);
+  EXPECT_EQ(store_->read_stream("live-1", 0, 1000)->size(), 75u);
+  reopen();
+  EXPECT_EQ(store_->read_stream("live-2", 0, 1000)->size(), 300u);
+  EXPECT_EQ(store_->read_stream("live-1", 0, 1000)->size(), 75u);
+}
+
 TEST_F(EventStoreTest, FullDiskFailsTheAppendClearlyAndWorksWhenSpaceReturns) {
   bool full = false;
   StoreOptions options = small();
