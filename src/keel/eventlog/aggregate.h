@@ -117,15 +117,8 @@ class AggregateRepository {
     // Rebuild the state as of the new version from what we already have.
     State state = loaded.state;
     for (std::size_t i = 0; i < events.size(); ++i) {
-      RecordedEvent recorded;
-      recorded.id = events[i].id;
-      recorded.stream = stream;
-      recorded.type = events[i].type;
-      recorded.data = events[i].data;
-      recorded.metadata = events[i].metadata;
-      recorded.version = appended.first_version + i;
-      recorded.position = appended.first_position + i;
-      type_.apply(state, recorded);
+      type_.apply(state, recorded(events[i], stream, appended.first_version + i,
+                                  appended.first_position + i, 0));
     }
     // A failed snapshot costs only replay time later; the events are already durable.
     (void)store_.save_snapshot(stream, {appended.last_version, type_.encode_snapshot(state)});

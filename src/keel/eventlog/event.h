@@ -28,6 +28,13 @@ struct RecordedEvent {
   std::int64_t timestamp_ns = 0;  // Unix time of the commit
 };
 
+// `data` as recorded in `stream` at `version` and `position`.
+inline RecordedEvent recorded(const EventData& data, std::string_view stream, std::uint64_t version,
+                              std::uint64_t position, std::int64_t timestamp_ns) {
+  return {data.id,  std::string(stream), data.type, data.data, data.metadata, version,
+          position, timestamp_ns};
+}
+
 // `order-42` → `order`: the part before the first '-', or the whole name without one.
 inline std::string_view category_of(std::string_view stream) {
   return stream.substr(0, stream.find('-'));

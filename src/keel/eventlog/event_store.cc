@@ -665,15 +665,8 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   }
   std::vector<std::size_t> offsets_in_bytes;
   for (std::size_t i = 0; i < events.size(); ++i) {
-    RecordedEvent event;
-    event.id = events[i].id;
-    event.stream = stream;
-    event.type = events[i].type;
-    event.data = events[i].data;
-    event.metadata = events[i].metadata;
-    event.version = state.next_version + i;
-    event.position = next_position_ + i;
-    event.timestamp_ns = timestamp;
+    RecordedEvent event =
+        recorded(events[i], stream, state.next_version + i, next_position_ + i, timestamp);
     offsets_in_bytes.push_back(bytes.size());
     encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
     items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
