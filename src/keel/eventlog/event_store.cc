@@ -27,35 +27,6 @@ Segment::~Segment() {
 
 namespace {
 
-std::string segment_name(std::uint64_t number) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
-  return name;
-}
-
-// Whether an intact record starts anywhere from `from` on: what tells damage with good data
-// after it (not a torn write) from a torn tail. Each byte gets cheap checks of the header and
-// kind; only a candidate that passes them costs a CRC.
-bool intact_record_after(const Segment& segment, std::uint64_t from) {
-  std::uint64_t written_end = segment.capacity;
-  while (written_end > from && segment.map[written_end - 1] == 0) --written_end;
-  for (std::uint64_t at = from; at + kRecordHeaderBytes < written_end; ++at) {
-    const char* header = segment.map + at;
-    std::uint32_t length;
-    std::memcpy(&length, header, 4);
-    if (length < 4 || length > segment.capacity - at - kRecordHeaderBytes) continue;
-    auto kind = static_cast<std::uint8_t>(header[8]);
-    auto flags = static_cast<std::uint8_t>(header[9]);
-    if ((kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
-         kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) ||
-        (flags & ~kLastInAppend) != 0 || header[10] != 0 || header[11] != 0) {
-      continue;
-    }
-    if (read_frame(segment.bytes_from(at)).status == RecordView::Status::kOk) return true;
-  }
-  return false;
-}
-
 Error invalid(const std::string& what) { return Error(errc::invalid_argument, what); }
 
 // The smallest event record there is: one-byte stream name and type, no data.
@@ -180,7 +151,7 @@ class EventStore::Impl {
 Result<std::shared_ptr<Segment>> EventStore::Impl::map_segment(std::uint64_t number, bool create) {
   auto segment = std::make_shared<Segment>();
   segment->number = number;
-  segment->path = path(segment_name(number));
+  segment->path = path(segment_file_name(number));
   segment->fd =
       ::open(segment->path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0644);
   if (segment->fd < 0) return io_error("cannot open segment", segment->path, errno);
@@ -293,7 +264,9 @@ Status EventStore::Impl::recover() {
                                                                            : "is malformed";
         // A torn tail: the last segment, and no intact record written after the damaged one.
         // (Not "zeros after its claimed end": a damaged length would hide what follows.)
-        if (last_segment && !intact_record_after(segment, offset + 1)) break;
+        if (last_segment &&
+            !intact_record_after(std::string_view(segment.map, segment.capacity), offset + 1))
+          break;
         return Error(
             errc::corrupt,
             segment.path + " offset " + std::to_string(offset) + ": record " + why +
@@ -359,8 +332,8 @@ Status EventStore::Impl::recover() {
     segment.end = good_end;
     if (last_segment) {
       // Cut a torn tail: zero everything after the last complete append.
-      std::uint64_t dirty_end = segment.capacity;
-      while (dirty_end > good_end && segment.map[dirty_end - 1] == 0) --dirty_end;
+      std::uint64_t dirty_end =
+          written_end(std::string_view(segment.map, segment.capacity), good_end);
       if (dirty_end > good_end) {
         log::get("eventlog")
             ->warn("{}: cutting a torn tail of {} bytes at offset {}", segment.path,
@@ -417,7 +390,7 @@ Status EventStore::Impl::check_checkpoint_segments() const {
   for (const auto& [number, offset] : last_offset) {
     auto it = segments_.find(number);
     if (it == segments_.end()) {
-      return Error(errc::corrupt, path(segment_name(number)) +
+      return Error(errc::corrupt, path(segment_file_name(number)) +
                                       " is missing, but the index checkpoint has events in it");
     }
     const Segment& segment = *it->second;

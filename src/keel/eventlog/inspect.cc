@@ -34,40 +34,6 @@ std::string join(const std::string& directory, const std::string& name) {
   return directory + "/" + name;
 }
 
-// Offset just past the last non-zero byte of `bytes` at or after `from`; `from` when none.
-std::uint64_t dirty_end(std::string_view bytes, std::uint64_t from) {
-  std::uint64_t end = bytes.size();
-  while (end > from && bytes[end - 1] == 0) --end;
-  return std::max(end, from);
-}
-
-// EventStore::Impl::recover()'s torn-tail test (intact_record_after() in event_store.cc, kept
-// in step with it): a damaged record in the last segment is a torn write when no intact record
-// (a plausible header whose CRC matches) starts anywhere after it.
-bool intact_record_after(std::string_view bytes, std::uint64_t from) {
-  const std::uint64_t written_end = dirty_end(bytes, from);
-  for (std::uint64_t at = from; at + kRecordHeaderBytes < written_end; ++at) {
-    std::uint32_t length = 0;
-    std::memcpy(&length, bytes.data() + at, 4);
-    if (length < 4 || length > bytes.size() - at - kRecordHeaderBytes) continue;
-    auto kind = static_cast<std::uint8_t>(bytes[at + 8]);
-    auto flags = static_cast<std::uint8_t>(bytes[at + 9]);
-    if ((kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
-         kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) ||
-        (flags & ~kLastInAppend) != 0 || bytes[at + 10] != 0 || bytes[at + 11] != 0) {
-      continue;
-    }
-    if (read_frame(bytes.substr(at)).status == RecordView::Status::kOk) return true;
-  }
-  return false;
-}
-
-std::string segment_file_name(std::uint64_t number) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
-  return name;
-}
-
 std::string snapshot_file_name(std::string_view stream) {
   char name[32];
   std::snprintf(name, sizeof name, "%016llx.snap",
@@ -352,7 +318,7 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
   const bool append_open = !append.records.empty() || append_broken;
   if (last) {
     // What open() cuts: everything not zero after the last complete append.
-    std::uint64_t end = dirty_end(bytes, good_end);
+    std::uint64_t end = written_end(bytes, good_end);
     if (end > good_end) {
       std::string what = !torn_record.empty() ? torn_record
                          : append_open        ? "an append without its last record"
@@ -371,7 +337,7 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
                     " without a record flagged last-in-append (an append never spans segments)",
                 good_end);
   }
-  std::uint64_t end = dirty_end(bytes, offset);
+  std::uint64_t end = written_end(bytes, offset);
   if (end > offset) {
     log_problem(true, segment, offset,
                 "the records end here (a zero length) but " + std::to_string(end - offset) +

@@ -1,5 +1,7 @@
 #include "keel/eventlog/record.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "keel/eventlog/crc32c.h"
@@ -160,6 +162,37 @@ Result<MetadataRecord> decode_metadata(const RecordView& frame) {
   }
   return MetadataRecord{std::string(p.substr(kMetadataFixed, stream_length)),
                         std::string(p.substr(kMetadataFixed + stream_length, json_length))};
+}
+
+std::string segment_file_name(std::uint64_t number) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
+  return name;
+}
+
+std::uint64_t written_end(std::string_view segment, std::uint64_t from) {
+  std::uint64_t end = segment.size();
+  while (end > from && segment[end - 1] == 0) --end;
+  return std::max(end, from);
+}
+
+bool intact_record_after(std::string_view segment, std::uint64_t from) {
+  const std::uint64_t end = written_end(segment, from);
+  for (std::uint64_t at = from; at + kRecordHeaderBytes < end; ++at) {
+    // Cheap header checks first; only a plausible candidate costs a CRC.
+    std::uint32_t length = 0;
+    std::memcpy(&length, segment.data() + at, 4);
+    if (length < 4 || length > segment.size() - at - kRecordHeaderBytes) continue;
+    auto kind = static_cast<std::uint8_t>(segment[at + 8]);
+    auto flags = static_cast<std::uint8_t>(segment[at + 9]);
+    if ((kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
+         kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) ||
+        (flags & ~kLastInAppend) != 0 || segment[at + 10] != 0 || segment[at + 11] != 0) {
+      continue;
+    }
+    if (read_frame(segment.substr(at)).status == RecordView::Status::kOk) return true;
+  }
+  return false;
 }
 
 }  // namespace keel::eventlog

@@ -59,4 +59,13 @@ Result<MetadataRecord> decode_metadata(const RecordView& frame);
 // Just the position of an event frame (cheap; for scans).
 std::uint64_t event_position(const RecordView& frame);
 
+// The file name of segment `number`: "00000001.seg".
+std::string segment_file_name(std::uint64_t number);
+// Offset just past the last non-zero byte of `segment` at or after `from`; `from` when none.
+std::uint64_t written_end(std::string_view segment, std::uint64_t from);
+// The torn-tail rule, shared by recovery and `keel eventlog verify`: a damaged record in the
+// last segment is a torn write when no intact record (a plausible header whose CRC matches)
+// starts anywhere after it; otherwise it is damage with good data after it.
+bool intact_record_after(std::string_view segment, std::uint64_t from);
+
 }  // namespace keel::eventlog
