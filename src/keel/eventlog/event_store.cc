@@ -143,6 +143,7 @@ class EventStore::Impl {
 
   std::thread syncer_;
   bool stopping_ = false;
+  bool sync_due_ = false;
   std::condition_variable syncer_wake_;
 };
 
@@ -850,13 +851,20 @@ Status EventStore::Impl::sync_dirty_segments() {
 void EventStore::Impl::syncer_loop() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    syncer_wake_.wait_for(
-        lock, std::chrono::duration_cast<std::chrono::nanoseconds>(options_.sync_interval));
-    if (stopping_ || failed_) continue;
+    // The interval runs on the injected clock, so tests drive it with advance().
+    sync_due_ = false;
+    TimerId timer = clock_.schedule_after(options_.sync_interval, [this] {
+      std::lock_guard wake(mutex_);
+      sync_due_ = true;
+      syncer_wake_.notify_all();
+    });
+    syncer_wake_.wait(lock, [&] { return stopping_ || sync_due_; });
+    const bool stop = stopping_;
     lock.unlock();
-    Status synced = sync_dirty_segments();
+    clock_.cancel(timer);  // never under mutex_: a running callback takes it
+    Status synced = stop ? Status() : sync_dirty_segments();
     lock.lock();
-    if (!synced) failed_ = synced.error();
+    if (!synced && !failed_) failed_ = synced.error();
   }
 }
 

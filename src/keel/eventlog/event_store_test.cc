@@ -339,6 +339,25 @@ TEST_F(EventStoreTest, IntervalDurabilitySyncsEverySegmentWrittenBeforeItsCheckp
   EXPECT_EQ(store_->read_stream("i-1", 0, 1000)->size(), 100u);
 }
 
+TEST_F(EventStoreTest, IntervalDurabilitySyncsOnTheInjectedClock) {
+  std::atomic<int> syncs{0};
+  StoreOptions options = small();
+  options.durability = Durability::kInterval;
+  options.sync_interval = 100ms;
+  options.inject_fault = [&](std::string_view operation) {
+    if (operation == "sync") ++syncs;
+    return 0;
+  };
+  reopen(options);
+  must_append("j-1", ExpectedVersion::any(), events(3));
+  EXPECT_EQ(syncs.load(), 0);
+  // The syncer thread is waiting for its timer; once the clock passes the interval it syncs.
+  while (clock_.pending_timers() == 0) std::this_thread::yield();
+  clock_.advance(100ms);
+  while (syncs.load() == 0) std::this_thread::yield();
+  EXPECT_EQ(syncs.load(), 1);
+}
+
 TEST_F(EventStoreTest, ConcurrentAppendersShareCommitsAndKeepStreamsOrdered) {
   constexpr int kThreads = 8;
   constexpr int kAppends = 200;
