@@ -1,0 +1,112 @@
+// Leader election with fencing tokens, on any Coordinator (etcd's election recipe): each
+// candidate creates "<election>/<lease>" under its own lease; the key with the lowest create
+// revision leads, the others wait for the key just ahead of theirs to go. The leader's
+// **fencing token** is its key's create revision — it only grows across the cluster — and
+// every resource the leader writes must check it (a fenced etcd transaction, or a
+// FencingGuard), because no election can promise that a paused or partitioned old leader has
+// noticed it was deposed.
+//
+// The leader renews its lease every ttl/3. It considers itself deposed at its **local
+// deadline** — deadline_fraction × ttl after the last successful renewal, earlier than etcd can
+// expire the lease — or as soon as its key is gone. Destroying a Leadership resigns (revokes
+// the lease), so a graceful hand-over costs one round trip.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "keel/coord/coordinator.h"
+
+namespace keel::coord {
+
+struct ElectionOptions {
+  Duration ttl = 2s;
+  double deadline_fraction = 2.0 / 3.0;  // of the TTL, counted from the last renewal
+};
+
+// Lets another thread stop a blocking campaign.
+class CancelToken {
+ public:
+  void cancel();
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  friend class Elector;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mutex_;
+  std::function<void()> wake_;
+};
+
+class Leadership {
+ public:
+  ~Leadership();  // resigns
+
+  Revision token() const { return token_; }
+  const std::string& key() const { return key_; }
+  LeaseId lease() const { return lease_; }
+  // Lost: the key is gone, a renewal failed, the local deadline passed, or resign() was called.
+  bool lost() const;
+  // Blocks until lost or until `timeout` passes on the clock; returns lost().
+  bool wait_lost(Duration timeout);
+  // Called once when leadership is lost (at once if it already is), on the thread that noticed.
+  void on_lost(std::function<void()> callback);
+  // Revokes the lease: the next candidate is elected as soon as the backend sees it.
+  Status resign();
+
+  struct State;  // implementation detail, shared with the renewal timers
+
+ private:
+  friend class Elector;
+  Leadership(std::shared_ptr<State> state, std::string key, LeaseId lease, Revision token);
+  std::shared_ptr<State> state_;
+  std::string key_;
+  LeaseId lease_;
+  Revision token_;
+};
+
+class Elector {
+ public:
+  Elector(Coordinator& coordinator, Clock& clock, std::string election,
+          ElectionOptions options = {});
+
+  // Blocks until this candidate leads (returning its Leadership), `cancel` is cancelled
+  // (errc::cancelled; the candidacy is withdrawn), or the backend fails.
+  Result<std::shared_ptr<Leadership>> campaign(std::string value, CancelToken* cancel = nullptr);
+  // The current leader's key and value, if any.
+  Result<std::optional<KeyValue>> leader();
+  // Calls `on_change` with the leader now and at every change of leader.
+  Result<std::unique_ptr<WatchHandle>> observe(
+      std::function<void(const std::optional<KeyValue>&)> on_change);
+
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  Coordinator& coordinator_;
+  Clock& clock_;
+  std::string prefix_;  // "<election>/"
+  ElectionOptions options_;
+};
+
+// A transaction that runs `operations` only while `leadership`'s key still exists with its
+// create revision — only while it still leads. Fails with errc::not_leader otherwise.
+Result<TransactionResult> fenced_transact(Coordinator& coordinator, const Leadership& leadership,
+                                          std::vector<Operation> operations);
+
+// For resources outside the coordinator: remembers the highest fencing token it has seen and
+// refuses writes that carry a lower one. Thread-safe.
+class FencingGuard {
+ public:
+  // True when `token` is at least the highest seen (and records it).
+  bool admit(Revision token);
+  Revision highest() const { return highest_.load(); }
+
+ private:
+  std::atomic<Revision> highest_{0};
+};
+
+}  // namespace keel::coord
