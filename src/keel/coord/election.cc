@@ -57,7 +57,12 @@ void arm_deadline(const std::shared_ptr<Leadership::State>& state, TimePoint ren
   std::weak_ptr<Leadership::State> weak = state;
   TimerId timer =
       state->clock.schedule_at(renewed_at + deadline_after_renewal(state->options), [weak] {
-        if (auto alive = weak.lock()) alive->mark_lost();
+        auto alive = weak.lock();
+        if (!alive) return;
+        alive->mark_lost();
+        // Give the key up (if the backend can be reached) so that a successor need not wait
+        // for the lease to expire.
+        (void)alive->coordinator.revoke(alive->lease);
       });
   TimerId old;
   {
@@ -84,6 +89,11 @@ void schedule_renewal(const std::shared_ptr<Leadership::State>& state) {
       // Unreachable backend: keep trying; the local deadline decides.
     } else {
       arm_deadline(alive, asked_at);
+    }
+    {
+      // A deposed leader stops renewing: its key must be free to expire.
+      std::lock_guard lock(alive->mutex);
+      if (alive->lost) return;
     }
     schedule_renewal(alive);
   });

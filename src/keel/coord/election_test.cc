@@ -10,8 +10,8 @@
 namespace keel::coord {
 namespace {
 
-// A coordinator whose keep-alives can be made to fail, standing in for a leader that is paused
-// or cut off from the backend while its lease runs out.
+// A coordinator whose keep-alives and revokes can be made to fail, standing in for a leader
+// that is paused or cut off from the backend while its lease runs out.
 class Unreliable final : public Coordinator {
  public:
   explicit Unreliable(Coordinator& inner) : inner_(inner) {}
@@ -22,7 +22,10 @@ class Unreliable final : public Coordinator {
     if (renewals_fail) return Error(errc::unavailable, "backend unreachable");
     return inner_.keep_alive(lease);
   }
-  Status revoke(LeaseId lease) override { return inner_.revoke(lease); }
+  Status revoke(LeaseId lease) override {
+    if (renewals_fail) return Error(errc::unavailable, "backend unreachable");
+    return inner_.revoke(lease);
+  }
   Result<Duration> time_to_live(LeaseId lease) override { return inner_.time_to_live(lease); }
   Result<TransactionResult> transact(const Transaction& t) override { return inner_.transact(t); }
   Result<std::pair<std::vector<KeyValue>, Revision>> range(std::string_view key,
@@ -104,6 +107,27 @@ TEST(Election, LeaderThatCannotRenewDeposesItselfBeforeTheNextIsElected) {
   auto fresh = fenced_transact(inner, **next, {{Operation::Kind::kPut, "config", "new", 0, false}});
   EXPECT_TRUE(fresh.ok());
   EXPECT_EQ((*inner.get("config"))->value, "new");
+}
+
+TEST(Election, LeaderPastItsDeadlineStopsRenewingAndFreesTheKey) {
+  ManualClock clock;
+  InProcessCoordinator inner(clock);
+  Unreliable store(inner);
+  Elector elector(store, clock, "controller", {.ttl = 3s});
+  auto old_leader = elector.campaign("node-a");
+  ASSERT_TRUE(old_leader.ok());
+  Elector other(inner, clock, "controller", {.ttl = 3s});
+  auto successor = campaign_in_background(other, inner, clock, "node-b");
+  store.renewals_fail = true;
+  clock.advance(1s);            // renewal fails
+  store.renewals_fail = false;  // the backend is back, but too late: the deadline (2 s) passes
+  clock.advance(1s);
+  EXPECT_TRUE((*old_leader)->lost());
+  auto next = successor.get();  // freed by the old leader's revoke, before its lease would end
+  ASSERT_TRUE(next.ok()) << next.error().to_string();
+  clock.advance(10s);
+  EXPECT_FALSE((*next)->lost()) << "the successor keeps renewing";
+  EXPECT_EQ((*other.leader())->value, "node-b");
 }
 
 TEST(Election, LosingTheKeyAtTheBackendIsNoticedAtOnce) {
