@@ -30,9 +30,9 @@
 #include <vector>
 
 #include "keel/core/clock.h"
-#include "keel/core/thread_stripe.h"
 #include "keel/core/config.h"
 #include "keel/core/metrics.h"
+#include "keel/core/thread_stripe.h"
 #include "keel/resilience/outcome.h"
 
 namespace keel::resilience {
