@@ -21,6 +21,7 @@
 #include <string>
 
 #include "keel/coord/coordinator.h"
+#include "keel/coord/lease_keeper.h"
 
 namespace keel::coord {
 
@@ -48,25 +49,24 @@ class Leadership {
 
   Revision token() const { return token_; }
   const std::string& key() const { return key_; }
-  LeaseId lease() const { return lease_; }
+  LeaseId lease() const { return keeper_->lease(); }
   // Lost: the key is gone, a renewal failed, the local deadline passed, or resign() was called.
-  bool lost() const;
+  bool lost() const { return keeper_->lost(); }
   // Blocks until lost or until `timeout` passes on the clock; returns lost().
-  bool wait_lost(Duration timeout);
+  bool wait_lost(Duration timeout) { return keeper_->wait_lost(timeout); }
   // Called once when leadership is lost (at once if it already is), on the thread that noticed.
-  void on_lost(std::function<void()> callback);
+  void on_lost(std::function<void()> callback) { keeper_->on_lost(std::move(callback)); }
   // Revokes the lease: the next candidate is elected as soon as the backend sees it.
   Status resign();
 
-  struct State;  // implementation detail, shared with the renewal timers
-
  private:
   friend class Elector;
-  Leadership(std::shared_ptr<State> state, std::string key, LeaseId lease, Revision token);
-  std::shared_ptr<State> state_;
+  Leadership(std::shared_ptr<LeaseKeeper> keeper, std::string key, Revision token,
+             std::unique_ptr<WatchHandle> own_key_watch);
+  std::shared_ptr<LeaseKeeper> keeper_;
   std::string key_;
-  LeaseId lease_;
   Revision token_;
+  std::unique_ptr<WatchHandle> own_key_watch_;
 };
 
 class Elector {
