@@ -284,8 +284,7 @@ void CircuitBreaker::record_closed(std::uint64_t word, bool failed, bool slow) {
 }
 
 void CircuitBreaker::record_half_open(std::uint64_t word, bool failed, bool slow) {
-  std::vector<BreakerTransition> events;
-  TimerId stale_timer = 0;
+  std::optional<Transition> done;
   {
     std::lock_guard lock(mutex_);
     if (generation_of(state_word_.load(std::memory_order_acquire)) != generation_of(word)) {
@@ -297,14 +296,11 @@ void CircuitBreaker::record_half_open(std::uint64_t word, bool failed, bool slow
     if (slow) ++half_open_slow_;
     if (half_open_calls_ < config_.half_open_permitted_calls) return;
     WindowTotals totals{half_open_calls_, half_open_failures_, half_open_slow_};
-    if (const char* reason = threshold_crossed(totals, config_.half_open_permitted_calls)) {
-      transition_locked(BreakerState::kOpen, reason, events, stale_timer);
-    } else {
-      transition_locked(BreakerState::kClosed, "probe calls succeeded", events, stale_timer);
-    }
+    const char* reason = threshold_crossed(totals, config_.half_open_permitted_calls);
+    done = reason ? transition_locked(BreakerState::kOpen, reason)
+                  : transition_locked(BreakerState::kClosed, "probe calls succeeded");
   }
-  if (stale_timer != 0) clock_.cancel(stale_timer);
-  notify(events);
+  complete(done);
 }
 
 void CircuitBreaker::return_half_open_permit(std::uint64_t word) {
@@ -318,26 +314,22 @@ void CircuitBreaker::return_half_open_permit(std::uint64_t word) {
 }
 
 void CircuitBreaker::transition(std::uint64_t expected, BreakerState to, const char* reason) {
-  std::vector<BreakerTransition> events;
-  TimerId stale_timer = 0;
+  std::optional<Transition> done;
   {
     std::lock_guard lock(mutex_);
     if (closing_) return;
     std::uint64_t current = state_word_.load(std::memory_order_acquire);
     if (expected != 0 && generation_of(current) != generation_of(expected)) return;
-    transition_locked(to, reason, events, stale_timer);
+    done = transition_locked(to, reason);
   }
-  if (stale_timer != 0) clock_.cancel(stale_timer);
-  notify(events);
+  complete(done);
 }
 
-void CircuitBreaker::transition_locked(BreakerState to, const char* reason,
-                                       std::vector<BreakerTransition>& events,
-                                       TimerId& stale_timer) {
+CircuitBreaker::Transition CircuitBreaker::transition_locked(BreakerState to, const char* reason) {
   const std::uint64_t current = state_word_.load(std::memory_order_acquire);
   const BreakerState from = state_of(current);
   const std::uint64_t generation = generation_of(current) + 1;
-  stale_timer = std::exchange(pending_timer_, 0);
+  const TimerId stale_timer = std::exchange(pending_timer_, 0);
   std::uint32_t permits = 0;
   const TimePoint now = clock_.now();
 
@@ -383,27 +375,26 @@ void CircuitBreaker::transition_locked(BreakerState to, const char* reason,
       break;
   }
   state_word_.store(make_word(generation, permits, to), std::memory_order_release);
-  events.push_back({from, to, reason});
+  return {{from, to, reason}, stale_timer};
 }
 
 void CircuitBreaker::on_timer(std::uint64_t expected_word, BreakerState to, const char* reason) {
-  std::vector<BreakerTransition> events;
-  TimerId stale_timer = 0;
+  std::optional<Transition> done;
   {
     std::lock_guard lock(mutex_);
     if (closing_) return;
     std::uint64_t current = state_word_.load(std::memory_order_acquire);
     if (generation_of(current) != generation_of(expected_word)) return;
-    pending_timer_ = 0;  // this timer has fired
-    transition_locked(to, reason, events, stale_timer);
+    pending_timer_ = 0;  // this timer has fired: nothing stale to cancel
+    done = transition_locked(to, reason);
   }
-  notify(events);
+  complete(done);
 }
 
-void CircuitBreaker::notify(const std::vector<BreakerTransition>& events) {
-  for (const auto& event : events) {
-    for (const auto& listener : state_listeners_) listener(event);
-  }
+void CircuitBreaker::complete(const std::optional<Transition>& transition) {
+  if (!transition) return;
+  if (transition->stale_timer != 0) clock_.cancel(transition->stale_timer);
+  for (const auto& listener : state_listeners_) listener(transition->event);
 }
 
 void CircuitBreaker::transition_to_closed() { transition(0, BreakerState::kClosed, "operator"); }

@@ -35,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -214,10 +215,15 @@ class CircuitBreaker {
 
   // Moves to `to` if the state word still equals `expected` (any word when expected is 0).
   void transition(std::uint64_t expected, BreakerState to, const char* reason);
-  void transition_locked(BreakerState to, const char* reason,
-                         std::vector<BreakerTransition>& events, TimerId& stale_timer);
+  // A state change made under mutex_; complete() finishes it after the lock is released:
+  // cancels the timer the change made stale, then calls the listeners.
+  struct Transition {
+    BreakerTransition event;
+    TimerId stale_timer = 0;
+  };
+  Transition transition_locked(BreakerState to, const char* reason);
   void on_timer(std::uint64_t expected_word, BreakerState to, const char* reason);
-  void notify(const std::vector<BreakerTransition>& events);
+  void complete(const std::optional<Transition>& transition);
 
   const std::string name_;
   const CircuitBreakerConfig config_;
