@@ -99,6 +99,8 @@ class EventStore::Impl {
                                                      std::span<const EventData> events);
   Result<RecordedEvent> read_at(std::uint64_t position) const;  // index lock held
   bool visible(const StreamIndex& stream, const RecordedEvent& event) const;
+  // For reads across streams ($all, category, type): the event's stream metadata hides it.
+  bool hidden_by_metadata(const RecordedEvent& event) const;
   Status flush_as_leader(std::unique_lock<std::mutex>& lock);
   void publish(std::vector<PendingItem>& items);
   void remember_id(const Uuid& id, std::uint64_t position);
@@ -226,6 +228,10 @@ Status EventStore::Impl::recover() {
         ->warn("{}; rebuilding the index from the log", checkpoint.error().message());
   } else if (checkpoint->has_value() && !scavenge_interrupted) {
     index_ = std::move((*checkpoint)->first);
+    for (const auto& [name, stream] : index_.streams) {
+      const StoredMetadata& m = stream.metadata;
+      index_.any_metadata |= stream.has_rules() || m.tombstone || m.soft_deleted;
+    }
     ids_.reserve((*checkpoint)->second.size());
     for (const auto& [id, position] : (*checkpoint)->second) remember_id(id, position);
   }
@@ -431,6 +437,7 @@ Status EventStore::Impl::apply_recovered(const std::vector<RecordedEvent>& event
       return Error(errc::corrupt,
                    "metadata of stream '" + record.stream + "': " + stored.error().message());
     index_.streams[record.stream].metadata = *stored;
+    index_.any_metadata = true;
   }
   // A recreated stream (appended after a soft delete) is no longer deleted.
   for (const auto& event : events) index_.streams[event.stream].metadata.soft_deleted = false;
@@ -824,6 +831,7 @@ void EventStore::Impl::publish(std::vector<PendingItem>& items) {
       stream.metadata.soft_deleted = false;
     } else {
       index_.streams[item.stream].metadata = item.metadata;
+      index_.any_metadata = true;
     }
   }
   committed_position_ = index_.locations.size();
@@ -940,6 +948,14 @@ Result<RecordedEvent> EventStore::Impl::read_at(std::uint64_t position) const {
   return decode_event(frame);
 }
 
+bool EventStore::Impl::hidden_by_metadata(const RecordedEvent& event) const {
+  if (!index_.any_metadata) return false;
+  auto stream = index_.streams.find(event.stream);
+  if (stream == index_.streams.end()) return false;
+  // A soft delete hides through its truncate-before rule; a tombstone hides everything.
+  return stream->second.metadata.tombstone || !visible(stream->second, event);
+}
+
 bool EventStore::Impl::visible(const StreamIndex& stream, const RecordedEvent& event) const {
   const StreamMetadata& rules = stream.metadata.rules;
   if (rules.truncate_before && event.version < *rules.truncate_before) return false;
@@ -1008,12 +1024,7 @@ Result<std::vector<RecordedEvent>> EventStore::Impl::read_all(std::uint64_t from
     if (index_.locations[position] == kRemoved) return {};
     auto event = read_at(position);
     if (!event) return event.error();
-    auto stream = index_.streams.find(event->stream);
-    if (stream != index_.streams.end() &&
-        (stream->second.has_rules() || stream->second.metadata.tombstone ||
-         stream->second.metadata.soft_deleted)) {
-      if (stream->second.metadata.tombstone || !visible(stream->second, *event)) return {};
-    }
+    if (hidden_by_metadata(*event)) return {};
     events.push_back(std::move(*event));
     return {};
   };
@@ -1048,13 +1059,7 @@ Result<std::vector<RecordedEvent>> EventStore::Impl::read_indexed(bool category,
     if (*p >= committed_position_ || index_.locations[*p] == kRemoved) continue;
     auto event = read_at(*p);
     if (!event) return event.error();
-    auto stream = index_.streams.find(event->stream);
-    if (stream != index_.streams.end() &&
-        (stream->second.metadata.tombstone || stream->second.metadata.soft_deleted
-             ? !visible(stream->second, *event) || stream->second.metadata.tombstone
-             : stream->second.has_rules() && !visible(stream->second, *event))) {
-      continue;
-    }
+    if (hidden_by_metadata(*event)) continue;
     events.push_back(std::move(*event));
   }
   return events;

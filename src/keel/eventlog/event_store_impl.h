@@ -91,6 +91,9 @@ struct Index {
   std::unordered_map<std::string, StreamIndex> streams;
   std::unordered_map<std::string, std::vector<std::uint64_t>> categories;
   std::unordered_map<std::string, std::vector<std::uint64_t>> types;
+  // False while no stream has ever had metadata: then every event in the log is visible and
+  // $all, category and type reads skip the per-event stream lookup.
+  bool any_metadata = false;
   std::uint64_t replay_segment = 1;  // where the log tail after this index starts
   std::uint64_t replay_offset = 0;
 
