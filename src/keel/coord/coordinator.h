@@ -25,7 +25,7 @@ namespace keel::coord {
 
 enum class errc {
   lease_not_found = 1,  // expired, revoked, or never granted
-  compacted,            // a watch asked for a revision older than the store keeps
+  compacted,            // a read asked for a revision older than the store keeps
   unavailable,          // the backend cannot be reached
   cancelled,            // the caller cancelled a blocking call (a campaign)
   invalid_argument,
@@ -79,9 +79,13 @@ struct TransactionResult {
 };
 
 struct WatchEvent {
-  enum class Type { kPut, kDelete };
+  // kResync: the changes since the watch's revision are no longer kept (etcd compacted them,
+  // or the watch started before the oldest change kept). `snapshot` is the whole state of the
+  // watched key(s) at revision kv.mod_revision; the watch goes on after that revision.
+  enum class Type { kPut, kDelete, kResync };
   Type type = Type::kPut;
   KeyValue kv;  // for a delete: the key and the deletion's revision as mod_revision
+  std::vector<KeyValue> snapshot;
 };
 
 // Stops a watch when destroyed or cancelled; after cancel() returns no callback runs.
@@ -109,8 +113,8 @@ class Coordinator {
                                                                    bool prefix) = 0;
 
   // Calls `on_event` for every change to `key` (or under it) after `after_revision`, in order.
-  // errc::compacted when that revision is no longer kept: re-list with range() and watch from
-  // its revision.
+  // When changes were compacted away, delivers a kResync event with the current state instead
+  // and goes on from there, so a watch never ends on its own.
   virtual Result<std::unique_ptr<WatchHandle>> watch(
       std::string_view key, bool prefix, Revision after_revision,
       std::function<void(const WatchEvent&)> on_event) = 0;

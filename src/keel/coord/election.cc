@@ -11,9 +11,10 @@ void CancelToken::cancel() {
   if (wake_) wake_();
 }
 
-Leadership::Leadership(std::shared_ptr<LeaseKeeper> keeper, std::string key, Revision token,
-                       std::unique_ptr<WatchHandle> own_key_watch)
-    : keeper_(std::move(keeper)),
+Leadership::Leadership(Coordinator& coordinator, std::shared_ptr<LeaseKeeper> keeper,
+                       std::string key, Revision token, std::unique_ptr<WatchHandle> own_key_watch)
+    : coordinator_(coordinator),
+      keeper_(std::move(keeper)),
       key_(std::move(key)),
       token_(token),
       own_key_watch_(std::move(own_key_watch)) {}
@@ -101,7 +102,7 @@ Result<std::shared_ptr<Leadership>> Elector::campaign(std::string value, CancelT
       changed = false;
     }
     auto watch = coordinator_.watch(ahead->key, false, revision, [&](const WatchEvent& event) {
-      if (event.type == WatchEvent::Type::kDelete) poke();
+      if (event.type != WatchEvent::Type::kPut) poke();  // gone, or resync: list again
     });
     if (!watch) {
       forget_cancel();
@@ -123,11 +124,21 @@ Result<std::shared_ptr<Leadership>> Elector::campaign(std::string value, CancelT
   // Elected. Watch our own key: if it goes (lease expired at the backend), we lost.
   std::weak_ptr<LeaseKeeper> weak = *keeper;
   auto own = coordinator_.watch(key, false, created->revision, [weak](const WatchEvent& event) {
-    if (event.type != WatchEvent::Type::kDelete) return;
+    const bool gone = event.type == WatchEvent::Type::kDelete ||
+                      (event.type == WatchEvent::Type::kResync && event.snapshot.empty());
+    if (!gone) return;
     if (auto alive = weak.lock()) alive->mark_lost();
   });
   std::unique_ptr<WatchHandle> own_key_watch = own ? std::move(*own) : nullptr;
-  return std::shared_ptr<Leadership>(new Leadership(*keeper, key, token, std::move(own_key_watch)));
+  return std::shared_ptr<Leadership>(
+      new Leadership(coordinator_, *keeper, key, token, std::move(own_key_watch)));
+}
+
+Status Leadership::proclaim(std::string value) {
+  auto written = fenced_transact(coordinator_, *this,
+                                 {{Operation::Kind::kPut, key_, std::move(value), lease(), false}});
+  if (!written) return written.error();
+  return {};
 }
 
 Result<std::optional<KeyValue>> Elector::leader() {

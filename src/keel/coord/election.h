@@ -58,11 +58,15 @@ class Leadership {
   void on_lost(std::function<void()> callback) { keeper_->on_lost(std::move(callback)); }
   // Revokes the lease: the next candidate is elected as soon as the backend sees it.
   Status resign();
+  // Replaces the value observers see for this leader, without a new election (a fenced put:
+  // errc::not_leader once deposed).
+  Status proclaim(std::string value);
 
  private:
   friend class Elector;
-  Leadership(std::shared_ptr<LeaseKeeper> keeper, std::string key, Revision token,
-             std::unique_ptr<WatchHandle> own_key_watch);
+  Leadership(Coordinator& coordinator, std::shared_ptr<LeaseKeeper> keeper, std::string key,
+             Revision token, std::unique_ptr<WatchHandle> own_key_watch);
+  Coordinator& coordinator_;
   std::shared_ptr<LeaseKeeper> keeper_;
   std::string key_;
   Revision token_;

@@ -265,24 +265,32 @@ Result<std::unique_ptr<WatchHandle>> InProcessCoordinator::watch(
   {
     std::lock_guard lock(mutex_);
     Revision oldest = history_.empty() ? revision_ + 1 : history_.front().kv.mod_revision;
-    if (after_revision + 1 < oldest && after_revision < revision_) {
-      return Error(errc::compacted, "watch from revision " + std::to_string(after_revision) +
-                                        ": the oldest change kept is at revision " +
-                                        std::to_string(oldest));
-    }
     watcher = std::make_shared<Watcher>(
         Watcher{std::string(key), prefix, after_revision, std::move(on_event)});
-    for (const auto& event : history_) {
-      if (event.kv.mod_revision > after_revision && matches(*watcher, event.kv.key)) {
-        replay.push_back(event);
+    if (after_revision + 1 < oldest && after_revision < revision_) {
+      // Changes since then are no longer kept: hand over the state now and go on from here
+      // (what the etcd backend does after a compaction). Pending outbox changes are in it.
+      WatchEvent resync;
+      resync.type = WatchEvent::Type::kResync;
+      resync.kv.mod_revision = revision_;
+      for (const auto& [stored_key, kv] : store_) {
+        if (matches(*watcher, stored_key)) resync.snapshot.push_back(kv);
       }
-    }
-    // Changes still in the outbox reach this watcher through deliver(); do not replay them.
-    for (const auto& pending : outbox_) {
-      auto it = std::find_if(replay.begin(), replay.end(), [&](const WatchEvent& e) {
-        return e.kv.mod_revision == pending.kv.mod_revision && e.kv.key == pending.kv.key;
-      });
-      if (it != replay.end()) replay.erase(it);
+      watcher->after = revision_;
+      replay.push_back(std::move(resync));
+    } else {
+      for (const auto& event : history_) {
+        if (event.kv.mod_revision > after_revision && matches(*watcher, event.kv.key)) {
+          replay.push_back(event);
+        }
+      }
+      // Changes still in the outbox reach this watcher through deliver(); do not replay them.
+      for (const auto& pending : outbox_) {
+        auto it = std::find_if(replay.begin(), replay.end(), [&](const WatchEvent& e) {
+          return e.kv.mod_revision == pending.kv.mod_revision && e.kv.key == pending.kv.key;
+        });
+        if (it != replay.end()) replay.erase(it);
+      }
     }
     id = next_watcher_++;
     watchers_[id] = watcher;

@@ -86,13 +86,26 @@ TEST(InProcessCoordinator, WatchesSeeChangesInOrderAndReplayFromARevision) {
   EXPECT_EQ(seen.size(), 4u) << "no events after cancel";
 }
 
-TEST(InProcessCoordinator, WatchFromACompactedRevisionFails) {
+TEST(InProcessCoordinator, WatchFromACompactedRevisionResyncsThenGoesOn) {
   ManualClock clock;
   InProcessCoordinator store(clock, /*history=*/2);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store.put("k", std::to_string(i)).ok());
-  auto watch = store.watch("k", false, 1, [](const WatchEvent&) {});
-  ASSERT_FALSE(watch.ok());
-  EXPECT_TRUE(watch.error().is(errc::compacted));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store.put("k/a", std::to_string(i)).ok());
+  ASSERT_TRUE(store.put("k/b", "b").ok());
+  ASSERT_TRUE(store.erase("k/b").ok());
+  ASSERT_TRUE(store.put("other", "x").ok());
+  std::vector<WatchEvent> seen;
+  auto watch = store.watch("k/", true, 1, [&](const WatchEvent& e) { seen.push_back(e); });
+  ASSERT_TRUE(watch.ok());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].type, WatchEvent::Type::kResync);
+  ASSERT_EQ(seen[0].snapshot.size(), 1u) << "the state now: k/b is gone, other is not watched";
+  EXPECT_EQ(seen[0].snapshot[0].key, "k/a");
+  EXPECT_EQ(seen[0].snapshot[0].value, "4");
+  EXPECT_EQ(seen[0].kv.mod_revision, store.range("", true)->second);
+  ASSERT_TRUE(store.put("k/c", "c").ok());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].type, WatchEvent::Type::kPut);
+  EXPECT_EQ(seen[1].kv.key, "k/c");
 }
 
 }  // namespace

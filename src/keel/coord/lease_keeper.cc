@@ -28,6 +28,10 @@ LeaseKeeper::~LeaseKeeper() { (void)release(); }
 void LeaseKeeper::arm_deadline(TimePoint renewed_at) {
   std::weak_ptr<LeaseKeeper> weak = weak_from_this();
   Duration allowed = std::chrono::duration_cast<Duration>(ttl_ * deadline_fraction_);
+  {
+    std::lock_guard lock(mutex_);
+    deadline_ = renewed_at + allowed;
+  }
   TimerId timer = clock_.schedule_at(renewed_at + allowed, [weak] {
     auto alive = weak.lock();
     if (!alive) return;
@@ -64,7 +68,8 @@ void LeaseKeeper::schedule_renewal() {
 
 bool LeaseKeeper::lost() const {
   std::lock_guard lock(mutex_);
-  return lost_;
+  // The deadline also counts before its timer has run (the timer thread may be busy).
+  return lost_ || clock_.now() >= deadline_;
 }
 
 void LeaseKeeper::mark_lost() {

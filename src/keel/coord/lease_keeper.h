@@ -24,6 +24,7 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
   ~LeaseKeeper();
 
   LeaseId lease() const { return lease_; }
+  // True from the local deadline on, even before its timer has run.
   bool lost() const;
   // Blocks until lost or until `timeout` passes on the clock; returns lost().
   bool wait_lost(Duration timeout);
@@ -53,6 +54,7 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
   TimerId renew_timer_ = 0;
   TimerId deadline_timer_ = 0;
   TimePoint next_renewal_;
+  TimePoint deadline_ = TimePoint::max();  // lost from then on unless renewed
 };
 
 }  // namespace keel::coord

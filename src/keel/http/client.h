@@ -1,0 +1,84 @@
+// A blocking HTTP/1.1 client connection for control-plane traffic (talking to etcd's JSON
+// gateway, admin APIs): one keep-alive TCP connection, a deadline on every call, and response
+// bodies either read whole (bounded) or streamed piece by piece. Boost.Beast stays inside
+// client.cc so that including this header costs nothing.
+//
+// Thread-safety: one thread uses a Connection at a time; cancel() may be called from any other
+// thread and makes the blocking call in progress return errc::cancelled.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "keel/core/clock.h"
+#include "keel/core/result.h"
+
+namespace keel::http {
+
+enum class errc {
+  invalid_url = 1,
+  connect_failed,  // nothing accepted the connection (refused, unreachable, name not found)
+  timeout,
+  cancelled,
+  closed,        // the peer closed the connection
+  bad_response,  // not HTTP, or over a size limit
+};
+const std::error_category& http_category();
+inline std::error_code make_error_code(errc e) { return {static_cast<int>(e), http_category()}; }
+
+struct Url {
+  std::string host;
+  std::string port;
+  // "http://host:port", as given (for messages).
+  std::string text;
+};
+// "http://host:port" or "host:port". Only plain http.
+Result<Url> parse_url(std::string_view text);
+
+struct Response {
+  unsigned status = 0;
+  std::string content_type;
+  std::string body;
+};
+
+class Connection {
+ public:
+  static constexpr std::size_t kMaxBody = 64 << 20;
+
+  // Connects within `timeout`.
+  static Result<std::unique_ptr<Connection>> open(const Url& url, Duration timeout);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  const Url& url() const;
+
+  // Sends a POST with a JSON body and reads the whole response (at most kMaxBody bytes), all
+  // within `timeout`. After any error the connection is unusable.
+  Result<Response> post(std::string_view target, std::string_view body, Duration timeout);
+
+  // Sends a POST and reads the response's status line and headers within `timeout`; the body
+  // is then read with read_some().
+  Result<unsigned> start_stream(std::string_view target, std::string_view body, Duration timeout);
+  // Appends the next piece of the streamed body to `out`, waiting as long as it takes (until
+  // cancel()). Returns false once the body has ended.
+  Result<bool> read_some(std::string& out);
+
+  // Makes the blocking call in progress (or the next one) fail with errc::cancelled.
+  void cancel();
+  // False after an error, a cancel, or a response that closed the connection.
+  bool usable() const;
+
+ private:
+  struct Impl;
+  explicit Connection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel::http
+
+template <>
+struct std::is_error_code_enum<keel::http::errc> : std::true_type {};
