@@ -31,4 +31,24 @@ class EventlogCommand {
   std::unique_ptr<State> state_;
 };
 
+// `keel ctl elect|leader|members|join` against a given etcd (--endpoints or
+// $KEEL_ETCD_ENDPOINTS). `elect` prints one line per event ("elected token=...", "write ...
+// accepted|rejected", "lost ...", "resigned ...") for people and for scripts. Exit codes: 0
+// fine, 1 etcd could not be reached or refused, 2 a usage error, 3 no leader / leadership or
+// membership lost (with --once).
+class CtlCommand {
+ public:
+  explicit CtlCommand(CLI::App& parent);
+  ~CtlCommand();
+  CtlCommand(const CtlCommand&) = delete;
+  CtlCommand& operator=(const CtlCommand&) = delete;
+
+  bool parsed() const;
+  int run(std::ostream& out, std::ostream& err) const;
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 }  // namespace keel::cli

@@ -25,4 +25,8 @@ int run_balance_demo(const DemoOptions& options);
 // restart, and the state rebuilt from the events.
 int run_eventlog_demo(const DemoOptions& options);
 
+// Three `keel ctl elect` processes on a local etcd: the leader is killed, paused and made to
+// resign; prints each hand-over time and the paused leader's rejected stale writes.
+int run_election_demo(const DemoOptions& options);
+
 }  // namespace keel::cli

@@ -28,13 +28,14 @@ int main(int argc, char** argv) {
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
 
   keel::cli::EventlogCommand eventlog(app);
+  keel::cli::CtlCommand ctl(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     // `keel eventlog` promises 2 for usage errors (CLI11's own codes are 100 and up).
-    return code != 0 && eventlog.parsed() ? 2 : code;
+    return code != 0 && (eventlog.parsed() || ctl.parsed()) ? 2 : code;
   }
   if (auto status = keel::log::set_level(log_level); !status) {
     std::fprintf(stderr, "keel: %s\n", status.error().message().c_str());
@@ -47,8 +48,10 @@ int main(int argc, char** argv) {
   if (demo->parsed()) {
     if (int code = keel::cli::run_resilience_demo(demo_options); code != 0) return code;
     if (int code = keel::cli::run_balance_demo(demo_options); code != 0) return code;
-    return keel::cli::run_eventlog_demo(demo_options);
+    if (int code = keel::cli::run_eventlog_demo(demo_options); code != 0) return code;
+    return keel::cli::run_election_demo(demo_options);
   }
   if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
+  if (ctl.parsed()) return ctl.run(std::cout, std::cerr);
   return 0;
 }

@@ -307,7 +307,7 @@ struct EtcdCoordinator::Impl {
       }
       return answer;
     }
-    return Error(errc::unavailable, "no etcd endpoint answered: " + failures);
+    return Error(errc::unavailable, failures);
   }
 
   std::size_t current_index() const {

@@ -29,6 +29,7 @@ class Registration {
  public:
   ~Registration() { (void)leave(); }
   Status leave() { return keeper_->release(); }
+  LeaseId lease() const { return keeper_->lease(); }
   // Lost when the lease could not be kept (the node has dropped out of the list).
   bool lost() const { return keeper_->lost(); }
   void on_lost(std::function<void()> callback) { keeper_->on_lost(std::move(callback)); }

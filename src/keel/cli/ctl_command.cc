@@ -1,0 +1,338 @@
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <thread>
+
+#include "keel/cli/commands.h"
+#include "keel/coord/election.h"
+#include "keel/coord/etcd_coordinator.h"
+#include "keel/coord/membership.h"
+
+namespace keel::cli {
+
+struct CtlCommand::State {
+  CLI::App* ctl = nullptr;
+  CLI::App* elect = nullptr;
+  CLI::App* leader = nullptr;
+  CLI::App* members = nullptr;
+  CLI::App* join = nullptr;
+  std::vector<std::string> endpoints;
+  int timeout_ms = 5000;
+  std::string name;
+  std::string value;
+  int ttl_ms = 2000;
+  std::string fenced_key;
+  int write_interval_ms = 50;
+  int writes_after_loss = 0;
+  bool once = false;
+  bool watch = false;
+  std::string members_prefix = "keel/members";
+  coord::Member member;
+};
+
+namespace {
+
+// Waits for SIGINT or SIGTERM on a thread of its own (the signals are blocked everywhere else,
+// so they arrive here), then runs `on_signal` once. stop() ends it without a signal.
+class SignalWaiter {
+ public:
+  explicit SignalWaiter(std::function<void()> on_signal) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR2);  // stop() sends it to this thread
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    thread_ = std::thread([this, set, on_signal = std::move(on_signal)] {
+      int signal = 0;
+      sigwait(&set, &signal);
+      if (signal != SIGUSR2) on_signal();
+    });
+  }
+  ~SignalWaiter() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
+
+Result<std::unique_ptr<coord::EtcdCoordinator>> connect(const CtlCommand::State& state) {
+  coord::EtcdOptions options;
+  options.endpoints = state.endpoints;
+  options.request_timeout = std::chrono::milliseconds(state.timeout_ms);
+  return coord::EtcdCoordinator::connect(options);
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// One line per event, flushed at once: other programs read this output as it comes.
+class Lines {
+ public:
+  explicit Lines(std::ostream& out) : out_(out) {}
+  template <typename... Parts>
+  void print(const Parts&... parts) {
+    std::lock_guard lock(mutex_);
+    out_ << "t=" << now_ms() << " ";
+    (out_ << ... << parts);
+    out_ << std::endl;
+  }
+
+ private:
+  std::ostream& out_;
+  std::mutex mutex_;
+};
+
+int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  auto etcd = connect(state);
+  if (!etcd) {
+    err << "keel ctl elect: " << etcd.error().message() << "\n";
+    return 1;
+  }
+  SteadyClock clock;
+  coord::Elector elector(**etcd, clock, state.name,
+                         {.ttl = std::chrono::milliseconds(state.ttl_ms)});
+  Lines lines(out);
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::atomic<bool> stopping{false};
+  coord::CancelToken cancel;
+  SignalWaiter signals([&] {
+    stopping = true;
+    cancel.cancel();
+    wake.notify_all();
+  });
+  const std::string value = state.value.empty() ? "pid-" + std::to_string(::getpid()) : state.value;
+  std::uint64_t sequence = 0;
+  // A fenced write carrying `leadership`'s token; prints whether etcd accepted it.
+  auto write = [&](const coord::Leadership& leadership) {
+    const std::string tag =
+        "token=" + std::to_string(leadership.token()) + " seq=" + std::to_string(++sequence);
+    auto written = coord::fenced_transact(
+        **etcd, leadership,
+        {{coord::Operation::Kind::kPut, state.fenced_key, value + " " + tag, 0, false}});
+    if (written) {
+      lines.print("write ", tag, " accepted revision=", written->revision);
+    } else {
+      lines.print("write ", tag, " rejected: ", written.error().message());
+    }
+  };
+  Duration retry = 100ms;
+  while (!stopping) {
+    lines.print("campaigning election=", state.name, " value=", value);
+    auto leadership = elector.campaign(value, &cancel);
+    if (!leadership) {
+      if (leadership.error().is(coord::errc::cancelled)) break;
+      lines.print("campaign failed: ", leadership.error().message());
+      std::unique_lock lock(mutex);
+      wake.wait_for(lock, retry, [&] { return stopping.load(); });
+      retry = std::min<Duration>(retry * 2, 2s);
+      continue;
+    }
+    retry = 100ms;
+    auto& leader = **leadership;
+    const auto elected_at = std::chrono::steady_clock::now();
+    lines.print("elected token=", leader.token(), " key=", leader.key(), " lease=", leader.lease());
+    leader.on_lost([&] { wake.notify_all(); });
+    while (!stopping && !leader.lost()) {
+      if (!state.fenced_key.empty()) write(leader);
+      std::unique_lock lock(mutex);
+      const Duration pause = state.fenced_key.empty()
+                                 ? Duration(1s)
+                                 : std::chrono::milliseconds(state.write_interval_ms);
+      wake.wait_for(lock, pause, [&] { return stopping.load() || leader.lost(); });
+    }
+    if (stopping) {
+      auto resigned = leader.resign();
+      lines.print("resigned token=", leader.token(),
+                  resigned ? "" : " (revoke failed: " + resigned.error().message() + ")");
+      break;
+    }
+    const auto held = std::chrono::steady_clock::now() - elected_at;
+    lines.print("lost token=", leader.token(), " held_ms=", held / 1ms);
+    for (int i = 0; i < state.writes_after_loss && !state.fenced_key.empty(); ++i) write(leader);
+    if (state.once) return 3;
+  }
+  return 0;
+}
+
+int run_leader(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  auto etcd = connect(state);
+  if (!etcd) {
+    err << "keel ctl leader: " << etcd.error().message() << "\n";
+    return 1;
+  }
+  SteadyClock clock;
+  coord::Elector elector(**etcd, clock, state.name);
+  auto describe = [](const std::optional<coord::KeyValue>& leader) {
+    if (!leader) return std::string("no leader");
+    return "leader value=" + leader->value + " token=" + std::to_string(leader->create_revision) +
+           " key=" + leader->key;
+  };
+  if (!state.watch) {
+    auto leader = elector.leader();
+    if (!leader) {
+      err << "keel ctl leader: " << leader.error().message() << "\n";
+      return 1;
+    }
+    out << describe(*leader) << "\n";
+    return leader->has_value() ? 0 : 3;
+  }
+  Lines lines(out);
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+  SignalWaiter signals([&] {
+    std::lock_guard lock(mutex);
+    stopping = true;
+    wake.notify_all();
+  });
+  auto watch = elector.observe(
+      [&](const std::optional<coord::KeyValue>& leader) { lines.print(describe(leader)); });
+  if (!watch) {
+    err << "keel ctl leader: " << watch.error().message() << "\n";
+    return 1;
+  }
+  std::unique_lock lock(mutex);
+  wake.wait(lock, [&] { return stopping; });
+  return 0;
+}
+
+int run_members(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  auto etcd = connect(state);
+  if (!etcd) {
+    err << "keel ctl members: " << etcd.error().message() << "\n";
+    return 1;
+  }
+  SteadyClock clock;
+  coord::Membership membership(**etcd, clock, state.members_prefix);
+  auto members = membership.list();
+  if (!members) {
+    err << "keel ctl members: " << members.error().message() << "\n";
+    return 1;
+  }
+  for (const auto& member : *members) {
+    out << member.id << "\t" << member.address << "\t" << member.metadata << "\n";
+  }
+  if (members->empty()) out << "no members under " << state.members_prefix << "/\n";
+  return 0;
+}
+
+int run_join(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  auto etcd = connect(state);
+  if (!etcd) {
+    err << "keel ctl join: " << etcd.error().message() << "\n";
+    return 1;
+  }
+  SteadyClock clock;
+  coord::Membership membership(**etcd, clock, state.members_prefix,
+                               std::chrono::milliseconds(state.ttl_ms));
+  auto registration = membership.join(state.member);
+  if (!registration) {
+    err << "keel ctl join: " << registration.error().message() << "\n";
+    return 1;
+  }
+  Lines lines(out);
+  lines.print("joined id=", state.member.id, " lease=", (*registration)->lease());
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+  SignalWaiter signals([&] {
+    std::lock_guard lock(mutex);
+    stopping = true;
+    wake.notify_all();
+  });
+  (*registration)->on_lost([&] { wake.notify_all(); });
+  std::unique_lock lock(mutex);
+  wake.wait(lock, [&] { return stopping || (*registration)->lost(); });
+  if (!stopping) {
+    lines.print("lost id=", state.member.id, ": the registration's lease expired");
+    return 3;
+  }
+  lines.print("left id=", state.member.id);
+  return 0;
+}
+
+}  // namespace
+
+CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.ctl = parent.add_subcommand("ctl", "Talk to a Keel cluster's etcd: elections and members");
+  s.ctl->require_subcommand(1);
+  s.ctl->fallthrough();  // --endpoints may come after the subcommand too
+  if (const char* env = std::getenv("KEEL_ETCD_ENDPOINTS"); env != nullptr && *env != '\0') {
+    s.endpoints = CLI::detail::split(env, ',');
+  } else {
+    s.endpoints = {"http://127.0.0.1:2379"};
+  }
+  s.ctl
+      ->add_option("--endpoints", s.endpoints,
+                   "etcd client URLs, comma-separated (default $KEEL_ETCD_ENDPOINTS, else "
+                   "http://127.0.0.1:2379)")
+      ->delimiter(',');
+  s.ctl->add_option("--timeout-ms", s.timeout_ms, "Per-request timeout")
+      ->check(CLI::Range(1, 600000));
+
+  s.elect = s.ctl->add_subcommand(
+      "elect", "Campaign in election NAME and hold leadership until SIGINT/SIGTERM (resigns)");
+  s.elect->add_option("name", s.name, "Election name (a key prefix in etcd)")->required();
+  s.elect->add_option("value", s.value, "What observers see for this leader (default pid-N)");
+  s.elect->add_option("--ttl-ms", s.ttl_ms, "Lease TTL; etcd rounds up to whole seconds")
+      ->check(CLI::Range(1000, 3600000));
+  s.elect->add_option("--fenced-key", s.fenced_key,
+                      "While leading, write this key with fenced transactions");
+  s.elect->add_option("--write-interval-ms", s.write_interval_ms, "Between fenced writes")
+      ->check(CLI::Range(1, 60000));
+  s.elect
+      ->add_option("--writes-after-loss", s.writes_after_loss,
+                   "After losing, try this many more fenced writes with the old token (they "
+                   "must all be rejected)")
+      ->check(CLI::Range(0, 1000));
+  s.elect->add_flag("--once", s.once,
+                    "Exit (code 3) when leadership is lost instead of "
+                    "campaigning again");
+
+  s.leader = s.ctl->add_subcommand("leader", "Print election NAME's leader (exit 3: none)");
+  s.leader->add_option("name", s.name, "Election name")->required();
+  s.leader->add_flag("--watch", s.watch, "Print every change of leader until SIGINT/SIGTERM");
+
+  s.members = s.ctl->add_subcommand("members", "List the registered members");
+  s.members->add_option("--prefix", s.members_prefix, "Membership key prefix");
+
+  s.join =
+      s.ctl->add_subcommand("join", "Register as a member under a lease, until SIGINT/SIGTERM");
+  s.join->add_option("id", s.member.id, "Member id")->required();
+  s.join->add_option("address", s.member.address, "Member address")->required();
+  s.join->add_option("--metadata", s.member.metadata, "Free-form metadata");
+  s.join->add_option("--prefix", s.members_prefix, "Membership key prefix");
+  s.join->add_option("--ttl-ms", s.ttl_ms, "Lease TTL")->check(CLI::Range(1000, 3600000));
+}
+
+CtlCommand::~CtlCommand() = default;
+
+bool CtlCommand::parsed() const { return state_->ctl->parsed(); }
+
+int CtlCommand::run(std::ostream& out, std::ostream& err) const {
+  const State& s = *state_;
+  if (s.elect->parsed()) return run_elect(s, out, err);
+  if (s.leader->parsed()) return run_leader(s, out, err);
+  if (s.members->parsed()) return run_members(s, out, err);
+  if (s.join->parsed()) return run_join(s, out, err);
+  return 2;
+}
+
+}  // namespace keel::cli
