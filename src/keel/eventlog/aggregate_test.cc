@@ -60,7 +60,10 @@ TEST_F(AggregateTest, DecidesOnTheLoadedStateAndAppendsWithItsVersion) {
 }
 
 TEST_F(AggregateTest, ConcurrentCommandsRetryOnConflictsAndLoseNothing) {
-  AggregateRepository<Counter> counters(*store_, counter_type(), 100);
+  // The bound is only a livelock guard here: on a loaded machine a thread descheduled between
+  // its load and its append loses to the other three many times in a row (100 was once not
+  // enough under a parallel ctest run).
+  AggregateRepository<Counter> counters(*store_, counter_type(), 100000);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
