@@ -41,6 +41,7 @@ bench: deps build
 	bench/resilience.sh $(BUILD_DIR)
 	bench/balance.sh $(BUILD_DIR)
 	bench/eventlog.sh $(BUILD_DIR)
+	bench/election.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps

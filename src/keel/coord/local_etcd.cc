@@ -1,12 +1,9 @@
 #include "keel/coord/local_etcd.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,8 +15,6 @@
 
 #include "keel/coord/coordinator.h"
 #include "keel/http/client.h"
-
-extern char** environ;
 
 namespace keel::coord {
 namespace {
@@ -85,30 +80,17 @@ Status LocalEtcd::launch() {
                                    "--log-level=warn",
                                    "--log-outputs=" + log_file_};
   args.insert(args.end(), options_.extra_flags.begin(), options_.extra_flags.end());
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_file_.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  int spawned =
-      ::posix_spawnp(&pid_, options_.binary.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) {
-    pid_ = -1;
-    return Error(errc::unavailable, "cannot start '" + options_.binary +
-                                        "': " + std::strerror(spawned) +
-                                        " (Debian: apt-get install etcd-server)");
+  auto process = Subprocess::spawn_to_file(std::move(args), log_file_);
+  if (!process) {
+    return Error(errc::unavailable,
+                 process.error().message() + " (Debian: apt-get install etcd-server)");
   }
+  process_ = std::move(*process);
   auto url = http::parse_url(client_url_);
   const auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
+    if (!process_->running()) {
+      process_.reset();
       return Error(errc::unavailable,
                    "etcd exited at start; its log ends with:\n" + tail(log_file_, 2000));
     }
@@ -124,31 +106,18 @@ Status LocalEtcd::launch() {
                                       " s; its log ends with:\n" + tail(log_file_, 2000));
 }
 
-void LocalEtcd::wait_exit(Duration timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (pid_ > 0) {
-    int status = 0;
-    pid_t done = ::waitpid(pid_, &status, WNOHANG);
-    if (done == pid_ || (done < 0 && errno == ECHILD)) {
-      pid_ = -1;
-      return;
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return;
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
 void LocalEtcd::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  wait_exit(5s);
-  kill();
+  if (!process_) return;
+  process_->signal(SIGTERM);
+  if (!process_->wait(5s)) kill();
+  process_.reset();
 }
 
 void LocalEtcd::kill() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  wait_exit(10s);
+  if (!process_) return;
+  process_->signal(SIGKILL);
+  process_->wait(10s);
+  process_.reset();
 }
 
 Status LocalEtcd::restart() {

@@ -1,6 +1,7 @@
 // Runs an etcd server as a child process on free loopback ports, for tests, benchmarks and
 // `keel demo`: a temp data dir (removed at the end unless one is given), a wait until it
-// answers, and stop/kill/restart by pid. Never touches an etcd it did not start.
+// answers, and stop/kill/restart by pid. Never touches an etcd it did not start, and the etcd
+// it started dies with it (see Subprocess).
 #pragma once
 
 #include <sys/types.h>
@@ -11,6 +12,7 @@
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
+#include "keel/core/subprocess.h"
 
 namespace keel::coord {
 
@@ -32,7 +34,7 @@ class LocalEtcd {
   // gateway: a handy wrong address.
   const std::string& endpoint() const { return client_url_; }
   const std::string& peer_endpoint() const { return peer_url_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   const std::string& log_file() const { return log_file_; }
 
   // SIGTERM (SIGKILL after 5 s), waiting for the process to end.
@@ -45,7 +47,6 @@ class LocalEtcd {
  private:
   LocalEtcd() = default;
   Status launch();
-  void wait_exit(Duration timeout);
 
   LocalEtcdOptions options_;
   std::string temp_dir_;
@@ -53,7 +54,7 @@ class LocalEtcd {
   std::string log_file_;
   std::string client_url_;
   std::string peer_url_;
-  pid_t pid_ = -1;
+  std::unique_ptr<Subprocess> process_;
 };
 
 }  // namespace keel::coord

@@ -2,51 +2,91 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 extern char** environ;
 
 namespace keel {
+namespace {
+
+// argv[0] as a path: itself when it has a '/', else the first executable match in $PATH.
+Result<std::string> find_program(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) == 0) return name;
+    return Error(errc::io_error, "cannot start '" + name + "': " + std::strerror(errno));
+  }
+  const char* path = std::getenv("PATH");
+  std::string directories = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= directories.size()) {
+    std::size_t end = directories.find(':', start);
+    if (end == std::string::npos) end = directories.size();
+    std::string directory = directories.substr(start, end - start);
+    std::string candidate = (directory.empty() ? "." : directory) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  return Error(errc::io_error, "cannot start '" + name + "': not found in PATH");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Subprocess>> Subprocess::start(std::vector<std::string> argv,
+                                                      int output_fd) {
+  if (argv.empty()) return Error(errc::invalid_argument, "Subprocess: no program given");
+  auto program = find_program(argv[0]);
+  if (!program) return program.error();
+  std::vector<char*> args;
+  for (auto& arg : argv) args.push_back(arg.data());
+  args.push_back(nullptr);
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0)
+    return Error(errc::io_error, std::string("open /dev/null: ") + std::strerror(errno));
+  const pid_t parent = ::getpid();
+  auto process = std::unique_ptr<Subprocess>(new Subprocess());
+  process->pid_ = ::fork();
+  if (process->pid_ == 0) {
+    // The child: only async-signal-safe calls until exec.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // whatever the parent's thread blocked
+    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(output_fd, STDOUT_FILENO);
+    ::dup2(output_fd, STDERR_FILENO);
+    ::execve(program->c_str(), args.data(), environ);
+    ::_exit(127);
+  }
+  const int fork_errno = errno;
+  ::close(null_fd);
+  if (process->pid_ < 0) {
+    process->pid_ = -1;
+    return Error(errc::io_error,
+                 "cannot start '" + argv[0] + "': fork: " + std::strerror(fork_errno));
+  }
+  return process;
+}
 
 Result<std::unique_ptr<Subprocess>> Subprocess::spawn(std::vector<std::string> argv,
                                                       LineHandler on_line) {
-  if (argv.empty()) return Error(errc::invalid_argument, "Subprocess::spawn: no program given");
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     return Error(errc::io_error, std::string("pipe2: ") + std::strerror(errno));
   }
-  std::vector<char*> args;
-  for (auto& arg : argv) args.push_back(arg.data());
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  // The child starts with no signals blocked, whatever the parent's threads block.
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-  auto process = std::unique_ptr<Subprocess>(new Subprocess());
-  int spawned =
-      ::posix_spawnp(&process->pid_, args[0], &actions, &attributes, args.data(), environ);
-  posix_spawnattr_destroy(&attributes);
-  posix_spawn_file_actions_destroy(&actions);
+  auto process = start(std::move(argv), fds[1]);
   ::close(fds[1]);
-  if (spawned != 0) {
+  if (!process) {
     ::close(fds[0]);
-    process->pid_ = -1;
-    return Error(errc::io_error, "cannot start '" + argv[0] + "': " + std::strerror(spawned));
+    return process.error();
   }
-  process->reader_ = std::thread([fd = fds[0], on_line = std::move(on_line)] {
+  (*process)->reader_ = std::thread([fd = fds[0], on_line = std::move(on_line)] {
     std::string pending;
     char buffer[4096];
     for (;;) {
@@ -64,6 +104,17 @@ Result<std::unique_ptr<Subprocess>> Subprocess::spawn(std::vector<std::string> a
     if (!pending.empty() && on_line) on_line(pending);
     ::close(fd);
   });
+  return process;
+}
+
+Result<std::unique_ptr<Subprocess>> Subprocess::spawn_to_file(std::vector<std::string> argv,
+                                                              const std::string& output_file) {
+  const int fd = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return Error(errc::io_error, "cannot open " + output_file + ": " + std::strerror(errno));
+  }
+  auto process = start(std::move(argv), fd);
+  ::close(fd);
   return process;
 }
 
@@ -105,7 +156,6 @@ Subprocess::~Subprocess() {
     ::kill(pid_, SIGKILL);
     reap(true);
   }
-  // Grandchildren holding the pipe open would keep the reader waiting; Keel's programs have none.
   if (reader_.joinable()) reader_.join();
 }
 

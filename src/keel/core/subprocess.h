@@ -1,5 +1,7 @@
-// A child process whose output is read line by line as it comes: for whole-process tests,
-// benchmarks and `keel demo`, which start Keel's own programs and watch what they print.
+// A child process whose output is read line by line as it comes (or appended to a file): for
+// whole-process tests, benchmarks and `keel demo`, which start Keel's own programs and etcd and
+// watch what they print. The child is SIGKILLed if the thread that started it dies (the parent
+// crashed, or was killed by a signal), so no orphan outlives a test or a benchmark.
 #pragma once
 
 #include <sys/types.h>
@@ -23,9 +25,13 @@ class Subprocess {
   // without the newline; a last line without one is passed on at end of output.
   using LineHandler = std::function<void(std::string_view line)>;
 
-  // Starts argv[0] (looked up in PATH when it has no '/'), stdin from /dev/null.
+  // Starts argv[0] (looked up in PATH when it has no '/'), stdin from /dev/null, stdout and
+  // stderr to `on_line` (or nowhere when it is empty).
   static Result<std::unique_ptr<Subprocess>> spawn(std::vector<std::string> argv,
                                                    LineHandler on_line);
+  // The same, with stdout and stderr appended to `output_file`.
+  static Result<std::unique_ptr<Subprocess>> spawn_to_file(std::vector<std::string> argv,
+                                                           const std::string& output_file);
   // SIGKILLs a child still running, reaps it and joins the reader.
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
@@ -40,6 +46,7 @@ class Subprocess {
 
  private:
   Subprocess() = default;
+  static Result<std::unique_ptr<Subprocess>> start(std::vector<std::string> argv, int output_fd);
   bool reap(bool block);
 
   pid_t pid_ = -1;
