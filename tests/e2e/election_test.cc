@@ -148,6 +148,53 @@ TEST_F(ElectionTest, CandidatesRecoverFromAnEtcdRestartWithOneLeader) {
       << candidates->dump();
 }
 
+// Runs `keel ctl ARGS...` against the test's etcd to its end: exit code and output.
+std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::string> args) {
+  args.insert(args.begin(), {KEEL_BINARY, "ctl", "--endpoints", endpoint});
+  std::string output;
+  std::mutex mutex;
+  auto child = Subprocess::spawn(args, [&](std::string_view line) {
+    std::lock_guard lock(mutex);
+    output += std::string(line) + "\n";
+  });
+  if (!child) return {-1, child.error().message()};
+  auto code = (*child)->wait(20s);
+  child->reset();
+  return {code.value_or(-1), output};
+}
+
+TEST_F(ElectionTest, CtlJoinsListsMembersAndLeavesOnSigterm) {
+  std::mutex mutex;
+  bool joined = false;
+  auto member =
+      Subprocess::spawn({KEEL_BINARY, "ctl", "--endpoints", etcd_->endpoint(), "join", "node-a",
+                         "10.0.0.1:7400", "--metadata", "zone=a", "--prefix", "e2e/members"},
+                        [&](std::string_view line) {
+                          std::lock_guard lock(mutex);
+                          joined = joined || line.find("joined id=node-a") != line.npos;
+                        });
+  ASSERT_TRUE(member);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto has_joined = [&] {
+    std::lock_guard lock(mutex);
+    return joined;
+  };
+  while (!has_joined() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(has_joined());
+  auto [code, listed] = ctl(etcd_->endpoint(), {"members", "--prefix", "e2e/members"});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(listed, "node-a\t10.0.0.1:7400\tzone=a\n");
+  (*member)->signal(SIGTERM);
+  EXPECT_EQ((*member)->wait(10s), 0);  // it left: revoked its lease
+  std::tie(code, listed) = ctl(etcd_->endpoint(), {"members", "--prefix", "e2e/members"});
+  EXPECT_EQ(listed, "no members under e2e/members/\n");
+  std::tie(code, listed) = ctl(etcd_->endpoint(), {"leader", "e2e/nobody"});
+  EXPECT_EQ(code, 3);
+  EXPECT_EQ(listed, "no leader\n");
+}
+
 TEST_F(ElectionTest, AWrongAddressIsAClearErrorNotAHang) {
   struct Case {
     std::string endpoint;
@@ -155,16 +202,8 @@ TEST_F(ElectionTest, AWrongAddressIsAClearErrorNotAHang) {
   };
   for (const Case& c : {Case{"http://127.0.0.1:1", "refused"},
                         Case{etcd_->peer_endpoint(), "not an etcd v3 JSON gateway"}}) {
-    std::string output;
-    std::mutex mutex;
-    auto child = Subprocess::spawn({KEEL_BINARY, "ctl", "--endpoints", c.endpoint, "elect", "x"},
-                                   [&](std::string_view line) {
-                                     std::lock_guard lock(mutex);
-                                     output += std::string(line) + "\n";
-                                   });
-    ASSERT_TRUE(child);
-    EXPECT_EQ((*child)->wait(10s), 1) << c.endpoint;
-    child->reset();
+    auto [code, output] = ctl(c.endpoint, {"elect", "x"});
+    EXPECT_EQ(code, 1) << c.endpoint;
     EXPECT_NE(output.find(c.expected), std::string::npos) << output;
     EXPECT_NE(output.find(c.endpoint), std::string::npos) << output;
   }

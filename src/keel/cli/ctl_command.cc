@@ -1,7 +1,6 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -39,39 +38,87 @@ struct CtlCommand::State {
 
 namespace {
 
-// Waits for SIGINT or SIGTERM on a thread of its own (the signals are blocked everywhere else,
-// so they arrive here), then runs `on_signal` once. stop() ends it without a signal.
-class SignalWaiter {
+// Set once SIGINT or SIGTERM arrives. The two signals are blocked in this thread (and the
+// threads started after it) and taken by a thread of its own, which sets the flag, runs
+// `on_stop` and wakes every waiter.
+class StopSignal {
  public:
-  explicit SignalWaiter(std::function<void()> on_signal) {
+  explicit StopSignal(std::function<void()> on_stop = nullptr) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGUSR2);  // stop() sends it to this thread
+    sigaddset(&set, SIGUSR2);  // the destructor's way to end the thread
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread_ = std::thread([this, set, on_signal = std::move(on_signal)] {
+    thread_ = std::thread([this, set, on_stop = std::move(on_stop)] {
       int signal = 0;
       sigwait(&set, &signal);
-      if (signal != SIGUSR2) on_signal();
+      if (signal != SIGUSR2) {
+        {
+          std::lock_guard lock(mutex_);
+          stopping_ = true;
+        }
+        if (on_stop) on_stop();
+      }
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      wake_.notify_all();
     });
   }
-  ~SignalWaiter() { stop(); }
-  void stop() {
-    if (!thread_.joinable()) return;
-    pthread_kill(thread_.native_handle(), SIGUSR2);
+  ~StopSignal() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done_) pthread_kill(thread_.native_handle(), SIGUSR2);
+    }
     thread_.join();
+  }
+  StopSignal(const StopSignal&) = delete;
+  StopSignal& operator=(const StopSignal&) = delete;
+
+  bool stopping() {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+  // Makes waiters check their condition again.
+  void notify() {
+    std::lock_guard lock(mutex_);
+    wake_.notify_all();
+  }
+  // Until stopping or `also()` holds (checked on notify()); returns stopping().
+  template <typename Predicate>
+  bool wait(Predicate also) {
+    std::unique_lock lock(mutex_);
+    wake_.wait(lock, [&] { return stopping_ || also(); });
+    return stopping_;
+  }
+  // The same, for at most `timeout`.
+  template <typename Predicate>
+  bool wait_for(Duration timeout, Predicate also) {
+    std::unique_lock lock(mutex_);
+    wake_.wait_for(lock, timeout, [&] { return stopping_ || also(); });
+    return stopping_;
   }
 
  private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool done_ = false;
   std::thread thread_;
 };
 
-Result<std::unique_ptr<coord::EtcdCoordinator>> connect(const CtlCommand::State& state) {
+// The etcd client for `keel ctl <command>`; on failure, says why on `err` and returns null.
+std::unique_ptr<coord::EtcdCoordinator> connect(const CtlCommand::State& state, const char* command,
+                                                std::ostream& err) {
   coord::EtcdOptions options;
   options.endpoints = state.endpoints;
   options.request_timeout = std::chrono::milliseconds(state.timeout_ms);
-  return coord::EtcdCoordinator::connect(options);
+  auto etcd = coord::EtcdCoordinator::connect(options);
+  if (!etcd) {
+    err << "keel ctl " << command << ": " << etcd.error().message() << "\n";
+    return nullptr;
+  }
+  return std::move(*etcd);
 }
 
 std::int64_t now_ms() {
@@ -98,24 +145,14 @@ class Lines {
 };
 
 int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
-  auto etcd = connect(state);
-  if (!etcd) {
-    err << "keel ctl elect: " << etcd.error().message() << "\n";
-    return 1;
-  }
+  coord::CancelToken cancel;
+  StopSignal stop([&] { cancel.cancel(); });  // first: the threads started later inherit its mask
+  auto etcd = connect(state, "elect", err);
+  if (!etcd) return 1;
   SteadyClock clock;
-  coord::Elector elector(**etcd, clock, state.name,
+  coord::Elector elector(*etcd, clock, state.name,
                          {.ttl = std::chrono::milliseconds(state.ttl_ms)});
   Lines lines(out);
-  std::mutex mutex;
-  std::condition_variable wake;
-  std::atomic<bool> stopping{false};
-  coord::CancelToken cancel;
-  SignalWaiter signals([&] {
-    stopping = true;
-    cancel.cancel();
-    wake.notify_all();
-  });
   const std::string value = state.value.empty() ? "pid-" + std::to_string(::getpid()) : state.value;
   std::uint64_t sequence = 0;
   // A fenced write carrying `leadership`'s token; prints whether etcd accepted it.
@@ -123,7 +160,7 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
     const std::string tag =
         "token=" + std::to_string(leadership.token()) + " seq=" + std::to_string(++sequence);
     auto written = coord::fenced_transact(
-        **etcd, leadership,
+        *etcd, leadership,
         {{coord::Operation::Kind::kPut, state.fenced_key, value + " " + tag, 0, false}});
     if (written) {
       lines.print("write ", tag, " accepted revision=", written->revision);
@@ -132,14 +169,13 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
     }
   };
   Duration retry = 100ms;
-  while (!stopping) {
+  while (!stop.stopping()) {
     lines.print("campaigning election=", state.name, " value=", value);
     auto leadership = elector.campaign(value, &cancel);
     if (!leadership) {
       if (leadership.error().is(coord::errc::cancelled)) break;
       lines.print("campaign failed: ", leadership.error().message());
-      std::unique_lock lock(mutex);
-      wake.wait_for(lock, retry, [&] { return stopping.load(); });
+      stop.wait_for(retry, [] { return false; });
       retry = std::min<Duration>(retry * 2, 2s);
       continue;
     }
@@ -147,16 +183,15 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
     auto& leader = **leadership;
     const auto elected_at = std::chrono::steady_clock::now();
     lines.print("elected token=", leader.token(), " key=", leader.key(), " lease=", leader.lease());
-    leader.on_lost([&] { wake.notify_all(); });
-    while (!stopping && !leader.lost()) {
+    leader.on_lost([&] { stop.notify(); });
+    while (!stop.stopping() && !leader.lost()) {
       if (!state.fenced_key.empty()) write(leader);
-      std::unique_lock lock(mutex);
       const Duration pause = state.fenced_key.empty()
                                  ? Duration(1s)
                                  : std::chrono::milliseconds(state.write_interval_ms);
-      wake.wait_for(lock, pause, [&] { return stopping.load() || leader.lost(); });
+      stop.wait_for(pause, [&] { return leader.lost(); });
     }
-    if (stopping) {
+    if (stop.stopping()) {
       auto resigned = leader.resign();
       lines.print("resigned token=", leader.token(),
                   resigned ? "" : " (revoke failed: " + resigned.error().message() + ")");
@@ -171,13 +206,10 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
 }
 
 int run_leader(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
-  auto etcd = connect(state);
-  if (!etcd) {
-    err << "keel ctl leader: " << etcd.error().message() << "\n";
-    return 1;
-  }
+  auto etcd = connect(state, "leader", err);
+  if (!etcd) return 1;
   SteadyClock clock;
-  coord::Elector elector(**etcd, clock, state.name);
+  coord::Elector elector(*etcd, clock, state.name);
   auto describe = [](const std::optional<coord::KeyValue>& leader) {
     if (!leader) return std::string("no leader");
     return "leader value=" + leader->value + " token=" + std::to_string(leader->create_revision) +
@@ -193,33 +225,22 @@ int run_leader(const CtlCommand::State& state, std::ostream& out, std::ostream& 
     return leader->has_value() ? 0 : 3;
   }
   Lines lines(out);
-  std::mutex mutex;
-  std::condition_variable wake;
-  bool stopping = false;
-  SignalWaiter signals([&] {
-    std::lock_guard lock(mutex);
-    stopping = true;
-    wake.notify_all();
-  });
+  StopSignal stop;
   auto watch = elector.observe(
       [&](const std::optional<coord::KeyValue>& leader) { lines.print(describe(leader)); });
   if (!watch) {
     err << "keel ctl leader: " << watch.error().message() << "\n";
     return 1;
   }
-  std::unique_lock lock(mutex);
-  wake.wait(lock, [&] { return stopping; });
+  stop.wait([] { return false; });
   return 0;
 }
 
 int run_members(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
-  auto etcd = connect(state);
-  if (!etcd) {
-    err << "keel ctl members: " << etcd.error().message() << "\n";
-    return 1;
-  }
+  auto etcd = connect(state, "members", err);
+  if (!etcd) return 1;
   SteadyClock clock;
-  coord::Membership membership(**etcd, clock, state.members_prefix);
+  coord::Membership membership(*etcd, clock, state.members_prefix);
   auto members = membership.list();
   if (!members) {
     err << "keel ctl members: " << members.error().message() << "\n";
@@ -233,13 +254,11 @@ int run_members(const CtlCommand::State& state, std::ostream& out, std::ostream&
 }
 
 int run_join(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
-  auto etcd = connect(state);
-  if (!etcd) {
-    err << "keel ctl join: " << etcd.error().message() << "\n";
-    return 1;
-  }
+  StopSignal stop;  // first: the threads started later inherit its mask
+  auto etcd = connect(state, "join", err);
+  if (!etcd) return 1;
   SteadyClock clock;
-  coord::Membership membership(**etcd, clock, state.members_prefix,
+  coord::Membership membership(*etcd, clock, state.members_prefix,
                                std::chrono::milliseconds(state.ttl_ms));
   auto registration = membership.join(state.member);
   if (!registration) {
@@ -248,18 +267,8 @@ int run_join(const CtlCommand::State& state, std::ostream& out, std::ostream& er
   }
   Lines lines(out);
   lines.print("joined id=", state.member.id, " lease=", (*registration)->lease());
-  std::mutex mutex;
-  std::condition_variable wake;
-  bool stopping = false;
-  SignalWaiter signals([&] {
-    std::lock_guard lock(mutex);
-    stopping = true;
-    wake.notify_all();
-  });
-  (*registration)->on_lost([&] { wake.notify_all(); });
-  std::unique_lock lock(mutex);
-  wake.wait(lock, [&] { return stopping || (*registration)->lost(); });
-  if (!stopping) {
+  (*registration)->on_lost([&] { stop.notify(); });
+  if (!stop.wait([&] { return (*registration)->lost(); })) {
     lines.print("lost id=", state.member.id, ": the registration's lease expired");
     return 3;
   }
