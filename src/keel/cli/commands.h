@@ -51,4 +51,22 @@ class CtlCommand {
   std::unique_ptr<State> state_;
 };
 
+// `keel proxy -c FILE`: the Ambassador / edge proxy (keel/proxy/server.h). Runs until SIGINT or
+// SIGTERM (then drains), reloads the file on SIGHUP. `--check` only checks the config. Exit
+// codes: 0 fine, 1 the config or a listener failed, 2 a usage error.
+class ProxyCommand {
+ public:
+  explicit ProxyCommand(CLI::App& parent);
+  ~ProxyCommand();
+  ProxyCommand(const ProxyCommand&) = delete;
+  ProxyCommand& operator=(const ProxyCommand&) = delete;
+
+  bool parsed() const;
+  int run(std::ostream& out, std::ostream& err) const;
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 }  // namespace keel::cli

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "keel/cli/commands.h"
+#include "keel/cli/stop_signal.h"
 #include "keel/coord/election.h"
 #include "keel/coord/etcd_coordinator.h"
 #include "keel/coord/membership.h"
@@ -37,75 +38,6 @@ struct CtlCommand::State {
 };
 
 namespace {
-
-// Set once SIGINT or SIGTERM arrives. The two signals are blocked in this thread (and the
-// threads started after it) and taken by a thread of its own, which sets the flag, runs
-// `on_stop` and wakes every waiter.
-class StopSignal {
- public:
-  explicit StopSignal(std::function<void()> on_stop = nullptr) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGUSR2);  // the destructor's way to end the thread
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread_ = std::thread([this, set, on_stop = std::move(on_stop)] {
-      int signal = 0;
-      sigwait(&set, &signal);
-      if (signal != SIGUSR2) {
-        {
-          std::lock_guard lock(mutex_);
-          stopping_ = true;
-        }
-        if (on_stop) on_stop();
-      }
-      std::lock_guard lock(mutex_);
-      done_ = true;
-      wake_.notify_all();
-    });
-  }
-  ~StopSignal() {
-    {
-      std::lock_guard lock(mutex_);
-      if (!done_) pthread_kill(thread_.native_handle(), SIGUSR2);
-    }
-    thread_.join();
-  }
-  StopSignal(const StopSignal&) = delete;
-  StopSignal& operator=(const StopSignal&) = delete;
-
-  bool stopping() {
-    std::lock_guard lock(mutex_);
-    return stopping_;
-  }
-  // Makes waiters check their condition again.
-  void notify() {
-    std::lock_guard lock(mutex_);
-    wake_.notify_all();
-  }
-  // Until stopping or `also()` holds (checked on notify()); returns stopping().
-  template <typename Predicate>
-  bool wait(Predicate also) {
-    std::unique_lock lock(mutex_);
-    wake_.wait(lock, [&] { return stopping_ || also(); });
-    return stopping_;
-  }
-  // The same, for at most `timeout`.
-  template <typename Predicate>
-  bool wait_for(Duration timeout, Predicate also) {
-    std::unique_lock lock(mutex_);
-    wake_.wait_for(lock, timeout, [&] { return stopping_ || also(); });
-    return stopping_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // The etcd client for `keel ctl <command>`; on failure, says why on `err` and returns null.
 std::unique_ptr<coord::EtcdCoordinator> connect(const CtlCommand::State& state, const char* command,

@@ -1,0 +1,344 @@
+#include "keel/proxy/config.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "keel/core/config.h"
+
+namespace keel::proxy {
+namespace {
+
+using config::Node;
+
+constexpr std::string_view kMethods[] = {"GET",     "HEAD",  "POST",  "PUT",    "DELETE",
+                                         "OPTIONS", "PATCH", "TRACE", "CONNECT"};
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+// True when `key` holds a valid address (port 0 only where `any_port`: a listener).
+bool read_address(const Node& node, std::string_view key, HostPort& out, bool any_port = false) {
+  std::string text;
+  node.read(key, text);
+  if (text.empty()) return false;
+  auto parsed = parse_host_port(text, any_port);
+  if (!parsed) {
+    node.fail(key, parsed.error().message());
+    return false;
+  }
+  out = *parsed;
+  return true;
+}
+
+Limits read_limits(const Node& node) {
+  Limits limits;
+  node.expect_only({"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
+                    "idle_timeout_ms", "retry_buffer_bytes"});
+  node.read("max_connections", limits.max_connections, 1, 1000000);
+  node.read("max_header_bytes", limits.max_header_bytes, 1024, 1024 * 1024);
+  std::int64_t body = static_cast<std::int64_t>(limits.max_body_bytes);
+  node.read("max_body_bytes", body, 0, std::int64_t{1} << 40);
+  limits.max_body_bytes = static_cast<std::uint64_t>(body);
+  node.read_ms("header_timeout_ms", limits.header_timeout, 1ms, 3600s);
+  node.read_ms("idle_timeout_ms", limits.idle_timeout, 1ms, 24h);
+  std::int64_t retry_buffer = static_cast<std::int64_t>(limits.retry_buffer_bytes);
+  node.read("retry_buffer_bytes", retry_buffer, 0, 64 * 1024 * 1024);
+  limits.retry_buffer_bytes = static_cast<std::uint64_t>(retry_buffer);
+  return limits;
+}
+
+// "a, b,c" -> {"a", "b", "c"}; empty items dropped.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> words;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    std::string word = text.substr(start, end - start);
+    word.erase(0, word.find_first_not_of(' '));
+    word.erase(word.find_last_not_of(' ') + 1);
+    if (!word.empty()) words.push_back(std::move(word));
+    start = end + 1;
+  }
+  return words;
+}
+
+// Envoy's retry conditions, as a comma-separated string like its x-envoy-retry-on header.
+RetryPolicy read_retry(const Node& node, RetryPolicy policy) {
+  node.expect_only({"num_retries", "retry_on", "retriable_status_codes", "allow_non_idempotent",
+                    "base_interval_ms", "max_interval_ms"});
+  node.read("num_retries", policy.num_retries, 0, 10);
+  if (node.child("retry_on").present()) {
+    policy.on_5xx = policy.on_gateway_error = policy.on_connect_failure = policy.on_reset = false;
+    std::string list;
+    node.read("retry_on", list);
+    for (const auto& word : split_list(list)) {
+      if (word == "5xx") {
+        policy.on_5xx = true;
+      } else if (word == "gateway-error") {
+        policy.on_gateway_error = true;
+      } else if (word == "connect-failure") {
+        policy.on_connect_failure = true;
+      } else if (word == "reset") {
+        policy.on_reset = true;
+      } else if (word != "retriable-status-codes") {  // those come from retriable_status_codes
+        node.fail("retry_on", "unknown condition \"" + word +
+                                  "\"; expected a comma-separated list of 5xx, gateway-error, "
+                                  "connect-failure, reset, retriable-status-codes");
+      }
+    }
+  }
+  std::string codes;
+  node.read("retriable_status_codes", codes);
+  for (const auto& word : split_list(codes)) {
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), value);
+    if (ec != std::errc() || ptr != word.data() + word.size() || value < 100 || value > 599) {
+      node.fail("retriable_status_codes",
+                "expected comma-separated status codes from 100 to 599, got \"" + word + "\"");
+    } else {
+      policy.status_codes.push_back(value);
+    }
+  }
+  node.read("allow_non_idempotent", policy.allow_non_idempotent);
+  node.read_ms("base_interval_ms", policy.base_interval, 0ms, 60s);
+  node.read_ms("max_interval_ms", policy.max_interval, 0ms, 600s);
+  if (policy.max_interval < policy.base_interval) {
+    node.fail("max_interval_ms", "must not be below base_interval_ms");
+  }
+  return policy;
+}
+
+Route read_route(const Node& node, std::size_t index) {
+  Route route;
+  node.expect_only({"name", "match", "cluster", "weighted_clusters", "timeout_ms", "retry"});
+  node.read("name", route.name);
+  const Node match = node.child("match");
+  if (!match.present()) node.require("match");
+  match.expect_only({"prefix", "exact", "regex", "method", "headers"});
+  match.read("prefix", route.prefix);
+  match.read("exact", route.exact);
+  match.read("regex", route.regex_text);
+  const int kinds = !route.prefix.empty() + !route.exact.empty() + !route.regex_text.empty();
+  if (match.present() && kinds != 1) {
+    match.fail("", "give exactly one of prefix, exact or regex");
+  }
+  for (const std::string* path : {&route.prefix, &route.exact}) {
+    if (!path->empty() && (*path)[0] != '/') match.fail("", "a path must start with '/'");
+  }
+  if (!route.regex_text.empty()) {
+    try {
+      route.regex.emplace(route.regex_text, std::regex::ECMAScript | std::regex::optimize);
+    } catch (const std::regex_error& e) {
+      match.fail("regex", std::string("not a valid regular expression: ") + e.what());
+    }
+  }
+  match.read("method", route.method);
+  if (!route.method.empty() &&
+      std::find(std::begin(kMethods), std::end(kMethods), route.method) == std::end(kMethods)) {
+    match.fail("method",
+               "expected an HTTP method in capitals, such as GET, got \"" + route.method + "\"");
+  }
+  for (const auto& [name, value] : match.child("headers").entries()) {
+    HeaderMatch header{.name = lower(name)};
+    std::string text;
+    match.child("headers").read(name, text);
+    if (text == "*") {
+      header.present = true;
+    } else {
+      header.value = text;
+    }
+    route.headers.push_back(std::move(header));
+  }
+  std::string cluster;
+  node.read("cluster", cluster);
+  if (!cluster.empty()) route.clusters.push_back({cluster, 1});
+  for (const Node& item : node.child("weighted_clusters").items()) {
+    item.expect_only({"cluster", "weight"});
+    item.require("cluster");
+    WeightedCluster weighted;
+    item.read("cluster", weighted.cluster);
+    item.read("weight", weighted.weight, 1, 1000000);
+    route.clusters.push_back(std::move(weighted));
+  }
+  if (route.clusters.empty()) {
+    node.fail("", "a route needs `cluster` or `weighted_clusters`");
+  } else if (!cluster.empty() && route.clusters.size() > 1) {
+    node.fail("", "give `cluster` or `weighted_clusters`, not both");
+  }
+  node.read_ms("timeout_ms", route.timeout, 1ms, 3600s);
+  if (Node retry = node.child("retry"); retry.present()) route.retry = read_retry(retry, {});
+  if (route.name.empty()) {
+    route.name = !route.prefix.empty()  ? "prefix:" + route.prefix
+                 : !route.exact.empty() ? "exact:" + route.exact
+                                        : "regex:" + route.regex_text;
+    if (route.name.size() <= 7) route.name = "route-" + std::to_string(index);
+  }
+  return route;
+}
+
+Cluster read_cluster(const Node& node) {
+  Cluster cluster;
+  node.expect_only({"name", "endpoints", "load_balancer", "endpoint_options", "connect_timeout_ms",
+                    "per_try_timeout_ms", "max_idle_connections", "retry", "limits",
+                    "circuit_breaker", "health_check", "outlier_detection"});
+  node.require("name");
+  node.read("name", cluster.name);
+  node.require("endpoints");
+  for (const Node& item : node.child("endpoints").items()) {
+    item.expect_only({"address", "weight"});
+    item.require("address");
+    balance::EndpointConfig endpoint;
+    HostPort address;
+    const bool valid = read_address(item, "address", address);
+    endpoint.address = address.to_string();
+    item.read("weight", endpoint.weight, 1, 1000000);
+    if (valid) cluster.endpoints.push_back(std::move(endpoint));
+  }
+  if (node.child("endpoints").present() && node.child("endpoints").items().empty()) {
+    node.fail("endpoints", "a cluster needs at least one endpoint");
+  }
+  if (Node lb = node.child("load_balancer"); lb.present()) {
+    cluster.load_balancer = balance::PolicyConfig::read(lb);
+  }
+  if (Node options = node.child("endpoint_options"); options.present()) {
+    cluster.endpoint_options = balance::EndpointSet::Options::read(options);
+  }
+  node.read_ms("connect_timeout_ms", cluster.connect_timeout, 1ms, 600s);
+  node.read_ms("per_try_timeout_ms", cluster.per_try_timeout, 1ms, 3600s);
+  node.read("max_idle_connections", cluster.max_idle_connections, 0, 100000);
+  if (Node retry = node.child("retry"); retry.present()) {
+    cluster.retry = read_retry(retry, cluster.retry);
+  }
+  if (Node limits = node.child("limits"); limits.present()) {
+    limits.expect_only({"max_connections", "max_requests", "max_retries"});
+    limits.read("max_connections", cluster.limits.max_connections, 1, 1000000);
+    limits.read("max_requests", cluster.limits.max_requests, 1, 1000000);
+    limits.read("max_retries", cluster.limits.max_retries, 0, 1000000);
+  }
+  if (Node breaker = node.child("circuit_breaker"); breaker.present()) {
+    cluster.circuit_breaker = resilience::CircuitBreakerConfig::read(breaker);
+  }
+  if (Node check = node.child("health_check"); check.present()) {
+    HealthCheck health;
+    check.read("path", health.path);
+    if (health.path.empty() || health.path[0] != '/') check.fail("path", "must start with '/'");
+    health.schedule = balance::HealthCheckConfig::read(check);
+    cluster.health_check = std::move(health);
+  }
+  if (Node outlier = node.child("outlier_detection"); outlier.present()) {
+    cluster.outlier_detection = balance::OutlierConfig::read(outlier);
+  }
+  return cluster;
+}
+
+}  // namespace
+
+const Cluster* ProxyConfig::cluster(std::string_view name) const {
+  for (const auto& c : clusters) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+Result<HostPort> parse_host_port(std::string_view text, bool any_port) {
+  auto bad = [&](const std::string& why) {
+    return Error(errc::config_invalid, "expected host:port such as 127.0.0.1:8080, got \"" +
+                                           std::string(text) + "\" (" + why + ")");
+  };
+  std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return bad("no port");
+  std::string_view host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']') return bad("unclosed '['");
+    host = host.substr(1, host.size() - 2);
+  }
+  unsigned port = 0;
+  std::string_view digits = text.substr(colon + 1);
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec != std::errc() || ptr != digits.data() + digits.size() || port > 65535 ||
+      (port == 0 && !any_port)) {
+    return bad(any_port ? "the port must be a number from 0 (any free port) to 65535"
+                        : "the port must be a number from 1 to 65535");
+  }
+  return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
+Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& source_name) {
+  auto document = config::Document::parse(yaml, source_name);
+  if (!document) return document.error();
+  const Node root = document->root();
+  ProxyConfig proxy;
+  proxy.source = source_name;
+  root.expect_only({"listeners", "clusters", "admin", "access_log"});
+  root.require("listeners");
+  root.require("clusters");
+  root.read("access_log", proxy.access_log);
+  if (Node admin = root.child("admin"); admin.present()) {
+    admin.expect_only({"address"});
+    admin.require("address");
+    HostPort address;
+    if (read_address(admin, "address", address, true)) proxy.admin = address;
+  }
+  for (const Node& item : root.child("clusters").items()) {
+    proxy.clusters.push_back(read_cluster(item));
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < proxy.clusters.size(); ++i) {
+    if (!proxy.clusters[i].name.empty() && !names.insert(proxy.clusters[i].name).second) {
+      root.child("clusters").items()[i].fail("name", "another cluster has this name");
+    }
+  }
+  names.clear();
+  const auto listener_nodes = root.child("listeners").items();
+  for (std::size_t l = 0; l < listener_nodes.size(); ++l) {
+    const Node& node = listener_nodes[l];
+    Listener listener;
+    node.expect_only({"name", "address", "workers", "limits", "routes"});
+    node.require("address");
+    node.read("name", listener.name);
+    if (listener.name.empty()) listener.name = "listener-" + std::to_string(l);
+    if (!names.insert(listener.name).second) node.fail("name", "another listener has this name");
+    read_address(node, "address", listener.address, true);
+    node.read("workers", listener.workers, 1, 256);
+    if (Node limits = node.child("limits"); limits.present()) listener.limits = read_limits(limits);
+    node.require("routes");
+    const auto route_nodes = node.child("routes").items();
+    for (std::size_t r = 0; r < route_nodes.size(); ++r) {
+      Route route = read_route(route_nodes[r], r);
+      for (const auto& target : route.clusters) {
+        if (proxy.cluster(target.cluster) == nullptr) {
+          route_nodes[r].fail(route.clusters.size() == 1 ? "cluster" : "weighted_clusters",
+                              "no cluster is named \"" + target.cluster + "\"");
+        }
+      }
+      listener.routes.push_back(std::move(route));
+    }
+    if (node.child("routes").present() && route_nodes.empty()) {
+      node.fail("routes", "a listener needs at least one route");
+    }
+    proxy.listeners.push_back(std::move(listener));
+  }
+  if (auto status = document->status(); !status) return status.error();
+  return proxy;
+}
+
+Result<ProxyConfig> load_config(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    return Error(errc::io_error, "cannot open " + path + ": " + std::strerror(errno));
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace keel::proxy

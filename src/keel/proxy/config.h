@@ -1,0 +1,133 @@
+// `keel proxy`'s configuration: listeners with their limits and routes, clusters with their
+// endpoints and policies, the admin listener. Read from YAML; every mistake is reported with
+// file, line, column and field, and a config with any mistake is refused as a whole.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "keel/balance/endpoint_set.h"
+#include "keel/balance/health_checker.h"
+#include "keel/balance/load_balancer.h"
+#include "keel/balance/outlier_detector.h"
+#include "keel/core/clock.h"
+#include "keel/core/result.h"
+#include "keel/resilience/circuit_breaker.h"
+
+namespace keel::proxy {
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string to_string() const { return host + ":" + std::to_string(port); }
+};
+
+// Hard limits on what a client may send, each configurable per listener.
+struct Limits {
+  std::uint32_t max_connections = 10000;            // per listener, across workers
+  std::uint32_t max_header_bytes = 16 * 1024;       // request line + headers
+  std::uint64_t max_body_bytes = 10 * 1024 * 1024;  // request body
+  Duration header_timeout = 10s;  // from accept or the previous response: the whole header
+  Duration idle_timeout = 60s;    // a keep-alive connection with no request
+  // A request body up to this size is held so that the request can be retried; a longer one
+  // is streamed, and is not retried once its first byte went upstream.
+  std::uint64_t retry_buffer_bytes = 64 * 1024;
+};
+
+struct HeaderMatch {
+  std::string name;   // lower case
+  std::string value;  // exact; empty with `present` = only that the header exists
+  bool present = false;
+};
+
+struct WeightedCluster {
+  std::string cluster;
+  std::uint32_t weight = 1;
+};
+
+struct RetryPolicy {
+  std::uint32_t num_retries = 1;
+  bool on_5xx = false;             // any 5xx
+  bool on_gateway_error = true;    // 502, 503, 504
+  bool on_connect_failure = true;  // could not connect (nothing was sent)
+  bool on_reset = true;            // the upstream closed or reset before a response
+  std::vector<unsigned> status_codes;
+  bool allow_non_idempotent = false;  // POST, PATCH: only when the route says so
+  Duration base_interval = 25ms;      // backoff: full jitter on base × 2^n, capped
+  Duration max_interval = 250ms;
+};
+
+struct Route {
+  std::string name;  // for logs: the match, when no name is given
+  // Path match: exactly one of these.
+  std::string prefix;
+  std::string exact;
+  std::string regex_text;
+  std::optional<std::regex> regex;
+  std::string method;  // empty: any
+  std::vector<HeaderMatch> headers;
+  std::vector<WeightedCluster> clusters;  // one entry for `cluster:`
+  Duration timeout = 15s;                 // the whole request, across retries
+  std::optional<RetryPolicy> retry;       // overrides the cluster's
+};
+
+struct Listener {
+  std::string name;
+  HostPort address;
+  std::uint32_t workers = 1;  // threads, each with its own io_context and SO_REUSEPORT socket
+  Limits limits;
+  std::vector<Route> routes;
+};
+
+// Envoy's circuit-breaker thresholds: a request over any of them gets a 503 at once.
+struct ClusterLimits {
+  std::uint32_t max_connections = 1024;  // upstream connections, open or being opened
+  std::uint32_t max_requests = 1024;     // requests in flight to the cluster
+  std::uint32_t max_retries = 3;         // retries in flight at once
+};
+
+// Active HTTP checks: GET `path` on each endpoint; a 2xx passes.
+struct HealthCheck {
+  std::string path = "/healthz";
+  balance::HealthCheckConfig schedule;  // interval, timeout, jitter, thresholds
+};
+
+struct Cluster {
+  std::string name;
+  std::vector<balance::EndpointConfig> endpoints;
+  balance::PolicyConfig load_balancer;
+  balance::EndpointSet::Options endpoint_options;
+  Duration connect_timeout = 1s;
+  Duration per_try_timeout = 5s;
+  std::uint32_t max_idle_connections = 64;  // kept per worker and endpoint
+  RetryPolicy retry;
+  ClusterLimits limits;
+  std::optional<resilience::CircuitBreakerConfig> circuit_breaker;
+  std::optional<HealthCheck> health_check;
+  std::optional<balance::OutlierConfig> outlier_detection;
+};
+
+struct ProxyConfig {
+  std::vector<Listener> listeners;
+  std::vector<Cluster> clusters;
+  std::optional<HostPort> admin;
+  bool access_log = true;  // JSON lines on stdout
+  std::string source;      // the file it came from, for /config and messages
+
+  const Cluster* cluster(std::string_view name) const;
+};
+
+// Reads and checks a config: every listener has routes, every route names known clusters, no
+// two listeners or clusters share a name, addresses parse. All errors at once, each with its
+// place.
+Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& source_name);
+Result<ProxyConfig> load_config(const std::string& path);
+
+// "127.0.0.1:8080" or "[::1]:8080" or "localhost:80"; port 0 (any free port) only with
+// `any_port`, for listeners.
+Result<HostPort> parse_host_port(std::string_view text, bool any_port = false);
+
+}  // namespace keel::proxy

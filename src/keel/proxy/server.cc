@@ -1,0 +1,1261 @@
+#include "keel/proxy/server.h"
+
+// Asio's awaitable.hpp uses std::exchange without including <utility> (Boost 1.74).
+#include <utility>
+//
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "keel/balance/endpoint_set.h"
+#include "keel/balance/load_balancer.h"
+#include "keel/core/metrics.h"
+#include "keel/core/random.h"
+#include "keel/core/uuid.h"
+#include "keel/resilience/circuit_breaker.h"
+
+namespace keel::proxy {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using beast::error_code;
+using net::awaitable;
+using net::use_awaitable;
+
+constexpr std::size_t kChunk = 16 * 1024;     // body bytes moved per read/write
+constexpr std::size_t kMaxTarget = 8 * 1024;  // longer request targets get 414
+
+std::string_view sv(beast::string_view text) { return {text.data(), text.size()}; }
+
+// Why a request ended without a response from upstream (or with one): the access log's flag
+// and the local reply's x-keel-reason.
+enum class Flag {
+  kNone,
+  kNoRoute,          // NR  404
+  kOverflow,         // UO  503 a cluster limit (Envoy's circuit-breaker thresholds)
+  kBreakerOpen,      // BO  503
+  kNoHealthy,        // UH  503
+  kConnectFailure,   // UF  502
+  kReset,            // UR  502 the upstream closed or reset before answering
+  kTimeout,          // UT  504
+  kDownstreamReset,  // DC  the client went away
+  kBadRequest,       // BR  4xx: malformed, oversized
+};
+
+const char* flag_code(Flag flag) {
+  switch (flag) {
+    case Flag::kNone:
+      return "-";
+    case Flag::kNoRoute:
+      return "NR";
+    case Flag::kOverflow:
+      return "UO";
+    case Flag::kBreakerOpen:
+      return "BO";
+    case Flag::kNoHealthy:
+      return "UH";
+    case Flag::kConnectFailure:
+      return "UF";
+    case Flag::kReset:
+      return "UR";
+    case Flag::kTimeout:
+      return "UT";
+    case Flag::kDownstreamReset:
+      return "DC";
+    case Flag::kBadRequest:
+      return "BR";
+  }
+  return "?";
+}
+
+// The headers that belong to one connection and are never forwarded (RFC 9110 7.6.1), besides
+// those the Connection header names.
+bool hop_by_hop(beast::string_view name) {
+  for (beast::string_view h : {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                               "transfer-encoding", "upgrade", "expect"}) {
+    if (beast::iequals(name, h)) return true;
+  }
+  return false;
+}
+
+void strip_hop_by_hop(http::fields& fields) {
+  std::vector<std::string> named;
+  for (auto token : http::token_list(fields[http::field::connection])) {
+    named.emplace_back(token);
+  }
+  for (const auto& name : named) fields.erase(name);
+  for (auto it = fields.begin(); it != fields.end();) {
+    it = hop_by_hop(it->name_string()) ? fields.erase(it) : std::next(it);
+  }
+}
+
+bool idempotent(http::verb method) {
+  switch (method) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::options:
+    case http::verb::put:
+    case http::verb::delete_:
+    case http::verb::trace:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Shared by all workers: the breaker, the limit counters, the metrics.
+struct ClusterShared {
+  const Cluster* config = nullptr;
+  std::unique_ptr<resilience::CircuitBreaker> breaker;
+  std::atomic<std::uint32_t> connections{0};
+  std::atomic<std::uint32_t> requests{0};
+  std::atomic<std::uint32_t> retries{0};
+  std::vector<tcp::endpoint> addresses;  // resolved once, at start
+  metrics::Counter* requests_total = nullptr;
+  metrics::Counter* retries_total = nullptr;
+  metrics::Counter* overflow_total = nullptr;
+  metrics::Counter* breaker_rejections_total = nullptr;
+  metrics::Counter* connect_failures_total = nullptr;
+  metrics::Histogram* latency = nullptr;
+  std::array<metrics::Counter*, 6> responses{};  // by status class 1xx..5xx; [0]: local 5xx
+  std::vector<metrics::Counter*> endpoint_requests;
+  std::vector<metrics::Counter*> endpoint_failures;
+  std::vector<metrics::CallbackRegistration> gauges;
+};
+
+// An upstream connection and its read buffer (bytes after one response belong to the next).
+// Counted in its cluster's `connections` while it exists.
+struct Upstream {
+  Upstream(net::io_context& io, ClusterShared& c, std::size_t e)
+      : stream(io), endpoint(e), cluster(&c) {
+    c.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Upstream() { cluster->connections.fetch_sub(1, std::memory_order_relaxed); }
+  Upstream(const Upstream&) = delete;
+  Upstream& operator=(const Upstream&) = delete;
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  std::size_t endpoint;
+  ClusterShared* cluster;
+};
+
+// Counts one in `counter` for its lifetime.
+class Held {
+ public:
+  explicit Held(std::atomic<std::uint32_t>& counter) : counter_(&counter) {
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  Held(Held&& other) noexcept : counter_(std::exchange(other.counter_, nullptr)) {}
+  Held& operator=(Held&& other) noexcept {
+    std::swap(counter_, other.counter_);
+    return *this;
+  }
+  ~Held() {
+    if (counter_ != nullptr) counter_->fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::uint32_t>* counter_;
+};
+
+// Takes a slot of `counter` if it is below `limit`.
+std::optional<Held> try_hold(std::atomic<std::uint32_t>& counter, std::uint32_t limit) {
+  if (counter.load(std::memory_order_relaxed) >= limit) return std::nullopt;
+  return Held(counter);
+}
+
+// A worker's own view of a cluster: endpoint state, the balancer, idle connections.
+struct WorkerCluster {
+  WorkerCluster(ClusterShared& s, Clock& clock, Random& random)
+      : shared(&s), endpoints(s.config->endpoints, s.config->endpoint_options, clock) {
+    auto made = balance::make_load_balancer(s.config->load_balancer, endpoints, random);
+    balancer = std::move(*made);  // the config was checked; the policy exists
+    idle.resize(endpoints.size());
+  }
+  ClusterShared* shared;
+  balance::EndpointSet endpoints;
+  std::unique_ptr<balance::LoadBalancer> balancer;
+  std::vector<std::vector<std::unique_ptr<Upstream>>> idle;
+};
+
+struct Worker {
+  std::size_t index = 0;
+  net::io_context io{1};
+  // Keeps run() going while no socket is open, until stop().
+  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(io);
+  std::thread thread;
+  std::vector<tcp::acceptor> acceptors;
+  Random random{0};
+  std::uint64_t open_sessions = 0;
+  std::set<beast::tcp_stream*> idle_clients;  // waiting for their next request
+};
+
+// What a config makes: the clusters' shared state and each worker's own view of them. A
+// reload builds a new one; a request keeps the one it started with until it ends.
+struct Generation {
+  ProxyConfig config;
+  std::vector<std::unique_ptr<ClusterShared>> clusters;
+  std::vector<std::vector<std::unique_ptr<WorkerCluster>>> worker_clusters;  // [worker][cluster]
+};
+
+// A listener's sockets outlive reloads; its limits and routes come from the current config.
+struct ListenerShared {
+  std::size_t index = 0;
+  std::atomic<std::uint32_t> connections{0};
+  tcp::endpoint bound;
+};
+
+// One request's record, for the access log.
+struct Exchange {
+  std::string request_id;
+  std::string method;
+  std::string path;
+  unsigned status = 0;
+  std::string upstream = "-";
+  std::string cluster = "-";
+  std::uint32_t attempts = 0;
+  Flag flag = Flag::kNone;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+struct Server::Impl {
+  Clock& clock;
+  std::ostream* access_log;
+  std::mutex log_mutex;
+  metrics::Registry registry;
+  mutable std::mutex generation_mutex;
+  std::shared_ptr<const Generation> generation;
+  std::vector<std::unique_ptr<ListenerShared>> listeners;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::unique_ptr<Worker> admin_worker;
+  std::optional<tcp::endpoint> admin_bound;
+  std::atomic<bool> stopping{false};
+
+  Impl(Clock& k, std::ostream* log) : clock(k), access_log(log) {}
+
+  std::shared_ptr<const Generation> current() const {
+    std::lock_guard lock(generation_mutex);
+    return generation;
+  }
+
+  // ------------------------------------------------------------------ setup
+  Result<std::shared_ptr<const Generation>> build(ProxyConfig config) {
+    auto next = std::make_shared<Generation>();
+    next->config = std::move(config);
+    for (const auto& cluster : next->config.clusters) {
+      auto shared = std::make_unique<ClusterShared>();
+      shared->config = &cluster;
+      for (const auto& endpoint : cluster.endpoints) {
+        auto address = resolve(endpoint.address);
+        if (!address) {
+          return Error(errc::config_invalid,
+                       "cluster " + cluster.name + ": " + address.error().message());
+        }
+        shared->addresses.push_back(*address);
+      }
+      if (cluster.circuit_breaker) {
+        shared->breaker = std::make_unique<resilience::CircuitBreaker>(
+            cluster.name, *cluster.circuit_breaker, clock);
+        shared->breaker->bind_metrics(registry);
+      }
+      bind_cluster_metrics(*shared);
+      next->clusters.push_back(std::move(shared));
+    }
+    for (auto& worker : workers) {
+      auto& own = next->worker_clusters.emplace_back();
+      for (auto& cluster : next->clusters) {
+        own.push_back(std::make_unique<WorkerCluster>(*cluster, clock, worker->random));
+      }
+    }
+    return std::shared_ptr<const Generation>(std::move(next));
+  }
+
+  Status setup(ProxyConfig initial) {
+    if (!initial.access_log) access_log = nullptr;
+    std::uint32_t worker_count = 1;
+    for (std::size_t l = 0; l < initial.listeners.size(); ++l) {
+      worker_count = std::max(worker_count, initial.listeners[l].workers);
+      auto shared = std::make_unique<ListenerShared>();
+      shared->index = l;
+      listeners.push_back(std::move(shared));
+    }
+    for (std::uint32_t w = 0; w < worker_count; ++w) {
+      auto worker = std::make_unique<Worker>();
+      worker->index = w;
+      // Request ids come from here: seeded afresh in every process.
+      worker->random =
+          Random((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ w);
+      workers.push_back(std::move(worker));
+    }
+    auto built = build(std::move(initial));
+    if (!built) return built.error();
+    generation = std::move(*built);
+    const ProxyConfig& config = generation->config;
+    // Every listener gets one SO_REUSEPORT socket per worker it uses; the kernel spreads the
+    // connections. A port of 0 is bound once and the others reuse the port it got.
+    for (auto& listener : listeners) {
+      const Listener& listener_config = config.listeners[listener->index];
+      const auto& address = listener_config.address;
+      for (std::uint32_t w = 0; w < listener_config.workers; ++w) {
+        auto host = resolve(address.to_string());
+        if (!host) return host.error();
+        tcp::endpoint at = w == 0 ? *host : listener->bound;
+        auto bound = bind(workers[w]->io, at);
+        if (!bound) {
+          return Error(errc::io_error,
+                       "listener " + listener_config.name + ": " + bound.error().message());
+        }
+        listener->bound = bound->local_endpoint();
+        workers[w]->acceptors.push_back(std::move(*bound));
+      }
+    }
+    if (config.admin) {
+      admin_worker = std::make_unique<Worker>();
+      auto host = resolve(config.admin->to_string());
+      if (!host) return host.error();
+      auto bound = bind(admin_worker->io, *host);
+      if (!bound) return Error(errc::io_error, "admin listener: " + bound.error().message());
+      admin_bound = bound->local_endpoint();
+      admin_worker->acceptors.push_back(std::move(*bound));
+    }
+    return {};
+  }
+
+  static Result<tcp::endpoint> resolve(const std::string& host_port) {
+    auto parsed = parse_host_port(host_port, true);
+    if (!parsed) return parsed.error();
+    error_code ec;
+    auto ip = net::ip::make_address(parsed->host, ec);
+    if (!ec) return tcp::endpoint(ip, parsed->port);
+    net::io_context io;
+    tcp::resolver resolver(io);
+    auto results = resolver.resolve(parsed->host, std::to_string(parsed->port), ec);
+    if (ec || results.empty()) {
+      return Error(errc::config_invalid,
+                   "cannot resolve " + host_port + ": " + (ec ? ec.message() : "no address"));
+    }
+    return results.begin()->endpoint();
+  }
+
+  static Result<tcp::acceptor> bind(net::io_context& io, const tcp::endpoint& at) {
+    tcp::acceptor acceptor(io);
+    error_code ec;
+    acceptor.open(at.protocol(), ec);
+    if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      acceptor.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
+    }
+    if (!ec) acceptor.bind(at, ec);
+    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Error(errc::io_error, "cannot listen on " + at.address().to_string() + ":" +
+                                       std::to_string(at.port()) + ": " + ec.message());
+    }
+    return acceptor;
+  }
+
+  void bind_cluster_metrics(ClusterShared& c) {
+    const metrics::Labels labels = {{"cluster", c.config->name}};
+    c.requests_total =
+        &registry.counter("keel_proxy_requests_total", "Requests routed to the cluster", labels);
+    c.retries_total = &registry.counter("keel_proxy_retries_total", "Retries sent", labels);
+    c.overflow_total = &registry.counter("keel_proxy_overflow_total",
+                                         "Requests refused by a cluster limit (bulkhead)", labels);
+    c.breaker_rejections_total = &registry.counter("keel_proxy_breaker_rejections_total",
+                                                   "Requests refused by the open breaker", labels);
+    c.connect_failures_total = &registry.counter("keel_proxy_connect_failures_total",
+                                                 "Upstream connections that failed", labels);
+    c.latency = &registry.histogram("keel_proxy_request_duration_seconds",
+                                    "Time to the end of the response",
+                                    metrics::Histogram::latency_seconds_bounds(), labels);
+    for (int status_class = 1; status_class <= 5; ++status_class) {
+      auto with = labels;
+      with.emplace_back("class", std::to_string(status_class) + "xx");
+      c.responses[static_cast<std::size_t>(status_class)] =
+          &registry.counter("keel_proxy_responses_total", "Responses by status class", with);
+    }
+    for (const auto& endpoint : c.config->endpoints) {
+      auto with = labels;
+      with.emplace_back("endpoint", endpoint.address);
+      c.endpoint_requests.push_back(&registry.counter("keel_proxy_endpoint_requests_total",
+                                                      "Attempts sent to the endpoint", with));
+      c.endpoint_failures.push_back(
+          &registry.counter("keel_proxy_endpoint_failures_total",
+                            "Attempts that failed (connect, reset, timeout, 5xx)", with));
+    }
+    c.gauges.push_back(
+        registry.gauge_callback("keel_proxy_active_requests", "Requests in flight to the cluster",
+                                labels, [&c] { return static_cast<double>(c.requests.load()); }));
+    c.gauges.push_back(registry.gauge_callback(
+        "keel_proxy_upstream_connections", "Upstream connections open", labels,
+        [&c] { return static_cast<double>(c.connections.load()); }));
+  }
+
+  // ------------------------------------------------------------------ run and stop
+  void run() {
+    for (std::size_t w = 0; w < workers.size(); ++w) {
+      Worker& worker = *workers[w];
+      for (std::size_t l = 0; l < worker.acceptors.size(); ++l) {
+        net::co_spawn(worker.io, accept_loop(worker, worker.acceptors[l], *listeners[l]),
+                      net::detached);
+      }
+      worker.thread = std::thread([&worker] { worker.io.run(); });
+    }
+    if (admin_worker) {
+      net::co_spawn(admin_worker->io, admin_loop(admin_worker->acceptors[0]), net::detached);
+      admin_worker->thread = std::thread([this] { admin_worker->io.run(); });
+    }
+  }
+
+  void stop(Duration drain) {
+    if (stopping.exchange(true)) return;
+    auto close_acceptors = [](Worker& worker) {
+      net::post(worker.io, [&worker] {
+        for (auto& acceptor : worker.acceptors) acceptor.close();
+      });
+    };
+    for (auto& worker : workers) close_acceptors(*worker);
+    if (admin_worker) close_acceptors(*admin_worker);
+    // Connections between requests close now; the others after their current response.
+    for (auto& worker : workers) {
+      net::post(worker->io, [w = worker.get()] {
+        for (auto* client : w->idle_clients) client->cancel();
+      });
+    }
+    // In-flight requests finish (sessions end after their current response); then the rest
+    // is cut.
+    const auto deadline = std::chrono::steady_clock::now() + drain;
+    for (auto& worker : workers) {
+      while (std::chrono::steady_clock::now() < deadline) {
+        std::promise<std::uint64_t> open;
+        auto answer = open.get_future();
+        net::post(worker->io, [&] { open.set_value(worker->open_sessions); });
+        if (answer.wait_for(1s) != std::future_status::ready || answer.get() == 0) break;
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+    for (auto& worker : workers) {
+      worker->work.reset();
+      worker->io.stop();
+    }
+    if (admin_worker) {
+      admin_worker->work.reset();
+      admin_worker->io.stop();
+    }
+    for (auto& worker : workers) {
+      if (worker->thread.joinable()) worker->thread.join();
+    }
+    if (admin_worker && admin_worker->thread.joinable()) admin_worker->thread.join();
+  }
+
+  awaitable<void> accept_loop(Worker& worker, tcp::acceptor& acceptor, ListenerShared& listener) {
+    for (;;) {
+      error_code ec;
+      tcp::socket socket = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (!acceptor.is_open()) co_return;
+        continue;  // EMFILE and friends: keep accepting
+      }
+      auto slot = try_hold(listener.connections,
+                           current()->config.listeners[listener.index].limits.max_connections);
+      if (!slot) continue;  // over max_connections: the socket closes here
+      socket.set_option(tcp::no_delay(true), ec);
+      net::co_spawn(
+          worker.io,
+          session(worker, listener, beast::tcp_stream(std::move(socket)), std::move(*slot)),
+          net::detached);
+    }
+  }
+
+  // ------------------------------------------------------------------ downstream
+  awaitable<void> session(Worker& worker, ListenerShared& listener, beast::tcp_stream client,
+                          Held /*connection_slot: held until the session ends*/) {
+    ++worker.open_sessions;
+    beast::flat_buffer buffer;
+    std::string peer;
+    {
+      error_code ec;
+      auto remote = client.socket().remote_endpoint(ec);
+      if (!ec) peer = remote.address().to_string();
+    }
+    bool keep_going = true;
+    bool client_done = false;  // it closed, or went quiet: no lingering for it
+    while (keep_going && !stopping.load(std::memory_order_relaxed)) {
+      const Limits limits = current()->config.listeners[listener.index].limits;
+      error_code ec;
+      // Idle: wait for the first byte of the next request.
+      if (buffer.size() == 0) {
+        client.expires_after(limits.idle_timeout);
+        auto space = buffer.prepare(kChunk);
+        worker.idle_clients.insert(&client);
+        std::size_t n =
+            co_await client.async_read_some(space, net::redirect_error(use_awaitable, ec));
+        worker.idle_clients.erase(&client);
+        if (ec) {
+          client_done = true;
+          break;
+        }
+        buffer.commit(n);
+      }
+      // Slowloris: the whole header within header_timeout.
+      http::request_parser<http::buffer_body> parser;
+      parser.header_limit(limits.max_header_bytes);
+      parser.body_limit(limits.max_body_bytes);
+      client.expires_after(limits.header_timeout);
+      co_await http::async_read_header(client, buffer, parser,
+                                       net::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout) {
+          client_done = true;
+          break;
+        }
+        Exchange exchange;
+        exchange.flag = Flag::kBadRequest;
+        http::status status = http::status::bad_request;
+        if (ec == http::error::header_limit) status = http::status::request_header_fields_too_large;
+        if (ec == http::error::body_limit) status = http::status::payload_too_large;
+        co_await local_reply(client, exchange, 11, false, status, "bad_request: " + ec.message());
+        break;
+      }
+      keep_going = co_await handle(worker, listener, limits, client, buffer, parser, peer);
+    }
+    error_code ec;
+    client.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (!client_done) {
+      // Lingering close: read what the client may still be sending (up to 256 KiB, for 1 s)
+      // so that closing does not reset the connection before it has read our last response.
+      client.expires_after(1s);
+      char sink[kChunk];
+      for (std::size_t total = 0; total < 256 * 1024 && !ec;) {
+        total += co_await client.async_read_some(net::buffer(sink),
+                                                 net::redirect_error(use_awaitable, ec));
+      }
+    }
+    --worker.open_sessions;
+  }
+
+  // One request, from its parsed header to the end of its response. False: close.
+  awaitable<bool> handle(Worker& worker, ListenerShared& listener, const Limits& limits,
+                         beast::tcp_stream& client, beast::flat_buffer& buffer,
+                         http::request_parser<http::buffer_body>& parser, const std::string& peer) {
+    auto& request = parser.get();
+    const auto generation_held = current();  // this request's config, whatever reloads come
+    const Generation& generation_now = *generation_held;
+    Exchange exchange;
+    exchange.method = std::string(request.method_string());
+    exchange.path = std::string(request.target());
+    const unsigned version = request.version();
+    bool keep_alive = request.keep_alive();
+    if (auto id = request["x-request-id"]; !id.empty() && id.size() <= 200) {
+      exchange.request_id = std::string(id);
+    } else {
+      exchange.request_id = Uuid::random_v4(worker.random).to_string();
+    }
+    if (request.target().size() > kMaxTarget) {
+      exchange.flag = Flag::kBadRequest;
+      co_await local_reply(client, exchange, version, false, http::status::uri_too_long,
+                           "bad_request: request target longer than " + std::to_string(kMaxTarget));
+      co_return false;
+    }
+    if (request.method() == http::verb::unknown || request.method() == http::verb::connect) {
+      exchange.flag = Flag::kBadRequest;
+      co_await local_reply(client, exchange, version, false, http::status::not_implemented,
+                           "bad_request: method not supported");
+      co_return false;
+    }
+
+    const Route* route = match(generation_now.config.listeners[listener.index], request);
+    if (route == nullptr) {
+      exchange.flag = Flag::kNoRoute;
+      // The body (if any) is not read: close after the reply unless there is none.
+      const bool drained = parser.is_done();
+      co_await local_reply(client, exchange, version, keep_alive && drained,
+                           http::status::not_found, "no_route");
+      co_return keep_alive&& drained;
+    }
+    const std::size_t cluster_index = pick_cluster(worker, generation_now.config, *route);
+    WorkerCluster& cluster = *generation_now.worker_clusters[worker.index][cluster_index];
+    const Cluster& cluster_config = *cluster.shared->config;
+    exchange.cluster = cluster_config.name;
+    cluster.shared->requests_total->inc();
+
+    // Expect: 100-continue is answered here, once the request is admitted by routing.
+    if (beast::iequals(request[http::field::expect], "100-continue") && !parser.is_done()) {
+      http::response<http::empty_body> go_on{http::status::continue_, version};
+      error_code ec;
+      client.expires_after(limits.idle_timeout);
+      co_await http::async_write(client, go_on, net::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+    }
+
+    // The upstream request's header: hop-by-hop headers gone, forwarding headers added.
+    http::request<http::buffer_body> upstream_request;
+    upstream_request.base() = request.base();
+    strip_hop_by_hop(upstream_request.base());
+    upstream_request.version(11);
+    upstream_request.keep_alive(true);
+    if (std::string forwarded(request["x-forwarded-for"]); forwarded.empty()) {
+      upstream_request.set("x-forwarded-for", peer);
+    } else {
+      upstream_request.set("x-forwarded-for", forwarded + ", " + peer);
+    }
+    upstream_request.set("x-forwarded-proto", "http");
+    upstream_request.set("x-request-id", exchange.request_id);
+
+    // A body known to be short is held, so that the request can be retried; anything else
+    // streams through once.
+    std::string held_body;
+    bool replayable = true;
+    const auto length = parser.content_length();
+    if (!parser.is_done()) {
+      if (length && *length <= limits.retry_buffer_bytes) {
+        auto read = co_await read_body(client, buffer, parser, held_body, limits);
+        if (!read) {
+          exchange.flag = Flag::kBadRequest;
+          co_await local_reply(client, exchange, version, false, http::status::bad_request,
+                               "bad_request: " + read.error().message());
+          co_return false;
+        }
+        upstream_request.content_length(held_body.size());
+      } else {
+        replayable = false;
+        if (length) {
+          upstream_request.content_length(*length);
+        } else {
+          upstream_request.chunked(true);
+        }
+      }
+    } else if (length) {
+      upstream_request.content_length(*length);  // 0
+    }
+
+    const RetryPolicy& retry = route->retry ? *route->retry : cluster_config.retry;
+    const bool may_retry =
+        replayable && (idempotent(request.method()) || retry.allow_non_idempotent);
+    const auto deadline = std::chrono::steady_clock::now() + route->timeout;
+    std::vector<std::size_t> avoid;
+    std::unique_ptr<Upstream> upstream;
+    std::optional<http::response_parser<http::buffer_body>> response_parser;
+
+    auto request_slot = try_hold(cluster.shared->requests, cluster_config.limits.max_requests);
+    if (!request_slot) {
+      cluster.shared->overflow_total->inc();
+      exchange.flag = Flag::kOverflow;
+    }
+    std::optional<Held> retry_slot;
+    while (request_slot) {
+      ++exchange.attempts;
+      std::optional<resilience::BreakerPermit> permit;
+      if (cluster.shared->breaker) {
+        auto admission = cluster.shared->breaker->acquire();
+        if (!admission) {
+          cluster.shared->breaker_rejections_total->inc();
+          exchange.flag = Flag::kBreakerOpen;
+          break;
+        }
+        permit.emplace(std::move(admission).permit());
+      }
+      auto picked = cluster.balancer->pick({.hash = std::nullopt, .avoid = avoid});
+      if (!picked) {
+        if (permit)
+          cluster.shared->breaker->record(std::move(*permit), resilience::Outcome::kIgnored, {});
+        exchange.flag = Flag::kNoHealthy;
+        break;
+      }
+      const std::size_t endpoint = *picked;
+      exchange.upstream = cluster_config.endpoints[endpoint].address;
+      cluster.shared->endpoint_requests[endpoint]->inc();
+      cluster.endpoints.on_start(endpoint);
+      const auto try_start = std::chrono::steady_clock::now();
+      const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
+      Flag failure = Flag::kNone;
+      response_parser.emplace();
+      upstream = co_await send(worker, cluster, endpoint, upstream_request, held_body, client,
+                               buffer, parser, *response_parser, try_deadline, failure);
+      const auto latency = std::chrono::steady_clock::now() - try_start;
+      unsigned status = upstream ? response_parser->get().result_int() : 0;
+      const bool server_error = status >= 500;
+      const bool gateway_error = status == 502 || status == 503 || status == 504;
+      const bool failed = failure != Flag::kNone || server_error;
+      cluster.endpoints.on_complete(endpoint, !failed, latency);
+      if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
+      if (permit) {
+        cluster.shared->breaker->record(
+            std::move(*permit),
+            failed ? resilience::Outcome::kFailure : resilience::Outcome::kSuccess, latency);
+      }
+      const bool retriable =
+          (failure == Flag::kConnectFailure && retry.on_connect_failure) ||
+          ((failure == Flag::kReset || failure == Flag::kTimeout) && retry.on_reset) ||
+          (server_error && retry.on_5xx) || (gateway_error && retry.on_gateway_error) ||
+          (status != 0 && std::find(retry.status_codes.begin(), retry.status_codes.end(), status) !=
+                              retry.status_codes.end());
+      const bool time_left = std::chrono::steady_clock::now() < deadline;
+      if (!retriable || !may_retry || exchange.attempts > retry.num_retries || !time_left) {
+        exchange.flag = failure;
+        break;
+      }
+      if (!retry_slot) {
+        retry_slot = try_hold(cluster.shared->retries, cluster_config.limits.max_retries);
+        if (!retry_slot) {  // the retry limit is full: give this answer
+          exchange.flag = failure;
+          cluster.shared->overflow_total->inc();
+          break;
+        }
+      }
+      cluster.shared->retries_total->inc();
+      upstream.reset();  // its response (if any) is dropped with the connection
+      avoid.push_back(endpoint);
+      co_await backoff(worker, retry, exchange.attempts, deadline);
+    }
+
+    if (!upstream) {
+      http::status status = http::status::service_unavailable;
+      std::string reason;
+      switch (exchange.flag) {
+        case Flag::kConnectFailure:
+          status = http::status::bad_gateway;
+          reason = "upstream_connect_failure";
+          break;
+        case Flag::kReset:
+          status = http::status::bad_gateway;
+          reason = "upstream_reset";
+          break;
+        case Flag::kTimeout:
+          status = http::status::gateway_timeout;
+          reason = "upstream_timeout";
+          break;
+        case Flag::kOverflow:
+          reason = "overflow";
+          break;
+        case Flag::kBreakerOpen:
+          reason = "breaker_open";
+          break;
+        case Flag::kDownstreamReset:
+          finish(exchange, cluster, 0);
+          co_return false;
+        case Flag::kBadRequest:
+          status = http::status::bad_request;
+          reason = "bad_request: malformed request body";
+          break;
+        default:
+          reason = "no_healthy_endpoint";
+          break;
+      }
+      // The request's body may be half read: only a fully read request keeps the connection.
+      const bool reusable = keep_alive && parser.is_done();
+      co_await local_reply(client, exchange, version, reusable, status, reason, &cluster);
+      co_return reusable;
+    }
+
+    // Relay the response: its header now, its body as it comes.
+    auto& upstream_response = response_parser->get();
+    http::response<http::buffer_body> response;
+    response.base() = upstream_response.base();
+    strip_hop_by_hop(response.base());
+    response.version(version);
+    const bool upstream_keeps = upstream_response.keep_alive();
+    keep_alive = keep_alive && parser.is_done() && !stopping.load(std::memory_order_relaxed);
+    if (upstream_response.chunked()) {
+      response.chunked(true);
+    } else if (auto n = response_parser->content_length()) {
+      response.content_length(*n);
+    } else if (!response_parser->is_done() && !response_parser->skip()) {
+      keep_alive = false;  // the body ends when the upstream closes: so must we
+    }
+    response.keep_alive(keep_alive);
+    response.set("x-request-id", exchange.request_id);
+    exchange.status = upstream_response.result_int();
+    const bool relayed =
+        co_await relay_response(client, *upstream, *response_parser, response, limits, deadline);
+    finish(exchange, cluster, exchange.status);
+    if (relayed && upstream_keeps && response_parser->is_done()) {
+      park(cluster, std::move(upstream));
+    }
+    co_return relayed&& keep_alive;
+  }
+
+  // ------------------------------------------------------------------ upstream
+  // Sends the request on a pooled or new connection and reads the response header. Null, with
+  // `failure` set, when that did not work out.
+  awaitable<std::unique_ptr<Upstream>> send(
+      Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
+      http::request<http::buffer_body>& request, const std::string& held_body,
+      beast::tcp_stream& client, beast::flat_buffer& client_buffer,
+      http::request_parser<http::buffer_body>& client_parser,
+      http::response_parser<http::buffer_body>& response_parser,
+      std::chrono::steady_clock::time_point deadline, Flag& failure) {
+    const Cluster& cluster_config = *cluster.shared->config;
+    std::unique_ptr<Upstream> upstream;
+    auto& idle = cluster.idle[endpoint];
+    while (!idle.empty() && !upstream) {
+      upstream = std::move(idle.back());
+      idle.pop_back();
+      if (!upstream->stream.socket().is_open()) upstream.reset();
+    }
+    if (!upstream) {
+      if (cluster.shared->connections.load(std::memory_order_relaxed) >=
+          cluster_config.limits.max_connections) {
+        failure = Flag::kOverflow;
+        co_return nullptr;
+      }
+      upstream = std::make_unique<Upstream>(worker.io, *cluster.shared, endpoint);
+      error_code ec;
+      upstream->stream.expires_after(std::min<Duration>(
+          cluster_config.connect_timeout,
+          std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
+      co_await upstream->stream.async_connect(cluster.shared->addresses[endpoint],
+                                              net::redirect_error(use_awaitable, ec));
+      if (ec) {
+        cluster.shared->connect_failures_total->inc();
+        failure = Flag::kConnectFailure;
+        co_return nullptr;
+      }
+      upstream->stream.socket().set_option(tcp::no_delay(true), ec);
+    }
+    auto remaining = [&] {
+      return std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
+    };
+    error_code ec;
+    http::request_serializer<http::buffer_body> serializer(request);
+    upstream->stream.expires_after(remaining());
+    co_await http::async_write_header(upstream->stream, serializer,
+                                      net::redirect_error(use_awaitable, ec));
+    if (!ec && client_parser.is_done()) {
+      // Held or empty: one write.
+      request.body().data = held_body.empty() ? nullptr : const_cast<char*>(held_body.data());
+      request.body().size = held_body.size();
+      request.body().more = false;
+      co_await http::async_write(upstream->stream, serializer,
+                                 net::redirect_error(use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+    } else if (!ec) {
+      // Streamed: client → upstream, a chunk at a time.
+      char chunk[kChunk];
+      while (!ec && !client_parser.is_done()) {
+        client_parser.get().body().data = chunk;
+        client_parser.get().body().size = sizeof chunk;
+        client.expires_after(remaining());
+        error_code read_ec;
+        co_await http::async_read(client, client_buffer, client_parser,
+                                  net::redirect_error(use_awaitable, read_ec));
+        if (read_ec == http::error::need_buffer) read_ec = {};
+        if (read_ec) {
+          // A malformed body (bad chunk, over the limit) is the client's error to hear about;
+          // a closed or silent socket means it went away.
+          failure = read_ec.category() == error_code(http::error::bad_chunk).category()
+                        ? Flag::kBadRequest
+                        : Flag::kDownstreamReset;
+          co_return nullptr;
+        }
+        request.body().data = chunk;
+        request.body().size = sizeof chunk - client_parser.get().body().size;
+        request.body().more = !client_parser.is_done();
+        upstream->stream.expires_after(remaining());
+        co_await http::async_write(upstream->stream, serializer,
+                                   net::redirect_error(use_awaitable, ec));
+        if (ec == http::error::need_buffer) ec = {};
+      }
+    }
+    if (!ec) {
+      response_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      if (request.method() == http::verb::head) response_parser.skip(true);
+      upstream->stream.expires_after(remaining());
+      co_await http::async_read_header(upstream->stream, upstream->buffer, response_parser,
+                                       net::redirect_error(use_awaitable, ec));
+    }
+    if (ec) {
+      // Includes a pooled connection the upstream closed meanwhile: a reset, which
+      // retry_on reset covers.
+      failure = ec == beast::error::timeout ? Flag::kTimeout : Flag::kReset;
+      co_return nullptr;
+    }
+    co_return upstream;
+  }
+
+  // Streams the response body upstream → client. False when either side failed.
+  awaitable<bool> relay_response(beast::tcp_stream& client, Upstream& upstream,
+                                 http::response_parser<http::buffer_body>& parser,
+                                 http::response<http::buffer_body>& response, const Limits& limits,
+                                 std::chrono::steady_clock::time_point deadline) {
+    http::response_serializer<http::buffer_body> serializer(response);
+    error_code ec;
+    client.expires_after(limits.idle_timeout);
+    co_await http::async_write_header(client, serializer, net::redirect_error(use_awaitable, ec));
+    if (ec) co_return false;
+    char chunk[kChunk];
+    bool wrote_last = false;
+    while (!wrote_last) {
+      if (!parser.is_done()) {
+        parser.get().body().data = chunk;
+        parser.get().body().size = sizeof chunk;
+        upstream.stream.expires_after(std::max<Duration>(
+            1ms,
+            std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
+        co_await http::async_read(upstream.stream, upstream.buffer, parser,
+                                  net::redirect_error(use_awaitable, ec));
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec == http::error::end_of_stream && !response.chunked() &&
+            !response.has_content_length()) {
+          ec = {};  // a body delimited by the upstream closing
+        }
+        if (ec) co_return false;
+        response.body().data = chunk;
+        response.body().size = sizeof chunk - parser.get().body().size;
+        response.body().more = !parser.is_done();
+      } else {
+        response.body().data = nullptr;
+        response.body().size = 0;
+        response.body().more = false;
+      }
+      wrote_last = !response.body().more;
+      client.expires_after(limits.idle_timeout);
+      co_await http::async_write(client, serializer, net::redirect_error(use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return false;
+    }
+    co_return true;
+  }
+
+  void park(WorkerCluster& cluster, std::unique_ptr<Upstream> upstream) {
+    auto& idle = cluster.idle[upstream->endpoint];
+    if (idle.size() < cluster.shared->config->max_idle_connections) {
+      upstream->stream.expires_never();
+      idle.push_back(std::move(upstream));
+    }
+  }
+
+  awaitable<void> backoff(Worker& worker, const RetryPolicy& retry, std::uint32_t attempt,
+                          std::chrono::steady_clock::time_point deadline) {
+    // Full jitter on base × 2^(attempt-1), capped, and never past the deadline.
+    double cap = std::min<double>(static_cast<double>(retry.max_interval.count()),
+                                  static_cast<double>(retry.base_interval.count()) *
+                                      static_cast<double>(1u << std::min(attempt - 1, 16u)));
+    auto wait = std::chrono::steady_clock::duration(
+        static_cast<std::int64_t>(cap * worker.random.uniform01()));
+    auto until = std::min(deadline, std::chrono::steady_clock::now() + wait);
+    net::steady_timer timer(worker.io, until);
+    error_code ec;
+    co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
+  }
+
+  // ------------------------------------------------------------------ helpers
+  static bool path_matches(const Route& route, std::string_view target) {
+    std::string_view path = target.substr(0, target.find('?'));
+    if (!route.prefix.empty()) return path.substr(0, route.prefix.size()) == route.prefix;
+    if (!route.exact.empty()) return path == route.exact;
+    return route.regex && std::regex_match(path.begin(), path.end(), *route.regex);
+  }
+
+  static const Route* match(const Listener& listener,
+                            const http::request<http::buffer_body>& request) {
+    for (const auto& route : listener.routes) {
+      if (!route.method.empty() && request.method_string() != route.method) continue;
+      if (!path_matches(route, sv(request.target()))) continue;
+      bool headers_match = true;
+      for (const auto& header : route.headers) {
+        auto it = request.find(header.name);
+        if (it == request.end() || (!header.present && it->value() != header.value)) {
+          headers_match = false;
+          break;
+        }
+      }
+      if (headers_match) return &route;
+    }
+    return nullptr;
+  }
+
+  static std::size_t pick_cluster(Worker& worker, const ProxyConfig& config, const Route& route) {
+    const WeightedCluster* chosen = &route.clusters.front();
+    if (route.clusters.size() > 1) {
+      std::uint64_t total = 0;
+      for (const auto& c : route.clusters) total += c.weight;
+      std::uint64_t ticket = worker.random.uniform(total);
+      for (const auto& c : route.clusters) {
+        if (ticket < c.weight) {
+          chosen = &c;
+          break;
+        }
+        ticket -= c.weight;
+      }
+    }
+    for (std::size_t i = 0; i < config.clusters.size(); ++i) {
+      if (config.clusters[i].name == chosen->cluster) return i;
+    }
+    return 0;  // unreachable: the config was checked
+  }
+
+  static awaitable<Status> read_body(beast::tcp_stream& client, beast::flat_buffer& buffer,
+                                     http::request_parser<http::buffer_body>& parser,
+                                     std::string& out, const Limits& limits) {
+    char chunk[kChunk];
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk;
+      parser.get().body().size = sizeof chunk;
+      client.expires_after(limits.idle_timeout);
+      error_code ec;
+      co_await http::async_read(client, buffer, parser, net::redirect_error(use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return Error(errc::io_error, "reading the request body: " + ec.message());
+      out.append(chunk, sizeof chunk - parser.get().body().size);
+    }
+    co_return Status{};
+  }
+
+  awaitable<void> local_reply(beast::tcp_stream& client, Exchange& exchange, unsigned version,
+                              bool keep_alive, http::status status, std::string reason,
+                              WorkerCluster* cluster = nullptr) {
+    http::response<http::string_body> response{status, version < 10 ? 11 : version};
+    response.set(http::field::content_type, "text/plain");
+    response.set("x-keel-reason", reason.substr(0, reason.find(':')));
+    if (!exchange.request_id.empty()) response.set("x-request-id", exchange.request_id);
+    response.body() = reason + "\n";
+    response.keep_alive(keep_alive);
+    response.prepare_payload();
+    error_code ec;
+    client.expires_after(5s);
+    co_await http::async_write(client, response, net::redirect_error(use_awaitable, ec));
+    exchange.status = static_cast<unsigned>(status);
+    if (cluster != nullptr) {
+      finish(exchange, *cluster, exchange.status);
+    } else {
+      log(exchange);
+    }
+  }
+
+  void finish(Exchange& exchange, WorkerCluster& cluster, unsigned status) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - exchange.start).count();
+    cluster.shared->latency->observe(seconds);
+    if (status >= 100 && status < 600) cluster.shared->responses[status / 100]->inc();
+    log(exchange);
+  }
+
+  void log(const Exchange& exchange) {
+    if (access_log == nullptr) return;
+    const auto now = std::chrono::system_clock::now();
+    nlohmann::json line = {
+        {"time_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()},
+        {"request_id", exchange.request_id},
+        {"method", exchange.method},
+        {"path", exchange.path},
+        {"status", exchange.status},
+        {"duration_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                                  exchange.start)
+                            .count()},
+        {"cluster", exchange.cluster},
+        {"upstream", exchange.upstream},
+        {"attempts", exchange.attempts},
+        {"flags", flag_code(exchange.flag)}};
+    const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::lock_guard lock(log_mutex);
+    *access_log << text << '\n';
+    access_log->flush();
+  }
+
+  // ------------------------------------------------------------------ admin
+  awaitable<void> admin_loop(tcp::acceptor& acceptor) {
+    for (;;) {
+      error_code ec;
+      tcp::socket socket = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (!acceptor.is_open()) co_return;
+        continue;
+      }
+      net::co_spawn(admin_worker->io, admin_session(beast::tcp_stream(std::move(socket))),
+                    net::detached);
+    }
+  }
+
+  awaitable<void> admin_session(beast::tcp_stream stream) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(16 * 1024);
+      parser.body_limit(64 * 1024);
+      error_code ec;
+      stream.expires_after(30s);
+      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_awaitable, ec));
+      if (ec) break;
+      auto& request = parser.get();
+      http::response<http::string_body> response{http::status::ok, request.version()};
+      std::string_view path = sv(request.target());
+      path = path.substr(0, path.find('?'));
+      response.set(http::field::content_type, "text/plain; charset=utf-8");
+      if (path == "/healthz") {
+        response.body() = "ok\n";
+      } else if (path == "/ready") {
+        const bool ready = !stopping.load();
+        response.result(ready ? http::status::ok : http::status::service_unavailable);
+        response.body() = ready ? "ready\n" : "draining\n";
+      } else if (path == "/metrics") {
+        response.set(http::field::content_type, "text/plain; version=0.0.4");
+        response.body() = registry.render_prometheus();
+      } else if (path == "/clusters") {
+        response.set(http::field::content_type, "application/json");
+        response.body() = clusters_json() + "\n";
+      } else if (path == "/config") {
+        response.set(http::field::content_type, "application/json");
+        response.body() = config_json() + "\n";
+      } else if (path == "/") {
+        response.set(http::field::content_type, "text/html; charset=utf-8");
+        response.body() = status_page();
+      } else {
+        response.result(http::status::not_found);
+        response.body() = "not found; try /, /healthz, /ready, /metrics, /clusters, /config\n";
+      }
+      response.keep_alive(request.keep_alive());
+      response.prepare_payload();
+      co_await http::async_write(stream, response, net::redirect_error(use_awaitable, ec));
+      if (ec || !response.keep_alive()) break;
+    }
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  std::string clusters_json() const {
+    auto now = current();
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& cluster : now->clusters) {
+      nlohmann::json endpoints = nlohmann::json::array();
+      for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
+        endpoints.push_back({{"address", cluster->config->endpoints[i].address},
+                             {"weight", cluster->config->endpoints[i].weight},
+                             {"requests", cluster->endpoint_requests[i]->value()},
+                             {"failures", cluster->endpoint_failures[i]->value()}});
+      }
+      out.push_back({{"name", cluster->config->name},
+                     {"policy", cluster->config->load_balancer.policy},
+                     {"breaker", cluster->breaker ? to_string(cluster->breaker->state()) : "none"},
+                     {"active_requests", cluster->requests.load()},
+                     {"connections", cluster->connections.load()},
+                     {"requests", cluster->requests_total->value()},
+                     {"retries", cluster->retries_total->value()},
+                     {"overflow", cluster->overflow_total->value()},
+                     {"endpoints", endpoints}});
+    }
+    return out.dump(2);
+  }
+
+  std::string config_json() const {
+    auto now = current();
+    nlohmann::json listeners_json = nlohmann::json::array();
+    for (const auto& listener : listeners) {
+      const Listener& listener_config = now->config.listeners[listener->index];
+      nlohmann::json routes = nlohmann::json::array();
+      for (const auto& route : listener_config.routes) {
+        nlohmann::json targets = nlohmann::json::array();
+        for (const auto& c : route.clusters)
+          targets.push_back({{"cluster", c.cluster}, {"weight", c.weight}});
+        routes.push_back({{"name", route.name},
+                          {"method", route.method},
+                          {"clusters", targets},
+                          {"timeout_ms", route.timeout / 1ms}});
+      }
+      listeners_json.push_back({{"name", listener_config.name},
+                                {"address", listener->bound.address().to_string() + ":" +
+                                                std::to_string(listener->bound.port())},
+                                {"workers", listener_config.workers},
+                                {"routes", routes}});
+    }
+    return nlohmann::json{{"source", now->config.source}, {"listeners", listeners_json}}.dump(2);
+  }
+
+  std::string status_page() const {
+    std::string html =
+        "<!doctype html><meta charset=utf-8><title>keel proxy</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style>"
+        "<h1>keel proxy</h1><p><a href=/metrics>metrics</a> · <a href=/clusters>clusters</a> · "
+        "<a href=/config>config</a></p><table><tr><th>cluster<th>breaker<th>active"
+        "<th>requests<th>retries<th>overflow<th>endpoints</tr>";
+    for (const auto& cluster : current()->clusters) {
+      std::string endpoints;
+      for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
+        endpoints += cluster->config->endpoints[i].address + " (" +
+                     std::to_string(cluster->endpoint_requests[i]->value()) + " req, " +
+                     std::to_string(cluster->endpoint_failures[i]->value()) + " failed) ";
+      }
+      html += "<tr><td>" + cluster->config->name + "<td>" +
+              (cluster->breaker ? to_string(cluster->breaker->state()) : "none") + "<td>" +
+              std::to_string(cluster->requests.load()) + "<td>" +
+              std::to_string(cluster->requests_total->value()) + "<td>" +
+              std::to_string(cluster->retries_total->value()) + "<td>" +
+              std::to_string(cluster->overflow_total->value()) + "<td>" + endpoints + "</tr>";
+    }
+    return html + "</table>\n";
+  }
+};
+
+Result<std::unique_ptr<Server>> Server::start(ProxyConfig config, Clock& clock,
+                                              std::ostream* access_log) {
+  auto impl = std::make_unique<Impl>(clock, access_log);
+  if (auto status = impl->setup(std::move(config)); !status) return status.error();
+  impl->run();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { stop(); }
+
+void Server::stop(Duration drain) { impl_->stop(drain); }
+
+Status Server::reload(ProxyConfig config) {
+  const ProxyConfig& running = impl_->current()->config;
+  auto describe = [](const ProxyConfig& c) {
+    std::string text;
+    for (const auto& l : c.listeners) {
+      text += l.name + "@" + l.address.to_string() + "x" + std::to_string(l.workers) + " ";
+    }
+    return text + "admin@" + (c.admin ? c.admin->to_string() : "-");
+  };
+  if (describe(config) != describe(running)) {
+    return Error(errc::config_invalid, config.source +
+                                           ": listeners, their addresses and workers and the admin "
+                                           "address cannot change on reload (running: " +
+                                           describe(running) + "; new: " + describe(config) +
+                                           "); restart the proxy");
+  }
+  auto built = impl_->build(std::move(config));
+  if (!built) return built.error();
+  std::lock_guard lock(impl_->generation_mutex);
+  impl_->generation = std::move(*built);
+  return {};
+}
+
+std::vector<HostPort> Server::listening() const {
+  std::vector<HostPort> out;
+  for (const auto& listener : impl_->listeners) {
+    out.push_back({listener->bound.address().to_string(), listener->bound.port()});
+  }
+  return out;
+}
+
+std::optional<HostPort> Server::admin() const {
+  if (!impl_->admin_bound) return std::nullopt;
+  return HostPort{impl_->admin_bound->address().to_string(), impl_->admin_bound->port()};
+}
+
+std::string Server::metrics_text() const { return impl_->registry.render_prometheus(); }
+std::string Server::clusters_json() const { return impl_->clusters_json(); }
+
+}  // namespace keel::proxy

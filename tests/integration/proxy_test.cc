@@ -1,0 +1,587 @@
+// keel proxy against real upstream servers on loopback (healthy, failing, slow, resetting,
+// never answering, echoing), driven by a raw-socket client: routing and load spreading,
+// forwarded headers, retries on another endpoint, timeouts, the breaker, the cluster limits,
+// malformed requests, streamed bodies and the admin listener.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "keel/proxy/server.h"
+
+namespace keel::proxy {
+namespace {
+
+// ---------------------------------------------------------------- sockets
+int connect_to(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return fd;
+}
+
+bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Reads until `done(buffer)` or EOF/error; returns what came.
+template <typename Done>
+std::string read_until(int fd, std::string& buffer, Done done) {
+  char chunk[65536];
+  while (!done(buffer)) {
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) break;
+    buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+  return buffer;
+}
+
+std::string lower(std::string text) {
+  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+struct Message {
+  std::string start_line;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  bool complete = false;
+  int status() const {
+    if (start_line.size() < 12 || start_line.compare(0, 5, "HTTP/") != 0) return 0;
+    return std::atoi(start_line.substr(9, 3).c_str());
+  }
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+// Parses one HTTP/1.1 message from `buffer` (reading more from fd as needed): content-length,
+// chunked, or (for responses) until close. Consumes it from the buffer.
+Message read_message(int fd, std::string& buffer, bool response, bool head = false) {
+  Message message;
+  read_until(fd, buffer, [](const std::string& b) { return b.find("\r\n\r\n") != b.npos; });
+  std::size_t end = buffer.find("\r\n\r\n");
+  if (end == std::string::npos) return message;
+  std::string head_text = buffer.substr(0, end);
+  buffer.erase(0, end + 4);
+  std::size_t line_end = head_text.find("\r\n");
+  message.start_line = head_text.substr(0, line_end);
+  for (std::size_t pos = line_end; pos != std::string::npos && pos < head_text.size();) {
+    std::size_t next = head_text.find("\r\n", pos + 2);
+    std::string line =
+        head_text.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+    std::size_t colon = line.find(':');
+    if (colon != std::string::npos) {
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      message.headers[lower(line.substr(0, colon))] = value;
+    }
+    pos = next;
+  }
+  const int status = message.status();
+  if (head || (response && (status == 204 || status == 304 || status / 100 == 1))) {
+    message.complete = true;
+    return message;
+  }
+  if (lower(message.header("transfer-encoding")) == "chunked") {
+    for (;;) {
+      read_until(fd, buffer, [](const std::string& b) { return b.find("\r\n") != b.npos; });
+      std::size_t size_end = buffer.find("\r\n");
+      if (size_end == std::string::npos) return message;
+      std::size_t size = std::stoul(buffer.substr(0, size_end), nullptr, 16);
+      buffer.erase(0, size_end + 2);
+      read_until(fd, buffer, [&](const std::string& b) { return b.size() >= size + 2; });
+      if (buffer.size() < size + 2) return message;
+      message.body += buffer.substr(0, size);
+      buffer.erase(0, size + 2);
+      if (size == 0) break;
+    }
+    message.complete = true;
+  } else if (auto length = message.header("content-length"); !length.empty()) {
+    std::size_t size = std::stoul(length);
+    read_until(fd, buffer, [&](const std::string& b) { return b.size() >= size; });
+    if (buffer.size() < size) return message;
+    message.body = buffer.substr(0, size);
+    buffer.erase(0, size);
+    message.complete = true;
+  } else if (response) {
+    read_until(fd, buffer, [](const std::string&) { return false; });
+    message.body = std::move(buffer);
+    buffer.clear();
+    message.complete = true;
+  } else {
+    message.complete = true;
+  }
+  return message;
+}
+
+// ---------------------------------------------------------------- upstreams
+enum class Behaviour { kOk, kFail, kSlow, kReset, kHang, kEcho };
+
+// An HTTP/1.1 server on a free loopback port, a thread per connection, whose behaviour can be
+// changed while it runs.
+class Upstream {
+ public:
+  explicit Upstream(std::string name, Behaviour behaviour = Behaviour::kOk)
+      : name_(std::move(name)), behaviour_(behaviour) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::listen(listener_, 128);
+    socklen_t length = sizeof address;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~Upstream() { stop(); }
+
+  void stop() {
+    if (stopped_.exchange(true)) return;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    acceptor_.join();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mutex_);
+      for (int fd : open_) ::shutdown(fd, SHUT_RDWR);
+      threads.swap(threads_);
+    }
+    for (auto& thread : threads) thread.join();
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  void set(Behaviour behaviour) { behaviour_ = behaviour; }
+  int requests() const { return requests_; }
+  Message last_request() {
+    std::lock_guard lock(mutex_);
+    return last_;
+  }
+  int connections() const { return connections_; }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      ++connections_;
+      std::lock_guard lock(mutex_);
+      open_.push_back(fd);
+      threads_.emplace_back([this, fd] { serve(fd); });
+    }
+  }
+
+  void serve(int fd) {
+    std::string buffer;
+    for (;;) {
+      Message request = read_message(fd, buffer, false);
+      if (!request.complete) break;
+      ++requests_;
+      {
+        std::lock_guard lock(mutex_);
+        last_ = request;
+      }
+      const Behaviour behaviour = behaviour_;
+      if (behaviour == Behaviour::kReset) break;
+      if (behaviour == Behaviour::kHang) {
+        char c;
+        while (::recv(fd, &c, 1, 0) > 0) {
+        }
+        break;
+      }
+      if (behaviour == Behaviour::kSlow) std::this_thread::sleep_for(300ms);
+      std::string status = behaviour == Behaviour::kFail ? "503 Service Unavailable" : "200 OK";
+      std::string body = behaviour == Behaviour::kEcho ? request.body : name_;
+      std::string response = "HTTP/1.1 " + status +
+                             "\r\nContent-Length: " + std::to_string(body.size()) +
+                             "\r\nX-Upstream: " + name_ +
+                             "\r\nConnection: keep-alive, x-secret\r\nX-Secret: hop\r\n\r\n" + body;
+      if (!send_all(fd, response)) break;
+    }
+    ::shutdown(fd, SHUT_RDWR);
+    std::lock_guard lock(mutex_);
+    open_.erase(std::find(open_.begin(), open_.end(), fd));
+    ::close(fd);
+  }
+
+  std::string name_;
+  std::atomic<Behaviour> behaviour_;
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::atomic<bool> stopped_{false};
+  std::atomic<int> requests_{0};
+  std::atomic<int> connections_{0};
+  std::mutex mutex_;
+  std::vector<int> open_;
+  std::vector<std::thread> threads_;
+  Message last_;
+};
+
+// ---------------------------------------------------------------- the proxy under test
+class ProxyTest : public ::testing::Test {
+ protected:
+  void start(const std::string& yaml) {
+    auto config = parse_config(yaml, "test.yaml");
+    ASSERT_TRUE(config) << config.error().message();
+    auto started = Server::start(std::move(*config), clock, &log);
+    ASSERT_TRUE(started) << started.error().message();
+    server = std::move(*started);
+    port = server->listening().at(0).port;
+  }
+  void TearDown() override {
+    if (server) server->stop(1s);
+  }
+
+  // One request on a new connection; the response.
+  Message request(const std::string& raw, bool head = false) {
+    int fd = connect_to(port);
+    EXPECT_GE(fd, 0);
+    EXPECT_TRUE(send_all(fd, raw));
+    std::string buffer;
+    Message response = read_message(fd, buffer, true, head);
+    ::close(fd);
+    return response;
+  }
+  Message get(const std::string& path, const std::string& extra_headers = "") {
+    return request("GET " + path + " HTTP/1.1\r\nHost: test\r\n" + extra_headers + "\r\n");
+  }
+
+  static std::string cluster_yaml(const std::string& name, const std::vector<Upstream*>& upstreams,
+                                  const std::string& extra = "") {
+    std::string yaml = "  - name: " + name + "\n    endpoints:\n";
+    for (auto* upstream : upstreams) yaml += "      - address: " + upstream->address() + "\n";
+    return yaml + extra;
+  }
+
+  SteadyClock clock;
+  std::ostringstream log;
+  std::unique_ptr<Server> server;
+  std::uint16_t port = 0;
+};
+
+constexpr const char* kListener = R"(listeners:
+  - address: 127.0.0.1:0
+    limits: {max_header_bytes: 2048, max_body_bytes: 8388608, header_timeout_ms: 1000}
+    routes:
+)";
+
+TEST_F(ProxyTest, SpreadsRequestsRoundRobinAndKeepsUpstreamConnectionsAlive) {
+  Upstream a("a"), b("b"), c("c");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&a, &b, &c}));
+  int fd = connect_to(port);
+  std::string buffer;
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(send_all(fd, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n"));
+    Message response = read_message(fd, buffer, true);
+    ASSERT_EQ(response.status(), 200) << response.start_line;
+    ++seen[response.body];
+    EXPECT_FALSE(response.header("x-request-id").empty());
+    EXPECT_EQ(response.header("x-secret"), "");  // named in Connection: hop-by-hop
+  }
+  ::close(fd);
+  EXPECT_EQ(seen, (std::map<std::string, int>{{"a", 10}, {"b", 10}, {"c", 10}}));
+  // One keep-alive connection per upstream carried its ten requests.
+  EXPECT_EQ(a.connections() + b.connections() + c.connections(), 3);
+}
+
+TEST_F(ProxyTest, ForwardsHeadersAndStripsHopByHopOnes) {
+  Upstream echo("echo", Behaviour::kEcho);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: echo}\nclusters:\n" +
+        cluster_yaml("echo", {&echo}));
+  Message response = get("/path?q=1",
+                         "Connection: keep-alive, x-private\r\nX-Private: 1\r\nTE: trailers\r\n"
+                         "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+                         "x-request-id: given-id\r\nX-Forwarded-For: 10.0.0.9\r\n");
+  ASSERT_EQ(response.status(), 200);
+  EXPECT_EQ(response.header("x-request-id"), "given-id");
+  Message seen = echo.last_request();
+  EXPECT_EQ(seen.start_line, "GET /path?q=1 HTTP/1.1");
+  EXPECT_EQ(seen.header("x-private"), "");
+  EXPECT_EQ(seen.header("te"), "");
+  EXPECT_EQ(seen.header("traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  EXPECT_EQ(seen.header("x-request-id"), "given-id");
+  EXPECT_EQ(seen.header("x-forwarded-for"), "10.0.0.9, 127.0.0.1");
+  EXPECT_EQ(seen.header("x-forwarded-proto"), "http");
+  // Without one, the proxy makes the request id.
+  get("/");
+  EXPECT_EQ(echo.last_request().header("x-request-id").size(), 36u);
+}
+
+TEST_F(ProxyTest, RoutesByPathMethodAndHeaderAndSaysWhenNothingMatches) {
+  Upstream api("api"), canary("canary"), web("web");
+  start(std::string(kListener) +
+        "      - {match: {prefix: /api, headers: {x-canary: \"1\"}}, cluster: canary}\n"
+        "      - {match: {prefix: /api, method: GET}, cluster: api}\n"
+        "      - {match: {regex: \"/static/[a-z]+\\\\.css\"}, cluster: web}\n"
+        "clusters:\n" +
+        cluster_yaml("api", {&api}) + cluster_yaml("canary", {&canary}) +
+        cluster_yaml("web", {&web}));
+  EXPECT_EQ(get("/api/users").body, "api");
+  EXPECT_EQ(get("/api/users", "X-Canary: 1\r\n").body, "canary");
+  EXPECT_EQ(get("/static/site.css").body, "web");
+  Message none = get("/static/site.js");
+  EXPECT_EQ(none.status(), 404);
+  EXPECT_EQ(none.header("x-keel-reason"), "no_route");
+  Message post = request("POST /api/users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(post.status(), 404);
+  server->stop(1s);  // the access log is complete once the server stopped
+  EXPECT_NE(log.str().find("\"flags\":\"NR\""), std::string::npos) << log.str();
+}
+
+TEST_F(ProxyTest, RetriesAFailedConnectAndA503OnAnotherEndpoint) {
+  Upstream failing("failing", Behaviour::kFail), good("good");
+  Upstream dead("dead");
+  const std::string dead_address = dead.address();
+  dead.stop();  // nothing listens there any more
+  start(std::string(kListener) +
+        "      - {match: {prefix: /}, cluster: web}\nclusters:\n"
+        "  - name: web\n    endpoints:\n      - address: " +
+        dead_address + "\n      - address: " + failing.address() +
+        "\n      - address: " + good.address() +
+        "\n    retry: {num_retries: 2, retry_on: \"connect-failure,gateway-error\"}\n");
+  for (int i = 0; i < 9; ++i) {
+    Message response = get("/");
+    EXPECT_EQ(response.status(), 200) << i;
+    EXPECT_EQ(response.body, "good");
+  }
+  EXPECT_NE(server->metrics_text().find("keel_proxy_retries_total{cluster=\"web\"}"),
+            std::string::npos);
+  // A POST is not retried unless the route allows it: the failure comes back.
+  int failures = 0;
+  for (int i = 0; i < 6; ++i) {
+    Message response = request("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+    failures += response.status() != 200;
+  }
+  EXPECT_GT(failures, 0);
+}
+
+TEST_F(ProxyTest, TimeoutsResetsAndRefusedConnectionsGetTheirOwnLocalReply) {
+  Upstream hang("hang", Behaviour::kHang), reset("reset", Behaviour::kReset);
+  Upstream dead("dead");
+  const std::string dead_address = dead.address();
+  dead.stop();
+  start(std::string(kListener) +
+        "      - {match: {prefix: /hang}, cluster: hang, timeout_ms: 300}\n"
+        "      - {match: {prefix: /reset}, cluster: reset}\n"
+        "      - {match: {prefix: /dead}, cluster: dead}\n"
+        "clusters:\n" +
+        cluster_yaml("hang", {&hang}, "    retry: {num_retries: 0}\n") +
+        cluster_yaml("reset", {&reset}, "    retry: {num_retries: 0}\n") +
+        "  - name: dead\n    retry: {num_retries: 0}\n    endpoints: [{address: " + dead_address +
+        "}]\n");
+  Message timed_out = get("/hang");
+  EXPECT_EQ(timed_out.status(), 504);
+  EXPECT_EQ(timed_out.header("x-keel-reason"), "upstream_timeout");
+  Message was_reset = get("/reset");
+  EXPECT_EQ(was_reset.status(), 502);
+  EXPECT_EQ(was_reset.header("x-keel-reason"), "upstream_reset");
+  Message refused = get("/dead");
+  EXPECT_EQ(refused.status(), 502);
+  EXPECT_EQ(refused.header("x-keel-reason"), "upstream_connect_failure");
+  server->stop(1s);  // the access log is complete once the server stopped
+  for (const char* flag : {"\"flags\":\"UT\"", "\"flags\":\"UR\"", "\"flags\":\"UF\""}) {
+    EXPECT_NE(log.str().find(flag), std::string::npos) << flag << "\n" << log.str();
+  }
+}
+
+TEST_F(ProxyTest, TheBreakerOpensOnFailuresAndStopsTraffic) {
+  Upstream failing("failing", Behaviour::kFail);
+  start(
+      std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+      cluster_yaml("web", {&failing},
+                   "    retry: {num_retries: 0}\n"
+                   "    circuit_breaker: {window_size: 10, minimum_calls: 5,\n"
+                   "                      failure_rate_threshold: 50, open_duration_ms: 60000}\n"));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(get("/").status(), 503);
+  const int reached = failing.requests();
+  Message refused = get("/");
+  EXPECT_EQ(refused.status(), 503);
+  EXPECT_EQ(refused.header("x-keel-reason"), "breaker_open");
+  EXPECT_EQ(failing.requests(), reached);  // the open breaker kept it from the upstream
+  EXPECT_NE(server->clusters_json().find("\"breaker\": \"OPEN\""), std::string::npos)
+      << server->clusters_json();
+}
+
+TEST_F(ProxyTest, TheClusterLimitRejectsBeyondItAndRecovers) {
+  Upstream slow("slow", Behaviour::kSlow);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&slow}, "    limits: {max_requests: 1}\n"));
+  auto first = std::async(std::launch::async, [&] { return get("/"); });
+  // Wait until the first request is at the upstream.
+  for (int i = 0; i < 200 && slow.requests() == 0; ++i) std::this_thread::sleep_for(5ms);
+  Message second = get("/");
+  EXPECT_EQ(second.status(), 503);
+  EXPECT_EQ(second.header("x-keel-reason"), "overflow");
+  EXPECT_EQ(first.get().status(), 200);
+  EXPECT_EQ(get("/").status(), 200);  // the slot came back
+}
+
+TEST_F(ProxyTest, MalformedRequestsGetTheRightStatusAndTheProxyKeepsServing) {
+  Upstream web("web");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&web}));
+  struct Case {
+    std::string raw;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(4000, 'x') + "\r\n\r\n", 431},
+      {"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n", 413},
+      {"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400},
+      {"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: t\r\n\r\n", 431},
+      {"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501},
+      {"GET / HTTP/9.9\r\nHost: t\r\n\r\n", 400},
+      {"\x01\x02\x03 garbage\r\n\r\n", 400},
+  };
+  const int before = web.requests();
+  for (const auto& c : cases) {
+    Message response = request(c.raw);
+    EXPECT_EQ(response.status(), c.status) << c.raw.substr(0, 80);
+    EXPECT_EQ(lower(response.header("connection")), "close") << c.raw.substr(0, 80);
+  }
+  EXPECT_EQ(web.requests(), before);  // none was passed on
+  EXPECT_EQ(get("/").status(), 200);
+}
+
+TEST_F(ProxyTest, AClientThatSendsItsHeaderTooSlowlyIsCutOff) {
+  Upstream web("web");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&web}));
+  int fd = connect_to(port);
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: t\r\n"));  // and never the blank line
+  char c;
+  const auto start_time = std::chrono::steady_clock::now();
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // closed by the proxy (header_timeout_ms 1000)
+  EXPECT_LT(std::chrono::steady_clock::now() - start_time, 5s);
+  ::close(fd);
+}
+
+TEST_F(ProxyTest, StreamsLargeBodiesBothWays) {
+  Upstream echo("echo", Behaviour::kEcho);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: echo}\nclusters:\n" +
+        cluster_yaml("echo", {&echo}));
+  std::string body(5 * 1024 * 1024, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+  Message response =
+      request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n\r\n" + body);
+  ASSERT_EQ(response.status(), 200);
+  EXPECT_EQ(response.body.size(), body.size());
+  EXPECT_TRUE(response.body == body);
+  // Chunked in, with Expect: 100-continue answered by the proxy.
+  int fd = connect_to(port);
+  ASSERT_TRUE(send_all(fd,
+                       "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                       "Expect: 100-continue\r\n\r\n"));
+  std::string buffer;
+  Message go_on = read_message(fd, buffer, true);
+  EXPECT_EQ(go_on.status(), 100);
+  ASSERT_TRUE(send_all(fd, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+  Message echoed = read_message(fd, buffer, true);
+  EXPECT_EQ(echoed.status(), 200);
+  EXPECT_EQ(echoed.body, "hello world");
+  ::close(fd);
+}
+
+TEST_F(ProxyTest, ReloadTakesOverWithoutLosingARequestAndARefusedOneChangesNothing) {
+  Upstream blue("blue"), green("green", Behaviour::kSlow);
+  auto config_for = [&](Upstream& target) {
+    return std::string(kListener) + "      - {match: {prefix: /}, cluster: app}\nclusters:\n" +
+           cluster_yaml("app", {&target});
+  };
+  start(config_for(blue));
+  EXPECT_EQ(get("/").body, "blue");
+  // Clients keep asking while the config flips between blue and (slow) green.
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      while (!done) {
+        Message response = get("/");
+        (response.status() == 200 ? answered : failed)++;
+      }
+    });
+  }
+  for (int i = 0; i < 6; ++i) {
+    auto next = parse_config(config_for(i % 2 == 0 ? green : blue), "reload.yaml");
+    ASSERT_TRUE(next);
+    EXPECT_TRUE(server->reload(std::move(*next)));
+    std::this_thread::sleep_for(150ms);
+  }
+  done = true;
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(answered, 10);
+  EXPECT_EQ(get("/").body, "blue");  // the last reload
+  // A listener cannot move on reload: refused with the reason, and blue keeps serving.
+  std::string moved = config_for(green);
+  moved.replace(moved.find("127.0.0.1:0"), 11, "127.0.0.1:1");
+  auto refused = server->reload(std::move(*parse_config(moved, "moved.yaml")));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("restart"), std::string::npos);
+  EXPECT_EQ(get("/").body, "blue");
+}
+
+TEST_F(ProxyTest, TheAdminListenerServesHealthMetricsAndClusters) {
+  Upstream web("web");
+  start("admin: {address: 127.0.0.1:0}\n" + std::string(kListener) +
+        "      - {match: {prefix: /}, cluster: web}\nclusters:\n" + cluster_yaml("web", {&web}));
+  ASSERT_EQ(get("/").status(), 200);
+  auto admin = server->admin();
+  ASSERT_TRUE(admin);
+  auto fetch = [&](const std::string& path) {
+    int fd = connect_to(admin->port);
+    send_all(fd, "GET " + path + " HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    std::string buffer;
+    Message response = read_message(fd, buffer, true);
+    ::close(fd);
+    return response;
+  };
+  EXPECT_EQ(fetch("/healthz").body, "ok\n");
+  EXPECT_EQ(fetch("/ready").status(), 200);
+  Message metrics = fetch("/metrics");
+  EXPECT_NE(metrics.body.find("keel_proxy_requests_total{cluster=\"web\"} 1"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("keel_proxy_responses_total{cluster=\"web\",class=\"2xx\"} 1"),
+            std::string::npos);
+  auto clusters = nlohmann::json::parse(fetch("/clusters").body);
+  EXPECT_EQ(clusters[0]["name"], "web");
+  EXPECT_EQ(clusters[0]["endpoints"][0]["requests"], 1);
+  EXPECT_EQ(fetch("/").header("content-type"), "text/html; charset=utf-8");
+  EXPECT_EQ(fetch("/nope").status(), 404);
+}
+
+}  // namespace
+}  // namespace keel::proxy
