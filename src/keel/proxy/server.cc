@@ -14,10 +14,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <set>
 #include <thread>
 
 #include "keel/balance/endpoint_set.h"
@@ -37,6 +37,10 @@ using tcp = net::ip::tcp;
 using beast::error_code;
 using net::awaitable;
 using net::use_awaitable;
+// Streams bound to the worker's io_context by type: no polymorphic executor on the hot path.
+using Executor = net::io_context::executor_type;
+using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+using Socket = net::basic_stream_socket<tcp, Executor>;
 
 constexpr std::size_t kChunk = 16 * 1024;     // body bytes moved per read/write
 constexpr std::size_t kMaxTarget = 8 * 1024;  // longer request targets get 414
@@ -143,13 +147,13 @@ struct ClusterShared {
 // Counted in its cluster's `connections` while it exists.
 struct Upstream {
   Upstream(net::io_context& io, ClusterShared& c, std::size_t e)
-      : stream(io), endpoint(e), cluster(&c) {
+      : stream(io.get_executor()), endpoint(e), cluster(&c) {
     c.connections.fetch_add(1, std::memory_order_relaxed);
   }
   ~Upstream() { cluster->connections.fetch_sub(1, std::memory_order_relaxed); }
   Upstream(const Upstream&) = delete;
   Upstream& operator=(const Upstream&) = delete;
-  beast::tcp_stream stream;
+  Stream stream;
   beast::flat_buffer buffer;
   std::size_t endpoint;
   ClusterShared* cluster;
@@ -203,7 +207,8 @@ struct Worker {
   std::vector<tcp::acceptor> acceptors;
   Random random{0};
   std::uint64_t open_sessions = 0;
-  std::set<beast::tcp_stream*> idle_clients;  // waiting for their next request
+  // Client connections, and whether each is between requests (stop() closes those at once).
+  std::map<Stream*, bool> clients;
 };
 
 // What a config makes: the clusters' shared state and each worker's own view of them. A
@@ -437,7 +442,9 @@ struct Server::Impl {
     // Connections between requests close now; the others after their current response.
     for (auto& worker : workers) {
       net::post(worker->io, [w = worker.get()] {
-        for (auto* client : w->idle_clients) client->cancel();
+        for (auto [client, idle] : w->clients) {
+          if (idle) client->cancel();
+        }
       });
     }
     // In-flight requests finish (sessions end after their current response); then the rest
@@ -469,7 +476,8 @@ struct Server::Impl {
   awaitable<void> accept_loop(Worker& worker, tcp::acceptor& acceptor, ListenerShared& listener) {
     for (;;) {
       error_code ec;
-      tcp::socket socket = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+      Socket socket = co_await acceptor.async_accept(worker.io.get_executor(),
+                                                     net::redirect_error(use_awaitable, ec));
       if (ec) {
         if (!acceptor.is_open()) co_return;
         continue;  // EMFILE and friends: keep accepting
@@ -478,17 +486,17 @@ struct Server::Impl {
                            current()->config.listeners[listener.index].limits.max_connections);
       if (!slot) continue;  // over max_connections: the socket closes here
       socket.set_option(tcp::no_delay(true), ec);
-      net::co_spawn(
-          worker.io,
-          session(worker, listener, beast::tcp_stream(std::move(socket)), std::move(*slot)),
-          net::detached);
+      net::co_spawn(worker.io,
+                    session(worker, listener, Stream(std::move(socket)), std::move(*slot)),
+                    net::detached);
     }
   }
 
   // ------------------------------------------------------------------ downstream
-  awaitable<void> session(Worker& worker, ListenerShared& listener, beast::tcp_stream client,
+  awaitable<void> session(Worker& worker, ListenerShared& listener, Stream client,
                           Held /*connection_slot: held until the session ends*/) {
     ++worker.open_sessions;
+    bool& idle = worker.clients[&client];
     beast::flat_buffer buffer;
     std::string peer;
     {
@@ -505,10 +513,10 @@ struct Server::Impl {
       if (buffer.size() == 0) {
         client.expires_after(limits.idle_timeout);
         auto space = buffer.prepare(kChunk);
-        worker.idle_clients.insert(&client);
+        idle = true;
         std::size_t n =
             co_await client.async_read_some(space, net::redirect_error(use_awaitable, ec));
-        worker.idle_clients.erase(&client);
+        idle = false;
         if (ec) {
           client_done = true;
           break;
@@ -549,12 +557,13 @@ struct Server::Impl {
                                                  net::redirect_error(use_awaitable, ec));
       }
     }
+    worker.clients.erase(&client);
     --worker.open_sessions;
   }
 
   // One request, from its parsed header to the end of its response. False: close.
   awaitable<bool> handle(Worker& worker, ListenerShared& listener, const Limits& limits,
-                         beast::tcp_stream& client, beast::flat_buffer& buffer,
+                         Stream& client, beast::flat_buffer& buffer,
                          http::request_parser<http::buffer_body>& parser, const std::string& peer) {
     auto& request = parser.get();
     const auto generation_held = current();  // this request's config, whatever reloads come
@@ -606,19 +615,20 @@ struct Server::Impl {
       if (ec) co_return false;
     }
 
-    // The upstream request's header: hop-by-hop headers gone, forwarding headers added.
-    http::request<http::buffer_body> upstream_request;
-    upstream_request.base() = request.base();
-    strip_hop_by_hop(upstream_request.base());
-    upstream_request.version(11);
-    upstream_request.keep_alive(true);
-    if (std::string forwarded(request["x-forwarded-for"]); forwarded.empty()) {
-      upstream_request.set("x-forwarded-for", peer);
+    // The request goes upstream as parsed, its header edited in place (no copy): hop-by-hop
+    // headers gone, forwarding headers added. What the client's side needs is kept first.
+    const http::verb method = request.method();
+    const bool chunked_in = request.chunked();
+    strip_hop_by_hop(request.base());
+    request.version(11);
+    request.keep_alive(true);
+    if (auto forwarded = request["x-forwarded-for"]; forwarded.empty()) {
+      request.set("x-forwarded-for", peer);
     } else {
-      upstream_request.set("x-forwarded-for", forwarded + ", " + peer);
+      request.set("x-forwarded-for", std::string(sv(forwarded)) + ", " + peer);
     }
-    upstream_request.set("x-forwarded-proto", "http");
-    upstream_request.set("x-request-id", exchange.request_id);
+    request.set("x-forwarded-proto", "http");
+    request.set("x-request-id", exchange.request_id);
 
     // A body known to be short is held, so that the request can be retried; anything else
     // streams through once.
@@ -634,22 +644,23 @@ struct Server::Impl {
                                "bad_request: " + read.error().message());
           co_return false;
         }
-        upstream_request.content_length(held_body.size());
+        request.content_length(held_body.size());
       } else {
         replayable = false;
         if (length) {
-          upstream_request.content_length(*length);
+          request.content_length(*length);
         } else {
-          upstream_request.chunked(true);
+          request.chunked(true);
         }
       }
     } else if (length) {
-      upstream_request.content_length(*length);  // 0
+      request.content_length(*length);  // 0
+    } else if (chunked_in) {
+      request.content_length(0);  // an empty chunked body, already read
     }
 
     const RetryPolicy& retry = route->retry ? *route->retry : cluster_config.retry;
-    const bool may_retry =
-        replayable && (idempotent(request.method()) || retry.allow_non_idempotent);
+    const bool may_retry = replayable && (idempotent(method) || retry.allow_non_idempotent);
     const auto deadline = std::chrono::steady_clock::now() + route->timeout;
     std::vector<std::size_t> avoid;
     std::unique_ptr<Upstream> upstream;
@@ -688,8 +699,8 @@ struct Server::Impl {
       const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
       Flag failure = Flag::kNone;
       response_parser.emplace();
-      upstream = co_await send(worker, cluster, endpoint, upstream_request, held_body, client,
-                               buffer, parser, *response_parser, try_deadline, failure);
+      upstream = co_await send(worker, cluster, endpoint, request, held_body, client, buffer,
+                               parser, *response_parser, try_deadline, failure);
       const auto latency = std::chrono::steady_clock::now() - try_start;
       unsigned status = upstream ? response_parser->get().result_int() : 0;
       const bool server_error = status >= 500;
@@ -766,26 +777,26 @@ struct Server::Impl {
       co_return reusable;
     }
 
-    // Relay the response: its header now, its body as it comes.
-    auto& upstream_response = response_parser->get();
-    http::response<http::buffer_body> response;
-    response.base() = upstream_response.base();
+    // Relay the response as parsed, its header edited in place; the body as it comes.
+    auto& response = response_parser->get();
+    const bool upstream_keeps = response.keep_alive();
+    const bool chunked_out = response.chunked();
+    const auto content_length = response_parser->content_length();
     strip_hop_by_hop(response.base());
     response.version(version);
-    const bool upstream_keeps = upstream_response.keep_alive();
     keep_alive = keep_alive && parser.is_done() && !stopping.load(std::memory_order_relaxed);
-    if (upstream_response.chunked()) {
+    if (chunked_out) {
       response.chunked(true);
-    } else if (auto n = response_parser->content_length()) {
-      response.content_length(*n);
+    } else if (content_length) {
+      response.content_length(*content_length);
     } else if (!response_parser->is_done() && !response_parser->skip()) {
       keep_alive = false;  // the body ends when the upstream closes: so must we
     }
     response.keep_alive(keep_alive);
     response.set("x-request-id", exchange.request_id);
-    exchange.status = upstream_response.result_int();
-    const bool relayed =
-        co_await relay_response(client, *upstream, *response_parser, response, limits, deadline);
+    exchange.status = response.result_int();
+    const bool relayed = co_await relay_response(client, *upstream, *response_parser,
+                                                 chunked_out || content_length, limits, deadline);
     finish(exchange, cluster, exchange.status);
     if (relayed && upstream_keeps && response_parser->is_done()) {
       park(cluster, std::move(upstream));
@@ -798,9 +809,8 @@ struct Server::Impl {
   // `failure` set, when that did not work out.
   awaitable<std::unique_ptr<Upstream>> send(
       Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
-      http::request<http::buffer_body>& request, const std::string& held_body,
-      beast::tcp_stream& client, beast::flat_buffer& client_buffer,
-      http::request_parser<http::buffer_body>& client_parser,
+      http::request<http::buffer_body>& request, const std::string& held_body, Stream& client,
+      beast::flat_buffer& client_buffer, http::request_parser<http::buffer_body>& client_parser,
       http::response_parser<http::buffer_body>& response_parser,
       std::chrono::steady_clock::time_point deadline, Flag& failure) {
     const Cluster& cluster_config = *cluster.shared->config;
@@ -835,24 +845,26 @@ struct Server::Impl {
       return std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
     };
     error_code ec;
+    // `request` is the client parser's own message: the serializer writes what the parser
+    // reads into its body buffer.
     http::request_serializer<http::buffer_body> serializer(request);
     upstream->stream.expires_after(remaining());
-    co_await http::async_write_header(upstream->stream, serializer,
-                                      net::redirect_error(use_awaitable, ec));
-    if (!ec && client_parser.is_done()) {
-      // Held or empty: one write.
+    if (client_parser.is_done()) {
+      // Held or empty: header and body in one write.
       request.body().data = held_body.empty() ? nullptr : const_cast<char*>(held_body.data());
       request.body().size = held_body.size();
       request.body().more = false;
       co_await http::async_write(upstream->stream, serializer,
                                  net::redirect_error(use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
-    } else if (!ec) {
+    } else {
       // Streamed: client → upstream, a chunk at a time.
+      co_await http::async_write_header(upstream->stream, serializer,
+                                        net::redirect_error(use_awaitable, ec));
       char chunk[kChunk];
       while (!ec && !client_parser.is_done()) {
-        client_parser.get().body().data = chunk;
-        client_parser.get().body().size = sizeof chunk;
+        request.body().data = chunk;
+        request.body().size = sizeof chunk;
         client.expires_after(remaining());
         error_code read_ec;
         co_await http::async_read(client, client_buffer, client_parser,
@@ -866,8 +878,8 @@ struct Server::Impl {
                         : Flag::kDownstreamReset;
           co_return nullptr;
         }
+        request.body().size = sizeof chunk - request.body().size;
         request.body().data = chunk;
-        request.body().size = sizeof chunk - client_parser.get().body().size;
         request.body().more = !client_parser.is_done();
         upstream->stream.expires_after(remaining());
         co_await http::async_write(upstream->stream, serializer,
@@ -877,7 +889,7 @@ struct Server::Impl {
     }
     if (!ec) {
       response_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-      if (request.method() == http::verb::head) response_parser.skip(true);
+      if (request.method() == http::verb::head) response_parser.skip(true);  // no body follows
       upstream->stream.expires_after(remaining());
       co_await http::async_read_header(upstream->stream, upstream->buffer, response_parser,
                                        net::redirect_error(use_awaitable, ec));
@@ -892,34 +904,38 @@ struct Server::Impl {
   }
 
   // Streams the response body upstream → client. False when either side failed.
-  awaitable<bool> relay_response(beast::tcp_stream& client, Upstream& upstream,
-                                 http::response_parser<http::buffer_body>& parser,
-                                 http::response<http::buffer_body>& response, const Limits& limits,
+  // `framed`: the body has its own length (chunked or Content-Length), rather than ending
+  // when the upstream closes.
+  awaitable<bool> relay_response(Stream& client, Upstream& upstream,
+                                 http::response_parser<http::buffer_body>& parser, bool framed,
+                                 const Limits& limits,
                                  std::chrono::steady_clock::time_point deadline) {
+    auto& response = parser.get();
     http::response_serializer<http::buffer_body> serializer(response);
     error_code ec;
-    client.expires_after(limits.idle_timeout);
-    co_await http::async_write_header(client, serializer, net::redirect_error(use_awaitable, ec));
-    if (ec) co_return false;
+    // The header goes with the first body bytes when they are already here (one write, one
+    // packet); on its own when the body is yet to come.
+    if (upstream.buffer.size() == 0 && !parser.is_done()) {
+      client.expires_after(limits.idle_timeout);
+      co_await http::async_write_header(client, serializer, net::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+    }
     char chunk[kChunk];
     bool wrote_last = false;
     while (!wrote_last) {
       if (!parser.is_done()) {
-        parser.get().body().data = chunk;
-        parser.get().body().size = sizeof chunk;
+        response.body().data = chunk;
+        response.body().size = sizeof chunk;
         upstream.stream.expires_after(std::max<Duration>(
             1ms,
             std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
         co_await http::async_read(upstream.stream, upstream.buffer, parser,
                                   net::redirect_error(use_awaitable, ec));
         if (ec == http::error::need_buffer) ec = {};
-        if (ec == http::error::end_of_stream && !response.chunked() &&
-            !response.has_content_length()) {
-          ec = {};  // a body delimited by the upstream closing
-        }
+        if (ec == http::error::end_of_stream && !framed) ec = {};  // ended by the close
         if (ec) co_return false;
+        response.body().size = sizeof chunk - response.body().size;
         response.body().data = chunk;
-        response.body().size = sizeof chunk - parser.get().body().size;
         response.body().more = !parser.is_done();
       } else {
         response.body().data = nullptr;
@@ -1003,7 +1019,7 @@ struct Server::Impl {
     return 0;  // unreachable: the config was checked
   }
 
-  static awaitable<Status> read_body(beast::tcp_stream& client, beast::flat_buffer& buffer,
+  static awaitable<Status> read_body(Stream& client, beast::flat_buffer& buffer,
                                      http::request_parser<http::buffer_body>& parser,
                                      std::string& out, const Limits& limits) {
     char chunk[kChunk];
@@ -1020,8 +1036,8 @@ struct Server::Impl {
     co_return Status{};
   }
 
-  awaitable<void> local_reply(beast::tcp_stream& client, Exchange& exchange, unsigned version,
-                              bool keep_alive, http::status status, std::string reason,
+  awaitable<void> local_reply(Stream& client, Exchange& exchange, unsigned version, bool keep_alive,
+                              http::status status, std::string reason,
                               WorkerCluster* cluster = nullptr) {
     http::response<http::string_body> response{status, version < 10 ? 11 : version};
     response.set(http::field::content_type, "text/plain");
@@ -1076,17 +1092,17 @@ struct Server::Impl {
   awaitable<void> admin_loop(tcp::acceptor& acceptor) {
     for (;;) {
       error_code ec;
-      tcp::socket socket = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+      Socket socket = co_await acceptor.async_accept(admin_worker->io.get_executor(),
+                                                     net::redirect_error(use_awaitable, ec));
       if (ec) {
         if (!acceptor.is_open()) co_return;
         continue;
       }
-      net::co_spawn(admin_worker->io, admin_session(beast::tcp_stream(std::move(socket))),
-                    net::detached);
+      net::co_spawn(admin_worker->io, admin_session(Stream(std::move(socket))), net::detached);
     }
   }
 
-  awaitable<void> admin_session(beast::tcp_stream stream) {
+  awaitable<void> admin_session(Stream stream) {
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# keel proxy beside HAProxy 2.6 and nginx 1.22 as reverse proxies, one run, same upstream (nginx
+# `return 200`, 100 B, two loopback ports), same CPU placement: ../shared/anchors/proxy_baseline.sh
+# measures all of them, with `keel proxy` as its extra target (1 worker thread, access log off,
+# round_robin over the two upstream ports, keep-alive to them). Then the memory of an idle
+# keep-alive client connection to keel proxy: RSS growth over IDLE_CONNECTIONS connections.
+#
+#   bench/proxy_vs.sh [BUILD_DIR]            (BUILD_DIR defaults to build)
+#
+# Environment: ANCHORS=<dir of proxy_baseline.sh> (default ../shared/anchors beside the
+#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, and the anchor's
+#   WRK_CPU/UP_CPU/PROXY_CPU (default: wrk and the proxy on CPU 0, the upstream on CPU 1).
+# The last line is one JSON object keyed by proxy and connection count, each with rps, p50_ms,
+# p99_ms and cpu_us_per_req, plus ratios to HAProxy and keel_idle_connection_kib.
+set -euo pipefail
+
+BUILD_DIR=${1:-build}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ANCHORS=${ANCHORS:-$HERE/../../shared/anchors}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
+KEEL=$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/keel
+
+[ -x "$KEEL" ] || { echo "proxy_vs.sh: $KEEL not found; build first: make build" >&2; exit 1; }
+[ -f "$ANCHORS/proxy_baseline.sh" ] || {
+  echo "proxy_vs.sh: $ANCHORS/proxy_baseline.sh not found; set ANCHORS to the anchors directory" >&2
+  exit 1
+}
+
+TMPD=$(mktemp -d -t keel_proxy_vs.XXXXXX)
+trap 'rm -rf "$TMPD"' EXIT
+
+# The launcher the anchor starts as `<launcher> PORT UP1 UP2`: a config, then exec (so that the
+# PID the anchor charges CPU to is keel's).
+cat >"$TMPD/keel-proxy" <<LAUNCHER
+#!/usr/bin/env bash
+cat >"$TMPD/keel-\$1.yaml" <<YAML
+access_log: false
+listeners:
+  - address: 127.0.0.1:\$1
+    workers: 1
+    limits: {max_connections: 100000}
+    routes:
+      - {match: {prefix: /}, cluster: upstream}
+clusters:
+  - name: upstream
+    endpoints: [{address: 127.0.0.1:\$2}, {address: 127.0.0.1:\$3}]
+    load_balancer: {policy: round_robin}
+    max_idle_connections: 1024
+    limits: {max_connections: 100000, max_requests: 100000}
+YAML
+exec "$KEEL" --log-level warn proxy -c "$TMPD/keel-\$1.yaml"
+LAUNCHER
+chmod +x "$TMPD/keel-proxy"
+
+echo "keel: $KEEL ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+EXTRA_NAME=keel EXTRA_CMD="$TMPD/keel-proxy {PORT} {UP1} {UP2}" \
+  bash "$ANCHORS/proxy_baseline.sh" | tee "$TMPD/table.txt"
+
+# ---------------------------------------------------------------- idle connection memory
+python3 - "$TMPD/keel-proxy" "$IDLE_CONNECTIONS" >"$TMPD/idle.txt" <<'PY'
+import os, socket, subprocess, sys, time
+launcher, count = sys.argv[1], int(sys.argv[2])
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+proxy = subprocess.Popen([launcher, str(port), "1", "2"], stderr=subprocess.DEVNULL)
+def rss_kib():
+    with open(f"/proc/{proxy.pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); break
+    except OSError:
+        time.sleep(0.05)
+time.sleep(0.3)
+before = rss_kib()
+conns = []
+for _ in range(count):
+    c = socket.create_connection(("127.0.0.1", port))
+    conns.append(c)
+time.sleep(1.0)
+after = rss_kib()
+proxy.terminate(); proxy.wait(timeout=10)
+print(f"{(after - before) / count:.2f} {before} {after}")
+PY
+read -r idle_kib rss_before rss_after <"$TMPD/idle.txt"
+echo
+echo "idle keep-alive client connections: $IDLE_CONNECTIONS opened, keel RSS ${rss_before} -> ${rss_after} KiB = ${idle_kib} KiB each (target <= 16)"
+
+python3 - "$TMPD/table.txt" "$idle_kib" <<'PY'
+import json, sys
+table, idle = sys.argv[1], float(sys.argv[2])
+names = {"keel": "keel", "haproxy": "haproxy", "nginx-proxy": "nginx", "direct": "direct"}
+out = {}
+for line in open(table):
+    f = line.split()
+    if len(f) < 7 or f[0] not in names or not f[1].isdigit():
+        continue
+    def num(x):
+        try: return float(x)
+        except ValueError: return None
+    rps, p50, p99, cpu = num(f[2]), num(f[3]), num(f[4]), num(f[6])
+    out.setdefault(names[f[0]], {})[f[1]] = {
+        "rps": rps, "p50_ms": p50 / 1000 if p50 is not None else None,
+        "p99_ms": p99 / 1000 if p99 is not None else None, "cpu_us_per_req": cpu}
+ratios = {}
+for conns, keel in out.get("keel", {}).items():
+    ha = out.get("haproxy", {}).get(conns)
+    if not ha:
+        continue
+    ratios[conns] = {
+        "rps_ratio": round(keel["rps"] / ha["rps"], 3),
+        "cpu_ratio": round(keel["cpu_us_per_req"] / ha["cpu_us_per_req"], 3),
+        "p99_ratio": round(keel["p99_ms"] / ha["p99_ms"], 3)}
+print()
+print("keel / HAProxy (targets: rps >= 1.0, cpu <= 1.0, p99 <= 1.2):")
+for conns, r in sorted(ratios.items(), key=lambda kv: int(kv[0])):
+    print(f"  c={conns}: rps {r['rps_ratio']}, cpu/req {r['cpu_ratio']}, p99 {r['p99_ratio']}")
+out["keel_vs_haproxy"] = ratios
+out["keel_idle_connection_kib"] = idle
+print(json.dumps(out))
+PY
