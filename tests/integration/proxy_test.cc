@@ -413,6 +413,56 @@ TEST_F(ProxyTest, TimeoutsResetsAndRefusedConnectionsGetTheirOwnLocalReply) {
   }
 }
 
+TEST_F(ProxyTest, AFailingEndpointIsEjectedAndComesBack) {
+  Upstream failing("failing", Behaviour::kFail), good("good");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&failing, &good},
+                     "    retry: {num_retries: 0}\n"
+                     "    outlier_detection: {consecutive_gateway_errors: 3, interval_ms: 100,\n"
+                     "                        base_ejection_time_ms: 600, max_ejection_percent: 50}\n"));
+  for (int i = 0; i < 6; ++i) get("/");  // round robin: three 503s from `failing`
+  EXPECT_EQ(failing.requests(), 3);
+  const int before = failing.requests();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(get("/").body, "good");  // ejected: all to `good`
+  EXPECT_EQ(failing.requests(), before);
+  EXPECT_NE(server->metrics_text().find("keel_proxy_endpoint_ejections_total{cluster=\"web\","
+                                        "endpoint=\"" + failing.address() + "\"} 1"),
+            std::string::npos);
+  // It recovers; once the ejection has run out it gets traffic again.
+  failing.set(Behaviour::kOk);
+  std::this_thread::sleep_for(900ms);
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 10; ++i) ++seen[get("/").body];
+  EXPECT_GT(seen["failing"], 0);
+}
+
+TEST_F(ProxyTest, ActiveHealthChecksTakeAnEndpointOutAndBringItBack) {
+  Upstream sick("sick", Behaviour::kFail), well("well");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&sick, &well},
+                     "    endpoint_options: {panic_threshold_percent: 0}\n"
+                     "    health_check: {path: /healthz, interval_ms: 50, timeout_ms: 200,\n"
+                     "                   healthy_threshold: 1, unhealthy_threshold: 2}\n"));
+  auto healthy = [&](int endpoint) {
+    return nlohmann::json::parse(server->clusters_json())[0]["endpoints"][endpoint]["healthy"]
+        .get<bool>();
+  };
+  for (int i = 0; i < 100 && healthy(0); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_FALSE(healthy(0));
+  EXPECT_TRUE(healthy(1));
+  EXPECT_EQ(sick.last_request().start_line, "GET /healthz HTTP/1.1");
+  const int probes = sick.requests();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(get("/").body, "well");
+  // Only probes reached `sick` while it was out (none of the ten requests).
+  sick.set(Behaviour::kOk);
+  for (int i = 0; i < 100 && !healthy(0); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(healthy(0));
+  EXPECT_GT(sick.requests(), probes);
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 10; ++i) ++seen[get("/").body];
+  EXPECT_GT(seen["sick"], 0);
+}
+
 TEST_F(ProxyTest, TheBreakerOpensOnFailuresAndStopsTraffic) {
   Upstream failing("failing", Behaviour::kFail);
   start(

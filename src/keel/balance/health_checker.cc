@@ -6,13 +6,15 @@ namespace keel::balance {
 
 HealthCheckConfig HealthCheckConfig::read(const config::Node& node) {
   HealthCheckConfig c;
+  node.read("path", c.path);
+  if (c.path.empty() || c.path[0] != '/') node.fail("path", "must start with '/'");
   node.read_ms("interval_ms", c.interval, 1ms, 1h);
   node.read("jitter_percent", c.jitter_percent, 0.0, 100.0);
   node.read_ms("timeout_ms", c.timeout, 1ms, 1h);
   node.read("healthy_threshold", c.healthy_threshold, 1, 100);
   node.read("unhealthy_threshold", c.unhealthy_threshold, 1, 100);
-  node.expect_only(
-      {"interval_ms", "jitter_percent", "timeout_ms", "healthy_threshold", "unhealthy_threshold"});
+  node.expect_only({"path", "interval_ms", "jitter_percent", "timeout_ms", "healthy_threshold",
+                    "unhealthy_threshold"});
   return c;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "keel/balance/endpoint_set.h"
@@ -16,6 +17,7 @@
 namespace keel::balance {
 
 struct HealthCheckConfig {
+  std::string path = "/healthz";  // what the prober GETs; a 2xx passes
   Duration interval = 5s;
   // Each check is scheduled interval + uniform(0, interval x jitter_percent / 100) after the
   // last one started.

@@ -228,11 +228,7 @@ Cluster read_cluster(const Node& node) {
     cluster.circuit_breaker = resilience::CircuitBreakerConfig::read(breaker);
   }
   if (Node check = node.child("health_check"); check.present()) {
-    HealthCheck health;
-    check.read("path", health.path);
-    if (health.path.empty() || health.path[0] != '/') check.fail("path", "must start with '/'");
-    health.schedule = balance::HealthCheckConfig::read(check);
-    cluster.health_check = std::move(health);
+    cluster.health_check = balance::HealthCheckConfig::read(check);
   }
   if (Node outlier = node.child("outlier_detection"); outlier.present()) {
     cluster.outlier_detection = balance::OutlierConfig::read(outlier);

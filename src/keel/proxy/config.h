@@ -89,12 +89,6 @@ struct ClusterLimits {
   std::uint32_t max_retries = 3;         // retries in flight at once
 };
 
-// Active HTTP checks: GET `path` on each endpoint; a 2xx passes.
-struct HealthCheck {
-  std::string path = "/healthz";
-  balance::HealthCheckConfig schedule;  // interval, timeout, jitter, thresholds
-};
-
 struct Cluster {
   std::string name;
   std::vector<balance::EndpointConfig> endpoints;
@@ -106,7 +100,7 @@ struct Cluster {
   RetryPolicy retry;
   ClusterLimits limits;
   std::optional<resilience::CircuitBreakerConfig> circuit_breaker;
-  std::optional<HealthCheck> health_check;
+  std::optional<balance::HealthCheckConfig> health_check;  // active HTTP checks
   std::optional<balance::OutlierConfig> outlier_detection;
 };
 

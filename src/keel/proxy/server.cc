@@ -140,15 +140,19 @@ struct ClusterShared {
   std::array<metrics::Counter*, 6> responses{};  // by status class 1xx..5xx; [0]: local 5xx
   std::vector<metrics::Counter*> endpoint_requests;
   std::vector<metrics::Counter*> endpoint_failures;
+  std::vector<metrics::Counter*> endpoint_ejections;
+  metrics::Counter* health_changes_total = nullptr;
+  // As seen by the health checker (worker 0), for /clusters and /metrics.
+  std::unique_ptr<std::atomic<bool>[]> healthy;
   std::vector<metrics::CallbackRegistration> gauges;
 };
 
 // An upstream connection and its read buffer (bytes after one response belong to the next).
 // Counted in its cluster's `connections` while it exists.
 struct Upstream {
-  Upstream(net::io_context& io, ClusterShared& c, std::size_t e)
-      : stream(io.get_executor()), endpoint(e), cluster(&c) {
-    c.connections.fetch_add(1, std::memory_order_relaxed);
+  Upstream(net::io_context& io, std::shared_ptr<ClusterShared> c, std::size_t e)
+      : stream(io.get_executor()), endpoint(e), cluster(std::move(c)) {
+    cluster->connections.fetch_add(1, std::memory_order_relaxed);
   }
   ~Upstream() { cluster->connections.fetch_sub(1, std::memory_order_relaxed); }
   Upstream(const Upstream&) = delete;
@@ -156,7 +160,7 @@ struct Upstream {
   Stream stream;
   beast::flat_buffer buffer;
   std::size_t endpoint;
-  ClusterShared* cluster;
+  std::shared_ptr<ClusterShared> cluster;  // may outlive a reload's generation
 };
 
 // Counts one in `counter` for its lifetime.
@@ -186,16 +190,24 @@ std::optional<Held> try_hold(std::atomic<std::uint32_t>& counter, std::uint32_t 
 
 // A worker's own view of a cluster: endpoint state, the balancer, idle connections.
 struct WorkerCluster {
-  WorkerCluster(ClusterShared& s, Clock& clock, Random& random)
-      : shared(&s), endpoints(s.config->endpoints, s.config->endpoint_options, clock) {
-    auto made = balance::make_load_balancer(s.config->load_balancer, endpoints, random);
+  WorkerCluster(std::shared_ptr<ClusterShared> s, Clock& clock, Random& random)
+      : shared(std::move(s)),
+        endpoints(shared->config->endpoints, shared->config->endpoint_options, clock) {
+    auto made = balance::make_load_balancer(shared->config->load_balancer, endpoints, random);
     balancer = std::move(*made);  // the config was checked; the policy exists
-    idle.resize(endpoints.size());
+    if (shared->config->outlier_detection)
+      outlier.emplace(endpoints, *shared->config->outlier_detection);
+    if (shared->config->health_check)
+      health.emplace(endpoints, *shared->config->health_check, random);
   }
-  ClusterShared* shared;
+  std::shared_ptr<ClusterShared> shared;
   balance::EndpointSet endpoints;
   std::unique_ptr<balance::LoadBalancer> balancer;
-  std::vector<std::vector<std::unique_ptr<Upstream>>> idle;
+  // Each worker ejects outliers from what it sees itself. Health is checked by worker 0 only
+  // (one probe per endpoint per interval, not one per worker) and its verdicts are posted to
+  // every worker's set.
+  std::optional<balance::OutlierDetector> outlier;
+  std::optional<balance::HealthChecker> health;
 };
 
 struct Worker {
@@ -209,13 +221,21 @@ struct Worker {
   std::uint64_t open_sessions = 0;
   // Client connections, and whether each is between requests (stop() closes those at once).
   std::map<Stream*, bool> clients;
+  // Idle upstream connections, by cluster and endpoint. They belong to the worker, not to a
+  // generation, so that they close before the io_context that owns their sockets.
+  std::map<const ClusterShared*, std::vector<std::vector<std::unique_ptr<Upstream>>>> pools;
+  std::vector<std::unique_ptr<Upstream>>& pool(const ClusterShared& cluster, std::size_t endpoint) {
+    auto& by_endpoint = pools[&cluster];
+    by_endpoint.resize(cluster.addresses.size());
+    return by_endpoint[endpoint];
+  }
 };
 
 // What a config makes: the clusters' shared state and each worker's own view of them. A
 // reload builds a new one; a request keeps the one it started with until it ends.
 struct Generation {
   ProxyConfig config;
-  std::vector<std::unique_ptr<ClusterShared>> clusters;
+  std::vector<std::shared_ptr<ClusterShared>> clusters;
   std::vector<std::vector<std::unique_ptr<WorkerCluster>>> worker_clusters;  // [worker][cluster]
 };
 
@@ -266,7 +286,7 @@ struct Server::Impl {
     auto next = std::make_shared<Generation>();
     next->config = std::move(config);
     for (const auto& cluster : next->config.clusters) {
-      auto shared = std::make_unique<ClusterShared>();
+      auto shared = std::make_shared<ClusterShared>();
       shared->config = &cluster;
       for (const auto& endpoint : cluster.endpoints) {
         auto address = resolve(endpoint.address);
@@ -287,7 +307,7 @@ struct Server::Impl {
     for (auto& worker : workers) {
       auto& own = next->worker_clusters.emplace_back();
       for (auto& cluster : next->clusters) {
-        own.push_back(std::make_unique<WorkerCluster>(*cluster, clock, worker->random));
+        own.push_back(std::make_unique<WorkerCluster>(cluster, clock, worker->random));
       }
     }
     return std::shared_ptr<const Generation>(std::move(next));
@@ -397,9 +417,19 @@ struct Server::Impl {
       c.responses[static_cast<std::size_t>(status_class)] =
           &registry.counter("keel_proxy_responses_total", "Responses by status class", with);
     }
-    for (const auto& endpoint : c.config->endpoints) {
+    c.health_changes_total = &registry.counter("keel_proxy_health_changes_total",
+                                               "Endpoints turning healthy or unhealthy", labels);
+    c.healthy = std::make_unique<std::atomic<bool>[]>(c.config->endpoints.size());
+    for (std::size_t i = 0; i < c.config->endpoints.size(); ++i) {
+      const auto& endpoint = c.config->endpoints[i];
+      c.healthy[i] = true;
       auto with = labels;
       with.emplace_back("endpoint", endpoint.address);
+      c.endpoint_ejections.push_back(&registry.counter("keel_proxy_endpoint_ejections_total",
+                                                       "Outlier ejections of the endpoint", with));
+      c.gauges.push_back(registry.gauge_callback(
+          "keel_proxy_endpoint_healthy", "1 when the active health check passes", with,
+          [&c, i] { return c.healthy[i].load() ? 1.0 : 0.0; }));
       c.endpoint_requests.push_back(&registry.counter("keel_proxy_endpoint_requests_total",
                                                       "Attempts sent to the endpoint", with));
       c.endpoint_failures.push_back(
@@ -415,7 +445,94 @@ struct Server::Impl {
   }
 
   // ------------------------------------------------------------------ run and stop
+  // The timers of a generation: outlier ticks on every worker, health checks on worker 0. They
+  // end when a reload replaces the generation or the server stops.
+  void start_loops(const std::shared_ptr<const Generation>& g) {
+    for (std::size_t c = 0; c < g->clusters.size(); ++c) {
+      for (std::size_t w = 0; w < workers.size(); ++w) {
+        if (g->worker_clusters[w][c]->outlier) {
+          net::co_spawn(workers[w]->io, outlier_loop(g, w, c), net::detached);
+        }
+      }
+      if (g->worker_clusters[0][c]->health) {
+        net::co_spawn(workers[0]->io, health_loop(g, c), net::detached);
+      }
+    }
+  }
+
+  // Sleeps `delay` on worker `w`; false when the generation is no longer the current one.
+  awaitable<bool> sleep_while_current(std::size_t w, const Generation* g, Duration delay) {
+    net::steady_timer timer(workers[w]->io, delay);
+    error_code ec;
+    co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
+    co_return !ec && !stopping.load() && current().get() == g;
+  }
+
+  awaitable<void> outlier_loop(std::weak_ptr<const Generation> weak, std::size_t w, std::size_t c) {
+    const Duration interval = weak.lock()->clusters[c]->config->outlier_detection->interval;
+    const Generation* id = weak.lock().get();
+    while (co_await sleep_while_current(w, id, interval)) {
+      auto g = weak.lock();
+      if (!g) co_return;
+      WorkerCluster& cluster = *g->worker_clusters[w][c];
+      for (std::size_t i : cluster.outlier->tick()) cluster.shared->endpoint_ejections[i]->inc();
+    }
+  }
+
+  awaitable<void> health_loop(std::weak_ptr<const Generation> weak, std::size_t c) {
+    const Generation* id = weak.lock().get();
+    Duration wait = 0ms;
+    while (co_await sleep_while_current(0, id, wait)) {
+      auto g = weak.lock();
+      if (!g) co_return;
+      WorkerCluster& cluster = *g->worker_clusters[0][c];
+      for (std::size_t i : cluster.health->due()) {
+        net::co_spawn(workers[0]->io, probe(g, c, i), net::detached);
+      }
+      const TimePoint next = cluster.health->next_due();
+      wait = next == TimePoint::max() ? Duration(100ms)
+                                      : std::clamp<Duration>(next - clock.now(), 1ms, 60s);
+    }
+  }
+
+  // One active check: GET the cluster's health path on endpoint i; a 2xx passes. A change of
+  // health goes to every worker's endpoint set.
+  awaitable<void> probe(std::shared_ptr<const Generation> g, std::size_t c, std::size_t i) {
+    ClusterShared& shared = *g->clusters[c];
+    const balance::HealthCheckConfig& check = *shared.config->health_check;
+    Stream stream(workers[0]->io.get_executor());
+    error_code ec;
+    stream.expires_after(check.timeout);
+    co_await stream.async_connect(shared.addresses[i], net::redirect_error(use_awaitable, ec));
+    bool passed = false;
+    if (!ec) {
+      http::request<http::empty_body> request{http::verb::get, check.path, 11};
+      request.set(http::field::host, shared.config->endpoints[i].address);
+      request.set(http::field::user_agent, "keel-health-check");
+      request.keep_alive(false);
+      co_await http::async_write(stream, request, net::redirect_error(use_awaitable, ec));
+    }
+    if (!ec) {
+      beast::flat_buffer buffer;
+      http::response_parser<http::empty_body> parser;
+      co_await http::async_read_header(stream, buffer, parser,
+                                       net::redirect_error(use_awaitable, ec));
+      passed = !ec && parser.get().result_int() / 100 == 2;
+    }
+    if (current() != g) co_return;  // a reload came meanwhile
+    auto change = g->worker_clusters[0][c]->health->record(i, passed);
+    if (!change) co_return;
+    shared.healthy[i] = change->healthy;
+    shared.health_changes_total->inc();
+    for (std::size_t w = 1; w < workers.size(); ++w) {
+      net::post(workers[w]->io, [g, c, w, i, healthy = change->healthy] {
+        g->worker_clusters[w][c]->endpoints.set_healthy(i, healthy);
+      });
+    }
+  }
+
   void run() {
+    start_loops(generation);
     for (std::size_t w = 0; w < workers.size(); ++w) {
       Worker& worker = *workers[w];
       for (std::size_t l = 0; l < worker.acceptors.size(); ++l) {
@@ -708,6 +825,16 @@ struct Server::Impl {
       const bool failed = failure != Flag::kNone || server_error;
       cluster.endpoints.on_complete(endpoint, !failed, latency);
       if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
+      if (cluster.outlier && failure != Flag::kOverflow && failure != Flag::kDownstreamReset &&
+          failure != Flag::kBadRequest) {
+        const auto kind = (failure != Flag::kNone || gateway_error)
+                              ? balance::ResponseClass::kGatewayError
+                          : server_error ? balance::ResponseClass::kServerError
+                                         : balance::ResponseClass::kSuccess;
+        if (cluster.outlier->record(endpoint, kind)) {
+          cluster.shared->endpoint_ejections[endpoint]->inc();
+        }
+      }
       if (permit) {
         cluster.shared->breaker->record(
             std::move(*permit),
@@ -799,7 +926,7 @@ struct Server::Impl {
                                                  chunked_out || content_length, limits, deadline);
     finish(exchange, cluster, exchange.status);
     if (relayed && upstream_keeps && response_parser->is_done()) {
-      park(cluster, std::move(upstream));
+      park(worker, std::move(upstream));
     }
     co_return relayed&& keep_alive;
   }
@@ -815,7 +942,7 @@ struct Server::Impl {
       std::chrono::steady_clock::time_point deadline, Flag& failure) {
     const Cluster& cluster_config = *cluster.shared->config;
     std::unique_ptr<Upstream> upstream;
-    auto& idle = cluster.idle[endpoint];
+    auto& idle = worker.pool(*cluster.shared, endpoint);
     while (!idle.empty() && !upstream) {
       upstream = std::move(idle.back());
       idle.pop_back();
@@ -827,7 +954,7 @@ struct Server::Impl {
         failure = Flag::kOverflow;
         co_return nullptr;
       }
-      upstream = std::make_unique<Upstream>(worker.io, *cluster.shared, endpoint);
+      upstream = std::make_unique<Upstream>(worker.io, cluster.shared, endpoint);
       error_code ec;
       upstream->stream.expires_after(std::min<Duration>(
           cluster_config.connect_timeout,
@@ -951,9 +1078,9 @@ struct Server::Impl {
     co_return true;
   }
 
-  void park(WorkerCluster& cluster, std::unique_ptr<Upstream> upstream) {
-    auto& idle = cluster.idle[upstream->endpoint];
-    if (idle.size() < cluster.shared->config->max_idle_connections) {
+  static void park(Worker& worker, std::unique_ptr<Upstream> upstream) {
+    auto& idle = worker.pool(*upstream->cluster, upstream->endpoint);
+    if (idle.size() < upstream->cluster->config->max_idle_connections) {
       upstream->stream.expires_never();
       idle.push_back(std::move(upstream));
     }
@@ -1156,6 +1283,8 @@ struct Server::Impl {
       for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
         endpoints.push_back({{"address", cluster->config->endpoints[i].address},
                              {"weight", cluster->config->endpoints[i].weight},
+                             {"healthy", cluster->healthy[i].load()},
+                             {"ejections", cluster->endpoint_ejections[i]->value()},
                              {"requests", cluster->endpoint_requests[i]->value()},
                              {"failures", cluster->endpoint_failures[i]->value()}});
       }
@@ -1207,8 +1336,10 @@ struct Server::Impl {
       std::string endpoints;
       for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
         endpoints += cluster->config->endpoints[i].address + " (" +
+                     (cluster->healthy[i].load() ? "" : "UNHEALTHY, ") +
                      std::to_string(cluster->endpoint_requests[i]->value()) + " req, " +
-                     std::to_string(cluster->endpoint_failures[i]->value()) + " failed) ";
+                     std::to_string(cluster->endpoint_failures[i]->value()) + " failed, " +
+                     std::to_string(cluster->endpoint_ejections[i]->value()) + " ejections) ";
       }
       html += "<tr><td>" + cluster->config->name + "<td>" +
               (cluster->breaker ? to_string(cluster->breaker->state()) : "none") + "<td>" +
@@ -1253,8 +1384,20 @@ Status Server::reload(ProxyConfig config) {
   }
   auto built = impl_->build(std::move(config));
   if (!built) return built.error();
-  std::lock_guard lock(impl_->generation_mutex);
-  impl_->generation = std::move(*built);
+  {
+    std::lock_guard lock(impl_->generation_mutex);
+    impl_->generation = *built;
+  }
+  impl_->start_loops(*built);
+  // Idle connections of replaced clusters close (requests in flight keep theirs to the end).
+  for (auto& worker : impl_->workers) {
+    net::post(worker->io, [w = worker.get(), g = *built] {
+      std::erase_if(w->pools, [&](const auto& entry) {
+        return std::none_of(g->clusters.begin(), g->clusters.end(),
+                            [&](const auto& c) { return c.get() == entry.first; });
+      });
+    });
+  }
   return {};
 }
 
