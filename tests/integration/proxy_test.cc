@@ -384,6 +384,21 @@ TEST_F(ProxyTest, RetriesAFailedConnectAndA503OnAnotherEndpoint) {
   EXPECT_GT(failures, 0);
 }
 
+TEST_F(ProxyTest, RetriesStayWithinTheRetryBudget) {
+  Upstream failing("failing", Behaviour::kFail), also_failing("also", Behaviour::kFail);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&failing, &also_failing},
+                     "    retry: {num_retries: 1, base_interval_ms: 1, max_interval_ms: 1}\n"
+                     "    retry_budget: {budget_ratio: 0.1, min_retries_per_second: 0}\n"));
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(get("/").status(), 503);
+  // Without the budget every request would have been retried once: 100 attempts.
+  const int attempts = failing.requests() + also_failing.requests();
+  EXPECT_GE(attempts, 50 + 4);
+  EXPECT_LE(attempts, 50 + 6);
+  EXPECT_NE(server->metrics_text().find("keel_retry_budget_rejected_total{budget=\"web\"}"),
+            std::string::npos);
+}
+
 TEST_F(ProxyTest, TimeoutsResetsAndRefusedConnectionsGetTheirOwnLocalReply) {
   Upstream hang("hang", Behaviour::kHang), reset("reset", Behaviour::kReset);
   Upstream dead("dead");
@@ -416,17 +431,19 @@ TEST_F(ProxyTest, TimeoutsResetsAndRefusedConnectionsGetTheirOwnLocalReply) {
 TEST_F(ProxyTest, AFailingEndpointIsEjectedAndComesBack) {
   Upstream failing("failing", Behaviour::kFail), good("good");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
-        cluster_yaml("web", {&failing, &good},
-                     "    retry: {num_retries: 0}\n"
-                     "    outlier_detection: {consecutive_gateway_errors: 3, interval_ms: 100,\n"
-                     "                        base_ejection_time_ms: 600, max_ejection_percent: 50}\n"));
+        cluster_yaml(
+            "web", {&failing, &good},
+            "    retry: {num_retries: 0}\n"
+            "    outlier_detection: {consecutive_gateway_errors: 3, interval_ms: 100,\n"
+            "                        base_ejection_time_ms: 600, max_ejection_percent: 50}\n"));
   for (int i = 0; i < 6; ++i) get("/");  // round robin: three 503s from `failing`
   EXPECT_EQ(failing.requests(), 3);
   const int before = failing.requests();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(get("/").body, "good");  // ejected: all to `good`
   EXPECT_EQ(failing.requests(), before);
   EXPECT_NE(server->metrics_text().find("keel_proxy_endpoint_ejections_total{cluster=\"web\","
-                                        "endpoint=\"" + failing.address() + "\"} 1"),
+                                        "endpoint=\"" +
+                                        failing.address() + "\"} 1"),
             std::string::npos);
   // It recovers; once the ejection has run out it gets traffic again.
   failing.set(Behaviour::kOk);

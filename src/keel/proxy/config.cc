@@ -188,7 +188,7 @@ Route read_route(const Node& node, std::size_t index) {
 Cluster read_cluster(const Node& node) {
   Cluster cluster;
   node.expect_only({"name", "endpoints", "load_balancer", "endpoint_options", "connect_timeout_ms",
-                    "per_try_timeout_ms", "max_idle_connections", "retry", "limits",
+                    "per_try_timeout_ms", "max_idle_connections", "retry", "retry_budget", "limits",
                     "circuit_breaker", "health_check", "outlier_detection"});
   node.require("name");
   node.read("name", cluster.name);
@@ -217,6 +217,9 @@ Cluster read_cluster(const Node& node) {
   node.read("max_idle_connections", cluster.max_idle_connections, 0, 100000);
   if (Node retry = node.child("retry"); retry.present()) {
     cluster.retry = read_retry(retry, cluster.retry);
+  }
+  if (Node budget = node.child("retry_budget"); budget.present()) {
+    cluster.retry_budget = resilience::RetryBudget::read_config(budget);
   }
   if (Node limits = node.child("limits"); limits.present()) {
     limits.expect_only({"max_connections", "max_requests", "max_retries"});

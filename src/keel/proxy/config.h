@@ -16,6 +16,7 @@
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
 #include "keel/resilience/circuit_breaker.h"
+#include "keel/resilience/retry.h"
 
 namespace keel::proxy {
 
@@ -98,6 +99,9 @@ struct Cluster {
   Duration per_try_timeout = 5s;
   std::uint32_t max_idle_connections = 64;  // kept per worker and endpoint
   RetryPolicy retry;
+  // Retries as a share of requests (Finagle's and Linkerd's budget): on by default, 20% of the
+  // requests of the last 10 s plus 3 a second, so a failing cluster is not hit with n × the load.
+  resilience::RetryBudget::Config retry_budget;
   ClusterLimits limits;
   std::optional<resilience::CircuitBreakerConfig> circuit_breaker;
   std::optional<balance::HealthCheckConfig> health_check;  // active HTTP checks

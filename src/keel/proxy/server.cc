@@ -127,6 +127,7 @@ bool idempotent(http::verb method) {
 struct ClusterShared {
   const Cluster* config = nullptr;
   std::unique_ptr<resilience::CircuitBreaker> breaker;
+  std::unique_ptr<resilience::RetryBudget> retry_budget;
   std::atomic<std::uint32_t> connections{0};
   std::atomic<std::uint32_t> requests{0};
   std::atomic<std::uint32_t> retries{0};
@@ -301,6 +302,9 @@ struct Server::Impl {
             cluster.name, *cluster.circuit_breaker, clock);
         shared->breaker->bind_metrics(registry);
       }
+      shared->retry_budget =
+          std::make_unique<resilience::RetryBudget>(cluster.name, cluster.retry_budget, clock);
+      shared->retry_budget->bind_metrics(registry);
       bind_cluster_metrics(*shared);
       next->clusters.push_back(std::move(shared));
     }
@@ -789,6 +793,7 @@ struct Server::Impl {
       exchange.flag = Flag::kOverflow;
     }
     std::optional<Held> retry_slot;
+    if (request_slot) cluster.shared->retry_budget->deposit();
     while (request_slot) {
       ++exchange.attempts;
       std::optional<resilience::BreakerPermit> permit;
@@ -858,6 +863,10 @@ struct Server::Impl {
           cluster.shared->overflow_total->inc();
           break;
         }
+      }
+      if (!cluster.shared->retry_budget->try_withdraw()) {  // counted by the budget's metrics
+        exchange.flag = failure;
+        break;
       }
       cluster.shared->retries_total->inc();
       upstream.reset();  // its response (if any) is dropped with the connection
