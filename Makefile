@@ -6,7 +6,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= 2
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= config_fuzz slot_map_fuzz eventlog_fuzz
+FUZZ_TARGETS ?= config_fuzz slot_map_fuzz eventlog_fuzz proxy_config_fuzz proxy_request_fuzz
 
 .PHONY: all build deps demo test test-asan test-tsan bench fuzz format lint clean
 
