@@ -11,6 +11,8 @@ struct DemoOptions {
   std::uint64_t seed = 1;
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
+  // Run only this part (resilience, balance, eventlog, proxy, election); empty: all of them.
+  std::string only;
 };
 
 // A caller protected by bulkhead, circuit breaker, retry and timeout from a flaky, slow
@@ -28,5 +30,9 @@ int run_eventlog_demo(const DemoOptions& options);
 // Three `keel ctl elect` processes on a local etcd: the leader is killed, paused and made to
 // resign; prints each hand-over time and the paused leader's rejected stale writes.
 int run_election_demo(const DemoOptions& options);
+
+// keel proxy in front of three local upstreams, one failing, one slowing down, then all failing
+// and recovering: a line a second with answers, errors, ejections, the breaker and retries.
+int run_proxy_demo(const DemoOptions& options);
 
 }  // namespace keel::cli

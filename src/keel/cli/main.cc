@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   demo->add_option("--seed", demo_options.seed, "Seed for the injected faults");
   demo->add_option("--config", demo_options.config_path,
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
+  demo->add_option("--only", demo_options.only, "Run one part only")
+      ->check(CLI::IsMember({"resilience", "balance", "eventlog", "proxy", "election"}));
 
   keel::cli::EventlogCommand eventlog(app);
   keel::cli::CtlCommand ctl(app);
@@ -47,10 +49,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (demo->parsed()) {
-    if (int code = keel::cli::run_resilience_demo(demo_options); code != 0) return code;
-    if (int code = keel::cli::run_balance_demo(demo_options); code != 0) return code;
-    if (int code = keel::cli::run_eventlog_demo(demo_options); code != 0) return code;
-    return keel::cli::run_election_demo(demo_options);
+    const std::pair<const char*, int (*)(const keel::cli::DemoOptions&)> parts[] = {
+        {"resilience", keel::cli::run_resilience_demo},
+        {"balance", keel::cli::run_balance_demo},
+        {"eventlog", keel::cli::run_eventlog_demo},
+        {"proxy", keel::cli::run_proxy_demo},
+        {"election", keel::cli::run_election_demo}};
+    for (const auto& [name, run] : parts) {
+      if (!demo_options.only.empty() && demo_options.only != name) continue;
+      if (int code = run(demo_options); code != 0) return code;
+    }
+    return 0;
   }
   if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
   if (ctl.parsed()) return ctl.run(std::cout, std::cerr);
