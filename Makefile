@@ -42,6 +42,7 @@ bench: deps build
 	bench/balance.sh $(BUILD_DIR)
 	bench/eventlog.sh $(BUILD_DIR)
 	bench/election.sh $(BUILD_DIR)
+	bench/proxy_vs.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps

@@ -2,8 +2,6 @@
 // (malformed request lines, bad chunking, conflicting lengths, pipelined requests), the proxy
 // answers or closes, and keeps serving: after every input, a well-formed request must still get
 // its 200. The upstream is the proxy's own admin listener (/healthz answers 200).
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
 
 namespace {
@@ -47,26 +46,11 @@ keel::proxy::Server& server() {
   return *instance;
 }
 
-int connect_to(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) std::abort();
-  timeval timeout{3, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  return fd;
-}
-
 // Sends `bytes`, half-closes, and reads until the proxy closes. The whole answer.
 std::string exchange(std::uint16_t port, std::string_view bytes) {
-  int fd = connect_to(port);
-  while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n <= 0) break;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
+  int fd = keel::http::connect_to(port);
+  if (fd < 0) std::abort();
+  (void)keel::http::send_all(fd, bytes);
   ::shutdown(fd, SHUT_WR);
   std::string answer;
   char buffer[4096];
