@@ -3,6 +3,7 @@
 // Asio's awaitable.hpp uses std::exchange without including <utility> (Boost 1.74).
 #include <utility>
 //
+#include <array>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -44,6 +45,7 @@ using Socket = net::basic_stream_socket<tcp, Executor>;
 
 constexpr std::size_t kChunk = 16 * 1024;     // body bytes moved per read/write
 constexpr std::size_t kMaxTarget = 8 * 1024;  // longer request targets get 414
+constexpr std::size_t kFlat = 8 * 1024;       // writes up to this size are copied into one buffer
 
 std::string_view sv(beast::string_view text) { return {text.data(), text.size()}; }
 
@@ -991,13 +993,10 @@ struct Server::Impl {
       request.body().data = held_body.empty() ? nullptr : const_cast<char*>(held_body.data());
       request.body().size = held_body.size();
       request.body().more = false;
-      co_await http::async_write(upstream->stream, serializer,
-                                 net::redirect_error(use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
+      co_await write(upstream->stream, serializer, ec);
     } else {
       // Streamed: client → upstream, a chunk at a time.
-      co_await http::async_write_header(upstream->stream, serializer,
-                                        net::redirect_error(use_awaitable, ec));
+      co_await write(upstream->stream, serializer, ec, true);
       char chunk[kChunk];
       while (!ec && !client_parser.is_done()) {
         request.body().data = chunk;
@@ -1019,9 +1018,7 @@ struct Server::Impl {
         request.body().data = chunk;
         request.body().more = !client_parser.is_done();
         upstream->stream.expires_after(remaining());
-        co_await http::async_write(upstream->stream, serializer,
-                                   net::redirect_error(use_awaitable, ec));
-        if (ec == http::error::need_buffer) ec = {};
+        co_await write(upstream->stream, serializer, ec);
       }
     }
     if (!ec) {
@@ -1054,7 +1051,7 @@ struct Server::Impl {
     // packet); on its own when the body is yet to come.
     if (upstream.buffer.size() == 0 && !parser.is_done()) {
       client.expires_after(limits.idle_timeout);
-      co_await http::async_write_header(client, serializer, net::redirect_error(use_awaitable, ec));
+      co_await write(client, serializer, ec, true);
       if (ec) co_return false;
     }
     char chunk[kChunk];
@@ -1081,11 +1078,53 @@ struct Server::Impl {
       }
       wrote_last = !response.body().more;
       client.expires_after(limits.idle_timeout);
-      co_await http::async_write(client, serializer, net::redirect_error(use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
+      co_await write(client, serializer, ec);
       if (ec) co_return false;
     }
     co_return true;
+  }
+
+  // Writes what `serializer` has to give now (the header, body bytes, chunk framing) as one
+  // contiguous send when it fits in kFlat bytes: Beast hands out every header field as a
+  // buffer of its own, and a dozen small iovecs cost the kernel more than one small copy here.
+  // Bigger writes go out as they are. With `header_only`, stops after the header.
+  template <bool isRequest>
+  static awaitable<void> write(Stream& stream,
+                               http::serializer<isRequest, http::buffer_body>& serializer,
+                               error_code& ec, bool header_only = false) {
+    std::array<char, kFlat> flat;
+    std::size_t used = 0;
+    bool too_big = false;
+    if (header_only) serializer.split(true);
+    while (!serializer.is_done() && !(header_only && serializer.is_header_done())) {
+      serializer.next(ec, [&](error_code&, const auto& buffers) {
+        const std::size_t n = beast::buffer_bytes(buffers);
+        if (used + n > flat.size()) {
+          too_big = true;
+          return;
+        }
+        net::buffer_copy(net::buffer(flat.data() + used, n), buffers);
+        used += n;
+        serializer.consume(n);
+      });
+      if (ec == http::error::need_buffer) {
+        ec = {};
+        break;
+      }
+      if (ec || too_big) break;
+    }
+    if (ec) co_return;
+    if (used > 0) {
+      co_await net::async_write(stream, net::buffer(flat.data(), used),
+                                net::redirect_error(use_awaitable, ec));
+    }
+    if (ec || !too_big) co_return;
+    if (header_only) {
+      co_await http::async_write_header(stream, serializer, net::redirect_error(use_awaitable, ec));
+    } else {
+      co_await http::async_write(stream, serializer, net::redirect_error(use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+    }
   }
 
   static void park(Worker& worker, std::unique_ptr<Upstream> upstream) {
