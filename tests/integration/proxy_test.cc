@@ -440,5 +440,40 @@ TEST_F(ProxyTest, TheAdminListenerServesHealthMetricsAndClusters) {
   EXPECT_EQ(fetch("/nope").status(), 404);
 }
 
+TEST_F(ProxyTest, PostReloadOnTheAdminListenerTakesTheNewConfigOrSaysWhyNot) {
+  Upstream blue("blue"), green("green");
+  auto config_for = [&](Upstream& target, const std::string& extra = "") {
+    return "admin: {address: 127.0.0.1:0}\n" + std::string(kListener) +
+           "      - {match: {prefix: /}, cluster: app}\nclusters:\n" +
+           cluster_yaml("app", {&target}, extra);
+  };
+  start(config_for(blue));
+  std::string next = config_for(green);
+  server->on_admin_reload([&]() -> Status {
+    auto parsed = parse_config(next, "next.yaml");
+    if (!parsed) return parsed.error();
+    return server->reload(std::move(*parsed));
+  });
+  auto call = [&](const std::string& method) {
+    int fd = connect_to(server->admin()->port);
+    send_all(fd, method +
+                     " /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n");
+    std::string buffer;
+    Message response = read_message(fd, buffer, true);
+    ::close(fd);
+    return response;
+  };
+  EXPECT_EQ(call("GET").status(), 405);
+  EXPECT_EQ(get("/").body, "blue");
+  EXPECT_EQ(call("POST").status(), 200);
+  EXPECT_EQ(get("/").body, "green");
+  next = config_for(blue, "    load_balancer: {policy: fastest}\n");
+  Message refused = call("POST");
+  EXPECT_EQ(refused.status(), 400);
+  EXPECT_NE(refused.body.find("fastest"), std::string::npos) << refused.body;
+  EXPECT_EQ(get("/").body, "green");
+}
+
 }  // namespace
 }  // namespace keel::proxy

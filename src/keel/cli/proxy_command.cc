@@ -34,10 +34,11 @@ int ProxyCommand::run(std::ostream& out, std::ostream& err) const {
   const State& s = *state_;
   proxy::Server* running = nullptr;
   std::mutex mutex;
-  // SIGHUP re-reads the file; a bad config is refused and the running one keeps serving.
-  auto reload = [&] {
+  // SIGHUP and POST /reload re-read the file; a bad config is refused and the running one keeps
+  // serving.
+  auto reload = [&]() -> Status {
     std::lock_guard lock(mutex);
-    if (running == nullptr) return;
+    if (running == nullptr) return Error(errc::io_error, "the proxy is not running");
     auto config = proxy::load_config(s.config_path);
     Status status = config ? running->reload(std::move(*config)) : Status(config.error());
     if (status) {
@@ -46,8 +47,9 @@ int ProxyCommand::run(std::ostream& out, std::ostream& err) const {
       err << "keel proxy: reload refused, still serving the previous config:\n"
           << status.error().message() << "\n";
     }
+    return status;
   };
-  StopSignal stop(nullptr, reload);  // first: the workers inherit its signal mask
+  StopSignal stop(nullptr, [&] { (void)reload(); });  // first: the workers inherit its mask
   auto config = proxy::load_config(s.config_path);
   if (!config) {
     err << "keel proxy: " << config.error().message() << "\n";
@@ -72,6 +74,7 @@ int ProxyCommand::run(std::ostream& out, std::ostream& err) const {
     std::lock_guard lock(mutex);
     running = server->get();
   }
+  (*server)->on_admin_reload(reload);
   stop.wait([] { return false; });
   {
     std::lock_guard lock(mutex);

@@ -144,6 +144,7 @@ struct ClusterShared {
   std::vector<metrics::Counter*> endpoint_requests;
   std::vector<metrics::Counter*> endpoint_failures;
   std::vector<metrics::Counter*> endpoint_ejections;
+  std::vector<metrics::Histogram*> endpoint_latency;  // per attempt, to the response header
   metrics::Counter* health_changes_total = nullptr;
   // As seen by the health checker (worker 0), for /clusters and /metrics.
   std::unique_ptr<std::atomic<bool>[]> healthy;
@@ -276,6 +277,8 @@ struct Server::Impl {
   std::unique_ptr<Worker> admin_worker;
   std::optional<tcp::endpoint> admin_bound;
   std::atomic<bool> stopping{false};
+  std::mutex reload_mutex;
+  std::function<Status()> reload_hook;  // what POST /reload on the admin listener runs
 
   Impl(Clock& k, std::ostream* log) : clock(k), access_log(log) {}
 
@@ -433,6 +436,10 @@ struct Server::Impl {
       with.emplace_back("endpoint", endpoint.address);
       c.endpoint_ejections.push_back(&registry.counter("keel_proxy_endpoint_ejections_total",
                                                        "Outlier ejections of the endpoint", with));
+      c.endpoint_latency.push_back(&registry.histogram(
+          "keel_proxy_endpoint_attempt_duration_seconds",
+          "Time from sending an attempt to the endpoint to its response header (or failure)",
+          metrics::Histogram::latency_seconds_bounds(), with));
       c.gauges.push_back(registry.gauge_callback(
           "keel_proxy_endpoint_healthy", "1 when the active health check passes", with,
           [&c, i] { return c.healthy[i].load() ? 1.0 : 0.0; }));
@@ -832,6 +839,8 @@ struct Server::Impl {
       const bool gateway_error = status == 502 || status == 503 || status == 504;
       const bool failed = failure != Flag::kNone || server_error;
       cluster.endpoints.on_complete(endpoint, !failed, latency);
+      cluster.shared->endpoint_latency[endpoint]->observe(
+          std::chrono::duration<double>(latency).count());
       if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
       if (cluster.outlier && failure != Flag::kOverflow && failure != Flag::kDownstreamReset &&
           failure != Flag::kBadRequest) {
@@ -1308,12 +1317,34 @@ struct Server::Impl {
       } else if (path == "/config") {
         response.set(http::field::content_type, "application/json");
         response.body() = config_json() + "\n";
+      } else if (path == "/reload") {
+        // POST only: a reload changes what the proxy does.
+        std::function<Status()> reloader;
+        {
+          std::lock_guard lock(reload_mutex);
+          reloader = reload_hook;
+        }
+        if (request.method() != http::verb::post) {
+          response.result(http::status::method_not_allowed);
+          response.set(http::field::allow, "POST");
+          response.body() = "POST /reload re-reads the config file\n";
+        } else if (!reloader) {
+          response.result(http::status::not_implemented);
+          response.body() = "this proxy was not started from a config file\n";
+        } else if (auto status = reloader(); !status) {
+          response.result(http::status::bad_request);
+          response.body() = "reload refused, still serving the previous config:\n" +
+                            status.error().message() + "\n";
+        } else {
+          response.body() = "reloaded\n";
+        }
       } else if (path == "/") {
         response.set(http::field::content_type, "text/html; charset=utf-8");
         response.body() = status_page();
       } else {
         response.result(http::status::not_found);
-        response.body() = "not found; try /, /healthz, /ready, /metrics, /clusters, /config\n";
+        response.body() =
+            "not found; try /, /healthz, /ready, /metrics, /clusters, /config, POST /reload\n";
       }
       response.keep_alive(request.keep_alive());
       response.prepare_payload();
@@ -1448,6 +1479,11 @@ Status Server::reload(ProxyConfig config) {
     });
   }
   return {};
+}
+
+void Server::on_admin_reload(std::function<Status()> reload) {
+  std::lock_guard lock(impl_->reload_mutex);
+  impl_->reload_hook = std::move(reload);
 }
 
 std::vector<HostPort> Server::listening() const {

@@ -41,6 +41,9 @@ class Server {
   // with the one they started with. Listeners and the admin address must stay as they are.
   // An error (the config is refused, the running one stays) says why.
   Status reload(ProxyConfig config);
+  // What `POST /reload` on the admin listener runs (typically: read the file, then reload());
+  // without one it answers 501.
+  void on_admin_reload(std::function<Status()> reload);
 
   // The bound addresses, in the config's listener order.
   std::vector<HostPort> listening() const;
