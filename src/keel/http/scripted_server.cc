@@ -157,6 +157,12 @@ void ScriptedServer::stop() {
   for (auto& thread : threads) thread.join();
 }
 
+void ScriptedServer::set_body(std::string body, std::string content_type) {
+  std::lock_guard lock(mutex_);
+  body_ = std::move(body);
+  content_type_ = std::move(content_type);
+}
+
 Message ScriptedServer::last_request() {
   std::lock_guard lock(mutex_);
   return last_;
@@ -193,11 +199,20 @@ void ScriptedServer::serve(int fd) {
     }
     if (behaviour == Behaviour::kSlow) std::this_thread::sleep_for(slow_delay_.load());
     std::string status = behaviour == Behaviour::kFail ? "503 Service Unavailable" : "200 OK";
-    std::string body = behaviour == Behaviour::kEcho ? request.body : name_;
+    std::string body = name_;
+    std::string content_type = "text/plain";
+    {
+      std::lock_guard lock(mutex_);
+      if (!body_.empty()) {
+        body = body_;
+        content_type = content_type_;
+      }
+    }
+    if (behaviour == Behaviour::kEcho) body = request.body;
     // A hop-by-hop header named in Connection: a proxy must not pass it on.
     std::string response = "HTTP/1.1 " + status +
                            "\r\nContent-Length: " + std::to_string(body.size()) +
-                           "\r\nX-Upstream: " + name_ +
+                           "\r\nContent-Type: " + content_type + "\r\nX-Upstream: " + name_ +
                            "\r\nConnection: keep-alive, x-secret\r\nX-Secret: hop\r\n\r\n" + body;
     if (!send_all(fd, response)) break;
   }

@@ -56,6 +56,8 @@ class ScriptedServer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   void set(Behaviour behaviour) { behaviour_ = behaviour; }
   void set_slow_delay(std::chrono::milliseconds delay) { slow_delay_ = delay; }
+  // What kOk and kSlow answer instead of the name (with this Content-Type).
+  void set_body(std::string body, std::string content_type);
   int requests() const { return requests_; }
   int connections() const { return connections_; }
   Message last_request();
@@ -77,6 +79,8 @@ class ScriptedServer {
   std::vector<int> open_;
   std::vector<std::thread> threads_;
   Message last_;
+  std::string body_;  // guarded by mutex_; empty: the name
+  std::string content_type_;
 };
 
 }  // namespace keel::http

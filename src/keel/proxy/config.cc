@@ -119,7 +119,8 @@ RetryPolicy read_retry(const Node& node, RetryPolicy policy) {
 
 Route read_route(const Node& node, std::size_t index) {
   Route route;
-  node.expect_only({"name", "match", "cluster", "weighted_clusters", "timeout_ms", "retry"});
+  node.expect_only(
+      {"name", "match", "cluster", "weighted_clusters", "migration", "timeout_ms", "retry"});
   node.read("name", route.name);
   const Node match = node.child("match");
   if (!match.present()) node.require("match");
@@ -169,8 +170,13 @@ Route read_route(const Node& node, std::size_t index) {
     item.read("weight", weighted.weight, 1, 1000000);
     route.clusters.push_back(std::move(weighted));
   }
-  if (route.clusters.empty()) {
-    node.fail("", "a route needs `cluster` or `weighted_clusters`");
+  if (Node migration = node.child("migration"); migration.present()) {
+    route.migration = MigrationConfig::read(migration);
+    if (!route.clusters.empty()) {
+      node.fail("migration", "a migrating route names its clusters in `migration` only");
+    }
+  } else if (route.clusters.empty()) {
+    node.fail("", "a route needs `cluster`, `weighted_clusters` or `migration`");
   } else if (!cluster.empty() && route.clusters.size() > 1) {
     node.fail("", "give `cluster` or `weighted_clusters`, not both");
   }
@@ -277,7 +283,8 @@ Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& sourc
   const Node root = document->root();
   ProxyConfig proxy;
   proxy.source = source_name;
-  root.expect_only({"listeners", "clusters", "admin", "access_log"});
+  root.expect_only({"listeners", "clusters", "admin", "access_log", "migration_state_file"});
+  root.read("migration_state_file", proxy.migration_state_file);
   root.require("listeners");
   root.require("clusters");
   root.read("access_log", proxy.access_log);
@@ -319,12 +326,33 @@ Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& sourc
                               "no cluster is named \"" + target.cluster + "\"");
         }
       }
+      if (route.migration) {
+        for (const std::string* name : {&route.migration->legacy, &route.migration->modern}) {
+          if (!name->empty() && proxy.cluster(*name) == nullptr) {
+            route_nodes[r]
+                .child("migration")
+                .fail(name == &route.migration->legacy ? "legacy" : "modern",
+                      "no cluster is named \"" + *name + "\"");
+          }
+        }
+      }
       listener.routes.push_back(std::move(route));
     }
     if (node.child("routes").present() && route_nodes.empty()) {
       node.fail("routes", "a listener needs at least one route");
     }
     proxy.listeners.push_back(std::move(listener));
+  }
+  // A migrating route's state is found by its name, so the name must say which route it is.
+  std::set<std::string> migrating;
+  for (std::size_t l = 0; l < proxy.listeners.size(); ++l) {
+    for (std::size_t r = 0; r < proxy.listeners[l].routes.size(); ++r) {
+      const Route& route = proxy.listeners[l].routes[r];
+      if (route.migration && !migrating.insert(route.name).second) {
+        listener_nodes[l].child("routes").items()[r].fail(
+            "name", "another migrating route is named \"" + route.name + "\"");
+      }
+    }
   }
   if (auto status = document->status(); !status) return status.error();
   return proxy;

@@ -15,6 +15,7 @@
 #include "keel/balance/outlier_detector.h"
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
+#include "keel/proxy/migration.h"
 #include "keel/resilience/circuit_breaker.h"
 #include "keel/resilience/retry.h"
 
@@ -73,6 +74,8 @@ struct Route {
   std::vector<WeightedCluster> clusters;  // one entry for `cluster:`
   Duration timeout = 15s;                 // the whole request, across retries
   std::optional<RetryPolicy> retry;       // overrides the cluster's
+  // A Strangler Fig route: legacy and modern clusters and a stage, instead of `cluster`.
+  std::optional<MigrationConfig> migration;
 };
 
 struct Listener {
@@ -113,7 +116,9 @@ struct ProxyConfig {
   std::vector<Cluster> clusters;
   std::optional<HostPort> admin;
   bool access_log = true;  // JSON lines on stdout
-  std::string source;      // the file it came from, for /config and messages
+  // Where migrating routes' stages are kept across restarts (JSON); empty: not kept.
+  std::string migration_state_file;
+  std::string source;  // the file it came from, for /config and messages
 
   const Cluster* cluster(std::string_view name) const;
 };

@@ -241,6 +241,7 @@ struct Generation {
   ProxyConfig config;
   std::vector<std::shared_ptr<ClusterShared>> clusters;
   std::vector<std::vector<std::unique_ptr<WorkerCluster>>> worker_clusters;  // [worker][cluster]
+  std::map<const Route*, std::shared_ptr<MigrationState>> migrations;  // outlive reloads by name
 };
 
 // A listener's sockets outlive reloads; its limits and routes come from the current config.
@@ -249,6 +250,21 @@ struct ListenerShared {
   std::atomic<std::uint32_t> connections{0};
   tcp::endpoint bound;
 };
+
+// A shadow copy of a request, waiting for legacy's answer and then sent to modern.
+struct Mirror {
+  std::shared_ptr<MigrationState> state;
+  http::request_header<> header;
+  std::string body;
+  std::string request_line;
+  Answer legacy;
+};
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
 
 // One request's record, for the access log.
 struct Exchange {
@@ -270,6 +286,7 @@ struct Server::Impl {
   std::ostream* access_log;
   std::mutex log_mutex;
   metrics::Registry registry;
+  std::unique_ptr<MigrationStore> migration_store;  // stages outlive reloads
   mutable std::mutex generation_mutex;
   std::shared_ptr<const Generation> generation;
   std::vector<std::unique_ptr<ListenerShared>> listeners;
@@ -313,6 +330,13 @@ struct Server::Impl {
       bind_cluster_metrics(*shared);
       next->clusters.push_back(std::move(shared));
     }
+    for (const auto& listener : next->config.listeners) {
+      for (const auto& route : listener.routes) {
+        if (route.migration) {
+          next->migrations[&route] = migration_store->state(route.name, *route.migration);
+        }
+      }
+    }
     for (auto& worker : workers) {
       auto& own = next->worker_clusters.emplace_back();
       for (auto& cluster : next->clusters) {
@@ -324,6 +348,7 @@ struct Server::Impl {
 
   Status setup(ProxyConfig initial) {
     if (!initial.access_log) access_log = nullptr;
+    migration_store = std::make_unique<MigrationStore>(initial.migration_state_file);
     std::uint32_t worker_count = 1;
     for (std::size_t l = 0; l < initial.listeners.size(); ++l) {
       worker_count = std::max(worker_count, initial.listeners[l].workers);
@@ -731,8 +756,32 @@ struct Server::Impl {
                            http::status::not_found, "no_route");
       co_return keep_alive&& drained;
     }
-    const std::size_t cluster_index = pick_cluster(worker, generation_now.config, *route);
-    WorkerCluster& cluster = *generation_now.worker_clusters[worker.index][cluster_index];
+    // A migrating route's stage decides between legacy and modern.
+    std::shared_ptr<MigrationState> migration;
+    bool to_modern = false;
+    std::size_t chosen_cluster = 0;
+    if (route->migration) {
+      migration = generation_now.migrations.at(route);
+      switch (migration->stage()) {
+        case Stage::kLegacy:
+        case Stage::kShadow:
+          to_modern = false;
+          break;
+        case Stage::kCanary:
+          to_modern = canary_picks_modern(sticky_key(*route->migration, request, peer),
+                                          migration->percent());
+          break;
+        case Stage::kModern:
+        case Stage::kRetired:
+          to_modern = true;
+          break;
+      }
+      chosen_cluster = cluster_index(
+          generation_now.config, to_modern ? route->migration->modern : route->migration->legacy);
+    } else {
+      chosen_cluster = pick_cluster(worker, generation_now.config, *route);
+    }
+    WorkerCluster& cluster = *generation_now.worker_clusters[worker.index][chosen_cluster];
     const Cluster& cluster_config = *cluster.shared->config;
     exchange.cluster = cluster_config.name;
     cluster.shared->requests_total->inc();
@@ -792,6 +841,19 @@ struct Server::Impl {
 
     const RetryPolicy& retry = route->retry ? *route->retry : cluster_config.retry;
     const bool may_retry = replayable && (idempotent(method) || retry.allow_non_idempotent);
+
+    // Shadow: a copy of the request goes to modern once legacy has answered, and the two
+    // answers are compared. The copy is kept now, before the request goes upstream.
+    std::optional<Mirror> mirror;
+    if (migration && migration->stage() == Stage::kShadow && replayable &&
+        held_body.size() <= route->migration->diff.max_body_bytes &&
+        (idempotent(method) || route->migration->mirror_non_idempotent) &&
+        migration->begin_mirror()) {
+      mirror.emplace(Mirror{.state = migration,
+                            .header = request.base(),
+                            .body = held_body,
+                            .request_line = exchange.method + " " + exchange.path});
+    }
     const auto deadline = std::chrono::steady_clock::now() + route->timeout;
     std::vector<std::size_t> avoid;
     std::unique_ptr<Upstream> upstream;
@@ -943,9 +1005,34 @@ struct Server::Impl {
     response.keep_alive(keep_alive);
     response.set("x-request-id", exchange.request_id);
     exchange.status = response.result_int();
-    const bool relayed = co_await relay_response(client, *upstream, *response_parser,
-                                                 chunked_out || content_length, limits, deadline);
+    if (mirror) {
+      mirror->legacy.status = exchange.status;
+      for (const auto& field : response) {
+        mirror->legacy.headers.emplace_back(beast::iequals(field.name_string(), "content-type")
+                                                ? "content-type"
+                                                : lower(sv(field.name_string())),
+                                            std::string(sv(field.value())));
+      }
+      mirror->legacy.json =
+          sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+    }
+    const bool relayed =
+        co_await relay_response(client, *upstream, *response_parser, chunked_out || content_length,
+                                limits, deadline, mirror ? &mirror->legacy.body : nullptr,
+                                route->migration ? route->migration->diff.max_body_bytes : 0);
     finish(exchange, cluster, exchange.status);
+    if (migration) migration->count_answer(to_modern, exchange.status);
+    if (mirror) {
+      if (relayed) {
+        const std::size_t modern = cluster_index(generation_now.config, route->migration->modern);
+        net::co_spawn(worker.io,
+                      shadow(worker, generation_held, modern, std::move(*mirror), route->timeout,
+                             &route->migration->diff),
+                      net::detached);
+      } else {
+        mirror->state->end_mirror();
+      }
+    }
     if (relayed && upstream_keeps && response_parser->is_done()) {
       park(worker, std::move(upstream));
     }
@@ -955,40 +1042,47 @@ struct Server::Impl {
   // ------------------------------------------------------------------ upstream
   // Sends the request on a pooled or new connection and reads the response header. Null, with
   // `failure` set, when that did not work out.
+  // A pooled connection to the endpoint, or a new one (within the cluster's max_connections and
+  // connect timeout). Null, with `failure` set, when there is none.
+  static awaitable<std::unique_ptr<Upstream>> acquire(
+      Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
+      std::chrono::steady_clock::time_point deadline, Flag& failure) {
+    const Cluster& cluster_config = *cluster.shared->config;
+    auto& idle = worker.pool(*cluster.shared, endpoint);
+    while (!idle.empty()) {
+      std::unique_ptr<Upstream> pooled = std::move(idle.back());
+      idle.pop_back();
+      if (pooled->stream.socket().is_open()) co_return pooled;
+    }
+    if (cluster.shared->connections.load(std::memory_order_relaxed) >=
+        cluster_config.limits.max_connections) {
+      failure = Flag::kOverflow;
+      co_return nullptr;
+    }
+    auto upstream = std::make_unique<Upstream>(worker.io, cluster.shared, endpoint);
+    error_code ec;
+    upstream->stream.expires_after(std::min<Duration>(
+        cluster_config.connect_timeout,
+        std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
+    co_await upstream->stream.async_connect(cluster.shared->addresses[endpoint],
+                                            net::redirect_error(use_awaitable, ec));
+    if (ec) {
+      cluster.shared->connect_failures_total->inc();
+      failure = Flag::kConnectFailure;
+      co_return nullptr;
+    }
+    upstream->stream.socket().set_option(tcp::no_delay(true), ec);
+    co_return upstream;
+  }
+
   awaitable<std::unique_ptr<Upstream>> send(
       Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
       http::request<http::buffer_body>& request, const std::string& held_body, Stream& client,
       beast::flat_buffer& client_buffer, http::request_parser<http::buffer_body>& client_parser,
       http::response_parser<http::buffer_body>& response_parser,
       std::chrono::steady_clock::time_point deadline, Flag& failure) {
-    const Cluster& cluster_config = *cluster.shared->config;
-    std::unique_ptr<Upstream> upstream;
-    auto& idle = worker.pool(*cluster.shared, endpoint);
-    while (!idle.empty() && !upstream) {
-      upstream = std::move(idle.back());
-      idle.pop_back();
-      if (!upstream->stream.socket().is_open()) upstream.reset();
-    }
-    if (!upstream) {
-      if (cluster.shared->connections.load(std::memory_order_relaxed) >=
-          cluster_config.limits.max_connections) {
-        failure = Flag::kOverflow;
-        co_return nullptr;
-      }
-      upstream = std::make_unique<Upstream>(worker.io, cluster.shared, endpoint);
-      error_code ec;
-      upstream->stream.expires_after(std::min<Duration>(
-          cluster_config.connect_timeout,
-          std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
-      co_await upstream->stream.async_connect(cluster.shared->addresses[endpoint],
-                                              net::redirect_error(use_awaitable, ec));
-      if (ec) {
-        cluster.shared->connect_failures_total->inc();
-        failure = Flag::kConnectFailure;
-        co_return nullptr;
-      }
-      upstream->stream.socket().set_option(tcp::no_delay(true), ec);
-    }
+    auto upstream = co_await acquire(worker, cluster, endpoint, deadline, failure);
+    if (!upstream) co_return nullptr;
     auto remaining = [&] {
       return std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
     };
@@ -1049,10 +1143,12 @@ struct Server::Impl {
   // Streams the response body upstream → client. False when either side failed.
   // `framed`: the body has its own length (chunked or Content-Length), rather than ending
   // when the upstream closes.
+  // `capture`: keeps a copy of the first `capture_limit` body bytes (for a shadow diff).
   awaitable<bool> relay_response(Stream& client, Upstream& upstream,
                                  http::response_parser<http::buffer_body>& parser, bool framed,
                                  const Limits& limits,
-                                 std::chrono::steady_clock::time_point deadline) {
+                                 std::chrono::steady_clock::time_point deadline,
+                                 std::string* capture = nullptr, std::size_t capture_limit = 0) {
     auto& response = parser.get();
     http::response_serializer<http::buffer_body> serializer(response);
     error_code ec;
@@ -1080,6 +1176,9 @@ struct Server::Impl {
         response.body().size = sizeof chunk - response.body().size;
         response.body().data = chunk;
         response.body().more = !parser.is_done();
+        if (capture != nullptr && capture->size() < capture_limit) {
+          capture->append(chunk, std::min(response.body().size, capture_limit - capture->size()));
+        }
       } else {
         response.body().data = nullptr;
         response.body().size = 0;
@@ -1158,6 +1257,68 @@ struct Server::Impl {
     co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
   }
 
+  // Sends a shadow copy to the modern cluster, reads its answer and compares it with legacy's.
+  // Runs after the client has its answer; nothing here reaches the client.
+  awaitable<void> shadow(Worker& worker, std::shared_ptr<const Generation> g,
+                         std::size_t modern_cluster, Mirror mirror, Duration timeout,
+                         const DiffConfig* diff) {
+    struct Done {
+      MigrationState& state;
+      ~Done() { state.end_mirror(); }
+    } done{*mirror.state};
+    WorkerCluster& cluster = *g->worker_clusters[worker.index][modern_cluster];
+    auto picked = cluster.balancer->pick({});
+    if (!picked) {
+      mirror.state->record_mirror_failure();
+      co_return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    Flag failure = Flag::kNone;
+    cluster.endpoints.on_start(*picked);
+    const auto started = std::chrono::steady_clock::now();
+    auto upstream = co_await acquire(worker, cluster, *picked, deadline, failure);
+    error_code ec = upstream ? error_code{} : error_code(net::error::connection_refused);
+    http::response_parser<http::string_body> parser;
+    if (upstream) {
+      http::request<http::string_body> request(std::move(mirror.header));
+      request.set("x-keel-shadow", "1");  // so modern can tell a copy from the real thing
+      request.body() = std::move(mirror.body);
+      request.prepare_payload();
+      upstream->stream.expires_after(timeout);
+      co_await http::async_write(upstream->stream, request, net::redirect_error(use_awaitable, ec));
+      parser.body_limit(16 * 1024 * 1024);
+      if (!ec) {
+        co_await http::async_read(upstream->stream, upstream->buffer, parser,
+                                  net::redirect_error(use_awaitable, ec));
+      }
+    }
+    cluster.endpoints.on_complete(*picked, !ec && parser.get().result_int() < 500,
+                                  std::chrono::steady_clock::now() - started);
+    if (ec) {
+      mirror.state->record_mirror_failure();
+      co_return;
+    }
+    auto& response = parser.get();
+    Answer modern{.status = response.result_int(), .body = std::move(response.body())};
+    for (const auto& field : response) {
+      modern.headers.emplace_back(lower(sv(field.name_string())), std::string(sv(field.value())));
+    }
+    modern.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+    const bool keep = response.keep_alive();
+    auto fields = diff_answers(mirror.legacy, modern, *diff);
+    if (!fields.empty()) {
+      mirror.state->record_diff(fields, {.request_line = mirror.request_line,
+                                         .fields = fields,
+                                         .legacy_status = mirror.legacy.status,
+                                         .modern_status = modern.status,
+                                         .legacy_body = mirror.legacy.body,
+                                         .modern_body = modern.body});
+    } else {
+      mirror.state->record_diff(fields, {});
+    }
+    if (keep) park(worker, std::move(upstream));
+  }
+
   // ------------------------------------------------------------------ helpers
   static bool path_matches(const Route& route, std::string_view target) {
     std::string_view path = target.substr(0, target.find('?'));
@@ -1198,10 +1359,35 @@ struct Server::Impl {
         ticket -= c.weight;
       }
     }
+    return cluster_index(config, chosen->cluster);
+  }
+
+  static std::size_t cluster_index(const ProxyConfig& config, const std::string& name) {
     for (std::size_t i = 0; i < config.clusters.size(); ++i) {
-      if (config.clusters[i].name == chosen->cluster) return i;
+      if (config.clusters[i].name == name) return i;
     }
     return 0;  // unreachable: the config was checked
+  }
+
+  // The canary's sticky key: the configured header or cookie, else the client's address.
+  static std::string sticky_key(const MigrationConfig& migration,
+                                const http::request<http::buffer_body>& request,
+                                const std::string& peer) {
+    if (migration.sticky.kind == StickyKey::Kind::kHeader) {
+      if (auto value = request[migration.sticky.name]; !value.empty()) return std::string(value);
+    } else if (migration.sticky.kind == StickyKey::Kind::kCookie) {
+      const std::string_view cookies = sv(request[http::field::cookie]);
+      const std::string wanted = migration.sticky.name + "=";
+      for (std::size_t at = 0; at < cookies.size();) {
+        std::size_t end = cookies.find(';', at);
+        if (end == std::string_view::npos) end = cookies.size();
+        std::string_view pair = cookies.substr(at, end - at);
+        pair.remove_prefix(std::min(pair.find_first_not_of(' '), pair.size()));
+        if (pair.substr(0, wanted.size()) == wanted) return std::string(pair.substr(wanted.size()));
+        at = end + 1;
+      }
+    }
+    return peer;
   }
 
   static awaitable<Status> read_body(Stream& client, beast::flat_buffer& buffer,
@@ -1317,6 +1503,34 @@ struct Server::Impl {
       } else if (path == "/config") {
         response.set(http::field::content_type, "application/json");
         response.body() = config_json() + "\n";
+      } else if (path == "/migration" && request.method() == http::verb::get) {
+        response.set(http::field::content_type, "application/json");
+        response.body() = migration_store->report_json() + "\n";
+      } else if (path == "/migration") {
+        // POST /migration?route=NAME&stage=canary&percent=20
+        auto query = parse_query(sv(request.target()));
+        const std::string route_name = query["route"];
+        const auto stage = parse_stage(query["stage"]);
+        const double percent = std::atof(query["percent"].c_str());
+        Status changed;
+        if (request.method() != http::verb::post) {
+          changed = Error(errc::invalid_argument, "use POST to change a stage");
+        } else if (!stage) {
+          changed = Error(errc::invalid_argument,
+                          "stage= must be legacy, shadow, canary, modern or retired");
+        } else {
+          changed = migration_store->set_stage(route_name, *stage, percent);
+        }
+        if (changed) {
+          log_event("migration",
+                    route_name + " -> " + to_string(*stage) +
+                        (*stage == Stage::kCanary ? " " + query["percent"] + "%" : ""));
+          response.set(http::field::content_type, "application/json");
+          response.body() = migration_store->find(route_name)->report_json() + "\n";
+        } else {
+          response.result(http::status::bad_request);
+          response.body() = changed.error().message() + "\n";
+        }
       } else if (path == "/reload") {
         // POST only: a reload changes what the proxy does.
         std::function<Status()> reloader;
@@ -1353,6 +1567,29 @@ struct Server::Impl {
     }
     error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // "a=1&b=two" after the '?', not percent-decoded (names and stages need no escaping).
+  static std::map<std::string, std::string> parse_query(std::string_view target) {
+    std::map<std::string, std::string> out;
+    const auto question = target.find('?');
+    if (question == std::string_view::npos) return out;
+    std::string_view query = target.substr(question + 1);
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      const std::string_view pair = query.substr(0, amp);
+      const auto equals = pair.find('=');
+      out[std::string(pair.substr(0, equals))] =
+          equals == std::string_view::npos ? "" : std::string(pair.substr(equals + 1));
+      if (amp == std::string_view::npos) break;
+      query.remove_prefix(amp + 1);
+    }
+    return out;
+  }
+
+  // An operator's change, on stderr (the access log is for requests).
+  static void log_event(const char* what, const std::string& text) {
+    std::fprintf(stderr, "keel proxy: %s: %s\n", what, text.c_str());
   }
 
   std::string clusters_json() const {
