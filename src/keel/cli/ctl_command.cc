@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "keel/coord/election.h"
 #include "keel/coord/etcd_coordinator.h"
 #include "keel/coord/membership.h"
+#include "keel/http/client.h"
 
 namespace keel::cli {
 
@@ -23,6 +25,11 @@ struct CtlCommand::State {
   CLI::App* leader = nullptr;
   CLI::App* members = nullptr;
   CLI::App* join = nullptr;
+  CLI::App* migrate = nullptr;
+  CLI::App* migration = nullptr;
+  std::string admin = "http://127.0.0.1:9901";  // keel proxy's admin listener
+  std::string stage;
+  double percent = 0;
   std::vector<std::string> endpoints;
   int timeout_ms = 5000;
   std::string name;
@@ -208,6 +215,66 @@ int run_join(const CtlCommand::State& state, std::ostream& out, std::ostream& er
   return 0;
 }
 
+// GET or POST `target` on keel proxy's admin listener; the body, or an error naming the address.
+Result<std::string> ask_proxy(const CtlCommand::State& state, bool post,
+                              const std::string& target) {
+  auto url = http::parse_url(state.admin);
+  if (!url) return url.error();
+  auto connection = http::Connection::open(*url, std::chrono::milliseconds(state.timeout_ms));
+  if (!connection) return connection.error();
+  const Duration timeout = std::chrono::milliseconds(state.timeout_ms);
+  auto answer =
+      post ? (*connection)->post(target, "", timeout) : (*connection)->get(target, timeout);
+  if (!answer) return answer.error();
+  if (answer->status != 200) {
+    return Error(coord::errc::invalid_argument,
+                 state.admin + " answered " + std::to_string(answer->status) + ": " + answer->body);
+  }
+  return answer->body;
+}
+
+// One line per migrating route: its stage, the share modern serves, diffs, legacy's traffic.
+void print_migration(const nlohmann::json& route, std::ostream& out) {
+  char line[512];
+  std::snprintf(line, sizeof line, "%-20s %-8s %6.1f%% %9.1f%% %9llu %9llu %8.2f%% %9llu\n",
+                route.value("route", "").c_str(), route.value("stage", "").c_str(),
+                route.value("percent", 0.0), 100 * route.value("modern_share", 0.0),
+                route.value("legacy_answers", 0ULL), route.value("modern_answers", 0ULL),
+                100 * route.value("diff_rate", 0.0),
+                route.value("legacy_answers_since_modern", 0ULL));
+  out << line;
+}
+
+int run_migration(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  const bool change = state.migrate->parsed();
+  std::string target = "/migration";
+  if (change) {
+    char percent[32];
+    std::snprintf(percent, sizeof percent, "%g", state.percent);
+    target += "?route=" + state.name + "&stage=" + state.stage + "&percent=" + percent;
+  }
+  auto body = ask_proxy(state, change, target);
+  if (!body) {
+    err << "keel ctl " << (change ? "migrate" : "migration") << ": " << body.error().message()
+        << "\n";
+    return 1;
+  }
+  auto report = nlohmann::json::parse(*body, nullptr, false);
+  if (report.is_discarded()) {
+    err << "keel ctl: " << state.admin << " did not answer with JSON\n";
+    return 1;
+  }
+  out << "route                stage    percent  modern%    legacy    modern    diff%  "
+         "legacy-since-modern\n";
+  if (report.is_array()) {
+    for (const auto& route : report) print_migration(route, out);
+    if (report.empty()) out << "(no migrating routes)\n";
+  } else {
+    print_migration(report, out);
+  }
+  return 0;
+}
+
 }  // namespace
 
 CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
@@ -254,6 +321,25 @@ CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
   s.members = s.ctl->add_subcommand("members", "List the registered members");
   s.members->add_option("--prefix", s.members_prefix, "Membership key prefix");
 
+  s.migrate = s.ctl->add_subcommand(
+      "migrate",
+      "Move a keel proxy migration route to a stage (legacy, shadow, canary, modern, "
+      "retired)");
+  s.migrate->add_option("route", s.name, "Route name")->required();
+  s.migrate->add_option("stage", s.stage, "The stage")
+      ->required()
+      ->check(CLI::IsMember({"legacy", "shadow", "canary", "modern", "retired"}));
+  s.migrate->add_option("--percent", s.percent, "Canary share")->check(CLI::Range(0.0, 100.0));
+  s.migration = s.ctl->add_subcommand("migration", "Print keel proxy's migration report");
+  for (CLI::App* command : {s.migrate, s.migration}) {
+    command->add_option("--admin", s.admin,
+                        "keel proxy's admin listener (default $KEEL_PROXY_ADMIN, else "
+                        "http://127.0.0.1:9901)");
+  }
+  if (const char* env = std::getenv("KEEL_PROXY_ADMIN"); env != nullptr && *env != '\0') {
+    s.admin = env;
+  }
+
   s.join =
       s.ctl->add_subcommand("join", "Register as a member under a lease, until SIGINT/SIGTERM");
   s.join->add_option("id", s.member.id, "Member id")->required();
@@ -273,6 +359,7 @@ int CtlCommand::run(std::ostream& out, std::ostream& err) const {
   if (s.leader->parsed()) return run_leader(s, out, err);
   if (s.members->parsed()) return run_members(s, out, err);
   if (s.join->parsed()) return run_join(s, out, err);
+  if (s.migrate->parsed() || s.migration->parsed()) return run_migration(s, out, err);
   return 2;
 }
 

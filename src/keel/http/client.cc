@@ -102,18 +102,19 @@ struct Connection::Impl {
     return Error(errc::closed, where + ec.message());
   }
 
-  Status send(std::string_view target, std::string_view body) {
+  Status send(std::string_view target, std::string_view body,
+              bhttp::verb method = bhttp::verb::post) {
     if (cancelled) return Error(errc::cancelled, url.text + ": cancelled");
     if (broken) return Error(errc::closed, url.text + ": connection no longer usable");
     bhttp::request<bhttp::string_body> request{
-        bhttp::verb::post, beast::string_view(target.data(), target.size()), 11};
+        method, beast::string_view(target.data(), target.size()), 11};
     request.set(bhttp::field::host, url.host + ":" + url.port);
     request.set(bhttp::field::content_type, "application/json");
     request.keep_alive(true);
     request.body() = std::string(body);
     request.prepare_payload();
     auto ec = await([&](auto handler) { bhttp::async_write(stream, request, std::move(handler)); });
-    if (ec) return fail(ec, "POST " + std::string(target));
+    if (ec) return fail(ec, std::string(bhttp::to_string(method)) + " " + std::string(target));
     return {};
   }
 
@@ -155,15 +156,29 @@ Result<std::unique_ptr<Connection>> Connection::open(const Url& url, Duration ti
 
 Result<Response> Connection::post(std::string_view target, std::string_view body,
                                   Duration timeout) {
+  return exchange(true, target, body, timeout);
+}
+
+Result<Response> Connection::get(std::string_view target, Duration timeout) {
+  return exchange(false, target, {}, timeout);
+}
+
+Result<Response> Connection::exchange(bool post, std::string_view target, std::string_view body,
+                                      Duration timeout) {
   Impl& impl = *impl_;
   impl.stream.expires_after(timeout);
-  if (auto sent = impl.send(target, body); !sent) return sent.error();
+  if (auto sent = impl.send(target, body, post ? bhttp::verb::post : bhttp::verb::get); !sent) {
+    return sent.error();
+  }
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(kMaxBody);
   auto ec = impl.await([&](auto handler) {
     bhttp::async_read(impl.stream, impl.buffer, parser, std::move(handler));
   });
-  if (ec) return impl.fail(ec, "reading the answer to POST " + std::string(target));
+  if (ec) {
+    return impl.fail(ec, std::string("reading the answer to ") + (post ? "POST " : "GET ") +
+                             std::string(target));
+  }
   auto& message = parser.get();
   if (!message.keep_alive()) impl.broken = true;
   Response response;

@@ -59,6 +59,8 @@ class Connection {
   // Sends a POST with a JSON body and reads the whole response (at most kMaxBody bytes), all
   // within `timeout`. After any error the connection is unusable.
   Result<Response> post(std::string_view target, std::string_view body, Duration timeout);
+  // The same for a GET without a body.
+  Result<Response> get(std::string_view target, Duration timeout);
 
   // Sends a POST and reads the response's status line and headers within `timeout`; the body
   // is then read with read_some().
@@ -73,6 +75,8 @@ class Connection {
   bool usable() const;
 
  private:
+  Result<Response> exchange(bool post, std::string_view target, std::string_view body,
+                            Duration timeout);
   struct Impl;
   explicit Connection(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -1665,7 +1665,31 @@ struct Server::Impl {
               std::to_string(cluster->retries_total->value()) + "<td>" +
               std::to_string(cluster->overflow_total->value()) + "<td>" + endpoints + "</tr>";
     }
-    return html + "</table>\n";
+    html += "</table>";
+    auto migrations = nlohmann::json::parse(migration_store->report_json());
+    if (!migrations.empty()) {
+      html +=
+          "<h2>migrations</h2><p><a href=/migration>/migration</a> (JSON)</p><table><tr><th>route"
+          "<th>stage<th>percent<th>modern share<th>legacy / modern answers<th>diff rate"
+          "<th>legacy since modern<th>top differing fields</tr>";
+      for (const auto& route : migrations) {
+        std::string fields;
+        for (const auto& field : route["top_differing_fields"]) {
+          fields += field["field"].get<std::string>() + " (" + field["count"].dump() + ") ";
+        }
+        char row[512];
+        std::snprintf(
+            row, sizeof row, "<tr><td>%s<td>%s<td>%.1f%%<td>%.1f%%<td>%s / %s<td>%.2f%%<td>%s<td>",
+            route["route"].get<std::string>().c_str(), route["stage"].get<std::string>().c_str(),
+            route["percent"].get<double>(), 100 * route["modern_share"].get<double>(),
+            route["legacy_answers"].dump().c_str(), route["modern_answers"].dump().c_str(),
+            100 * route["diff_rate"].get<double>(),
+            route["legacy_answers_since_modern"].dump().c_str());
+        html += row + fields + "</tr>";
+      }
+      html += "</table>";
+    }
+    return html + "\n";
   }
 };
 
