@@ -55,6 +55,7 @@ class MigrationTest : public ::testing::Test {
         "\n"
         "          sticky: {header: x-user}\n"
         "          diff: {ignore_json_paths: \"$.served_by\"}\n"
+        "          guard: {window_ms: 10000, min_requests: 10, max_error_rate: 0.2}\n"
         "clusters:\n"
         "  - {name: old, retry: {num_retries: 0}, endpoints: [{address: " +
         legacy.address() +
@@ -177,6 +178,19 @@ TEST_F(MigrationTest, ShadowCopiesReachModernAreComparedAndNeverTouchTheClient) 
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(report()["mirror_failed"], 10);
+}
+
+TEST_F(MigrationTest, ModernFailingRollsTheRouteBackAndTheRollbackIsKept) {
+  start("modern");
+  modern.set(Behaviour::kFail);
+  for (int i = 0; i < 10; ++i) get("user-" + std::to_string(i));
+  auto after = report();
+  EXPECT_EQ(after["stage"], "canary");
+  EXPECT_EQ(after["rollbacks"], 1);
+  EXPECT_NE(after["last_rollback"].get<std::string>().find("error rate"), std::string::npos);
+  restart();
+  start("modern");
+  EXPECT_EQ(report()["stage"], "canary");  // saved like an operator's change
 }
 
 TEST_F(MigrationTest, StagesSurviveARestart) {

@@ -81,7 +81,21 @@ std::optional<Stage> parse_stage(std::string_view text) {
 MigrationConfig MigrationConfig::read(const config::Node& node) {
   MigrationConfig c;
   node.expect_only({"legacy", "modern", "stage", "percent", "sticky", "mirror_non_idempotent",
-                    "max_in_flight", "diff"});
+                    "max_in_flight", "diff", "guard", "ramp"});
+  if (config::Node guard = node.child("guard"); guard.present()) {
+    guard.expect_only(
+        {"window_ms", "min_requests", "max_error_rate", "max_p99_ms", "max_diff_rate"});
+    guard.read_ms("window_ms", c.guard.window, 10ms, 24h);
+    guard.read("min_requests", c.guard.min_requests, 1, 1000000);
+    guard.read("max_error_rate", c.guard.max_error_rate, 0.0, 1.0);
+    guard.read_ms("max_p99_ms", c.guard.max_p99, 0ms, 3600s);
+    guard.read("max_diff_rate", c.guard.max_diff_rate, 0.0, 1.0);
+  }
+  if (config::Node ramp = node.child("ramp"); ramp.present()) {
+    ramp.expect_only({"step_percent", "every_ms"});
+    ramp.read("step_percent", c.ramp.step_percent, 0.0, 100.0);
+    ramp.read_ms("every_ms", c.ramp.every, 1ms, 24h);
+  }
   node.require("legacy");
   node.require("modern");
   node.read("legacy", c.legacy);
@@ -173,11 +187,78 @@ std::vector<std::string> diff_answers(const Answer& legacy, const Answer& modern
   return fields;
 }
 
-MigrationState::MigrationState(std::string route, const MigrationConfig& config)
+MigrationState::MigrationState(std::string route, const MigrationConfig& config, Clock& clock)
     : route_(std::move(route)),
       max_in_flight_(config.max_in_flight),
+      guard_(config.guard),
+      ramp_(config.ramp),
+      clock_(clock),
+      last_ramp_(clock.now()),
       stage_(config.stage),
       percent_(config.percent) {}
+
+void MigrationState::on_change(std::function<void(const std::string&)> callback) {
+  std::lock_guard lock(mutex_);
+  on_change_ = std::move(callback);
+}
+
+MigrationState::Bucket& MigrationState::bucket_locked(TimePoint now) {
+  const auto width = std::max<Duration>(guard_.window / kBuckets, 1ms);
+  const std::int64_t epoch = now.time_since_epoch() / width;
+  Bucket& bucket = window_[static_cast<std::size_t>(epoch) % kBuckets];
+  if (bucket.epoch != epoch) bucket = Bucket{.epoch = epoch};
+  return bucket;
+}
+
+std::string MigrationState::check_locked(TimePoint now) {
+  const auto width = std::max<Duration>(guard_.window / kBuckets, 1ms);
+  const std::int64_t current = now.time_since_epoch() / width;
+  Bucket total;
+  for (const auto& bucket : window_) {
+    if (bucket.epoch > current - static_cast<std::int64_t>(kBuckets)) {
+      total.modern += bucket.modern;
+      total.modern_failed += bucket.modern_failed;
+      total.modern_slow += bucket.modern_slow;
+      total.compared += bucket.compared;
+      total.differed += bucket.differed;
+    }
+  }
+  const Stage stage = this->stage();
+  std::string breach;
+  auto rate = [](std::uint64_t part, std::uint64_t whole) {
+    return static_cast<double>(part) / static_cast<double>(whole);
+  };
+  if ((stage == Stage::kCanary || stage == Stage::kModern) && total.modern >= guard_.min_requests) {
+    if (guard_.max_error_rate > 0 &&
+        rate(total.modern_failed, total.modern) > guard_.max_error_rate) {
+      breach = "modern's error rate " + std::to_string(rate(total.modern_failed, total.modern));
+    } else if (guard_.max_p99 > Duration::zero() && rate(total.modern_slow, total.modern) > 0.01) {
+      breach = "modern's p99 above " + std::to_string(guard_.max_p99 / 1ms) + " ms";
+    }
+  } else if (stage == Stage::kShadow && total.compared >= guard_.min_requests &&
+             guard_.max_diff_rate > 0 &&
+             rate(total.differed, total.compared) > guard_.max_diff_rate) {
+    breach = "the diff rate " + std::to_string(rate(total.differed, total.compared));
+  }
+  if (!breach.empty()) {
+    const Stage back = static_cast<Stage>(static_cast<int>(stage) - 1);
+    stage_ = back;
+    percent_ = back == Stage::kCanary ? std::min(percent(), 50.0) : 0.0;
+    if (back == Stage::kCanary && percent_ == 0) percent_ = 50.0;
+    window_ = {};  // the next stage is judged on its own traffic
+    last_ramp_ = now;
+    ++rollbacks_;
+    last_rollback_ = std::string(to_string(stage)) + " -> " + to_string(back) + ": " + breach;
+    return "rolled back " + route_ + " " + last_rollback_;
+  }
+  if (stage == Stage::kCanary && ramp_.step_percent > 0 && percent() < 100 &&
+      now - last_ramp_ >= ramp_.every) {
+    last_ramp_ = now;
+    percent_ = std::min(100.0, percent() + ramp_.step_percent);
+    return "ramped " + route_ + " canary to " + std::to_string(percent()) + "%";
+  }
+  return {};
+}
 
 Status MigrationState::set_stage(Stage stage, double percent) {
   if (!(percent >= 0 && percent <= 100)) {
@@ -198,15 +279,33 @@ Status MigrationState::set_stage(Stage stage, double percent) {
     }
   }
   if (stage == Stage::kModern) legacy_since_modern_ = 0;  // a fresh period to watch legacy
+  std::lock_guard lock(mutex_);
   percent_ = stage == Stage::kCanary ? percent : (stage >= Stage::kModern ? 100.0 : 0.0);
   stage_ = stage;
+  window_ = {};  // the new stage is judged on its own traffic
+  last_ramp_ = clock_.now();
   return {};
 }
 
-void MigrationState::count_answer(bool modern, unsigned status) {
+void MigrationState::count_answer(bool modern, unsigned status, Duration latency) {
   (modern ? modern_answers_ : legacy_answers_).fetch_add(1, std::memory_order_relaxed);
   if (status >= 500) (modern ? modern_5xx_ : legacy_5xx_).fetch_add(1, std::memory_order_relaxed);
   if (!modern && stage() >= Stage::kModern) legacy_since_modern_.fetch_add(1);
+  std::string changed;
+  std::function<void(const std::string&)> callback;
+  {
+    std::lock_guard lock(mutex_);
+    const TimePoint now = clock_.now();
+    if (modern) {
+      Bucket& bucket = bucket_locked(now);
+      ++bucket.modern;
+      bucket.modern_failed += status >= 500 || status == 0;
+      bucket.modern_slow += guard_.max_p99 > Duration::zero() && latency > guard_.max_p99;
+    }
+    changed = check_locked(now);
+    callback = on_change_;
+  }
+  if (!changed.empty() && callback) callback(changed);
 }
 
 bool MigrationState::begin_mirror() {
@@ -226,17 +325,26 @@ void MigrationState::record_mirror_failure() {
 }
 
 void MigrationState::record_diff(const std::vector<std::string>& fields, DiffSample sample) {
-  if (fields.empty()) {
-    matched_.fetch_add(1, std::memory_order_relaxed);
-    return;
+  (fields.empty() ? matched_ : differed_).fetch_add(1, std::memory_order_relaxed);
+  std::string changed;
+  std::function<void(const std::string&)> callback;
+  {
+    std::lock_guard lock(mutex_);
+    const TimePoint now = clock_.now();
+    Bucket& bucket = bucket_locked(now);
+    ++bucket.compared;
+    bucket.differed += !fields.empty();
+    if (!fields.empty()) {
+      for (const auto& field : fields) ++field_counts_[field];
+      sample.legacy_body.resize(std::min(sample.legacy_body.size(), kSampleBodyBytes));
+      sample.modern_body.resize(std::min(sample.modern_body.size(), kSampleBodyBytes));
+      if (samples_.size() == kMaxSamples) samples_.erase(samples_.begin());
+      samples_.push_back(std::move(sample));
+    }
+    changed = check_locked(now);
+    callback = on_change_;
   }
-  differed_.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard lock(mutex_);
-  for (const auto& field : fields) ++field_counts_[field];
-  sample.legacy_body.resize(std::min(sample.legacy_body.size(), kSampleBodyBytes));
-  sample.modern_body.resize(std::min(sample.modern_body.size(), kSampleBodyBytes));
-  if (samples_.size() == kMaxSamples) samples_.erase(samples_.begin());
-  samples_.push_back(std::move(sample));
+  if (!changed.empty() && callback) callback(changed);
 }
 
 std::string MigrationState::report_json() const {
@@ -245,8 +353,10 @@ std::string MigrationState::report_json() const {
   const double compared = static_cast<double>(matched_.load() + differed_.load());
   json fields = json::array();
   json samples = json::array();
+  std::string last_rollback;
   {
     std::lock_guard lock(mutex_);
+    last_rollback = last_rollback_;
     std::vector<std::pair<std::uint64_t, std::string>> ranked;
     for (const auto& [field, count] : field_counts_) ranked.emplace_back(count, field);
     std::sort(ranked.rbegin(), ranked.rend());
@@ -278,6 +388,8 @@ std::string MigrationState::report_json() const {
       {"matched", matched_.load()},
       {"differed", differed_.load()},
       {"diff_rate", compared > 0 ? static_cast<double>(differed_.load()) / compared : 0.0},
+      {"rollbacks", rollbacks_.load()},
+      {"last_rollback", last_rollback},
       {"top_differing_fields", fields},
       {"samples", samples}};
   return report.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -301,10 +413,15 @@ std::shared_ptr<MigrationState> MigrationStore::state(const std::string& route,
   }
   auto& slot = routes_[route];
   if (!slot) {
-    slot = std::make_shared<MigrationState>(route, config);
+    slot = std::make_shared<MigrationState>(route, config, clock_);
     if (auto it = saved_.find(route); it != saved_.end()) {
       (void)slot->set_stage(it->second.first, it->second.second);
     }
+    // A rollback or a ramp step is logged and saved like an operator's change.
+    slot->on_change([this](const std::string& what) {
+      std::fprintf(stderr, "keel proxy: migration: %s\n", what.c_str());
+      (void)save();
+    });
   }
   return slot;
 }

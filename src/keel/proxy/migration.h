@@ -6,8 +6,10 @@
 // across restarts). server.cc does the sending.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "keel/core/clock.h"
 #include "keel/core/result.h"
 
 namespace keel::config {
@@ -40,6 +43,24 @@ struct DiffConfig {
   std::size_t max_body_bytes = 64 * 1024;      // longer answers compare their first bytes
 };
 
+// Automatic rollback: over the last `window`, once modern has answered `min_requests` times,
+// an error rate (5xx and failures) above `max_error_rate`, a p99 above `max_p99` (more than 1 %
+// of answers slower), or — in shadow — a diff rate above `max_diff_rate` moves the route one
+// stage back. Zero turns a check off.
+struct GuardRails {
+  Duration window = 30s;
+  std::uint32_t min_requests = 20;
+  double max_error_rate = 0;  // 0..1
+  Duration max_p99 = Duration::zero();
+  double max_diff_rate = 0;  // 0..1
+};
+
+// A scheduled canary ramp: +step_percent every `every` while the guard rails hold.
+struct Ramp {
+  double step_percent = 0;  // 0: no ramp
+  Duration every = 5min;
+};
+
 struct MigrationConfig {
   std::string legacy;  // cluster names
   std::string modern;
@@ -51,6 +72,8 @@ struct MigrationConfig {
   bool mirror_non_idempotent = false;
   std::uint32_t max_in_flight = 64;
   DiffConfig diff;
+  GuardRails guard;
+  Ramp ramp;
 
   static MigrationConfig read(const config::Node& node);
 };
@@ -84,7 +107,7 @@ struct DiffSample {
 // The live state of one migrating route, shared by every worker.
 class MigrationState {
  public:
-  MigrationState(std::string route, const MigrationConfig& config);
+  MigrationState(std::string route, const MigrationConfig& config, Clock& clock);
 
   Stage stage() const { return stage_.load(std::memory_order_relaxed); }
   double percent() const { return percent_.load(std::memory_order_relaxed); }
@@ -92,7 +115,10 @@ class MigrationState {
   // skip ahead to `retired` while legacy still gets traffic, or the percentage is out of range.
   Status set_stage(Stage stage, double percent);
 
-  void count_answer(bool modern, unsigned status);
+  // An answer to a client (latency to its end); checks the guard rails and the ramp.
+  void count_answer(bool modern, unsigned status, Duration latency = Duration::zero());
+  // Called (outside any lock) after the stage changed by itself: a rollback or a ramp step.
+  void on_change(std::function<void(const std::string& what)> callback);
   // A shadow copy may start (it must call end_mirror()), or is dropped and counted.
   bool begin_mirror();
   void end_mirror();
@@ -105,8 +131,26 @@ class MigrationState {
   const std::string& route() const { return route_; }
 
  private:
+  // One bucket of the guard rails' window.
+  struct Bucket {
+    std::int64_t epoch = -1;
+    std::uint64_t modern = 0, modern_failed = 0, modern_slow = 0, compared = 0, differed = 0;
+  };
+  static constexpr std::size_t kBuckets = 10;
+  Bucket& bucket_locked(TimePoint now);
+  // Returns what happened ("" when nothing): a rollback or a ramp step.
+  std::string check_locked(TimePoint now);
+
   const std::string route_;
   const std::uint32_t max_in_flight_;
+  const GuardRails guard_;
+  const Ramp ramp_;
+  Clock& clock_;
+  std::function<void(const std::string&)> on_change_;
+  std::array<Bucket, kBuckets> window_;  // guarded by mutex_
+  TimePoint last_ramp_;                  // guarded by mutex_
+  std::atomic<std::uint64_t> rollbacks_{0};
+  std::string last_rollback_;  // guarded by mutex_
   std::atomic<Stage> stage_;
   std::atomic<double> percent_;
   std::atomic<std::uint64_t> legacy_answers_{0};
@@ -130,7 +174,8 @@ class MigrationState {
 // stages survive a restart; a reload keeps the state of routes that stay.
 class MigrationStore {
  public:
-  explicit MigrationStore(std::string state_file) : state_file_(std::move(state_file)) {}
+  MigrationStore(std::string state_file, Clock& clock)
+      : state_file_(std::move(state_file)), clock_(clock) {}
   // The state for `route`, created from the config (and the saved stage, if any) the first time.
   std::shared_ptr<MigrationState> state(const std::string& route, const MigrationConfig& config);
   std::shared_ptr<MigrationState> find(const std::string& route) const;
@@ -142,6 +187,7 @@ class MigrationStore {
   Status save() const;
 
   std::string state_file_;
+  Clock& clock_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<MigrationState>> routes_;
   std::map<std::string, std::pair<Stage, double>> saved_;  // read from the file, once

@@ -53,7 +53,8 @@ TEST(MigrationTest, JsonAnswersAreComparedFieldByFieldWithAnIgnoreList) {
 
 TEST(MigrationTest, StagesCannotSkipToRetiredWhileLegacyGetsTraffic) {
   MigrationConfig config;
-  MigrationState state("checkout", config);
+  ManualClock clock;
+  MigrationState state("checkout", config, clock);
   EXPECT_EQ(state.stage(), Stage::kLegacy);
   auto refused = state.set_stage(Stage::kRetired, 0);
   ASSERT_FALSE(refused);
@@ -71,7 +72,8 @@ TEST(MigrationTest, StagesCannotSkipToRetiredWhileLegacyGetsTraffic) {
 TEST(MigrationTest, MirrorsAreBoundedAndDiffsCounted) {
   MigrationConfig config;
   config.max_in_flight = 2;
-  MigrationState state("r", config);
+  ManualClock clock;
+  MigrationState state("r", config, clock);
   EXPECT_TRUE(state.begin_mirror());
   EXPECT_TRUE(state.begin_mirror());
   EXPECT_FALSE(state.begin_mirror());  // dropped, never waited for
@@ -92,17 +94,72 @@ TEST(MigrationTest, StagesSurviveARestartThroughTheStateFile) {
   const auto file = std::filesystem::temp_directory_path() /
                     ("keel-migration-" + std::to_string(::getpid()) + ".json");
   MigrationConfig config;
+  ManualClock clock;
   {
-    MigrationStore store(file.string());
+    MigrationStore store(file.string(), clock);
     store.state("checkout", config);
     ASSERT_TRUE(store.set_stage("checkout", Stage::kCanary, 30));
     EXPECT_FALSE(store.set_stage("nowhere", Stage::kShadow, 0));
   }
-  MigrationStore restarted(file.string());
+  MigrationStore restarted(file.string(), clock);
   auto state = restarted.state("checkout", config);
   EXPECT_EQ(state->stage(), Stage::kCanary);
   EXPECT_EQ(state->percent(), 30);
   std::filesystem::remove(file);
+}
+
+TEST(MigrationTest, ModernFailingPastTheGuardRailRollsTheRouteBackOneStage) {
+  MigrationConfig config;
+  config.guard = {.window = 10s, .min_requests = 10, .max_error_rate = 0.2};
+  ManualClock clock;
+  MigrationState state("r", config, clock);
+  std::vector<std::string> events;
+  state.on_change([&](const std::string& what) { events.push_back(what); });
+  ASSERT_TRUE(state.set_stage(Stage::kModern, 0));
+  for (int i = 0; i < 9; ++i) state.count_answer(true, 503);  // below min_requests: no verdict
+  EXPECT_EQ(state.stage(), Stage::kModern);
+  clock.advance(11s);  // those fall out of the window
+  for (int i = 0; i < 8; ++i) state.count_answer(true, 200);
+  for (int i = 0; i < 2; ++i) state.count_answer(true, 500);  // 20%: not above the limit
+  EXPECT_EQ(state.stage(), Stage::kModern);
+  state.count_answer(true, 502);  // 3 of 11
+  EXPECT_EQ(state.stage(), Stage::kCanary);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_NE(events[0].find("modern -> canary"), std::string::npos) << events[0];
+  auto report = nlohmann::json::parse(state.report_json());
+  EXPECT_EQ(report["rollbacks"], 1);
+}
+
+TEST(MigrationTest, SlowModernAnswersAndShadowDiffsAreGuardedToo) {
+  MigrationConfig config;
+  config.guard = {.window = 10s, .min_requests = 10, .max_p99 = 200ms, .max_diff_rate = 0.5};
+  ManualClock clock;
+  MigrationState state("r", config, clock);
+  ASSERT_TRUE(state.set_stage(Stage::kCanary, 20));
+  for (int i = 0; i < 150; ++i) state.count_answer(true, 200, 10ms);
+  state.count_answer(true, 200, 900ms);  // 1 of 151 slow: p99 still under 200 ms
+  EXPECT_EQ(state.stage(), Stage::kCanary);
+  state.count_answer(true, 200, 900ms);  // 2 of 152: more than 1% slow, p99 above
+  EXPECT_EQ(state.stage(), Stage::kShadow);
+  for (int i = 0; i < 10; ++i)
+    state.record_diff(i < 6 ? std::vector<std::string>{"$.x"} : std::vector<std::string>{}, {});
+  EXPECT_EQ(state.stage(), Stage::kLegacy);
+}
+
+TEST(MigrationTest, AScheduledRampStepsUpWhileTheGuardRailsHold) {
+  MigrationConfig config;
+  config.ramp = {.step_percent = 10, .every = 5min};
+  ManualClock clock;
+  MigrationState state("r", config, clock);
+  ASSERT_TRUE(state.set_stage(Stage::kCanary, 10));
+  state.count_answer(false, 200);
+  EXPECT_EQ(state.percent(), 10);
+  clock.advance(5min);
+  state.count_answer(false, 200);
+  EXPECT_EQ(state.percent(), 20);
+  clock.advance(1min);
+  state.count_answer(false, 200);
+  EXPECT_EQ(state.percent(), 20);
 }
 
 }  // namespace

@@ -348,7 +348,7 @@ struct Server::Impl {
 
   Status setup(ProxyConfig initial) {
     if (!initial.access_log) access_log = nullptr;
-    migration_store = std::make_unique<MigrationStore>(initial.migration_state_file);
+    migration_store = std::make_unique<MigrationStore>(initial.migration_state_file, clock);
     std::uint32_t worker_count = 1;
     for (std::size_t l = 0; l < initial.listeners.size(); ++l) {
       worker_count = std::max(worker_count, initial.listeners[l].workers);
@@ -984,6 +984,11 @@ struct Server::Impl {
       // The request's body may be half read: only a fully read request keeps the connection.
       const bool reusable = keep_alive && parser.is_done();
       co_await local_reply(client, exchange, version, reusable, status, reason, &cluster);
+      if (mirror) mirror->state->end_mirror();  // no answer from legacy to compare with
+      if (migration) {
+        migration->count_answer(to_modern, static_cast<unsigned>(status),
+                                std::chrono::steady_clock::now() - exchange.start);
+      }
       co_return reusable;
     }
 
@@ -1021,7 +1026,10 @@ struct Server::Impl {
                                 limits, deadline, mirror ? &mirror->legacy.body : nullptr,
                                 route->migration ? route->migration->diff.max_body_bytes : 0);
     finish(exchange, cluster, exchange.status);
-    if (migration) migration->count_answer(to_modern, exchange.status);
+    if (migration) {
+      migration->count_answer(to_modern, exchange.status,
+                              std::chrono::steady_clock::now() - exchange.start);
+    }
     if (mirror) {
       if (relayed) {
         const std::size_t modern = cluster_index(generation_now.config, route->migration->modern);
