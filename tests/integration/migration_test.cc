@@ -31,7 +31,8 @@ class MigrationTest : public ::testing::Test {
     std::filesystem::remove(state_file);
   }
 
-  void start(const std::string& stage, double percent = 0) {
+  void start(const std::string& stage, double percent = 0, const std::string& extra = "",
+             const std::string& more_legacy = "") {
     const std::string yaml =
         "admin: {address: 127.0.0.1:0}\n"
         "migration_state_file: " +
@@ -55,11 +56,12 @@ class MigrationTest : public ::testing::Test {
         "\n"
         "          sticky: {header: x-user}\n"
         "          diff: {ignore_json_paths: \"$.served_by\"}\n"
-        "          guard: {window_ms: 10000, min_requests: 10, max_error_rate: 0.2}\n"
+        "          guard: {window_ms: 10000, min_requests: 10, max_error_rate: 0.2}\n" +
+        extra +
         "clusters:\n"
         "  - {name: old, retry: {num_retries: 0}, endpoints: [{address: " +
-        legacy.address() +
-        "}]}\n"
+        legacy.address() + "}" + more_legacy +
+        "]}\n"
         "  - {name: new, retry: {num_retries: 0}, endpoints: [{address: " +
         modern.address() + "}]}\n";
     auto config = parse_config(yaml, "migration.yaml");
@@ -178,6 +180,26 @@ TEST_F(MigrationTest, ShadowCopiesReachModernAreComparedAndNeverTouchTheClient) 
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(report()["mirror_failed"], 10);
+}
+
+TEST_F(MigrationTest, TheNoiseBaselineKeepsLegacysOwnVariationOutOfTheDiff) {
+  // Two legacy endpoints whose answers differ in a timestamp: that field is noise. Modern also
+  // differs in the price: that one counts.
+  Upstream legacy_too("legacy-too");
+  legacy.set_body(R"({"price": 10, "ts": 1})", "application/json");
+  legacy_too.set_body(R"({"price": 10, "ts": 2})", "application/json");
+  modern.set_body(R"({"price": 11, "ts": 3})", "application/json");
+  start("shadow", 0, "          noise_baseline: true\n",
+        ", {address: " + legacy_too.address() + "}");
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(get().status(), 200);
+  for (int i = 0; i < 200 && report()["differed"].get<int>() < 10; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  auto shadow = report();
+  EXPECT_EQ(shadow["differed"], 10);
+  ASSERT_EQ(shadow["top_differing_fields"].size(), 1u) << shadow.dump();
+  EXPECT_EQ(shadow["top_differing_fields"][0]["field"], "$.price");
+  EXPECT_EQ(shadow["noise_fields"]["$.ts"], 10) << shadow.dump();
 }
 
 TEST_F(MigrationTest, ModernFailingRollsTheRouteBackAndTheRollbackIsKept) {

@@ -81,7 +81,8 @@ std::optional<Stage> parse_stage(std::string_view text) {
 MigrationConfig MigrationConfig::read(const config::Node& node) {
   MigrationConfig c;
   node.expect_only({"legacy", "modern", "stage", "percent", "sticky", "mirror_non_idempotent",
-                    "max_in_flight", "diff", "guard", "ramp"});
+                    "max_in_flight", "noise_baseline", "diff", "guard", "ramp"});
+  node.read("noise_baseline", c.noise_baseline);
   if (config::Node guard = node.child("guard"); guard.present()) {
     guard.expect_only(
         {"window_ms", "min_requests", "max_error_rate", "max_p99_ms", "max_diff_rate"});
@@ -324,7 +325,8 @@ void MigrationState::record_mirror_failure() {
   mirror_failed_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void MigrationState::record_diff(const std::vector<std::string>& fields, DiffSample sample) {
+void MigrationState::record_diff(const std::vector<std::string>& fields, DiffSample sample,
+                                 const std::vector<std::string>& noise) {
   (fields.empty() ? matched_ : differed_).fetch_add(1, std::memory_order_relaxed);
   std::string changed;
   std::function<void(const std::string&)> callback;
@@ -334,6 +336,7 @@ void MigrationState::record_diff(const std::vector<std::string>& fields, DiffSam
     Bucket& bucket = bucket_locked(now);
     ++bucket.compared;
     bucket.differed += !fields.empty();
+    for (const auto& field : noise) ++noise_counts_[field];
     if (!fields.empty()) {
       for (const auto& field : fields) ++field_counts_[field];
       sample.legacy_body.resize(std::min(sample.legacy_body.size(), kSampleBodyBytes));
@@ -353,6 +356,7 @@ std::string MigrationState::report_json() const {
   const double compared = static_cast<double>(matched_.load() + differed_.load());
   json fields = json::array();
   json samples = json::array();
+  json noise = json::object();
   std::string last_rollback;
   {
     std::lock_guard lock(mutex_);
@@ -363,6 +367,7 @@ std::string MigrationState::report_json() const {
     for (std::size_t i = 0; i < ranked.size() && i < 10; ++i) {
       fields.push_back({{"field", ranked[i].second}, {"count", ranked[i].first}});
     }
+    for (const auto& [field, count] : noise_counts_) noise[field] = count;
     for (const auto& s : samples_) {
       samples.push_back({{"request", s.request_line},
                          {"fields", s.fields},
@@ -391,6 +396,7 @@ std::string MigrationState::report_json() const {
       {"rollbacks", rollbacks_.load()},
       {"last_rollback", last_rollback},
       {"top_differing_fields", fields},
+      {"noise_fields", noise},
       {"samples", samples}};
   return report.dump(-1, ' ', false, json::error_handler_t::replace);
 }

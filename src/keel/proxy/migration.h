@@ -71,6 +71,10 @@ struct MigrationConfig {
   // max_in_flight at once per route (more are dropped and counted, never waited for).
   bool mirror_non_idempotent = false;
   std::uint32_t max_in_flight = 64;
+  // Diffy's noise baseline: each shadow copy also goes to legacy a second time, and a field on
+  // which the two legacy answers differ (a timestamp, a random id) is noise, not held against
+  // modern.
+  bool noise_baseline = false;
   DiffConfig diff;
   GuardRails guard;
   Ramp ramp;
@@ -122,7 +126,10 @@ class MigrationState {
   // A shadow copy may start (it must call end_mirror()), or is dropped and counted.
   bool begin_mirror();
   void end_mirror();
-  void record_diff(const std::vector<std::string>& fields, DiffSample sample);
+  // `fields`: where modern differed from legacy, noise already taken out; `noise`: the fields
+  // the noise baseline found differing between two legacy answers.
+  void record_diff(const std::vector<std::string>& fields, DiffSample sample,
+                   const std::vector<std::string>& noise = {});
   void record_mirror_failure();
 
   // Stage, percent, traffic on each side, diff rates, the most frequent differing fields and
@@ -167,6 +174,7 @@ class MigrationState {
   std::atomic<std::uint64_t> differed_{0};
   mutable std::mutex mutex_;
   std::map<std::string, std::uint64_t> field_counts_;
+  std::map<std::string, std::uint64_t> noise_counts_;
   std::vector<DiffSample> samples_;  // the last kMaxSamples
 };
 

@@ -258,6 +258,7 @@ struct Mirror {
   std::string body;
   std::string request_line;
   Answer legacy;
+  std::size_t legacy_endpoint = 0;  // the noise baseline asks another one when there is one
 };
 
 std::string lower(std::string_view text) {
@@ -856,6 +857,7 @@ struct Server::Impl {
     }
     const auto deadline = std::chrono::steady_clock::now() + route->timeout;
     std::vector<std::size_t> avoid;
+    std::size_t answered_by = 0;  // the endpoint of the last attempt
     std::unique_ptr<Upstream> upstream;
     std::optional<http::response_parser<http::buffer_body>> response_parser;
 
@@ -895,6 +897,7 @@ struct Server::Impl {
       response_parser.emplace();
       upstream = co_await send(worker, cluster, endpoint, request, held_body, client, buffer,
                                parser, *response_parser, try_deadline, failure);
+      answered_by = endpoint;
       const auto latency = std::chrono::steady_clock::now() - try_start;
       unsigned status = upstream ? response_parser->get().result_int() : 0;
       const bool server_error = status >= 500;
@@ -1011,6 +1014,7 @@ struct Server::Impl {
     response.set("x-request-id", exchange.request_id);
     exchange.status = response.result_int();
     if (mirror) {
+      mirror->legacy_endpoint = answered_by;
       mirror->legacy.status = exchange.status;
       for (const auto& field : response) {
         mirror->legacy.headers.emplace_back(beast::iequals(field.name_string(), "content-type")
@@ -1034,8 +1038,10 @@ struct Server::Impl {
       if (relayed) {
         const std::size_t modern = cluster_index(generation_now.config, route->migration->modern);
         net::co_spawn(worker.io,
-                      shadow(worker, generation_held, modern, std::move(*mirror), route->timeout,
-                             &route->migration->diff),
+                      shadow(worker, generation_held, modern,
+                             cluster_index(generation_now.config, route->migration->legacy),
+                             std::move(*mirror), route->timeout, &route->migration->diff,
+                             route->migration->noise_baseline),
                       net::detached);
       } else {
         mirror->state->end_mirror();
@@ -1268,8 +1274,8 @@ struct Server::Impl {
   // Sends a shadow copy to the modern cluster, reads its answer and compares it with legacy's.
   // Runs after the client has its answer; nothing here reaches the client.
   awaitable<void> shadow(Worker& worker, std::shared_ptr<const Generation> g,
-                         std::size_t modern_cluster, Mirror mirror, Duration timeout,
-                         const DiffConfig* diff) {
+                         std::size_t modern_cluster, std::size_t legacy_cluster, Mirror mirror,
+                         Duration timeout, const DiffConfig* diff, bool noise_baseline) {
     struct Done {
       MigrationState& state;
       ~Done() { state.end_mirror(); }
@@ -1280,17 +1286,55 @@ struct Server::Impl {
       mirror.state->record_mirror_failure();
       co_return;
     }
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto modern = co_await fetch(worker, cluster, *picked, mirror.header, mirror.body, timeout);
+    if (!modern) {
+      mirror.state->record_mirror_failure();
+      co_return;
+    }
+    auto fields = diff_answers(mirror.legacy, *modern, *diff);
+    std::vector<std::string> noise;
+    if (noise_baseline && !fields.empty()) {
+      // Legacy once more: where its two answers differ is noise, not modern's fault.
+      WorkerCluster& legacy = *g->worker_clusters[worker.index][legacy_cluster];
+      const std::size_t first[] = {mirror.legacy_endpoint};
+      if (auto again = legacy.balancer->pick({.avoid = first})) {
+        auto second = co_await fetch(worker, legacy, *again, mirror.header, mirror.body, timeout);
+        if (second) {
+          noise = diff_answers(mirror.legacy, *second, *diff);
+          std::erase_if(fields, [&](const std::string& field) {
+            return std::find(noise.begin(), noise.end(), field) != noise.end();
+          });
+        }
+      }
+    }
+    DiffSample sample;
+    if (!fields.empty()) {
+      sample = {.request_line = mirror.request_line,
+                .fields = fields,
+                .legacy_status = mirror.legacy.status,
+                .modern_status = modern->status,
+                .legacy_body = mirror.legacy.body,
+                .modern_body = modern->body};
+    }
+    mirror.state->record_diff(fields, std::move(sample), noise);
+  }
+
+  // Sends a copy of a request (marked x-keel-shadow) to endpoint i of `cluster` and reads the
+  // whole answer; nullopt when that failed. The connection goes back to the pool after.
+  static awaitable<std::optional<Answer>> fetch(Worker& worker, WorkerCluster& cluster,
+                                                std::size_t endpoint,
+                                                const http::request_header<>& header,
+                                                const std::string& body, Duration timeout) {
     Flag failure = Flag::kNone;
-    cluster.endpoints.on_start(*picked);
+    cluster.endpoints.on_start(endpoint);
     const auto started = std::chrono::steady_clock::now();
-    auto upstream = co_await acquire(worker, cluster, *picked, deadline, failure);
+    auto upstream = co_await acquire(worker, cluster, endpoint, started + timeout, failure);
     error_code ec = upstream ? error_code{} : error_code(net::error::connection_refused);
     http::response_parser<http::string_body> parser;
     if (upstream) {
-      http::request<http::string_body> request(std::move(mirror.header));
-      request.set("x-keel-shadow", "1");  // so modern can tell a copy from the real thing
-      request.body() = std::move(mirror.body);
+      http::request<http::string_body> request(header);
+      request.set("x-keel-shadow", "1");  // so the service can tell a copy from the real thing
+      request.body() = body;
       request.prepare_payload();
       upstream->stream.expires_after(timeout);
       co_await http::async_write(upstream->stream, request, net::redirect_error(use_awaitable, ec));
@@ -1300,31 +1344,17 @@ struct Server::Impl {
                                   net::redirect_error(use_awaitable, ec));
       }
     }
-    cluster.endpoints.on_complete(*picked, !ec && parser.get().result_int() < 500,
+    cluster.endpoints.on_complete(endpoint, !ec && parser.get().result_int() < 500,
                                   std::chrono::steady_clock::now() - started);
-    if (ec) {
-      mirror.state->record_mirror_failure();
-      co_return;
-    }
+    if (ec) co_return std::nullopt;
     auto& response = parser.get();
-    Answer modern{.status = response.result_int(), .body = std::move(response.body())};
+    Answer answer{.status = response.result_int(), .body = std::move(response.body())};
     for (const auto& field : response) {
-      modern.headers.emplace_back(lower(sv(field.name_string())), std::string(sv(field.value())));
+      answer.headers.emplace_back(lower(sv(field.name_string())), std::string(sv(field.value())));
     }
-    modern.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
-    const bool keep = response.keep_alive();
-    auto fields = diff_answers(mirror.legacy, modern, *diff);
-    if (!fields.empty()) {
-      mirror.state->record_diff(fields, {.request_line = mirror.request_line,
-                                         .fields = fields,
-                                         .legacy_status = mirror.legacy.status,
-                                         .modern_status = modern.status,
-                                         .legacy_body = mirror.legacy.body,
-                                         .modern_body = modern.body});
-    } else {
-      mirror.state->record_diff(fields, {});
-    }
-    if (keep) park(worker, std::move(upstream));
+    answer.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+    if (response.keep_alive()) park(worker, std::move(upstream));
+    co_return answer;
   }
 
   // ------------------------------------------------------------------ helpers
