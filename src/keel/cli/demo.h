@@ -11,7 +11,7 @@ struct DemoOptions {
   std::uint64_t seed = 1;
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
-  // Run only this part (resilience, balance, eventlog, proxy, election); empty: all of them.
+  // Run only this part (resilience, balance, eventlog, proxy, strangler, election); empty: all.
   std::string only;
 };
 
@@ -34,5 +34,9 @@ int run_election_demo(const DemoOptions& options);
 // keel proxy in front of three local upstreams, one failing, one slowing down, then all failing
 // and recovering: a line a second with answers, errors, ejections, the breaker and retries.
 int run_proxy_demo(const DemoOptions& options);
+
+// A route moving from legacy to modern: shadow diffs with the noise baseline, a canary, modern,
+// and a rollback when modern starts failing.
+int run_strangler_demo(const DemoOptions& options);
 
 }  // namespace keel::cli
