@@ -85,9 +85,73 @@ read -r idle_kib rss_before rss_after <"$TMPD/idle.txt"
 echo
 echo "idle keep-alive client connections: $IDLE_CONNECTIONS opened, keel RSS ${rss_before} -> ${rss_after} KiB = ${idle_kib} KiB each (target <= 16)"
 
-python3 - "$TMPD/table.txt" "$idle_kib" <<'PY'
+# ---------------------------------------------------------------- shadow overhead
+# A plain route against a Strangler Fig route in `shadow` (legacy = upstream port 1, modern =
+# upstream port 2: every request is also copied to modern and the answers compared), same
+# upstream and pinning as above: what mirroring costs the client path.
+SHADOW_DURATION=${SHADOW_DURATION:-10s}
+PICK() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+UP1=$(PICK); UP2=$(PICK); PLAIN=$(PICK); SHADOWED=$(PICK)
+mkdir -p "$TMPD/up"
+cat >"$TMPD/up/nginx.conf" <<NGINX
+worker_processes 1;
+pid $TMPD/up/nginx.pid;
+error_log $TMPD/up/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMPD/up/b; proxy_temp_path $TMPD/up/p; fastcgi_temp_path $TMPD/up/f;
+  uwsgi_temp_path $TMPD/up/u; scgi_temp_path $TMPD/up/s;
+  server {
+    listen 127.0.0.1:$UP1; listen 127.0.0.1:$UP2;
+    default_type application/json;
+    location / { return 200 '{"price": 310, "item": "tea"}'; }
+  }
+}
+NGINX
+taskset -c 1 nginx -p "$TMPD/up" -c "$TMPD/up/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+cat >"$TMPD/plain.yaml" <<YAML
+access_log: false
+listeners:
+  - address: 127.0.0.1:$PLAIN
+    routes: [{match: {prefix: /}, cluster: legacy}]
+clusters:
+  - {name: legacy, endpoints: [{address: 127.0.0.1:$UP1}], max_idle_connections: 1024}
+  - {name: modern, endpoints: [{address: 127.0.0.1:$UP2}], max_idle_connections: 1024}
+YAML
+sed -e "s/$PLAIN/$SHADOWED/" -e 's/routes: \[{match: {prefix: \/}, cluster: legacy}\]/routes: [{name: price, match: {prefix: \/}, migration: {legacy: legacy, modern: modern, stage: shadow, max_in_flight: 256}}]/' \
+  "$TMPD/plain.yaml" >"$TMPD/shadow.yaml"
+grep -q "stage: shadow" "$TMPD/shadow.yaml" || { echo "proxy_vs.sh: could not write the shadow config" >&2; exit 1; }
+taskset -c 0 "$KEEL" proxy -c "$TMPD/plain.yaml" 2>/dev/null &
+PLAIN_PID=$!
+taskset -c 0 "$KEEL" proxy -c "$TMPD/shadow.yaml" 2>/dev/null &
+SHADOW_PID=$!
+sleep 1
+measure() {  # measure PORT -> "rps p99_ms", median of 3 runs of wrk -c64
+  local port=$1 runs=""
+  taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    runs="$runs$(taskset -c 0 wrk -t1 -c64 -d"$SHADOW_DURATION" --latency "http://127.0.0.1:$port/" 2>&1 |
+      awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+           p99 = (u == "us") ? v / 1000 : (u == "ms") ? v : v * 1000 } END { print rps, p99 }');"
+  done
+  tr ';' '\n' <<<"$runs" | grep . | sort -n | sed -n 2p  # the median by req/s
+}
+read -r plain_rps plain_p99 < <(measure "$PLAIN")
+read -r shadow_rps shadow_p99 < <(measure "$SHADOWED")
+kill "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
+wait "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
+echo
+echo "shadow overhead (wrk -c64, keel on CPU 0, nginx upstream on CPU 1, median of 3 × $SHADOW_DURATION):"
+printf '  %-16s %10s %8s\n' route req/s p99_ms "plain" "$plain_rps" "$plain_p99" "shadow" "$shadow_rps" "$shadow_p99"
+echo "  (targets: at most 10% fewer req/s and 10% higher p99 than the plain route)"
+echo "$plain_rps $plain_p99 $shadow_rps $shadow_p99" >"$TMPD/shadow.txt"
+
+python3 - "$TMPD/table.txt" "$idle_kib" "$TMPD/shadow.txt" <<'PY'
 import json, sys
-table, idle = sys.argv[1], float(sys.argv[2])
+table, idle, shadow_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 names = {"keel": "keel", "haproxy": "haproxy", "nginx-proxy": "nginx", "direct": "direct"}
 out = {}
 for line in open(table):
@@ -116,5 +180,12 @@ for conns, r in sorted(ratios.items(), key=lambda kv: int(kv[0])):
     print(f"  c={conns}: rps {r['rps_ratio']}, cpu/req {r['cpu_ratio']}, p99 {r['p99_ratio']}")
 out["keel_vs_haproxy"] = ratios
 out["keel_idle_connection_kib"] = idle
+plain_rps, plain_p99, shadow_rps, shadow_p99 = (float(x) for x in open(shadow_file).read().split())
+out["keel_shadow"] = {"plain_rps": plain_rps, "plain_p99_ms": plain_p99, "shadow_rps": shadow_rps,
+                      "shadow_p99_ms": shadow_p99,
+                      "rps_overhead_pct": round(100 * (1 - shadow_rps / plain_rps), 1),
+                      "p99_overhead_pct": round(100 * (shadow_p99 / plain_p99 - 1), 1)}
+print(f"shadow: {out['keel_shadow']['rps_overhead_pct']}% fewer req/s, "
+      f"{out['keel_shadow']['p99_overhead_pct']}% higher p99 than the plain route")
 print(json.dumps(out))
 PY

@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 
 #include "keel/core/config.h"
@@ -22,30 +21,46 @@ const char* const kStageNames[] = {"legacy", "shadow", "canary", "modern", "reti
 
 // "$.items[3].id" -> "$.items[*].id", for ignore-list patterns with wildcards.
 std::string wildcard_indices(const std::string& path) {
-  static const std::regex index(R"(\[\d+\])");
-  return std::regex_replace(path, index, "[*]");
+  std::string out;
+  out.reserve(path.size());
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '[') {
+      std::size_t close = path.find(']', i);
+      if (close != std::string::npos) {
+        out += "[*]";
+        i = close;
+        continue;
+      }
+    }
+    out += path[i];
+  }
+  return out;
+}
+
+bool ignored(const std::string& path, const std::vector<std::string>& ignore) {
+  if (ignore.empty()) return false;
+  if (std::find(ignore.begin(), ignore.end(), path) != ignore.end()) return true;
+  return path.find('[') != std::string::npos &&
+         std::find(ignore.begin(), ignore.end(), wildcard_indices(path)) != ignore.end();
 }
 
 void diff_json(const json& a, const json& b, const std::string& path,
                const std::vector<std::string>& ignore, std::vector<std::string>& out) {
-  if (std::find(ignore.begin(), ignore.end(), path) != ignore.end() ||
-      std::find(ignore.begin(), ignore.end(), wildcard_indices(path)) != ignore.end()) {
-    return;
-  }
+  if (ignored(path, ignore)) return;
   if (a.type() != b.type()) {
     out.push_back(path);
   } else if (a.is_object()) {
     for (const auto& [key, value] : a.items()) {
       const std::string child = path + "." + key;
       if (!b.contains(key)) {
-        if (std::find(ignore.begin(), ignore.end(), child) == ignore.end()) out.push_back(child);
+        if (!ignored(child, ignore)) out.push_back(child);
       } else {
         diff_json(value, b[key], child, ignore, out);
       }
     }
     for (const auto& [key, value] : b.items()) {
       const std::string child = path + "." + key;
-      if (!a.contains(key) && std::find(ignore.begin(), ignore.end(), child) == ignore.end()) {
+      if (!a.contains(key) && !ignored(child, ignore)) {
         out.push_back(child);
       }
     }
@@ -174,8 +189,9 @@ std::vector<std::string> diff_answers(const Answer& legacy, const Answer& modern
       fields.push_back("header:" + name);
     }
   }
-  const std::string a = legacy.body.substr(0, config.max_body_bytes);
-  const std::string b = modern.body.substr(0, config.max_body_bytes);
+  const std::string_view a = std::string_view(legacy.body).substr(0, config.max_body_bytes);
+  const std::string_view b = std::string_view(modern.body).substr(0, config.max_body_bytes);
+  if (a == b) return fields;  // the common case in a healthy migration: nothing to parse
   if (legacy.json && modern.json) {
     json left = json::parse(a, nullptr, false);
     json right = json::parse(b, nullptr, false);
