@@ -302,6 +302,24 @@ TEST_F(ProxyTest, TheClusterLimitRejectsBeyondItAndRecovers) {
   EXPECT_EQ(get("/").status(), 200);  // the slot came back
 }
 
+TEST_F(ProxyTest, AtTheConnectionLimitRequestsWaitUpToMaxPendingThenOverflow) {
+  Upstream slow("slow", Behaviour::kSlow);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&slow},
+                     "    connect_timeout_ms: 2000\n"
+                     "    limits: {max_connections: 1, max_pending: 1}\n"));
+  auto first = std::async(std::launch::async, [&] { return get("/"); });
+  for (int i = 0; i < 200 && slow.requests() == 0; ++i) std::this_thread::sleep_for(5ms);
+  auto second = std::async(std::launch::async, [&] { return get("/"); });  // waits its turn
+  std::this_thread::sleep_for(50ms);
+  Message third = get("/");  // the one waiting place is taken
+  EXPECT_EQ(third.status(), 503);
+  EXPECT_EQ(third.header("x-keel-reason"), "overflow");
+  EXPECT_EQ(first.get().status(), 200);
+  EXPECT_EQ(second.get().status(), 200);  // on the connection the first gave back
+  EXPECT_EQ(slow.connections(), 1);
+}
+
 TEST_F(ProxyTest, MalformedRequestsGetTheRightStatusAndTheProxyKeepsServing) {
   Upstream web("web");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

@@ -228,7 +228,8 @@ Cluster read_cluster(const Node& node) {
     cluster.retry_budget = resilience::RetryBudget::read_config(budget);
   }
   if (Node limits = node.child("limits"); limits.present()) {
-    limits.expect_only({"max_connections", "max_requests", "max_retries"});
+    limits.expect_only({"max_connections", "max_pending", "max_requests", "max_retries"});
+    limits.read("max_pending", cluster.limits.max_pending, 0, 1000000);
     limits.read("max_connections", cluster.limits.max_connections, 1, 1000000);
     limits.read("max_requests", cluster.limits.max_requests, 1, 1000000);
     limits.read("max_retries", cluster.limits.max_retries, 0, 1000000);

@@ -86,9 +86,11 @@ struct Listener {
   std::vector<Route> routes;
 };
 
-// Envoy's circuit-breaker thresholds: a request over any of them gets a 503 at once.
+// Envoy's circuit-breaker thresholds: over any of them a request gets a 503 (overflow). At
+// max_connections a request first waits for a connection, as one of at most max_pending.
 struct ClusterLimits {
   std::uint32_t max_connections = 1024;  // upstream connections, open or being opened
+  std::uint32_t max_pending = 1024;      // requests waiting for a connection at that limit
   std::uint32_t max_requests = 1024;     // requests in flight to the cluster
   std::uint32_t max_retries = 3;         // retries in flight at once
 };

@@ -133,7 +133,8 @@ struct ClusterShared {
   std::atomic<std::uint32_t> connections{0};
   std::atomic<std::uint32_t> requests{0};
   std::atomic<std::uint32_t> retries{0};
-  std::vector<tcp::endpoint> addresses;  // resolved once, at start
+  std::atomic<std::uint32_t> pending{0};  // waiting for a connection at max_connections
+  std::vector<tcp::endpoint> addresses;   // resolved once, at start
   metrics::Counter* requests_total = nullptr;
   metrics::Counter* retries_total = nullptr;
   metrics::Counter* overflow_total = nullptr;
@@ -1063,15 +1064,40 @@ struct Server::Impl {
       std::chrono::steady_clock::time_point deadline, Flag& failure) {
     const Cluster& cluster_config = *cluster.shared->config;
     auto& idle = worker.pool(*cluster.shared, endpoint);
-    while (!idle.empty()) {
-      std::unique_ptr<Upstream> pooled = std::move(idle.back());
-      idle.pop_back();
-      if (pooled->stream.socket().is_open()) co_return pooled;
-    }
-    if (cluster.shared->connections.load(std::memory_order_relaxed) >=
-        cluster_config.limits.max_connections) {
-      failure = Flag::kOverflow;
-      co_return nullptr;
+    auto take_idle = [&]() -> std::unique_ptr<Upstream> {
+      while (!idle.empty()) {
+        std::unique_ptr<Upstream> pooled = std::move(idle.back());
+        idle.pop_back();
+        if (pooled->stream.socket().is_open()) return pooled;
+      }
+      return nullptr;
+    };
+    if (auto pooled = take_idle()) co_return pooled;
+    auto full = [&] {
+      return cluster.shared->connections.load(std::memory_order_relaxed) >=
+             cluster_config.limits.max_connections;
+    };
+    if (full()) {
+      // At the connection limit: wait (up to max_pending requests, until the connect timeout or
+      // the deadline) for a connection to come back to the pool or to close.
+      auto waiting = try_hold(cluster.shared->pending, cluster_config.limits.max_pending);
+      if (!waiting) {
+        failure = Flag::kOverflow;
+        co_return nullptr;
+      }
+      const auto give_up =
+          std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
+      net::steady_timer timer(worker.io);
+      while (full() && std::chrono::steady_clock::now() < give_up) {
+        timer.expires_after(std::chrono::milliseconds(2));
+        error_code ignored;
+        co_await timer.async_wait(net::redirect_error(use_awaitable, ignored));
+        if (auto pooled = take_idle()) co_return pooled;
+      }
+      if (full()) {
+        failure = Flag::kOverflow;
+        co_return nullptr;
+      }
     }
     auto upstream = std::make_unique<Upstream>(worker.io, cluster.shared, endpoint);
     error_code ec;
