@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "keel/core/text.h"
 #include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
 
@@ -29,10 +30,7 @@ using http::read_message;
 using http::send_all;
 using Upstream = http::ScriptedServer;
 
-std::string lower(std::string text) {
-  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
+using keel::ascii_lower;
 
 // ---------------------------------------------------------------- the proxy under test
 class ProxyTest : public ::testing::Test {
@@ -343,7 +341,7 @@ TEST_F(ProxyTest, MalformedRequestsGetTheRightStatusAndTheProxyKeepsServing) {
   for (const auto& c : cases) {
     Message response = request(c.raw);
     EXPECT_EQ(response.status(), c.status) << c.raw.substr(0, 80);
-    EXPECT_EQ(lower(response.header("connection")), "close") << c.raw.substr(0, 80);
+    EXPECT_EQ(ascii_lower(response.header("connection")), "close") << c.raw.substr(0, 80);
   }
   EXPECT_EQ(web.requests(), before);  // none was passed on
   EXPECT_EQ(get("/").status(), 200);

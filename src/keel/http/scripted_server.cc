@@ -9,6 +9,8 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "keel/core/text.h"
+
 namespace keel::http {
 namespace {
 
@@ -22,11 +24,6 @@ std::string read_until(int fd, std::string& buffer, Done done) {
     buffer.append(chunk, static_cast<std::size_t>(n));
   }
   return buffer;
-}
-
-std::string lower(std::string text) {
-  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
 }
 
 }  // namespace
@@ -84,7 +81,7 @@ Message read_message(int fd, std::string& buffer, bool response, bool head) {
     if (colon != std::string::npos) {
       std::string value = line.substr(colon + 1);
       value.erase(0, value.find_first_not_of(' '));
-      message.headers[lower(line.substr(0, colon))] = value;
+      message.headers[ascii_lower(line.substr(0, colon))] = value;
     }
     pos = next;
   }
@@ -93,7 +90,7 @@ Message read_message(int fd, std::string& buffer, bool response, bool head) {
     message.complete = true;
     return message;
   }
-  if (lower(message.header("transfer-encoding")) == "chunked") {
+  if (ascii_lower(message.header("transfer-encoding")) == "chunked") {
     for (;;) {
       read_until(fd, buffer, [](const std::string& b) { return b.find("\r\n") != b.npos; });
       std::size_t size_end = buffer.find("\r\n");

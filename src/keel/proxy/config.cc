@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "keel/core/config.h"
+#include "keel/core/text.h"
 
 namespace keel::proxy {
 namespace {
@@ -17,12 +18,6 @@ using config::Node;
 
 constexpr std::string_view kMethods[] = {"GET",     "HEAD",  "POST",  "PUT",    "DELETE",
                                          "OPTIONS", "PATCH", "TRACE", "CONNECT"};
-
-std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text;
-}
 
 // True when `key` holds a valid address (port 0 only where `any_port`: a listener).
 bool read_address(const Node& node, std::string_view key, HostPort& out, bool any_port = false) {
@@ -53,22 +48,6 @@ Limits read_limits(const Node& node) {
   node.read("retry_buffer_bytes", retry_buffer, 0, 64 * 1024 * 1024);
   limits.retry_buffer_bytes = static_cast<std::uint64_t>(retry_buffer);
   return limits;
-}
-
-// "a, b,c" -> {"a", "b", "c"}; empty items dropped.
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> words;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    std::size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    std::string word = text.substr(start, end - start);
-    word.erase(0, word.find_first_not_of(' '));
-    word.erase(word.find_last_not_of(' ') + 1);
-    if (!word.empty()) words.push_back(std::move(word));
-    start = end + 1;
-  }
-  return words;
 }
 
 // Envoy's retry conditions, as a comma-separated string like its x-envoy-retry-on header.
@@ -149,7 +128,7 @@ Route read_route(const Node& node, std::size_t index) {
                "expected an HTTP method in capitals, such as GET, got \"" + route.method + "\"");
   }
   for (const auto& [name, value] : match.child("headers").entries()) {
-    HeaderMatch header{.name = lower(name)};
+    HeaderMatch header{.name = ascii_lower(name)};
     std::string text;
     match.child("headers").read(name, text);
     if (text == "*") {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "keel/core/config.h"
+#include "keel/core/text.h"
 #include "keel/shard/hash.h"
 
 namespace keel::proxy {
@@ -134,9 +135,7 @@ MigrationConfig MigrationConfig::read(const config::Node& node) {
     if (!header.empty() + !cookie.empty() + client_address != 1) {
       sticky.fail("", "give exactly one of header, cookie or client_address: true");
     } else if (!header.empty()) {
-      std::transform(header.begin(), header.end(), header.begin(),
-                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-      c.sticky = {StickyKey::Kind::kHeader, header};
+      c.sticky = {StickyKey::Kind::kHeader, ascii_lower(header)};
     } else if (!cookie.empty()) {
       c.sticky = {StickyKey::Kind::kCookie, cookie};
     }
@@ -148,16 +147,7 @@ MigrationConfig MigrationConfig::read(const config::Node& node) {
     auto read_list = [&](std::string_view key, std::vector<std::string>& out, bool lower) {
       std::string text;
       diff.read(key, text);
-      std::stringstream words(text);
-      for (std::string word; std::getline(words, word, ',');) {
-        word.erase(0, word.find_first_not_of(' '));
-        word.erase(word.find_last_not_of(' ') + 1);
-        if (lower) {
-          std::transform(word.begin(), word.end(), word.begin(),
-                         [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-        }
-        if (!word.empty()) out.push_back(word);
-      }
+      for (auto& word : split_list(text)) out.push_back(lower ? ascii_lower(word) : word);
     };
     read_list("compare_headers", c.diff.compare_headers, true);
     read_list("ignore_json_paths", c.diff.ignore_json_paths, false);

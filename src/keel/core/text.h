@@ -1,0 +1,16 @@
+// Small text helpers that several areas need (header names, config lists).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keel {
+
+// ASCII lower case (HTTP header names, config keys); other bytes unchanged.
+std::string ascii_lower(std::string_view text);
+
+// "a, b,c" -> {"a", "b", "c"}: split at commas, spaces trimmed, empty items dropped.
+std::vector<std::string> split_list(std::string_view text);
+
+}  // namespace keel
