@@ -25,6 +25,7 @@
 #include "keel/balance/load_balancer.h"
 #include "keel/core/metrics.h"
 #include "keel/core/random.h"
+#include "keel/core/text.h"
 #include "keel/core/uuid.h"
 #include "keel/resilience/circuit_breaker.h"
 
@@ -141,7 +142,7 @@ struct ClusterShared {
   metrics::Counter* breaker_rejections_total = nullptr;
   metrics::Counter* connect_failures_total = nullptr;
   metrics::Histogram* latency = nullptr;
-  std::array<metrics::Counter*, 6> responses{};  // by status class 1xx..5xx; [0]: local 5xx
+  std::array<metrics::Counter*, 6> responses{};  // by status class: [1] 1xx .. [5] 5xx
   std::vector<metrics::Counter*> endpoint_requests;
   std::vector<metrics::Counter*> endpoint_failures;
   std::vector<metrics::Counter*> endpoint_ejections;
@@ -262,10 +263,16 @@ struct Mirror {
   std::size_t legacy_endpoint = 0;  // the noise baseline asks another one when there is one
 };
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
+// A response's status and headers as a diff sees them (the body is added by the caller).
+template <typename Body>
+Answer answer_of(const http::response<Body>& response) {
+  Answer answer{.status = response.result_int()};
+  for (const auto& field : response) {
+    answer.headers.emplace_back(ascii_lower(sv(field.name_string())),
+                                std::string(sv(field.value())));
+  }
+  answer.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+  return answer;
 }
 
 // One request's record, for the access log.
@@ -291,6 +298,9 @@ struct Server::Impl {
   std::unique_ptr<MigrationStore> migration_store;  // stages outlive reloads
   mutable std::mutex generation_mutex;
   std::shared_ptr<const Generation> generation;
+  // Bumped with every new generation: a session compares it (one atomic load per request) and
+  // takes the mutex only when a reload happened.
+  std::atomic<std::uint64_t> generation_number{0};
   std::vector<std::unique_ptr<ListenerShared>> listeners;
   std::vector<std::unique_ptr<Worker>> workers;
   std::unique_ptr<Worker> admin_worker;
@@ -662,10 +672,20 @@ struct Server::Impl {
       auto remote = client.socket().remote_endpoint(ec);
       if (!ec) peer = remote.address().to_string();
     }
+    // The current config, taken again only after a reload (one atomic load otherwise).
+    std::shared_ptr<const Generation> held;
+    std::uint64_t held_number = ~std::uint64_t{0};
+    auto refresh = [&] {
+      if (generation_number.load(std::memory_order_acquire) == held_number) return;
+      std::lock_guard lock(generation_mutex);
+      held = generation;
+      held_number = generation_number.load(std::memory_order_relaxed);
+    };
     bool keep_going = true;
     bool client_done = false;  // it closed, or went quiet: no lingering for it
     while (keep_going && !stopping.load(std::memory_order_relaxed)) {
-      const Limits limits = current()->config.listeners[listener.index].limits;
+      refresh();
+      const Limits limits = held->config.listeners[listener.index].limits;
       error_code ec;
       // Idle: wait for the first byte of the next request.
       if (buffer.size() == 0) {
@@ -701,7 +721,8 @@ struct Server::Impl {
         co_await local_reply(client, exchange, 11, false, status, "bad_request: " + ec.message());
         break;
       }
-      keep_going = co_await handle(worker, listener, limits, client, buffer, parser, peer);
+      refresh();  // a reload while this request's header came in takes over for it
+      keep_going = co_await handle(worker, listener, held, client, buffer, parser, peer);
     }
     error_code ec;
     client.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -720,12 +741,14 @@ struct Server::Impl {
   }
 
   // One request, from its parsed header to the end of its response. False: close.
-  awaitable<bool> handle(Worker& worker, ListenerShared& listener, const Limits& limits,
-                         Stream& client, beast::flat_buffer& buffer,
+  // `generation_held`: the session's, kept by it until this returns.
+  awaitable<bool> handle(Worker& worker, ListenerShared& listener,
+                         const std::shared_ptr<const Generation>& generation_held, Stream& client,
+                         beast::flat_buffer& buffer,
                          http::request_parser<http::buffer_body>& parser, const std::string& peer) {
     auto& request = parser.get();
-    const auto generation_held = current();  // this request's config, whatever reloads come
     const Generation& generation_now = *generation_held;
+    const Limits& limits = generation_now.config.listeners[listener.index].limits;
     Exchange exchange;
     exchange.method = std::string(request.method_string());
     exchange.path = std::string(request.target());
@@ -1016,15 +1039,7 @@ struct Server::Impl {
     exchange.status = response.result_int();
     if (mirror) {
       mirror->legacy_endpoint = answered_by;
-      mirror->legacy.status = exchange.status;
-      for (const auto& field : response) {
-        mirror->legacy.headers.emplace_back(beast::iequals(field.name_string(), "content-type")
-                                                ? "content-type"
-                                                : lower(sv(field.name_string())),
-                                            std::string(sv(field.value())));
-      }
-      mirror->legacy.json =
-          sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+      mirror->legacy = answer_of(response);
     }
     const bool relayed =
         co_await relay_response(client, *upstream, *response_parser, chunked_out || content_length,
@@ -1374,11 +1389,8 @@ struct Server::Impl {
                                   std::chrono::steady_clock::now() - started);
     if (ec) co_return std::nullopt;
     auto& response = parser.get();
-    Answer answer{.status = response.result_int(), .body = std::move(response.body())};
-    for (const auto& field : response) {
-      answer.headers.emplace_back(lower(sv(field.name_string())), std::string(sv(field.value())));
-    }
-    answer.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+    Answer answer = answer_of(response);
+    answer.body = std::move(response.body());
     if (response.keep_alive()) park(worker, std::move(upstream));
     co_return answer;
   }
@@ -1792,6 +1804,7 @@ Status Server::reload(ProxyConfig config) {
   {
     std::lock_guard lock(impl_->generation_mutex);
     impl_->generation = *built;
+    impl_->generation_number.fetch_add(1, std::memory_order_release);
   }
   impl_->start_loops(*built);
   // Idle connections of replaced clusters close (requests in flight keep theirs to the end).
