@@ -481,8 +481,15 @@ TEST_F(ProxyTest, PostReloadOnTheAdminListenerTakesTheNewConfigOrSaysWhyNot) {
     return response;
   };
   EXPECT_EQ(call("GET").status(), 405);
-  EXPECT_EQ(get("/").body, "blue");
+  // A keep-alive connection opened before the reload gets the new config for its next request.
+  int kept = connect_to(port);
+  std::string kept_buffer;
+  send_all(kept, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(read_message(kept, kept_buffer, true).body, "blue");
   EXPECT_EQ(call("POST").status(), 200);
+  send_all(kept, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(read_message(kept, kept_buffer, true).body, "green");
+  ::close(kept);
   EXPECT_EQ(get("/").body, "green");
   next = config_for(blue, "    load_balancer: {policy: fastest}\n");
   Message refused = call("POST");
