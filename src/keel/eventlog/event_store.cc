@@ -80,8 +80,12 @@ class EventStore::Impl {
   Status checkpoint_now();
   std::uint64_t next_position() const;
   bool wait_for(std::uint64_t position, Duration timeout);
+  std::uint64_t add_commit_listener(std::function<void(std::uint64_t)> listener);
+  const StoreOptions& options() const { return options_; }
+  void remove_commit_listener(std::uint64_t id);
 
  private:
+  void notify_listeners(std::uint64_t committed);
   int fault(std::string_view operation) const {
     return options_.inject_fault ? options_.inject_fault(operation) : 0;
   }
@@ -121,6 +125,11 @@ class EventStore::Impl {
   Index index_;
   std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
   std::uint64_t committed_position_ = 0;  // positions below this are visible
+
+  // Called after each commit with the new committed position; guarded by listeners_mutex_.
+  std::mutex listeners_mutex_;
+  std::map<std::uint64_t, std::function<void(std::uint64_t)>> listeners_;
+  std::uint64_t next_listener_ = 1;
 
   // Writers' view; guarded by mutex_.
   mutable std::mutex mutex_;
@@ -582,7 +591,6 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   if (stream_name.empty() || stream_name.size() > 0xffff) {
     return invalid("stream name must be 1 to 65535 bytes");
   }
-  if (stream_name[0] == '$') return invalid("stream names starting with '$' are reserved");
   if (events.size() > options_.max_append_events) {
     return invalid("append of " + std::to_string(events.size()) +
                    " events is over max_append_events (" +
@@ -793,6 +801,7 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
     return *failed_;
   }
   publish(items);
+  notify_listeners(next_position());
   flushed_ticket_ = ticket;
   events_since_checkpoint_ += std::count_if(items.begin(), items.end(),
                                             [](const PendingItem& item) { return item.is_event; });
@@ -907,6 +916,23 @@ void EventStore::Impl::syncer_loop() {
 std::uint64_t EventStore::Impl::next_position() const {
   std::shared_lock index_lock(index_mutex_);
   return committed_position_;
+}
+
+std::uint64_t EventStore::Impl::add_commit_listener(
+    std::function<void(std::uint64_t)> listener) {
+  std::lock_guard lock(listeners_mutex_);
+  listeners_.emplace(next_listener_, std::move(listener));
+  return next_listener_++;
+}
+
+void EventStore::Impl::remove_commit_listener(std::uint64_t id) {
+  std::lock_guard lock(listeners_mutex_);
+  listeners_.erase(id);
+}
+
+void EventStore::Impl::notify_listeners(std::uint64_t committed) {
+  std::lock_guard lock(listeners_mutex_);
+  for (auto& [id, listener] : listeners_) listener(committed);
 }
 
 bool EventStore::Impl::wait_for(std::uint64_t position, Duration timeout) {
@@ -1309,10 +1335,43 @@ Result<std::unique_ptr<EventStore>> EventStore::open(const std::string& director
 
 Status EventStore::close() { return impl_->close(); }
 
+namespace {
+Status check_user_stream(std::string_view stream) {
+  if (!stream.empty() && stream[0] == '$') {
+    return invalid("stream '" + std::string(stream) +
+                   "': names starting with '$' are reserved for Keel's own bookkeeping");
+  }
+  return {};
+}
+Status check_system_stream(std::string_view stream) {
+  if (stream.empty() || stream[0] != '$') {
+    return invalid("stream '" + std::string(stream) + "' is not a system stream (no leading '$')");
+  }
+  return {};
+}
+}  // namespace
+
 Result<AppendResult> EventStore::append(std::string_view stream, ExpectedVersion expected,
                                         std::span<const EventData> events) {
+  if (auto ok = check_user_stream(stream); !ok) return ok.error();
   return impl_->append(stream, expected, events, nullptr);
 }
+
+Result<AppendResult> EventStore::append_system(std::string_view stream, ExpectedVersion expected,
+                                               std::span<const EventData> events) {
+  if (auto ok = check_system_stream(stream); !ok) return ok.error();
+  return impl_->append(stream, expected, events, nullptr);
+}
+
+Status EventStore::set_system_metadata(std::string_view stream, const StreamMetadata& metadata) {
+  if (auto ok = check_system_stream(stream); !ok) return ok.error();
+  return impl_->set_metadata(stream, metadata);
+}
+
+std::uint64_t EventStore::add_commit_listener(std::function<void(std::uint64_t)> listener) {
+  return impl_->add_commit_listener(std::move(listener));
+}
+void EventStore::remove_commit_listener(std::uint64_t id) { impl_->remove_commit_listener(id); }
 
 Result<std::vector<RecordedEvent>> EventStore::read_stream(std::string_view stream,
                                                            std::uint64_t from,
@@ -1344,6 +1403,7 @@ std::optional<std::uint64_t> EventStore::stream_version(std::string_view stream)
 }
 
 Status EventStore::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
+  if (auto ok = check_user_stream(stream); !ok) return ok.error();
   return impl_->set_metadata(stream, metadata);
 }
 
@@ -1352,6 +1412,7 @@ StreamMetadata EventStore::metadata(std::string_view stream) {
 }
 
 Status EventStore::delete_stream(std::string_view stream, ExpectedVersion expected, bool hard) {
+  if (auto ok = check_user_stream(stream); !ok) return ok.error();
   return impl_->delete_stream(stream, expected, hard);
 }
 
@@ -1368,6 +1429,7 @@ std::uint64_t EventStore::next_position() const { return impl_->next_position();
 bool EventStore::wait_for(std::uint64_t position, Duration timeout) {
   return impl_->wait_for(position, timeout);
 }
+const StoreOptions& EventStore::options() const { return impl_->options(); }
 Status EventStore::checkpoint() { return impl_->checkpoint_now(); }
 
 }  // namespace keel::eventlog

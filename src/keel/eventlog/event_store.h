@@ -163,10 +163,30 @@ class EventStore {
   // whether it was. For subscriptions that tail the log.
   bool wait_for(std::uint64_t position, Duration timeout);
 
+  // Calls `listener` after every commit with the new next_position(), from the committing
+  // thread with store locks held: it must only note the position and wake its own thread
+  // (never call back into the store). Returns an id for remove_commit_listener(), which waits
+  // for a call in progress to finish.
+  std::uint64_t add_commit_listener(std::function<void(std::uint64_t next_position)> listener);
+  void remove_commit_listener(std::uint64_t id);
+
+  // Bookkeeping streams of the layers above (consumer-group checkpoints, parked events): their
+  // names start with '$', which append(), set_metadata() and delete_stream() refuse. They are
+  // in $all like any stream; subscriptions skip them unless a filter asks for them.
+  Result<AppendResult> append_system(std::string_view stream, ExpectedVersion expected,
+                                     std::span<const EventData> events);
+  Result<AppendResult> append_system(std::string_view stream, ExpectedVersion expected,
+                                     std::initializer_list<EventData> events) {
+    return append_system(stream, expected,
+                         std::span<const EventData>(events.begin(), events.size()));
+  }
+  Status set_system_metadata(std::string_view stream, const StreamMetadata& metadata);
+
   // Writes index.chk now (also done every checkpoint_every_events events and on close).
   Status checkpoint();
 
   const std::string& directory() const { return directory_; }
+  const StoreOptions& options() const;
 
   class Impl;
 

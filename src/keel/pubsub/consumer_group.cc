@@ -1,0 +1,552 @@
+#include "keel/pubsub/consumer_group.h"
+
+#include <algorithm>
+#include <cctype>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "keel/core/log.h"
+
+namespace keel::pubsub {
+
+namespace {
+
+using eventlog::Direction;
+using eventlog::EventData;
+using eventlog::ExpectedVersion;
+using Json = nlohmann::json;
+
+Error invalid(std::string message) { return Error(errc::invalid_argument, std::move(message)); }
+
+bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= 200 &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+         });
+}
+
+// Rendezvous hashing: the member with the highest score for a stream owns it, so a member
+// leaving moves only its own streams and a member rejoining under its name gets them back.
+std::uint64_t score(std::string_view stream, std::string_view member) {
+  std::string key;
+  key.reserve(stream.size() + member.size() + 1);
+  key.append(stream).append(1, '\0').append(member);
+  std::uint64_t h = std::hash<std::string>{}(key);
+  h ^= h >> 33;  // std::hash of a string is good, but mix once more for small differences
+  h *= 0xff51afd7ed558ccdull;
+  return h ^ (h >> 33);
+}
+
+}  // namespace
+
+std::string_view to_string(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kRoundRobin: return "round_robin";
+    case Strategy::kPinned: return "pinned";
+    case Strategy::kDispatchToSingle: return "dispatch_to_single";
+  }
+  return "?";
+}
+
+// ---- Member ----
+
+std::vector<Delivery> Member::poll(std::size_t max) { return group_->take(id_, max); }
+std::vector<Delivery> Member::wait(std::size_t max, Duration timeout) {
+  return group_->wait_for_deliveries(id_, max, timeout);
+}
+Status Member::ack(std::uint64_t delivery_id) {
+  return group_->settle(id_, delivery_id, std::nullopt, "");
+}
+Status Member::nack(std::uint64_t delivery_id, NackAction action, std::string_view reason) {
+  return group_->settle(id_, delivery_id, action, reason);
+}
+void Member::leave() {
+  if (group_) group_->remove_member(id_);
+}
+
+// ---- ConsumerGroup ----
+
+Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, GroupOptions options,
+                                                           Clock& clock) {
+  if (!valid_name(options.name)) {
+    return invalid("consumer group name '" + options.name +
+                   "': use 1 to 200 letters, digits, '_', '-' or '.'");
+  }
+  if (options.max_in_flight == 0 || options.max_deliveries == 0 || options.buffer_events == 0) {
+    return invalid("consumer group '" + options.name +
+                   "': max_in_flight, max_deliveries and buffer_events must be at least 1");
+  }
+  const std::string checkpoint_stream = "$keel-group-" + options.name + "-checkpoint";
+  auto last = store.read_stream(checkpoint_stream, UINT64_MAX, 1, Direction::kBackward);
+  if (!last) return last.error();
+  std::uint64_t position = 0;
+  std::uint64_t parked_replayed = 0;
+  const bool existing = !last->empty();
+  if (existing) {
+    Json saved = Json::parse(last->front().data, nullptr, false);
+    if (saved.is_discarded() || !saved.contains("position") || !saved["position"].is_number()) {
+      return Error(eventlog::errc::corrupt, checkpoint_stream + " version " +
+                                                std::to_string(last->front().version) +
+                                                ": not a consumer group checkpoint");
+    }
+    const std::string filter = saved.value("filter", "");
+    if (filter != options.filter.describe()) {
+      return invalid("consumer group '" + options.name + "' exists with filter '" + filter +
+                     "', not '" + options.filter.describe() + "'; delete " + checkpoint_stream +
+                     " to start it over");
+    }
+    position = saved["position"].get<std::uint64_t>();
+    parked_replayed = saved.value("parked_replayed", std::uint64_t{0});
+  } else {
+    position = options.start.resolve(store);
+  }
+  std::shared_ptr<ConsumerGroup> group(
+      new ConsumerGroup(store, std::move(options), clock, position, parked_replayed));
+  if (!existing) {
+    // The group exists from now on: reopening it resumes here, not at `start` again.
+    eventlog::StreamMetadata keep_last{.max_count = 10};
+    if (auto ok = store.set_system_metadata(checkpoint_stream, keep_last); !ok) return ok.error();
+    if (auto ok = group->write_checkpoint(position, 0); !ok) return ok.error();
+  }
+  return group;
+}
+
+ConsumerGroup::ConsumerGroup(EventStore& store, GroupOptions options, Clock& clock,
+                             std::uint64_t position, std::uint64_t parked_replayed)
+    : store_(store),
+      options_(std::move(options)),
+      clock_(clock),
+      reader_(store, options_.filter, position),
+      parked_replayed_(parked_replayed),
+      parked_queued_(parked_replayed),
+      last_checkpoint_at_(clock.now()),
+      last_checkpoint_(position),
+      random_(static_cast<std::uint64_t>(clock.unix_now_ns()) ^ position) {}
+
+ConsumerGroup::~ConsumerGroup() { stop(); }
+
+void ConsumerGroup::start() {
+  std::lock_guard guard(mutex_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  listener_ = store_.add_commit_listener([this](std::uint64_t) {
+    std::lock_guard wake(mutex_);
+    work_ = true;
+    changed_.notify_all();
+  });
+  thread_ = std::thread([this] {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      if (auto ok = pump(); !ok) {
+        log::get("pubsub")->error("consumer group {}: {}", options_.name, ok.error().message());
+      }
+      lock.lock();
+      if (stopping_ || work_) {
+        work_ = false;
+        continue;
+      }
+      // Sleep until the next timeout, backoff or checkpoint is due, or something changes.
+      TimePoint next = last_checkpoint_at_ + options_.checkpoint_interval;
+      for (const auto& [key, entry] : entries_) {
+        if (entry.state == State::kInFlight) next = std::min(next, entry.deadline);
+        if (entry.state == State::kAvailable && !members_.empty())
+          next = std::min(next, entry.ready_at);
+      }
+      if (next > clock_.now()) wait_until(lock, next);
+      work_ = false;
+    }
+  });
+}
+
+void ConsumerGroup::stop() {
+  std::thread thread;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    changed_.notify_all();
+    thread = std::move(thread_);
+  }
+  if (!thread.joinable()) return;
+  thread.join();
+  store_.remove_commit_listener(listener_);
+  if (auto ok = checkpoint(); !ok) {
+    log::get("pubsub")->error("consumer group {}: final checkpoint: {}", options_.name,
+                              ok.error().message());
+  }
+}
+
+void ConsumerGroup::wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline) {
+  TimerId timer = clock_.schedule_at(deadline, [this] {
+    std::lock_guard wake(mutex_);
+    work_ = true;
+    changed_.notify_all();
+  });
+  changed_.wait(lock);
+  lock.unlock();
+  clock_.cancel(timer);
+  lock.lock();
+}
+
+Result<std::unique_ptr<Member>> ConsumerGroup::join(std::string name) {
+  if (!valid_name(name)) {
+    return invalid("member name '" + name + "': use 1 to 200 letters, digits, '_', '-' or '.'");
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& [id, member] : members_) {
+    if (member.name == name) {
+      return invalid("consumer group '" + options_.name + "' already has a member named '" +
+                     name + "'");
+    }
+  }
+  const std::uint64_t id = next_member_++;
+  members_[id].name = name;
+  work_ = true;
+  changed_.notify_all();
+  return std::unique_ptr<Member>(new Member(shared_from_this(), id, std::move(name)));
+}
+
+void ConsumerGroup::remove_member(std::uint64_t member_id) {
+  std::lock_guard lock(mutex_);
+  auto member = members_.find(member_id);
+  if (member == members_.end()) return;
+  for (std::uint64_t delivery : member->second.in_flight) {
+    Key key = by_delivery_.at(delivery);
+    by_delivery_.erase(delivery);
+    Entry& entry = entries_.at(key);
+    // Given back at once, to the others; it still counts as a delivery, so an event that
+    // kills every member that takes it is parked in the end.
+    if (entry.deliveries >= options_.max_deliveries) {
+      entry.state = State::kParking;
+      entry.park_reason = "member " + member->second.name + " left without acking";
+    } else {
+      entry.state = State::kAvailable;
+      entry.ready_at = clock_.now();
+    }
+  }
+  members_.erase(member);
+  work_ = true;
+  changed_.notify_all();
+}
+
+std::vector<Delivery> ConsumerGroup::take(std::uint64_t member_id, std::size_t max) {
+  std::lock_guard lock(mutex_);
+  std::vector<Delivery> out;
+  auto member = members_.find(member_id);
+  if (member == members_.end()) return out;
+  auto& inbox = member->second.inbox;
+  while (!inbox.empty() && out.size() < max) {
+    out.push_back(std::move(inbox.front()));
+    inbox.pop_front();
+  }
+  return out;
+}
+
+std::vector<Delivery> ConsumerGroup::wait_for_deliveries(std::uint64_t member_id, std::size_t max,
+                                                         Duration timeout) {
+  const TimePoint deadline = clock_.now() + timeout;
+  while (true) {
+    auto out = take(member_id, max);
+    if (!out.empty()) return out;
+    std::unique_lock lock(mutex_);
+    auto member = members_.find(member_id);
+    if (stopping_ || member == members_.end() || clock_.now() >= deadline) return out;
+    if (!member->second.inbox.empty()) continue;
+    wait_until(lock, deadline);
+  }
+}
+
+Status ConsumerGroup::settle(std::uint64_t member_id, std::uint64_t delivery,
+                             std::optional<NackAction> nack, std::string_view reason) {
+  std::lock_guard lock(mutex_);
+  auto member = members_.find(member_id);
+  auto found = by_delivery_.find(delivery);
+  if (member == members_.end() || found == by_delivery_.end() ||
+      !member->second.in_flight.contains(delivery)) {
+    return invalid("delivery " + std::to_string(delivery) +
+                   " is not held by this member: it was settled already, timed out and went "
+                   "elsewhere, or the member left");
+  }
+  const Key key = found->second;
+  Entry& entry = entries_.at(key);
+  by_delivery_.erase(found);
+  member->second.in_flight.erase(delivery);
+  std::erase_if(member->second.inbox, [&](const Delivery& d) { return d.id == delivery; });
+  if (!nack) {
+    entry.state = State::kDone;
+    ++counters_.acked;
+    ++member->second.acked;
+    ++acks_since_checkpoint_;
+  } else if (*nack == NackAction::kRetry) {
+    ++counters_.nacked;
+    fail_locked(key, entry, "nacked: " + std::string(reason));
+  } else if (*nack == NackAction::kPark) {
+    ++counters_.nacked;
+    entry.state = State::kParking;
+    entry.park_reason = "parked by " + member->second.name + ": " + std::string(reason);
+  } else {
+    ++counters_.skipped;
+    entry.state = State::kDone;
+  }
+  trim_locked();
+  work_ = true;
+  changed_.notify_all();
+  return {};
+}
+
+void ConsumerGroup::fail_locked(const Key&, Entry& entry, std::string reason) {
+  if (entry.deliveries >= options_.max_deliveries) {
+    entry.state = State::kParking;
+    entry.park_reason = "failed " + std::to_string(entry.deliveries) + " deliveries; last: " + reason;
+    return;
+  }
+  Duration backoff = options_.retry_backoff;
+  for (std::uint32_t i = 1; i < entry.deliveries && backoff < options_.max_retry_backoff; ++i)
+    backoff *= 2;
+  entry.state = State::kAvailable;
+  entry.ready_at = clock_.now() + std::min(backoff, options_.max_retry_backoff);
+}
+
+std::uint64_t ConsumerGroup::pick_member_locked(const Entry& entry, std::uint64_t& round_robin) {
+  auto has_room = [&](const MemberState& m) { return m.in_flight.size() < options_.max_in_flight; };
+  switch (options_.strategy) {
+    case Strategy::kDispatchToSingle:
+      for (const auto& [id, member] : members_)
+        if (has_room(member)) return id;
+      return 0;
+    case Strategy::kRoundRobin: {
+      auto it = members_.upper_bound(round_robin);
+      for (std::size_t i = 0; i < members_.size(); ++i, ++it) {
+        if (it == members_.end()) it = members_.begin();
+        if (has_room(it->second)) return round_robin = it->first;
+      }
+      return 0;
+    }
+    case Strategy::kPinned: {
+      std::uint64_t best = 0, best_score = 0;
+      for (const auto& [id, member] : members_) {
+        std::uint64_t s = score(entry.event.stream, member.name);
+        if (best == 0 || s > best_score) best = id, best_score = s;
+      }
+      return best != 0 && has_room(members_.at(best)) ? best : 0;
+    }
+  }
+  return 0;
+}
+
+void ConsumerGroup::dispatch_locked() {
+  if (members_.empty()) return;
+  const TimePoint now = clock_.now();
+  const bool pinned = options_.strategy == Strategy::kPinned;
+  std::set<std::string_view> busy_streams;  // pinned: streams with an earlier event not done
+  bool delivered = false;
+  for (auto& [key, entry] : entries_) {
+    if (entry.state == State::kDone || entry.state == State::kParking) continue;
+    if (pinned && !busy_streams.insert(entry.event.stream).second) continue;
+    if (entry.state != State::kAvailable || entry.ready_at > now) continue;
+    const std::uint64_t member_id = pick_member_locked(entry, round_robin_);
+    if (member_id == 0) {
+      if (pinned) continue;  // its owner is full; other streams may go to others
+      break;                 // everyone is full
+    }
+    MemberState& member = members_.at(member_id);
+    entry.state = State::kInFlight;
+    entry.member = member_id;
+    entry.delivery = next_delivery_++;
+    entry.deadline = now + options_.ack_timeout;
+    ++entry.deliveries;
+    by_delivery_[entry.delivery] = key;
+    member.in_flight.insert(entry.delivery);
+    member.inbox.push_back({entry.delivery, entry.event, entry.deliveries, entry.replayed});
+    ++counters_.delivered;
+    delivered = true;
+  }
+  if (delivered) changed_.notify_all();
+}
+
+std::uint64_t ConsumerGroup::checkpoint_locked() const {
+  auto first = entries_.lower_bound({1, 0});
+  return first == entries_.end() ? reader_.position() : first->second.event.position;
+}
+
+void ConsumerGroup::trim_locked() {
+  // Log entries leave from the front only, so the first one left is the checkpoint.
+  for (auto it = entries_.lower_bound({1, 0});
+       it != entries_.end() && it->second.state == State::kDone;) {
+    it = entries_.erase(it);
+  }
+  // Replayed entries leave whenever they are done.
+  for (auto it = entries_.begin(); it != entries_.end() && it->first.first == 0;) {
+    it = it->second.state == State::kDone ? entries_.erase(it) : std::next(it);
+  }
+  auto first = entries_.begin();
+  parked_replayed_ = first != entries_.end() && first->first.first == 0
+                         ? first->second.parked_version
+                         : parked_queued_;
+}
+
+Status ConsumerGroup::pump() {
+  struct Park {
+    Key key;
+    RecordedEvent event;
+    std::string reason;
+    std::uint32_t deliveries;
+  };
+  std::vector<Park> parks;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> due_checkpoint;
+  Status read_status;
+  {
+    std::lock_guard lock(mutex_);
+    // Read ahead while there is room.
+    std::size_t held = static_cast<std::size_t>(std::distance(entries_.lower_bound({1, 0}), entries_.end()));
+    while (held < options_.buffer_events && !reader_.caught_up()) {
+      auto events = reader_.next(options_.buffer_events - held);
+      if (!events) {
+        read_status = events.error();
+        break;
+      }
+      for (auto& event : *events) {
+        const Key key{1, event.position};
+        entries_.emplace(key, Entry{.event = std::move(event)});
+        ++held;
+      }
+    }
+    // Expire deliveries whose ack did not come in time.
+    const TimePoint now = clock_.now();
+    for (auto& [key, entry] : entries_) {
+      if (entry.state != State::kInFlight || entry.deadline > now) continue;
+      auto member = members_.find(entry.member);
+      if (member != members_.end()) {
+        member->second.in_flight.erase(entry.delivery);
+        std::erase_if(member->second.inbox,
+                      [&](const Delivery& d) { return d.id == entry.delivery; });
+      }
+      by_delivery_.erase(entry.delivery);
+      ++counters_.timed_out;
+      fail_locked(key, entry, "no ack within " +
+                                  std::to_string(options_.ack_timeout / 1ms) + " ms");
+    }
+    dispatch_locked();
+    for (auto& [key, entry] : entries_) {
+      if (entry.state == State::kParking)
+        parks.push_back({key, entry.event, entry.park_reason, entry.deliveries});
+    }
+    trim_locked();
+    const std::uint64_t position = checkpoint_locked();
+    if (position != last_checkpoint_ &&
+        (acks_since_checkpoint_ >= options_.checkpoint_after_acks ||
+         now - last_checkpoint_at_ >= options_.checkpoint_interval)) {
+      due_checkpoint.emplace(position, parked_replayed_);
+    }
+  }
+  // Writes happen outside the lock: members keep acking while the log syncs.
+  for (const Park& park : parks) {
+    Json record{{"stream", park.event.stream},     {"version", park.event.version},
+                {"position", park.event.position}, {"type", park.event.type},
+                {"deliveries", park.deliveries},   {"reason", park.reason}};
+    EventData data{Uuid::random_v4(random_), "$parked", record.dump(), ""};
+    auto appended = store_.append_system(parked_stream(), ExpectedVersion::any(), {data});
+    if (!appended) return appended.error();  // still kParking: tried again next round
+    std::lock_guard lock(mutex_);
+    auto entry = entries_.find(park.key);
+    if (entry != entries_.end() && entry->second.state == State::kParking) {
+      entry->second.state = State::kDone;
+      ++counters_.parked;
+    }
+    log::get("pubsub")->warn("consumer group {}: parked {}@{} (position {}): {}", options_.name,
+                             park.event.version, park.event.stream, park.event.position,
+                             park.reason);
+  }
+  if (!parks.empty()) {
+    std::lock_guard lock(mutex_);
+    trim_locked();
+  }
+  if (due_checkpoint) {
+    if (auto ok = checkpoint(); !ok) return ok.error();
+  }
+  return read_status;
+}
+
+Status ConsumerGroup::checkpoint() {
+  std::uint64_t position, parked_replayed;
+  {
+    std::lock_guard lock(mutex_);
+    position = checkpoint_locked();
+    parked_replayed = parked_replayed_;
+    acks_since_checkpoint_ = 0;
+    last_checkpoint_at_ = clock_.now();
+  }
+  if (auto ok = write_checkpoint(position, parked_replayed); !ok) return ok;
+  std::lock_guard lock(mutex_);
+  last_checkpoint_ = position;
+  return {};
+}
+
+Status ConsumerGroup::write_checkpoint(std::uint64_t position, std::uint64_t parked_replayed) {
+  Json record{{"position", position},
+              {"parked_replayed", parked_replayed},
+              {"filter", options_.filter.describe()},
+              {"strategy", to_string(options_.strategy)}};
+  EventData data{Uuid::random_v4(random_), "$checkpoint", record.dump(), ""};
+  auto appended = store_.append_system(checkpoint_stream(), ExpectedVersion::any(), {data});
+  if (!appended) return appended.error();
+  return {};
+}
+
+Result<std::uint64_t> ConsumerGroup::replay_parked() {
+  std::uint64_t from;
+  {
+    std::lock_guard lock(mutex_);
+    from = parked_queued_;
+  }
+  std::uint64_t queued = 0;
+  while (true) {
+    auto page = store_.read_stream(parked_stream(), from, 500);
+    if (!page) return page.error();
+    if (page->empty()) break;
+    std::vector<Entry> replays;
+    for (const auto& record : *page) {
+      from = record.version + 1;
+      Json parked = Json::parse(record.data, nullptr, false);
+      if (parked.is_discarded() || !parked.contains("stream") || !parked.contains("version"))
+        continue;
+      auto original =
+          store_.read_stream(parked["stream"].get<std::string>(), parked["version"].get<std::uint64_t>(), 1);
+      // A parked event whose stream was deleted since has nothing left to replay.
+      if (!original || original->empty()) continue;
+      replays.push_back({.event = std::move(original->front()),
+                         .replayed = true,
+                         .parked_version = record.version});
+    }
+    std::lock_guard lock(mutex_);
+    for (auto& entry : replays) {
+      const Key key{0, entry.parked_version};
+      entries_.emplace(key, std::move(entry));
+      ++queued;
+    }
+    parked_queued_ = from;
+    counters_.replayed += replays.size();
+    trim_locked();
+    work_ = true;
+    changed_.notify_all();
+  }
+  return queued;
+}
+
+GroupStats ConsumerGroup::stats() const {
+  std::lock_guard lock(mutex_);
+  GroupStats stats = counters_;
+  stats.checkpoint = checkpoint_locked();
+  stats.read_position = reader_.position();
+  const std::uint64_t head = store_.next_position();
+  stats.lag = head > stats.checkpoint ? head - stats.checkpoint : 0;
+  for (const auto& [key, entry] : entries_) {
+    if (entry.state != State::kDone) ++stats.buffered;
+    if (entry.state == State::kInFlight) ++stats.in_flight;
+  }
+  for (const auto& [id, member] : members_)
+    stats.members.push_back({member.name, member.in_flight.size(), member.acked});
+  return stats;
+}
+
+}  // namespace keel::pubsub
