@@ -55,6 +55,7 @@ class Reader {
   // caught_up() says whether there is nothing more to read now.
   Result<std::vector<RecordedEvent>> next(std::size_t max);
   std::uint64_t position() const { return position_; }
+  void seek(std::uint64_t position) { position_ = position; }
   bool caught_up() const { return position_ >= store_.next_position(); }
   const Filter& filter() const { return filter_; }
 

@@ -1,0 +1,343 @@
+#include "keel/cqrs/projection_runner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <nlohmann/json.hpp>
+
+#include "keel/core/log.h"
+#include "keel/core/random.h"
+#include "keel/cqrs/errc.h"
+
+namespace keel::cqrs {
+
+namespace {
+
+constexpr const char* kCreateCheckpoints =
+    "CREATE TABLE IF NOT EXISTS keel_projections (name TEXT PRIMARY KEY, position BIGINT NOT NULL)";
+constexpr const char* kSaveCheckpoint =
+    "INSERT INTO keel_projections (name, position) VALUES ($1, $2) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position";
+
+std::string describe(const RecordedEvent& event) {
+  return "event " + std::to_string(event.position) + " (" + std::to_string(event.version) + "@" +
+         event.stream + ", " + event.type + ")";
+}
+
+// apply() as a Status even when it throws (a JSON field missing, say): a projection's bug must
+// stop or skip one event, never the process.
+Status apply_safely(const Projection& projection, const RecordedEvent& event, Transaction& tx) {
+  try {
+    return projection.apply(event, tx);
+  } catch (const std::exception& e) {
+    return Error(errc::projection_failed, std::string("apply() threw: ") + e.what());
+  }
+}
+
+}  // namespace
+
+std::string progress_bar(const Progress& progress, int width) {
+  const double share = progress.head == 0 ? 1.0
+                                          : std::min(1.0, static_cast<double>(progress.position) /
+                                                              static_cast<double>(progress.head));
+  const int filled = static_cast<int>(share * width);
+  std::string bar = "[" + std::string(static_cast<std::size_t>(filled), '#') +
+                    std::string(static_cast<std::size_t>(width - filled), '-') + "] ";
+  char numbers[96];
+  std::snprintf(numbers, sizeof numbers, "%3d%%  %llu/%llu", static_cast<int>(share * 100),
+                static_cast<unsigned long long>(progress.position),
+                static_cast<unsigned long long>(progress.head));
+  return bar + numbers;
+}
+
+Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& store,
+                                                                 ReadModel& model,
+                                                                 Projection projection,
+                                                                 Clock& clock,
+                                                                 RunnerOptions options) {
+  const bool valid_name =
+      !projection.name.empty() && projection.name.size() <= 200 &&
+      std::all_of(projection.name.begin(), projection.name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+      });
+  if (!valid_name) {
+    return Error(errc::invalid_argument, "projection name '" + projection.name +
+                                             "': use 1 to 200 letters, digits, '_', '-' or '.'");
+  }
+  if (!projection.apply) {
+    return Error(errc::invalid_argument, "projection '" + projection.name + "' has no apply()");
+  }
+  if (options.batch == 0) options.batch = 1;
+  std::uint64_t position = 0;
+  auto set_up = model.transact([&](Transaction& tx) -> Status {
+    if (auto ok = tx.exec(kCreateCheckpoints); !ok) return ok;
+    if (projection.setup) {
+      if (auto ok = projection.setup(tx); !ok) return ok;
+    }
+    auto saved = tx.query("SELECT position FROM keel_projections WHERE name = $1",
+                          {projection.name});
+    if (!saved) return saved.error();
+    if (!saved->empty()) position = static_cast<std::uint64_t>(as_int(saved->front().at(0)));
+    return {};
+  });
+  if (!set_up) {
+    return Error(errc::database, "projection '" + projection.name + "': setting up " +
+                                     model.describe() + ": " + set_up.error().message());
+  }
+  return std::unique_ptr<ProjectionRunner>(new ProjectionRunner(
+      store, model, std::move(projection), clock, options, position));
+}
+
+ProjectionRunner::ProjectionRunner(EventStore& store, ReadModel& model, Projection projection,
+                                   Clock& clock, RunnerOptions options, std::uint64_t position)
+    : store_(store),
+      model_(model),
+      projection_(std::move(projection)),
+      clock_(clock),
+      options_(options),
+      reader_(store, projection_.filter, position),
+      saved_(position) {
+  progress_.position = position;
+}
+
+void ProjectionRunner::start() {
+  std::lock_guard guard(mutex_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  listener_ = store_.add_commit_listener([this](std::uint64_t) {
+    std::lock_guard wake(mutex_);
+    work_ = true;
+    changed_.notify_all();
+  });
+  thread_ = std::thread([this] {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      const bool stopped_on_error = progress_.error && projection_.on_error == OnError::kStop &&
+                                    progress_.error->is(errc::projection_failed);
+      if (progress_.paused || stopped_on_error || !work_) {
+        changed_.wait(lock);
+        continue;
+      }
+      lock.unlock();
+      auto stepped = step();
+      lock.lock();
+      if (!stepped) {
+        if (!stepped.error().is(errc::projection_failed))
+          wait_until(lock, clock_.now() + options_.retry_after);
+        continue;
+      }
+      if (!*stepped) work_ = false;  // caught up: wait for the next commit
+    }
+  });
+}
+
+void ProjectionRunner::stop() {
+  std::thread thread;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    changed_.notify_all();
+    thread = std::move(thread_);
+  }
+  if (!thread.joinable()) return;
+  thread.join();
+  store_.remove_commit_listener(listener_);
+}
+
+void ProjectionRunner::wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline) {
+  TimerId timer = clock_.schedule_at(deadline, [this] {
+    std::lock_guard wake(mutex_);
+    changed_.notify_all();
+  });
+  changed_.wait(lock);
+  lock.unlock();
+  clock_.cancel(timer);
+  lock.lock();
+}
+
+void ProjectionRunner::pause() {
+  std::lock_guard lock(mutex_);
+  progress_.paused = true;
+}
+
+void ProjectionRunner::resume() {
+  std::lock_guard lock(mutex_);
+  progress_.paused = false;
+  work_ = true;
+  changed_.notify_all();
+}
+
+Status ProjectionRunner::save_checkpoint(Transaction& tx, std::uint64_t position) {
+  tx.set_tag(-1);
+  return tx.exec(kSaveCheckpoint, {projection_.name, static_cast<std::int64_t>(position)});
+}
+
+Status ProjectionRunner::commit_checkpoint(std::uint64_t position) {
+  return model_.transact([&](Transaction& tx) { return save_checkpoint(tx, position); });
+}
+
+void ProjectionRunner::advanced(std::uint64_t position, std::uint64_t applied) {
+  std::lock_guard lock(mutex_);
+  progress_.position = position;
+  progress_.applied += applied;
+  progress_.error.reset();
+  changed_.notify_all();
+}
+
+Result<bool> ProjectionRunner::step() {
+  std::lock_guard step_lock(step_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    progress_.head = store_.next_position();
+    progress_.live = reader_.caught_up();
+    if (progress_.live) return false;
+  }
+  const std::uint64_t from = reader_.position();
+  auto events = reader_.next(options_.batch);
+  if (!events) {
+    std::lock_guard lock(mutex_);
+    progress_.error = events.error();
+    return events.error();
+  }
+  const std::uint64_t to = reader_.position();
+  if (events->empty()) {
+    // Nothing for this projection: the read model is current up to `to` without a write.
+    if (to - saved_ >= options_.idle_checkpoint_every) {
+      if (auto ok = commit_checkpoint(to); !ok) {
+        reader_.seek(from);
+        return ok.error();
+      }
+      saved_ = to;
+    }
+    advanced(to, 0);
+    return true;
+  }
+  std::optional<std::size_t> failed;
+  auto committed = model_.transact([&](Transaction& tx) -> Status {
+    for (std::size_t i = 0; i < events->size(); ++i) {
+      tx.set_tag(static_cast<std::int64_t>(i));
+      if (auto ok = apply_safely(projection_, (*events)[i], tx); !ok) {
+        failed = i;
+        return ok;
+      }
+    }
+    return save_checkpoint(tx, to);
+  });
+  if (committed) {
+    saved_ = to;
+    advanced(to, events->size());
+    return true;
+  }
+  // Which event failed: the one apply() was running, or the one whose pipelined statement
+  // the database refused.
+  if (!failed && committed.error().detail() && *committed.error().detail() >= 0 &&
+      static_cast<std::size_t>(*committed.error().detail()) < events->size()) {
+    failed = static_cast<std::size_t>(*committed.error().detail());
+  }
+  reader_.seek(from);
+  if (!failed) {  // the database itself failed (connection, disk): try the batch again later
+    std::lock_guard lock(mutex_);
+    progress_.error = committed.error();
+    return committed.error();
+  }
+  if (auto handled = handle_failure(*events, *failed, committed.error()); !handled) {
+    return handled.error();
+  }
+  return true;
+}
+
+Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events,
+                                        std::size_t failed, const Error& error) {
+  const RecordedEvent& bad = events[failed];
+  // Keep what came before the failing event.
+  if (failed > 0) {
+    auto kept = model_.transact([&](Transaction& tx) -> Status {
+      for (std::size_t i = 0; i < failed; ++i) {
+        tx.set_tag(static_cast<std::int64_t>(i));
+        if (auto ok = apply_safely(projection_, events[i], tx); !ok) return ok;
+      }
+      return save_checkpoint(tx, bad.position);
+    });
+    if (!kept) {
+      std::lock_guard lock(mutex_);
+      progress_.error = kept.error();
+      return kept.error();
+    }
+    saved_ = bad.position;
+    advanced(bad.position, failed);
+  }
+  reader_.seek(bad.position);
+  const std::string what = "projection '" + projection_.name + "': " + describe(bad) + ": " +
+                           error.message();
+  if (projection_.on_error == OnError::kStop) {
+    Error stopped(errc::projection_failed, what + "; stopped before it");
+    std::lock_guard lock(mutex_);
+    progress_.error = stopped;
+    return stopped;
+  }
+  if (projection_.on_error == OnError::kPark) {
+    nlohmann::json record{{"stream", bad.stream},     {"version", bad.version},
+                          {"position", bad.position}, {"type", bad.type},
+                          {"error", error.message()}};
+    Random random(static_cast<std::uint64_t>(clock_.unix_now_ns()) ^ bad.position);
+    eventlog::EventData parked{Uuid::random_v4(random), "$parked", record.dump(), ""};
+    auto appended = store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
+    if (!appended) return appended.error();
+  }
+  if (auto ok = commit_checkpoint(bad.position + 1); !ok) return ok;
+  saved_ = bad.position + 1;
+  reader_.seek(bad.position + 1);
+  log::get("cqrs")->warn("{}; {}", what, projection_.on_error == OnError::kPark ? "parked" : "skipped");
+  std::lock_guard lock(mutex_);
+  ++(projection_.on_error == OnError::kPark ? progress_.parked : progress_.skipped);
+  progress_.position = bad.position + 1;
+  changed_.notify_all();
+  return {};
+}
+
+Status ProjectionRunner::catch_up() {
+  const std::uint64_t head = store_.next_position();
+  while (progress().position < head) {
+    auto stepped = step();
+    if (!stepped) return stepped.error();
+    if (!*stepped) break;
+  }
+  return {};
+}
+
+Status ProjectionRunner::rebuild() {
+  std::lock_guard step_lock(step_mutex_);
+  auto reset = model_.transact([&](Transaction& tx) -> Status {
+    if (projection_.reset) {
+      if (auto ok = projection_.reset(tx); !ok) return ok;
+    }
+    return save_checkpoint(tx, 0);
+  });
+  if (!reset) return reset;
+  saved_ = 0;
+  reader_.seek(0);
+  std::lock_guard lock(mutex_);
+  progress_ = Progress{.paused = progress_.paused};
+  work_ = true;
+  changed_.notify_all();
+  return {};
+}
+
+bool ProjectionRunner::wait_for(std::uint64_t position, Duration timeout) {
+  const TimePoint deadline = clock_.now() + timeout;
+  std::unique_lock lock(mutex_);
+  while (progress_.position <= position) {
+    const bool stopped = progress_.error && progress_.error->is(errc::projection_failed);
+    if (stopped || clock_.now() >= deadline) return false;
+    wait_until(lock, deadline);
+  }
+  return true;
+}
+
+Progress ProjectionRunner::progress() const {
+  std::lock_guard lock(mutex_);
+  Progress copy = progress_;
+  copy.head = std::max(copy.head, store_.next_position());
+  return copy;
+}
+
+}  // namespace keel::cqrs

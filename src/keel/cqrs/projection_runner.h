@@ -1,0 +1,131 @@
+// The query side of CQRS: a projection turns events into read-model changes, and a
+// ProjectionRunner applies them in batches, each batch one database transaction that also
+// stores the projection's checkpoint. A crash between batches loses nothing and a crash inside
+// one rolls all of it back, so an event is applied exactly once and none is skipped.
+//
+//   Projection orders{.name = "orders", .filter = {.categories = {"order"}},
+//                     .setup = create_tables, .reset = delete_rows, .apply = apply_order_event};
+//   auto runner = ProjectionRunner::open(store, read_model, orders, clock);
+//   (*runner)->start();
+//   auto placed = commands.handle(place_order);            // appended at placed->position
+//   (*runner)->wait_for(placed->position, 2s);             // read-your-writes
+//   read_model.query("SELECT status FROM orders WHERE id = $1", {id});
+//
+// Thread-safety: every method may be called from any thread; apply() runs on the runner's
+// thread (or the caller of step()).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "keel/core/clock.h"
+#include "keel/cqrs/read_model.h"
+#include "keel/eventlog/event_store.h"
+#include "keel/pubsub/reader.h"
+
+namespace keel::cqrs {
+
+using eventlog::EventStore;
+using eventlog::RecordedEvent;
+
+// What happens to an event whose apply() fails (the events before it in the batch are kept).
+enum class OnError {
+  kStop,  // the runner stops before it, with the error; fix and restart to go on
+  kSkip,  // logged, counted and passed over
+  kPark,  // recorded in $keel-projection-NAME-parked (stream, version, position, error), then passed over
+};
+
+struct Projection {
+  std::string name;  // letters, digits, '_', '-', '.'; the checkpoint's key
+  pubsub::Filter filter;
+  std::function<Status(Transaction&)> setup;  // CREATE TABLE IF NOT EXISTS …; run at open
+  std::function<Status(Transaction&)> reset;  // empties the read model, for rebuild()
+  std::function<Status(const RecordedEvent&, Transaction&)> apply;
+  OnError on_error = OnError::kStop;
+};
+
+struct RunnerOptions {
+  std::size_t batch = 1000;  // events per transaction
+  // Positions passed without a matching event before the checkpoint is written anyway.
+  std::uint64_t idle_checkpoint_every = 10000;
+  Duration retry_after = 1s;  // after a database error
+};
+
+struct Progress {
+  std::uint64_t position = 0;  // every event below it is in the read model (or not for it)
+  std::uint64_t head = 0;      // the log's next position
+  std::uint64_t applied = 0, skipped = 0, parked = 0;
+  bool paused = false;
+  bool live = false;  // caught up with the head at the last look
+  std::optional<Error> error;
+};
+
+// "[############--------]  60%  600000/1000000": for rebuilds people watch.
+std::string progress_bar(const Progress& progress, int width = 40);
+
+class ProjectionRunner {
+ public:
+  static Result<std::unique_ptr<ProjectionRunner>> open(EventStore& store, ReadModel& model,
+                                                        Projection projection, Clock& clock,
+                                                        RunnerOptions options = {});
+  ~ProjectionRunner() { stop(); }
+  ProjectionRunner(const ProjectionRunner&) = delete;
+  ProjectionRunner& operator=(const ProjectionRunner&) = delete;
+
+  void start();
+  void stop();  // waits for the batch in progress
+
+  // One batch, on the caller's thread. Ok(false) when there was nothing to do.
+  Result<bool> step();
+  // Steps until the position reaches the head as it was at the call.
+  Status catch_up();
+
+  void pause();
+  void resume();
+  // Empties the read model and sets the checkpoint to zero in one transaction; the runner
+  // (or catch_up()) then applies the whole log again.
+  Status rebuild();
+
+  // Read-your-writes: waits until the event at `position` (an append's last_position) is in
+  // the read model; false on timeout, or if the runner stopped on an error.
+  bool wait_for(std::uint64_t position, Duration timeout);
+
+  Progress progress() const;
+  const Projection& projection() const { return projection_; }
+  std::string parked_stream() const { return "$keel-projection-" + projection_.name + "-parked"; }
+
+ private:
+  ProjectionRunner(EventStore& store, ReadModel& model, Projection projection, Clock& clock,
+                   RunnerOptions options, std::uint64_t position);
+  Status save_checkpoint(Transaction& tx, std::uint64_t position);
+  Status commit_checkpoint(std::uint64_t position);
+  Status handle_failure(const std::vector<RecordedEvent>& events, std::size_t failed,
+                        const Error& error);
+  void advanced(std::uint64_t position, std::uint64_t applied);
+  void wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline);
+
+  EventStore& store_;
+  ReadModel& model_;
+  const Projection projection_;
+  Clock& clock_;
+  const RunnerOptions options_;
+
+  std::mutex step_mutex_;  // one batch at a time; rebuild() waits for it
+  pubsub::Reader reader_;  // guarded by step_mutex_
+  std::uint64_t saved_ = 0;  // the checkpoint in the database; guarded by step_mutex_
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  Progress progress_;
+  bool stopping_ = false;
+  bool work_ = true;
+  std::uint64_t listener_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace keel::cqrs
