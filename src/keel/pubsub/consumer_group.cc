@@ -148,11 +148,8 @@ void ConsumerGroup::start() {
       }
       // Sleep until the next timeout, backoff or checkpoint is due, or something changes.
       TimePoint next = last_checkpoint_at_ + options_.checkpoint_interval;
-      for (const auto& [key, entry] : entries_) {
-        if (entry.state == State::kInFlight) next = std::min(next, entry.deadline);
-        if (entry.state == State::kAvailable && !members_.empty())
-          next = std::min(next, entry.ready_at);
-      }
+      if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
+      if (!waiting_.empty() && !members_.empty()) next = std::min(next, waiting_.begin()->first);
       if (next > clock_.now()) wait_until(lock, next);
       work_ = false;
     }
@@ -210,18 +207,18 @@ void ConsumerGroup::remove_member(std::uint64_t member_id) {
   std::lock_guard lock(mutex_);
   auto member = members_.find(member_id);
   if (member == members_.end()) return;
-  for (std::uint64_t delivery : member->second.in_flight) {
-    Key key = by_delivery_.at(delivery);
-    by_delivery_.erase(delivery);
+  const std::set<std::uint64_t> held = member->second.in_flight;
+  const std::string name = member->second.name;
+  for (std::uint64_t delivery : held) {
+    const Key key = by_delivery_.at(delivery);
     Entry& entry = entries_.at(key);
+    take_back_locked(key, entry);
     // Given back at once, to the others; it still counts as a delivery, so an event that
     // kills every member that takes it is parked in the end.
     if (entry.deliveries >= options_.max_deliveries) {
-      entry.state = State::kParking;
-      entry.park_reason = "member " + member->second.name + " left without acking";
+      park_locked(key, entry, "member " + name + " left without acking");
     } else {
-      entry.state = State::kAvailable;
-      entry.ready_at = clock_.now();
+      make_available_locked(key, entry, clock_.now());
     }
   }
   members_.erase(member);
@@ -269,24 +266,21 @@ Status ConsumerGroup::settle(std::uint64_t member_id, std::uint64_t delivery,
   }
   const Key key = found->second;
   Entry& entry = entries_.at(key);
-  by_delivery_.erase(found);
-  member->second.in_flight.erase(delivery);
-  std::erase_if(member->second.inbox, [&](const Delivery& d) { return d.id == delivery; });
+  take_back_locked(key, entry);
   if (!nack) {
-    entry.state = State::kDone;
     ++counters_.acked;
     ++member->second.acked;
     ++acks_since_checkpoint_;
+    done_locked(key, entry);
   } else if (*nack == NackAction::kRetry) {
     ++counters_.nacked;
     fail_locked(key, entry, "nacked: " + std::string(reason));
   } else if (*nack == NackAction::kPark) {
     ++counters_.nacked;
-    entry.state = State::kParking;
-    entry.park_reason = "parked by " + member->second.name + ": " + std::string(reason);
+    park_locked(key, entry, "parked by " + member->second.name + ": " + std::string(reason));
   } else {
     ++counters_.skipped;
-    entry.state = State::kDone;
+    done_locked(key, entry);
   }
   trim_locked();
   work_ = true;
@@ -294,17 +288,72 @@ Status ConsumerGroup::settle(std::uint64_t member_id, std::uint64_t delivery,
   return {};
 }
 
-void ConsumerGroup::fail_locked(const Key&, Entry& entry, std::string reason) {
+void ConsumerGroup::add_locked(const Key& key, Entry entry) {
+  auto [it, added] = entries_.emplace(key, std::move(entry));
+  if (!added) return;
+  if (key.first == 1) ++log_entries_;
+  if (options_.strategy == Strategy::kPinned) streams_[it->second.event.stream].insert(key);
+  make_available_locked(key, it->second, clock_.now());
+}
+
+bool ConsumerGroup::is_stream_head(const Key& key, const Entry& entry) const {
+  if (options_.strategy != Strategy::kPinned) return true;
+  auto stream = streams_.find(entry.event.stream);
+  return stream != streams_.end() && *stream->second.begin() == key;
+}
+
+void ConsumerGroup::make_available_locked(const Key& key, Entry& entry, TimePoint ready_at) {
+  entry.state = State::kAvailable;
+  entry.ready_at = ready_at;
+  if (ready_at > clock_.now()) {
+    waiting_.insert({ready_at, key});
+  } else if (is_stream_head(key, entry)) {
+    ready_.insert(key);
+  }
+}
+
+void ConsumerGroup::take_back_locked(const Key& key, Entry& entry) {
+  deadlines_.erase({entry.deadline, key});
+  by_delivery_.erase(entry.delivery);
+  auto member = members_.find(entry.member);
+  if (member != members_.end()) {
+    member->second.in_flight.erase(entry.delivery);
+    std::erase_if(member->second.inbox, [&](const Delivery& d) { return d.id == entry.delivery; });
+  }
+}
+
+void ConsumerGroup::park_locked(const Key& key, Entry& entry, std::string reason) {
+  entry.state = State::kParking;
+  entry.park_reason = std::move(reason);
+  parking_.push_back(key);
+}
+
+void ConsumerGroup::done_locked(const Key& key, Entry& entry) {
+  entry.state = State::kDone;
+  if (options_.strategy != Strategy::kPinned) return;
+  auto stream = streams_.find(entry.event.stream);
+  if (stream == streams_.end()) return;
+  stream->second.erase(key);
+  if (stream->second.empty()) {
+    streams_.erase(stream);
+    return;
+  }
+  // The stream's next event may go out now (unless it waits out a backoff).
+  const Key next = *stream->second.begin();
+  Entry& head = entries_.at(next);
+  if (head.state == State::kAvailable && head.ready_at <= clock_.now()) ready_.insert(next);
+}
+
+void ConsumerGroup::fail_locked(const Key& key, Entry& entry, std::string reason) {
   if (entry.deliveries >= options_.max_deliveries) {
-    entry.state = State::kParking;
-    entry.park_reason = "failed " + std::to_string(entry.deliveries) + " deliveries; last: " + reason;
+    park_locked(key, entry,
+                "failed " + std::to_string(entry.deliveries) + " deliveries; last: " + reason);
     return;
   }
   Duration backoff = options_.retry_backoff;
   for (std::uint32_t i = 1; i < entry.deliveries && backoff < options_.max_retry_backoff; ++i)
     backoff *= 2;
-  entry.state = State::kAvailable;
-  entry.ready_at = clock_.now() + std::min(backoff, options_.max_retry_backoff);
+  make_available_locked(key, entry, clock_.now() + std::min(backoff, options_.max_retry_backoff));
 }
 
 std::uint64_t ConsumerGroup::pick_member_locked(const Entry& entry, std::uint64_t& round_robin) {
@@ -338,23 +387,24 @@ void ConsumerGroup::dispatch_locked() {
   if (members_.empty()) return;
   const TimePoint now = clock_.now();
   const bool pinned = options_.strategy == Strategy::kPinned;
-  std::set<std::string_view> busy_streams;  // pinned: streams with an earlier event not done
   bool delivered = false;
-  for (auto& [key, entry] : entries_) {
-    if (entry.state == State::kDone || entry.state == State::kParking) continue;
-    if (pinned && !busy_streams.insert(entry.event.stream).second) continue;
-    if (entry.state != State::kAvailable || entry.ready_at > now) continue;
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    const Key key = *it;
+    Entry& entry = entries_.at(key);
     const std::uint64_t member_id = pick_member_locked(entry, round_robin_);
     if (member_id == 0) {
-      if (pinned) continue;  // its owner is full; other streams may go to others
-      break;                 // everyone is full
+      if (!pinned) break;  // everyone is full
+      ++it;                // its owner is full; other streams may go to others
+      continue;
     }
+    it = ready_.erase(it);
     MemberState& member = members_.at(member_id);
     entry.state = State::kInFlight;
     entry.member = member_id;
     entry.delivery = next_delivery_++;
     entry.deadline = now + options_.ack_timeout;
     ++entry.deliveries;
+    deadlines_.insert({entry.deadline, key});
     by_delivery_[entry.delivery] = key;
     member.in_flight.insert(entry.delivery);
     member.inbox.push_back({entry.delivery, entry.event, entry.deliveries, entry.replayed});
@@ -374,8 +424,9 @@ void ConsumerGroup::trim_locked() {
   for (auto it = entries_.lower_bound({1, 0});
        it != entries_.end() && it->second.state == State::kDone;) {
     it = entries_.erase(it);
+    --log_entries_;
   }
-  // Replayed entries leave whenever they are done.
+  // Replayed entries (few, before the log's) leave whenever they are done.
   for (auto it = entries_.begin(); it != entries_.end() && it->first.first == 0;) {
     it = it->second.state == State::kDone ? entries_.erase(it) : std::next(it);
   }
@@ -398,39 +449,38 @@ Status ConsumerGroup::pump() {
   {
     std::lock_guard lock(mutex_);
     // Read ahead while there is room.
-    std::size_t held = static_cast<std::size_t>(std::distance(entries_.lower_bound({1, 0}), entries_.end()));
-    while (held < options_.buffer_events && !reader_.caught_up()) {
-      auto events = reader_.next(options_.buffer_events - held);
+    while (log_entries_ < options_.buffer_events && !reader_.caught_up()) {
+      auto events = reader_.next(options_.buffer_events - log_entries_);
       if (!events) {
         read_status = events.error();
         break;
       }
       for (auto& event : *events) {
         const Key key{1, event.position};
-        entries_.emplace(key, Entry{.event = std::move(event)});
-        ++held;
+        add_locked(key, Entry{.event = std::move(event)});
       }
     }
-    // Expire deliveries whose ack did not come in time.
     const TimePoint now = clock_.now();
-    for (auto& [key, entry] : entries_) {
-      if (entry.state != State::kInFlight || entry.deadline > now) continue;
-      auto member = members_.find(entry.member);
-      if (member != members_.end()) {
-        member->second.in_flight.erase(entry.delivery);
-        std::erase_if(member->second.inbox,
-                      [&](const Delivery& d) { return d.id == entry.delivery; });
-      }
-      by_delivery_.erase(entry.delivery);
+    // Backoffs that are over.
+    while (!waiting_.empty() && waiting_.begin()->first <= now) {
+      const Key key = waiting_.begin()->second;
+      waiting_.erase(waiting_.begin());
+      if (is_stream_head(key, entries_.at(key))) ready_.insert(key);
+    }
+    // Deliveries whose ack did not come in time.
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      const Key key = deadlines_.begin()->second;
+      Entry& entry = entries_.at(key);
+      take_back_locked(key, entry);
       ++counters_.timed_out;
-      fail_locked(key, entry, "no ack within " +
-                                  std::to_string(options_.ack_timeout / 1ms) + " ms");
+      fail_locked(key, entry, "no ack within " + std::to_string(options_.ack_timeout / 1ms) + " ms");
     }
     dispatch_locked();
-    for (auto& [key, entry] : entries_) {
-      if (entry.state == State::kParking)
-        parks.push_back({key, entry.event, entry.park_reason, entry.deliveries});
+    for (const Key& key : parking_) {
+      const Entry& entry = entries_.at(key);
+      parks.push_back({key, entry.event, entry.park_reason, entry.deliveries});
     }
+    parking_.clear();
     trim_locked();
     const std::uint64_t position = checkpoint_locked();
     if (position != last_checkpoint_ &&
@@ -440,17 +490,21 @@ Status ConsumerGroup::pump() {
     }
   }
   // Writes happen outside the lock: members keep acking while the log syncs.
-  for (const Park& park : parks) {
+  for (std::size_t i = 0; i < parks.size(); ++i) {
+    const Park& park = parks[i];
     Json record{{"stream", park.event.stream},     {"version", park.event.version},
                 {"position", park.event.position}, {"type", park.event.type},
                 {"deliveries", park.deliveries},   {"reason", park.reason}};
     EventData data{Uuid::random_v4(random_), "$parked", record.dump(), ""};
     auto appended = store_.append_system(parked_stream(), ExpectedVersion::any(), {data});
-    if (!appended) return appended.error();  // still kParking: tried again next round
     std::lock_guard lock(mutex_);
+    if (!appended) {  // still kParking: tried again next round
+      for (std::size_t j = i; j < parks.size(); ++j) parking_.push_back(parks[j].key);
+      return appended.error();
+    }
     auto entry = entries_.find(park.key);
     if (entry != entries_.end() && entry->second.state == State::kParking) {
-      entry->second.state = State::kDone;
+      done_locked(park.key, entry->second);
       ++counters_.parked;
     }
     log::get("pubsub")->warn("consumer group {}: parked {}@{} (position {}): {}", options_.name,
@@ -521,7 +575,7 @@ Result<std::uint64_t> ConsumerGroup::replay_parked() {
     std::lock_guard lock(mutex_);
     for (auto& entry : replays) {
       const Key key{0, entry.parked_version};
-      entries_.emplace(key, std::move(entry));
+      add_locked(key, std::move(entry));
       ++queued;
     }
     parked_queued_ = from;
@@ -540,10 +594,8 @@ GroupStats ConsumerGroup::stats() const {
   stats.read_position = reader_.position();
   const std::uint64_t head = store_.next_position();
   stats.lag = head > stats.checkpoint ? head - stats.checkpoint : 0;
-  for (const auto& [key, entry] : entries_) {
-    if (entry.state != State::kDone) ++stats.buffered;
-    if (entry.state == State::kInFlight) ++stats.in_flight;
-  }
+  stats.buffered = entries_.size();
+  stats.in_flight = deadlines_.size();
   for (const auto& [id, member] : members_)
     stats.members.push_back({member.name, member.in_flight.size(), member.acked});
   return stats;

@@ -37,6 +37,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "keel/core/clock.h"
@@ -176,9 +177,14 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   Status settle(std::uint64_t member, std::uint64_t delivery, std::optional<NackAction> nack,
                 std::string_view reason);
   void remove_member(std::uint64_t member);
-  // Under mutex_: a failed delivery of `key` goes back for retry or to be parked.
-  void fail_locked(const Key& key, Entry& entry, std::string reason);
-  void release_locked(const Key& key, Entry& entry);
+  // State changes, under mutex_; each keeps the indexes below in step with `entry.state`.
+  void add_locked(const Key& key, Entry entry);
+  void make_available_locked(const Key& key, Entry& entry, TimePoint ready_at);
+  void take_back_locked(const Key& key, Entry& entry);  // from its member, in flight → limbo
+  void fail_locked(const Key& key, Entry& entry, std::string reason);  // retry or park
+  void park_locked(const Key& key, Entry& entry, std::string reason);
+  void done_locked(const Key& key, Entry& entry);
+  bool is_stream_head(const Key& key, const Entry& entry) const;
   void dispatch_locked();
   std::uint64_t pick_member_locked(const Entry& entry, std::uint64_t& round_robin);
   std::uint64_t checkpoint_locked() const;
@@ -193,9 +199,16 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // entries, members or the log moved on
   bool work_ = true;                 // something for pump() to look at
-  std::uint64_t commits_seen_ = 0;
   Reader reader_;
   std::map<Key, Entry> entries_;
+  std::size_t log_entries_ = 0;  // of entries_, those read from the log (not replays)
+  // Indexes of entries_ by state, so that no pass walks the whole buffer:
+  std::set<Key> ready_;                          // available now (pinned: heads of their stream)
+  std::set<std::pair<TimePoint, Key>> waiting_;  // available after a backoff
+  std::set<std::pair<TimePoint, Key>> deadlines_;  // in flight, by ack deadline
+  std::vector<Key> parking_;                     // to be written to the parked stream
+  // Pinned: each stream's entries not yet done; only the first may be handed out.
+  std::unordered_map<std::string, std::set<Key>> streams_;
   std::map<std::uint64_t, Key> by_delivery_;
   std::map<std::uint64_t, MemberState> members_;  // by join order
   std::uint64_t next_member_ = 1;
