@@ -11,7 +11,7 @@ struct DemoOptions {
   std::uint64_t seed = 1;
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
-  // Run only this part (resilience, balance, eventlog, proxy, strangler, election); empty: all.
+  // Run only this part (resilience, balance, eventlog, cqrs, proxy, strangler, election); empty: all.
   std::string only;
 };
 
@@ -38,5 +38,9 @@ int run_proxy_demo(const DemoOptions& options);
 // A route moving from legacy to modern: shadow diffs with the noise baseline, a canary, modern,
 // and a rollback when modern starts failing.
 int run_strangler_demo(const DemoOptions& options);
+
+// The orders example: commands, a projection into SQLite with read-your-writes, a consumer
+// group of three workers with one killed and a poison event parked, and a rebuild.
+int run_cqrs_demo(const DemoOptions& options);
 
 }  // namespace keel::cli
