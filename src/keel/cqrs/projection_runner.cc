@@ -100,14 +100,19 @@ ProjectionRunner::ProjectionRunner(EventStore& store, ReadModel& model, Projecti
 }
 
 void ProjectionRunner::start() {
-  std::lock_guard guard(mutex_);
-  if (thread_.joinable()) return;
-  stopping_ = false;
+  {
+    std::lock_guard guard(mutex_);
+    if (thread_.joinable()) return;
+    stopping_ = false;
+  }
+  // Registered without holding mutex_: a commit calls the listener with the store's listener
+  // lock held, and the listener takes mutex_.
   listener_ = store_.add_commit_listener([this](std::uint64_t) {
     std::lock_guard wake(mutex_);
     work_ = true;
     changed_.notify_all();
   });
+  std::lock_guard guard(mutex_);
   thread_ = std::thread([this] {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
