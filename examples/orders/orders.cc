@@ -42,13 +42,11 @@ void apply_order(Order& order, const RecordedEvent& event) {
 
 Shop::Shop(keel::eventlog::EventStore& store)
     : store_(store),
-      random_(static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())),
       products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 20),
       orders_(store, AggregateType<Order>{.category = "order", .apply = apply_order}, 20) {}
 
 EventData Shop::event(std::string type, std::string json) {
-  std::lock_guard lock(random_mutex_);
-  return {keel::Uuid::random_v4(random_), std::move(type), std::move(json), ""};
+  return {keel::Uuid::random_v4(), std::move(type), std::move(json), ""};
 }
 
 Result<CommandResult> Shop::add_stock(const AddStock& command) {

@@ -60,8 +60,6 @@ class Shop {
 
  private:
   keel::eventlog::EventStore& store_;
-  keel::Random random_;
-  std::mutex random_mutex_;
   keel::eventlog::AggregateRepository<Product> products_;
   keel::eventlog::AggregateRepository<Order> orders_;
   keel::eventlog::EventData event(std::string type, std::string json);

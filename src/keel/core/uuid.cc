@@ -1,5 +1,7 @@
 #include "keel/core/uuid.h"
 
+#include <random>
+
 #include <cstring>
 
 namespace keel {
@@ -66,6 +68,14 @@ Uuid Uuid::random_v4(Random& random) {
   uuid.bytes_[6] = static_cast<std::uint8_t>((uuid.bytes_[6] & 0x0f) | 0x40);  // version 4
   uuid.bytes_[8] = static_cast<std::uint8_t>((uuid.bytes_[8] & 0x3f) | 0x80);  // variant 10
   return uuid;
+}
+
+Uuid Uuid::random_v4() {
+  thread_local Random random([] {
+    std::random_device device;
+    return (std::uint64_t{device()} << 32) ^ device();
+  }());
+  return random_v4(random);
 }
 
 Result<Uuid> Uuid::parse(std::string_view text) {

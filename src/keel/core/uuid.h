@@ -24,6 +24,9 @@ class Uuid {
   // that creates events can be replayed. Uniqueness is only as good as the seeding: production
   // code seeds its Random from a real entropy source.
   static Uuid random_v4(Random& random);
+  // The same from a per-thread generator seeded from std::random_device: for ids that must be
+  // unique across processes and runs (bookkeeping records), not replayable.
+  static Uuid random_v4();
 
   // Reads the canonical form "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx": 36 characters, hex digits
   // in either case, dashes at offsets 8, 13, 18 and 23. No braces, no "urn:uuid:" prefix, no

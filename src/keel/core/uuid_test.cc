@@ -200,3 +200,18 @@ TEST(UuidHash, EqualUuidsHashEqual) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+TEST(UuidEntropyTest, TheUnseededGeneratorGivesDistinctVersion4Ids) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    Uuid id = Uuid::random_v4();
+    EXPECT_EQ(id.bytes()[6] >> 4, 4);
+    EXPECT_TRUE(seen.insert(id.to_string()).second);
+  }
+}
+
+}  // namespace
+}  // namespace keel

@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include "keel/core/log.h"
-#include "keel/core/random.h"
 #include "keel/cqrs/errc.h"
 
 namespace keel::cqrs {
@@ -283,8 +282,7 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
     nlohmann::json record{{"stream", bad.stream},     {"version", bad.version},
                           {"position", bad.position}, {"type", bad.type},
                           {"error", error.message()}};
-    Random random(static_cast<std::uint64_t>(clock_.unix_now_ns()) ^ bad.position);
-    eventlog::EventData parked{Uuid::random_v4(random), "$parked", record.dump(), ""};
+    eventlog::EventData parked{Uuid::random_v4(), "$parked", record.dump(), ""};
     auto appended = store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
     if (!appended) return appended.error();
   }
@@ -343,6 +341,33 @@ Progress ProjectionRunner::progress() const {
   Progress copy = progress_;
   copy.head = std::max(copy.head, store_.next_position());
   return copy;
+}
+
+std::vector<metrics::CallbackRegistration> ProjectionRunner::export_metrics(
+    metrics::Registry& registry) {
+  const metrics::Labels labels{{"projection", projection_.name}};
+  std::vector<metrics::CallbackRegistration> out;
+  auto read = [this](std::uint64_t Progress::*field) {
+    return [this, field] { return static_cast<double>(progress().*field); };
+  };
+  out.push_back(registry.gauge_callback("keel_projection_position",
+                                        "Every event below this log position is in the read model",
+                                        labels, read(&Progress::position)));
+  out.push_back(registry.gauge_callback("keel_projection_lag_events",
+                                        "Log positions between the projection and the head", labels,
+                                        [this] {
+                                          const Progress p = progress();
+                                          return static_cast<double>(p.head - std::min(p.head, p.position));
+                                        }));
+  out.push_back(registry.counter_callback("keel_projection_applied_total", "Events applied",
+                                          labels, read(&Progress::applied)));
+  out.push_back(registry.counter_callback("keel_projection_skipped_total",
+                                          "Events skipped after failing", labels,
+                                          read(&Progress::skipped)));
+  out.push_back(registry.counter_callback("keel_projection_parked_total",
+                                          "Events parked after failing", labels,
+                                          read(&Progress::parked)));
+  return out;
 }
 
 }  // namespace keel::cqrs

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "keel/core/clock.h"
+#include "keel/core/metrics.h"
 #include "keel/cqrs/read_model.h"
 #include "keel/eventlog/event_store.h"
 #include "keel/pubsub/reader.h"
@@ -96,6 +97,10 @@ class ProjectionRunner {
   bool wait_for(std::uint64_t position, Duration timeout);
 
   Progress progress() const;
+  // Prometheus series labelled projection="NAME": keel_projection_position,
+  // keel_projection_lag_events, keel_projection_{applied,skipped,parked}_total. Keep the
+  // registrations no longer than the runner.
+  std::vector<metrics::CallbackRegistration> export_metrics(metrics::Registry& registry);
   const Projection& projection() const { return projection_; }
   std::string parked_stream() const { return "$keel-projection-" + projection_.name + "-parked"; }
 

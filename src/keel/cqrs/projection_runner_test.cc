@@ -72,6 +72,11 @@ TEST_F(ProjectionRunnerTest, AppliesInBatchesAndResumesFromItsCheckpoint) {
   ASSERT_TRUE(counts->catch_up().ok());
   EXPECT_EQ(counts->progress().applied, 5u);  // only the new ones: nothing applied twice
   EXPECT_EQ(events_of("acct-1"), 17);
+  metrics::Registry registry;
+  auto exported = counts->export_metrics(registry);
+  const std::string text = registry.render_prometheus();
+  EXPECT_NE(text.find("keel_projection_position{projection=\"counts\"} 31"), std::string::npos) << text;
+  EXPECT_NE(text.find("keel_projection_lag_events{projection=\"counts\"} 0"), std::string::npos) << text;
 }
 
 TEST_F(ProjectionRunnerTest, StopPolicyKeepsWhatCameBeforeAndStopsAtTheBadEvent) {

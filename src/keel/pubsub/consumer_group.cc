@@ -81,7 +81,7 @@ Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, Gr
   if (!last) return last.error();
   std::uint64_t position = 0;
   std::uint64_t parked_replayed = 0;
-  const bool existing = !last->empty();
+  const bool existing = !last->empty() && last->front().type != "$removed";
   if (existing) {
     Json saved = Json::parse(last->front().data, nullptr, false);
     if (saved.is_discarded() || !saved.contains("position") || !saved["position"].is_number()) {
@@ -92,8 +92,8 @@ Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, Gr
     const std::string filter = saved.value("filter", "");
     if (filter != options.filter.describe()) {
       return invalid("consumer group '" + options.name + "' exists with filter '" + filter +
-                     "', not '" + options.filter.describe() + "'; delete " + checkpoint_stream +
-                     " to start it over");
+                     "', not '" + options.filter.describe() +
+                     "'; ConsumerGroup::remove() it to start it over");
     }
     position = saved["position"].get<std::uint64_t>();
     parked_replayed = saved.value("parked_replayed", std::uint64_t{0});
@@ -111,6 +111,17 @@ Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, Gr
   return group;
 }
 
+Status ConsumerGroup::remove(EventStore& store, std::string_view name) {
+  const std::string stream = "$keel-group-" + std::string(name) + "-checkpoint";
+  if (!store.stream_version(stream)) {
+    return invalid("there is no consumer group '" + std::string(name) + "'");
+  }
+  auto appended = store.append_system(
+      stream, ExpectedVersion::any(), {EventData{Uuid::random_v4(), "$removed", "{}", ""}});
+  if (!appended) return appended.error();
+  return {};
+}
+
 ConsumerGroup::ConsumerGroup(EventStore& store, GroupOptions options, Clock& clock,
                              std::uint64_t position, std::uint64_t parked_replayed)
     : store_(store),
@@ -120,8 +131,7 @@ ConsumerGroup::ConsumerGroup(EventStore& store, GroupOptions options, Clock& clo
       parked_replayed_(parked_replayed),
       parked_queued_(parked_replayed),
       last_checkpoint_at_(clock.now()),
-      last_checkpoint_(position),
-      random_(static_cast<std::uint64_t>(clock.unix_now_ns()) ^ position) {}
+      last_checkpoint_(position) {}
 
 ConsumerGroup::~ConsumerGroup() { stop(); }
 
@@ -500,7 +510,7 @@ Status ConsumerGroup::pump() {
     Json record{{"stream", park.event.stream},     {"version", park.event.version},
                 {"position", park.event.position}, {"type", park.event.type},
                 {"deliveries", park.deliveries},   {"reason", park.reason}};
-    EventData data{Uuid::random_v4(random_), "$parked", record.dump(), ""};
+    EventData data{Uuid::random_v4(), "$parked", record.dump(), ""};
     auto appended = store_.append_system(parked_stream(), ExpectedVersion::any(), {data});
     std::lock_guard lock(mutex_);
     if (!appended) {  // still kParking: tried again next round
@@ -546,7 +556,7 @@ Status ConsumerGroup::write_checkpoint(std::uint64_t position, std::uint64_t par
               {"parked_replayed", parked_replayed},
               {"filter", options_.filter.describe()},
               {"strategy", to_string(options_.strategy)}};
-  EventData data{Uuid::random_v4(random_), "$checkpoint", record.dump(), ""};
+  EventData data{Uuid::random_v4(), "$checkpoint", record.dump(), ""};
   auto appended = store_.append_system(checkpoint_stream(), ExpectedVersion::any(), {data});
   if (!appended) return appended.error();
   return {};
@@ -604,6 +614,35 @@ GroupStats ConsumerGroup::stats() const {
   for (const auto& [id, member] : members_)
     stats.members.push_back({member.name, member.in_flight.size(), member.acked});
   return stats;
+}
+
+std::vector<metrics::CallbackRegistration> ConsumerGroup::export_metrics(
+    metrics::Registry& registry) {
+  const metrics::Labels labels{{"group", options_.name}};
+  std::vector<metrics::CallbackRegistration> out;
+  auto gauge = [&](const char* name, const char* help, std::uint64_t GroupStats::*field) {
+    out.push_back(registry.gauge_callback(name, help, labels, [this, field] {
+      return static_cast<double>(stats().*field);
+    }));
+  };
+  auto counter = [&](const char* name, const char* help, std::uint64_t GroupStats::*field) {
+    out.push_back(registry.counter_callback(name, help, labels, [this, field] {
+      std::lock_guard lock(mutex_);
+      return static_cast<double>(counters_.*field);
+    }));
+  };
+  gauge("keel_group_lag_events", "Log positions between the group's checkpoint and the head",
+        &GroupStats::lag);
+  gauge("keel_group_in_flight", "Events handed to members and not yet settled", &GroupStats::in_flight);
+  gauge("keel_group_buffered_events", "Events the group holds in memory", &GroupStats::buffered);
+  counter("keel_group_delivered_total", "Deliveries to members, redeliveries included",
+          &GroupStats::delivered);
+  counter("keel_group_acked_total", "Events acked", &GroupStats::acked);
+  counter("keel_group_nacked_total", "Events nacked", &GroupStats::nacked);
+  counter("keel_group_timed_out_total", "Deliveries whose ack did not come in time",
+          &GroupStats::timed_out);
+  counter("keel_group_parked_total", "Events parked after failing", &GroupStats::parked);
+  return out;
 }
 
 }  // namespace keel::pubsub

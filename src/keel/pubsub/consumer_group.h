@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "keel/core/clock.h"
-#include "keel/core/random.h"
+#include "keel/core/metrics.h"
 #include "keel/pubsub/reader.h"
 
 namespace keel::pubsub {
@@ -121,9 +121,12 @@ class Member {
 class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
  public:
   // Opens the group, resuming from its checkpoint when it exists. A group that exists with
-  // another filter is refused (delete its checkpoint stream to start over).
+  // another filter is refused (remove() it to start it over).
   static Result<std::shared_ptr<ConsumerGroup>> open(EventStore& store, GroupOptions options,
                                                      Clock& clock);
+  // Forgets a group's progress: the next open() starts it afresh from its `start`. Its parked
+  // stream stays, for people to read. Remove a group only while it is not open.
+  static Status remove(EventStore& store, std::string_view name);
   ~ConsumerGroup();
 
   // The background thread that reads, dispatches, expires and checkpoints; stop() waits for
@@ -138,6 +141,10 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   // Queues every event parked so far for delivery again; returns how many.
   Result<std::uint64_t> replay_parked();
   GroupStats stats() const;
+  // Prometheus series labelled group="NAME": keel_group_lag_events, keel_group_in_flight,
+  // keel_group_buffered_events and the counters keel_group_{delivered,acked,nacked,timed_out,
+  // parked}_total. Keep the registrations no longer than the group.
+  std::vector<metrics::CallbackRegistration> export_metrics(metrics::Registry& registry);
   Status checkpoint();
 
   const GroupOptions& options() const { return options_; }
@@ -220,7 +227,6 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   TimePoint last_checkpoint_at_{};
   std::uint64_t last_checkpoint_ = 0;
   GroupStats counters_;
-  Random random_;
 
   std::uint64_t listener_ = 0;
   bool stopping_ = false;

@@ -260,6 +260,32 @@ TEST_F(ConsumerGroupTest, ReopeningWithAnotherFilterIsRefused) {
   EXPECT_NE(bad.error().message().find("no spaces"), std::string::npos);
 }
 
+TEST_F(ConsumerGroupTest, ARemovedGroupStartsAfreshAndMetricsAreExported) {
+  for (int i = 0; i < 3; ++i) append("order-1");
+  {
+    auto group = open({.name = "g", .filter = {.categories = {"order"}}});
+    auto member = join(*group, "m");
+    pump(*group);
+    ack_all(*member, member->poll(10));
+    metrics::Registry registry;
+    auto exported = group->export_metrics(registry);
+    const std::string text = registry.render_prometheus();
+    EXPECT_NE(text.find("keel_group_acked_total{group=\"g\"} 3"), std::string::npos) << text;
+    EXPECT_NE(text.find("keel_group_in_flight{group=\"g\"} 0"), std::string::npos) << text;
+    ASSERT_TRUE(group->checkpoint().ok());
+  }
+  EXPECT_FALSE(ConsumerGroup::remove(*store_, "nope").ok());
+  ASSERT_TRUE(ConsumerGroup::remove(*store_, "g").ok());
+  auto group = open({.name = "g", .filter = {.categories = {"cart"}}});  // another filter is fine now
+  ASSERT_NE(group, nullptr);
+  append("cart-1");
+  auto member = join(*group, "m");
+  pump(*group);
+  auto got = member->poll(10);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].event.stream, "cart-1");
+}
+
 TEST_F(ConsumerGroupTest, TheBackgroundThreadDeliversToWaitingMembers) {
   auto group = open({.name = "g"});
   group->start();
