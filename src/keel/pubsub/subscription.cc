@@ -19,7 +19,14 @@ void Subscription::start() {
     }
     wake_.notify_one();
   });
-  position_ = options_.from.resolve(store_);
+  // A restart (after stop(), or after a drop and stop()) goes on from where it stopped.
+  if (!started_) position_ = options_.from.resolve(store_);
+  started_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    error_.reset();
+  }
+  live_ = false;
   thread_ = std::thread([this] { run(); });
 }
 

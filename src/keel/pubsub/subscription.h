@@ -54,6 +54,8 @@ class Subscription {
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
 
+  // Starts delivering from options.from; after stop() (also needed after a drop), start()
+  // goes on from position().
   void start();
   // Waits for the handler in progress to return; no event is delivered after stop() returns.
   void stop();
@@ -71,6 +73,7 @@ class Subscription {
   SubscriptionCallbacks callbacks_;
   std::atomic<std::uint64_t> position_{0};
   std::atomic<bool> live_{false};
+  bool started_ = false;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -189,6 +189,20 @@ TEST_F(SubscriptionTest, AHandlerErrorDropsTheSubscriptionWhereItFailed) {
   ASSERT_TRUE(subscription.error().has_value());
 }
 
+TEST_F(SubscriptionTest, ARestartGoesOnFromWhereItStopped) {
+  for (int i = 0; i < 5; ++i) append("order-1");
+  Collector seen;
+  Subscription subscription(*store_, {}, [&](const RecordedEvent& e) { return seen.add(e); });
+  subscription.start();
+  ASSERT_TRUE(seen.wait_for_count(5));
+  subscription.stop();
+  for (int i = 0; i < 3; ++i) append("order-1");
+  subscription.start();
+  ASSERT_TRUE(seen.wait_for_count(8));
+  subscription.stop();
+  EXPECT_EQ(seen.positions(), (std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
 TEST_F(SubscriptionTest, ASparseFilterStillReportsCheckpoints) {
   for (int i = 0; i < 250; ++i) append("noise-1");
   std::mutex mutex;
