@@ -20,9 +20,16 @@ void apply_product(Product& product, const RecordedEvent& event) {
   Json data = Json::parse(event.data, nullptr, false);
   if (data.is_discarded()) return;
   const std::int64_t quantity = data.value("quantity", std::int64_t{0});
+  const std::string order_id = data.value("order_id", "");
   if (event.type == "StockAdded") product.on_hand += quantity;
-  if (event.type == "StockReserved") product.reserved += quantity;
-  if (event.type == "StockReleased") product.reserved -= quantity;
+  if (event.type == "StockReserved") {
+    product.reserved += quantity;
+    product.reserved_for[order_id] += quantity;
+  }
+  if (event.type == "StockReleased") {
+    product.reserved -= quantity;
+    if ((product.reserved_for[order_id] -= quantity) <= 0) product.reserved_for.erase(order_id);
+  }
 }
 
 void apply_order(Order& order, const RecordedEvent& event) {
@@ -47,6 +54,20 @@ Shop::Shop(keel::eventlog::EventStore& store)
 
 EventData Shop::event(std::string type, std::string json) {
   return {keel::Uuid::random_v4(), std::move(type), std::move(json), ""};
+}
+
+Result<bool> Shop::release(const std::string& sku, const std::string& order_id) {
+  bool releasing = false;  // what the last (successful) decision was
+  auto released = products_.execute(sku, [&](const Product& product) -> Result<std::vector<EventData>> {
+    auto held = product.reserved_for.find(order_id);
+    releasing = held != product.reserved_for.end();
+    if (!releasing) return std::vector<EventData>{};
+    return std::vector<EventData>{event(
+        "StockReleased",
+        Json{{"sku", sku}, {"order_id", order_id}, {"quantity", held->second}}.dump())};
+  });
+  if (!released) return released.error();
+  return releasing;
 }
 
 Result<CommandResult> Shop::add_stock(const AddStock& command) {
@@ -91,21 +112,19 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
             Json{{"sku", r.sku}, {"order_id", r.order_id}, {"quantity", r.quantity}}.dump())};
       });
   std::vector<Reserve> done;
-  auto release_done = [&] {
+  // Undoes the reservations made so far; what cannot be undone is named in the error, and a
+  // later cancel_order of this order releases it.
+  auto release_done = [&](const Error& why) -> Error {
+    std::string stuck;
     for (const auto& r : done) {
-      (void)products_.execute(r.sku, [&](const Product&) -> Result<std::vector<EventData>> {
-        return std::vector<EventData>{event(
-            "StockReleased",
-            Json{{"sku", r.sku}, {"order_id", r.order_id}, {"quantity", r.quantity}}.dump())};
-      });
+      if (auto ok = release(r.sku, r.order_id); !ok) stuck += " " + r.sku + " (" + ok.error().message() + ")";
     }
+    if (stuck.empty()) return why;
+    return Error(why.code(), why.message() + "; still reserved, cancel the order to release:" + stuck);
   };
   for (const auto& line : command.lines) {
     Reserve r{line.sku, command.order_id, line.quantity};
-    if (auto reserved = reserve.handle(r); !reserved) {
-      release_done();
-      return reserved.error();
-    }
+    if (auto reserved = reserve.handle(r); !reserved) return release_done(reserved.error());
     done.push_back(r);
   }
   Json lines = Json::array();
@@ -123,33 +142,32 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
                                 {"lines", lines}, {"total_cents", total}}.dump())};
       });
   auto placed = place.handle(command);
-  if (!placed) release_done();
+  if (!placed) return release_done(placed.error());
   return placed;
 }
 
 Result<CommandResult> Shop::cancel_order(const CancelOrder& command) {
+  auto order = orders_.load(command.order_id);
+  if (!order) return order.error();
   keel::cqrs::CommandHandler<Order, CancelOrder> cancel(
       orders_, [](const CancelOrder& c) { return c.order_id; },
-      [&](const Order& order, const CancelOrder& c) -> Result<std::vector<EventData>> {
-        if (!order.placed) return reject("order " + c.order_id + " does not exist");
-        if (order.cancelled) return reject("order " + c.order_id + " is cancelled already");
+      [&](const Order& current, const CancelOrder& c) -> Result<std::vector<EventData>> {
+        if (!current.placed) return reject("order " + c.order_id + " does not exist");
+        if (current.cancelled) return std::vector<EventData>{};  // a retry: release what is left
         return std::vector<EventData>{event(
             "OrderCancelled", Json{{"order_id", c.order_id}, {"reason", c.reason}}.dump())};
       });
   auto cancelled = cancel.handle(command);
   if (!cancelled) return cancelled;
-  // Give the stock back. The order is cancelled whatever happens here; a release that fails
-  // is reported to the caller, who may retry it.
-  auto order = orders_.load(command.order_id);
-  if (!order) return order.error();
+  // Give the stock back, each reservation once: a cancel that failed half-way can be retried.
+  std::size_t released = 0;
   for (const auto& line : order->state.lines) {
-    auto released = products_.execute(line.sku, [&](const Product&) -> Result<std::vector<EventData>> {
-      return std::vector<EventData>{event(
-          "StockReleased",
-          Json{{"sku", line.sku}, {"order_id", command.order_id}, {"quantity", line.quantity}}.dump())};
-    });
-    if (!released) return released.error();
+    auto ok = release(line.sku, command.order_id);
+    if (!ok) return ok.error();
+    released += *ok;
   }
+  if (cancelled->events == 0 && released == 0)
+    return reject("order " + command.order_id + " is cancelled already");
   return cancelled;
 }
 

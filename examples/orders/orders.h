@@ -3,6 +3,7 @@
 // CQRS tests, the benchmark and `keel demo`; read it as the example of how the parts fit.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ struct CancelOrder {
 struct Product {
   std::int64_t on_hand = 0;
   std::int64_t reserved = 0;
+  std::map<std::string, std::int64_t> reserved_for;  // order id -> quantity still reserved
   std::int64_t available() const { return on_hand - reserved; }
 };
 struct Order {
@@ -63,6 +65,9 @@ class Shop {
   keel::eventlog::AggregateRepository<Product> products_;
   keel::eventlog::AggregateRepository<Order> orders_;
   keel::eventlog::EventData event(std::string type, std::string json);
+  // Gives back what `order_id` still holds of `sku`; nothing when it holds nothing (so a
+  // retried cancel releases each reservation once). Whether anything was released.
+  Result<bool> release(const std::string& sku, const std::string& order_id);
 };
 
 // The query side: the projection that keeps `orders`, `order_lines`, `inventory` and

@@ -44,6 +44,7 @@ Status PostgresReadModel::reconnect_if_broken() {
   if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return {};
   if (conn_ != nullptr) PQfinish(conn_);
   statements_.clear();
+  sent_.clear();
   conn_ = PQconnectdb(options_.conninfo.c_str());
   if (PQstatus(conn_) != CONNECTION_OK) return error("cannot connect", "", -1);
   PQclear(PQexec(conn_, "SET client_min_messages = warning"));
@@ -62,11 +63,15 @@ Error PostgresReadModel::error(std::string_view what, std::string_view sql,
 }
 
 Status PostgresReadModel::send(std::string_view sql, const Params& params, std::int64_t tag) {
+  if (conn_ == nullptr) {
+    // Not tagged: no event is to blame for a lost connection.
+    return Error(errc::database, "postgresql (" + options_.conninfo + "): connection lost");
+  }
   auto cached = statements_.find(sql);
   if (cached == statements_.end()) {
     std::string name = "keel_" + std::to_string(statements_.size() + 1);
     if (!PQsendPrepare(conn_, name.c_str(), std::string(sql).c_str(), 0, nullptr))
-      return error("cannot send", sql, tag);
+      return error("cannot send", sql, -1);
     sent_.push_back({tag, std::string(sql)});
     cached = statements_.emplace(std::string(sql), name).first;
   }
@@ -79,20 +84,34 @@ Status PostgresReadModel::send(std::string_view sql, const Params& params, std::
   }
   if (!PQsendQueryPrepared(conn_, cached->second.c_str(), static_cast<int>(params.size()),
                            values.data(), nullptr, nullptr, 0)) {
-    return error("cannot send", sql, tag);
+    return error("cannot send", sql, -1);
   }
   sent_.push_back({tag, std::string(sql)});
   return {};
 }
 
 Status PostgresReadModel::drain(std::vector<Row>* last_rows) {
-  if (!PQpipelineSync(conn_)) return error("cannot sync", "", -1);
+  if (!PQpipelineSync(conn_)) {
+    Error failed = error("cannot sync", "", -1);
+    sent_.clear();
+    PQfinish(conn_);
+    conn_ = nullptr;
+    return failed;
+  }
   std::optional<Error> first_error;
   std::size_t command = 0;
   while (true) {
     PGresult* result = PQgetResult(conn_);
     if (result == nullptr) {  // the end of one command's answers
       ++command;
+      if (PQstatus(conn_) == CONNECTION_BAD || command > sent_.size() + 1) {
+        // The connection is gone: no sync will come. Drop it; the next call reconnects.
+        Error lost = error("connection lost", "", -1);
+        sent_.clear();
+        PQfinish(conn_);
+        conn_ = nullptr;
+        return lost;
+      }
       continue;
     }
     const ExecStatusType status = PQresultStatus(result);
@@ -139,6 +158,7 @@ Status PostgresReadModel::drain(std::vector<Row>* last_rows) {
 
 Status PostgresReadModel::transact(const std::function<Status(Transaction&)>& work) {
   std::lock_guard lock(mutex_);
+  sent_.clear();
   if (auto ok = reconnect_if_broken(); !ok) return ok;
   if (!PQenterPipelineMode(conn_)) return error("cannot enter pipeline mode", "", -1);
   Tx tx(*this);
@@ -146,9 +166,14 @@ Status PostgresReadModel::transact(const std::function<Status(Transaction&)>& wo
   if (status) status = work(tx);
   if (status) status = tx.exec("COMMIT", {});
   // Read every answer even after a failure: the pipeline must be empty to leave it.
-  Status drained = sent_.empty() ? Status{} : drain();
+  Status drained = sent_.empty() || conn_ == nullptr ? Status{} : drain();
   if (status) status = drained;
-  PQexitPipelineMode(conn_);
+  if (conn_ == nullptr) return status;  // lost and dropped: the transaction died with it
+  if (!PQexitPipelineMode(conn_)) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+    return status ? error("cannot leave pipeline mode", "", -1) : status;
+  }
   if (!status) {
     // An error aborts the transaction; leave it, and forget statements prepared inside it
     // (their Parse may have been skipped).
@@ -161,12 +186,18 @@ Status PostgresReadModel::transact(const std::function<Status(Transaction&)>& wo
 
 Result<std::vector<Row>> PostgresReadModel::query(std::string_view sql, const Params& params) {
   std::lock_guard lock(mutex_);
+  sent_.clear();
   if (auto ok = reconnect_if_broken(); !ok) return ok.error();
   if (!PQenterPipelineMode(conn_)) return error("cannot enter pipeline mode", "", -1);
   std::vector<Row> rows;
   Status status = send(sql, params, -1);
   Status drained = sent_.empty() ? Status{} : drain(&rows);
-  PQexitPipelineMode(conn_);
+  if (conn_ == nullptr) return !drained ? drained.error() : status.error();
+  if (!PQexitPipelineMode(conn_)) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+    return error("cannot leave pipeline mode", sql, -1);
+  }
   if (!status) return status.error();
   if (!drained) {
     PQclear(PQexec(conn_, "DEALLOCATE ALL"));

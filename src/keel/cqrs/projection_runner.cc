@@ -32,6 +32,13 @@ Status apply_safely(const Projection& projection, const RecordedEvent& event, Tr
   }
 }
 
+// The event a database error names through its statement's tag, if any.
+std::optional<std::size_t> failed_event(const Error& error, std::size_t events) {
+  if (!error.detail() || *error.detail() < 0 || static_cast<std::size_t>(*error.detail()) >= events)
+    return std::nullopt;
+  return static_cast<std::size_t>(*error.detail());
+}
+
 }  // namespace
 
 std::string progress_bar(const Progress& progress, int width) {
@@ -103,6 +110,9 @@ void ProjectionRunner::start() {
     std::lock_guard guard(mutex_);
     if (thread_.joinable()) return;
     stopping_ = false;
+    work_ = true;
+    // Restarted after stopping on a failed event (the projection was fixed): try it again.
+    progress_.error.reset();
   }
   // Registered without holding mutex_: a commit calls the listener with the store's listener
   // lock held, and the listener takes mutex_.
@@ -121,15 +131,21 @@ void ProjectionRunner::start() {
         changed_.wait(lock);
         continue;
       }
+      work_ = false;  // before step(): a commit during it sets it again and is not lost
       lock.unlock();
       auto stepped = step();
       lock.lock();
       if (!stepped) {
-        if (!stepped.error().is(errc::projection_failed))
-          wait_until(lock, clock_.now() + options_.retry_after);
+        log::get("cqrs")->error("projection '{}': {}", projection_.name, stepped.error().message());
+        if (!stepped.error().is(errc::projection_failed)) {
+          // The database failed: try again after retry_after (or when stopped).
+          const TimePoint retry_at = clock_.now() + options_.retry_after;
+          while (!stopping_ && clock_.now() < retry_at) wait_until(lock, retry_at);
+        }
+        work_ = true;
         continue;
       }
-      if (!*stepped) work_ = false;  // caught up: wait for the next commit
+      if (*stepped) work_ = true;  // more may be waiting; otherwise sleep until a commit
     }
   });
 }
@@ -233,9 +249,10 @@ Result<bool> ProjectionRunner::step() {
   }
   // Which event failed: the one apply() was running, or the one whose pipelined statement
   // the database refused.
-  if (!failed && committed.error().detail() && *committed.error().detail() >= 0 &&
-      static_cast<std::size_t>(*committed.error().detail()) < events->size()) {
-    failed = static_cast<std::size_t>(*committed.error().detail());
+  // A pipelined statement can fail while a later event is being applied: its tag names the
+  // event that caused it, which comes first.
+  if (auto tag = failed_event(committed.error(), events->size())) {
+    failed = failed ? std::min(*failed, *tag) : *tag;
   }
   reader_.seek(from);
   if (!failed) {  // the database itself failed (connection, disk): try the batch again later
@@ -251,27 +268,39 @@ Result<bool> ProjectionRunner::step() {
 
 Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events,
                                         std::size_t failed, const Error& error) {
-  const RecordedEvent& bad = events[failed];
-  // Keep what came before the failing event.
-  if (failed > 0) {
+  // Keep what came before the failing event. If one of those fails now (a statement that
+  // depends on data, say), it is the failing one instead: the index only goes down.
+  Error cause = error;
+  while (failed > 0) {
+    std::optional<std::size_t> earlier;
     auto kept = model_.transact([&](Transaction& tx) -> Status {
       for (std::size_t i = 0; i < failed; ++i) {
         tx.set_tag(static_cast<std::int64_t>(i));
-        if (auto ok = apply_safely(projection_, events[i], tx); !ok) return ok;
+        if (auto ok = apply_safely(projection_, events[i], tx); !ok) {
+          earlier = i;
+          return ok;
+        }
       }
-      return save_checkpoint(tx, bad.position);
+      return save_checkpoint(tx, events[failed].position);
     });
-    if (!kept) {
+    if (kept) {
+      saved_ = events[failed].position;
+      advanced(events[failed].position, failed);
+      break;
+    }
+    if (auto tag = failed_event(kept.error(), failed)) earlier = earlier ? std::min(*earlier, *tag) : *tag;
+    if (!earlier) {  // the database itself failed: the whole batch again later
       std::lock_guard lock(mutex_);
       progress_.error = kept.error();
       return kept.error();
     }
-    saved_ = bad.position;
-    advanced(bad.position, failed);
+    failed = *earlier;
+    cause = kept.error();
   }
+  const RecordedEvent& bad = events[failed];
   reader_.seek(bad.position);
   const std::string what = "projection '" + projection_.name + "': " + describe(bad) + ": " +
-                           error.message();
+                           cause.message();
   if (projection_.on_error == OnError::kStop) {
     Error stopped(errc::projection_failed, what + "; stopped before it");
     std::lock_guard lock(mutex_);
@@ -281,7 +310,7 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
   if (projection_.on_error == OnError::kPark) {
     nlohmann::json record{{"stream", bad.stream},     {"version", bad.version},
                           {"position", bad.position}, {"type", bad.type},
-                          {"error", error.message()}};
+                          {"error", cause.message()}};
     eventlog::EventData parked{Uuid::random_v4(), "$parked", record.dump(), ""};
     auto appended = store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
     if (!appended) return appended.error();

@@ -78,6 +78,8 @@ class ProjectionRunner {
   ProjectionRunner(const ProjectionRunner&) = delete;
   ProjectionRunner& operator=(const ProjectionRunner&) = delete;
 
+  // Call start() and stop() from one thread. start() after a stop on a failed event (kStop)
+  // tries that event again.
   void start();
   void stop();  // waits for the batch in progress
 

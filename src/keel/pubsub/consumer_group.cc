@@ -76,6 +76,11 @@ Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, Gr
     return invalid("consumer group '" + options.name +
                    "': max_in_flight, max_deliveries and buffer_events must be at least 1");
   }
+  if (options.ack_timeout <= Duration::zero() || options.checkpoint_interval <= Duration::zero() ||
+      options.retry_backoff < Duration::zero()) {
+    return invalid("consumer group '" + options.name +
+                   "': ack_timeout and checkpoint_interval must be positive, retry_backoff not negative");
+  }
   const std::string checkpoint_stream = "$keel-group-" + options.name + "-checkpoint";
   auto last = store.read_stream(checkpoint_stream, UINT64_MAX, 1, Direction::kBackward);
   if (!last) return last.error();
@@ -128,6 +133,7 @@ ConsumerGroup::ConsumerGroup(EventStore& store, GroupOptions options, Clock& clo
       options_(std::move(options)),
       clock_(clock),
       reader_(store, options_.filter, position),
+      read_position_(position),
       parked_replayed_(parked_replayed),
       parked_queued_(parked_replayed),
       last_checkpoint_at_(clock.now()),
@@ -152,21 +158,23 @@ void ConsumerGroup::start() {
   thread_ = std::thread([this] {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
+      work_ = false;  // before pump(): a change during it sets it again and is not lost
       lock.unlock();
-      if (auto ok = pump(); !ok) {
-        log::get("pubsub")->error("consumer group {}: {}", options_.name, ok.error().message());
+      Status pumped = pump();
+      if (!pumped) {
+        log::get("pubsub")->error("consumer group {}: {}", options_.name, pumped.error().message());
       }
       lock.lock();
-      if (stopping_ || work_) {
-        work_ = false;
-        continue;
-      }
-      // Sleep until the next timeout, backoff or checkpoint is due, or something changes.
-      TimePoint next = last_checkpoint_at_ + options_.checkpoint_interval;
+      if (stopping_ || (work_ && pumped)) continue;
+      // Sleep until the next timeout, backoff or due checkpoint, or until something changes;
+      // after a failure, a second at least.
+      const TimePoint now = clock_.now();
+      TimePoint next = pumped ? now + 1h : now + 1s;
+      if (pumped && checkpoint_locked() != last_checkpoint_)
+        next = std::min(next, last_checkpoint_at_ + options_.checkpoint_interval);
       if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
       if (!waiting_.empty() && !members_.empty()) next = std::min(next, waiting_.begin()->first);
-      if (next > clock_.now()) wait_until(lock, next);
-      work_ = false;
+      if (next > now) wait_until(lock, next);
     }
   });
 }
@@ -256,6 +264,7 @@ std::vector<Delivery> ConsumerGroup::take(std::uint64_t member_id, std::size_t m
 
 std::vector<Delivery> ConsumerGroup::wait_for_deliveries(std::uint64_t member_id, std::size_t max,
                                                          Duration timeout) {
+  if (max == 0) return {};
   const TimePoint deadline = clock_.now() + timeout;
   while (true) {
     auto out = take(member_id, max);
@@ -307,14 +316,15 @@ void ConsumerGroup::add_locked(const Key& key, Entry entry) {
   auto [it, added] = entries_.emplace(key, std::move(entry));
   if (!added) return;
   if (key.first == 1) ++log_entries_;
-  if (options_.strategy == Strategy::kPinned) streams_[it->second.event.stream].insert(key);
+  // In arrival order: a replayed event waits behind what its stream already has.
+  if (options_.strategy == Strategy::kPinned) streams_[it->second.event.stream].push_back(key);
   make_available_locked(key, it->second, clock_.now());
 }
 
 bool ConsumerGroup::is_stream_head(const Key& key, const Entry& entry) const {
   if (options_.strategy != Strategy::kPinned) return true;
   auto stream = streams_.find(entry.event.stream);
-  return stream != streams_.end() && *stream->second.begin() == key;
+  return stream != streams_.end() && stream->second.front() == key;
 }
 
 void ConsumerGroup::make_available_locked(const Key& key, Entry& entry, TimePoint ready_at) {
@@ -348,13 +358,13 @@ void ConsumerGroup::done_locked(const Key& key, Entry& entry) {
   if (options_.strategy != Strategy::kPinned) return;
   auto stream = streams_.find(entry.event.stream);
   if (stream == streams_.end()) return;
-  stream->second.erase(key);
+  std::erase(stream->second, key);  // the head: only a stream's head is ever handed out
   if (stream->second.empty()) {
     streams_.erase(stream);
     return;
   }
   // The stream's next event may go out now (unless it waits out a backoff).
-  const Key next = *stream->second.begin();
+  const Key next = stream->second.front();
   Entry& head = entries_.at(next);
   if (head.state == State::kAvailable && head.ready_at <= clock_.now()) ready_.insert(next);
 }
@@ -431,7 +441,7 @@ void ConsumerGroup::dispatch_locked() {
 
 std::uint64_t ConsumerGroup::checkpoint_locked() const {
   auto first = entries_.lower_bound({1, 0});
-  return first == entries_.end() ? reader_.position() : first->second.event.position;
+  return first == entries_.end() ? read_position_ : first->second.event.position;
 }
 
 void ConsumerGroup::trim_locked() {
@@ -461,20 +471,30 @@ Status ConsumerGroup::pump() {
   std::vector<Park> parks;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> due_checkpoint;
   Status read_status;
+  std::lock_guard pumping(pump_mutex_);
+  // Read ahead while there is room, without holding mutex_: the store's commit listener takes
+  // it, and appends must not wait for this group's reads.
+  while (!reader_.caught_up()) {
+    std::size_t room;
+    {
+      std::lock_guard lock(mutex_);
+      room = options_.buffer_events - std::min<std::size_t>(log_entries_, options_.buffer_events);
+    }
+    if (room == 0) break;
+    auto events = reader_.next(room);
+    if (!events) {
+      read_status = events.error();
+      break;
+    }
+    std::lock_guard lock(mutex_);
+    for (auto& event : *events) {
+      const Key key{1, event.position};
+      add_locked(key, Entry{.event = std::move(event)});
+    }
+    read_position_ = reader_.position();
+  }
   {
     std::lock_guard lock(mutex_);
-    // Read ahead while there is room.
-    while (log_entries_ < options_.buffer_events && !reader_.caught_up()) {
-      auto events = reader_.next(options_.buffer_events - log_entries_);
-      if (!events) {
-        read_status = events.error();
-        break;
-      }
-      for (auto& event : *events) {
-        const Key key{1, event.position};
-        add_locked(key, Entry{.event = std::move(event)});
-      }
-    }
     const TimePoint now = clock_.now();
     // Backoffs that are over.
     while (!waiting_.empty() && waiting_.begin()->first <= now) {
@@ -563,14 +583,16 @@ Status ConsumerGroup::write_checkpoint(std::uint64_t position, std::uint64_t par
 }
 
 Result<std::uint64_t> ConsumerGroup::replay_parked() {
+  std::lock_guard pumping(pump_mutex_);
   std::uint64_t from;
   {
     std::lock_guard lock(mutex_);
     from = parked_queued_;
   }
   std::uint64_t queued = 0;
-  while (true) {
-    auto page = store_.read_stream(parked_stream(), from, 500);
+  while (queued < options_.buffer_events) {
+    auto page = store_.read_stream(parked_stream(), from,
+                                   std::min<std::uint64_t>(500, options_.buffer_events - queued));
     if (!page) return page.error();
     if (page->empty()) break;
     std::vector<Entry> replays;
@@ -606,7 +628,7 @@ GroupStats ConsumerGroup::stats() const {
   std::lock_guard lock(mutex_);
   GroupStats stats = counters_;
   stats.checkpoint = checkpoint_locked();
-  stats.read_position = reader_.position();
+  stats.read_position = read_position_;
   const std::uint64_t head = store_.next_position();
   stats.lag = head > stats.checkpoint ? head - stats.checkpoint : 0;
   stats.buffered = entries_.size();

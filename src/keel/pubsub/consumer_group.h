@@ -130,7 +130,8 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   ~ConsumerGroup();
 
   // The background thread that reads, dispatches, expires and checkpoints; stop() waits for
-  // it and writes a final checkpoint.
+  // it and writes a final checkpoint. Call start() and stop() from one thread, and stop()
+  // before closing the store (the destructor stops too, but members keep the group alive).
   void start();
   void stop();
   // One round of that work, for callers (and tests) that drive the group themselves. Returns
@@ -138,7 +139,8 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   Status pump();
 
   Result<std::unique_ptr<Member>> join(std::string name);
-  // Queues every event parked so far for delivery again; returns how many.
+  // Queues events parked so far for delivery again, up to buffer_events per call (call again
+  // for more); returns how many.
   Result<std::uint64_t> replay_parked();
   GroupStats stats() const;
   // Prometheus series labelled group="NAME": keel_group_lag_events, keel_group_in_flight,
@@ -206,7 +208,9 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // entries, members or the log moved on
   bool work_ = true;                 // something for pump() to look at
-  Reader reader_;
+  std::mutex pump_mutex_;      // one pump() or replay_parked() at a time
+  Reader reader_;              // guarded by pump_mutex_
+  std::uint64_t read_position_ = 0;  // reader_'s position, under mutex_
   std::map<Key, Entry> entries_;
   std::size_t log_entries_ = 0;  // of entries_, those read from the log (not replays)
   // Indexes of entries_ by state, so that no pass walks the whole buffer:
@@ -215,7 +219,7 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   std::set<std::pair<TimePoint, Key>> deadlines_;  // in flight, by ack deadline
   std::vector<Key> parking_;                     // to be written to the parked stream
   // Pinned: each stream's entries not yet done; only the first may be handed out.
-  std::unordered_map<std::string, std::set<Key>> streams_;
+  std::unordered_map<std::string, std::deque<Key>> streams_;
   std::map<std::uint64_t, Key> by_delivery_;
   std::map<std::uint64_t, MemberState> members_;  // by join order
   std::uint64_t next_member_ = 1;

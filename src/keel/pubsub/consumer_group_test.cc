@@ -153,6 +153,37 @@ TEST_F(ConsumerGroupTest, APoisonEventIsParkedAfterMaxDeliveriesAndCanBeReplayed
   EXPECT_EQ(*group->replay_parked(), 0u);
 }
 
+TEST_F(ConsumerGroupTest, PinnedReplayWaitsBehindItsStreamsEventsInFlight) {
+  append("acct-1", "Poison");
+  auto group = open({.name = "g", .strategy = Strategy::kPinned, .max_deliveries = 1});
+  auto member = join(*group, "m");
+  pump(*group);
+  auto first = member->poll(10);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(member->nack(first[0].id, NackAction::kPark, "bad").ok());
+  pump(*group);  // parked
+  append("acct-1");
+  append("acct-1");
+  pump(*group);
+  auto held = member->poll(10);
+  ASSERT_EQ(held.size(), 1u);  // one event of acct-1 at a time
+  EXPECT_EQ(held[0].event.version, 1u);
+  ASSERT_EQ(*group->replay_parked(), 1u);
+  pump(*group);
+  EXPECT_TRUE(member->poll(10).empty()) << "the replay went out while version 1 was in flight";
+  ASSERT_TRUE(member->ack(held[0].id).ok());
+  pump(*group);
+  auto next = member->poll(10);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].event.version, 2u);  // the stream's own order first, then the replay
+  ASSERT_TRUE(member->ack(next[0].id).ok());
+  pump(*group);
+  auto replayed = member->poll(10);
+  ASSERT_EQ(replayed.size(), 1u);
+  EXPECT_TRUE(replayed[0].replayed);
+  EXPECT_EQ(replayed[0].event.version, 0u);
+}
+
 TEST_F(ConsumerGroupTest, AMemberThatLeavesMidBatchHandsItsEventsToTheOthers) {
   for (int i = 0; i < 60; ++i) append("order-" + std::to_string(i));
   auto group = open({.name = "g", .max_in_flight = 10});
@@ -258,6 +289,9 @@ TEST_F(ConsumerGroupTest, ReopeningWithAnotherFilterIsRefused) {
   auto bad = ConsumerGroup::open(*store_, {.name = "no spaces"}, clock_);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message().find("no spaces"), std::string::npos);
+  auto no_timeout = ConsumerGroup::open(*store_, {.name = "t", .ack_timeout = 0s}, clock_);
+  ASSERT_FALSE(no_timeout.ok());
+  EXPECT_NE(no_timeout.error().message().find("ack_timeout"), std::string::npos);
 }
 
 TEST_F(ConsumerGroupTest, ARemovedGroupStartsAfreshAndMetricsAreExported) {

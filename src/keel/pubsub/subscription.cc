@@ -1,5 +1,7 @@
 #include "keel/pubsub/subscription.h"
 
+#include <algorithm>
+
 namespace keel::pubsub {
 
 Subscription::Subscription(EventStore& store, SubscriptionOptions options,
@@ -61,7 +63,7 @@ void Subscription::run() {
       std::lock_guard lock(mutex_);
       if (stopping_) return;
     }
-    auto events = reader.next(options_.batch);
+    auto events = reader.next(std::max<std::size_t>(options_.batch, 1));
     if (!events) return drop(events.error());
     for (const auto& event : *events) {
       if (callbacks_.on_event) {
