@@ -294,10 +294,11 @@ Status MigrationState::set_stage(Stage stage, double percent) {
   return {};
 }
 
-void MigrationState::count_answer(bool modern, unsigned status, Duration latency) {
+void MigrationState::count_answer(bool modern, unsigned status, Duration latency,
+                                  std::optional<Stage> routed_at) {
   (modern ? modern_answers_ : legacy_answers_).fetch_add(1, std::memory_order_relaxed);
   if (status >= 500) (modern ? modern_5xx_ : legacy_5xx_).fetch_add(1, std::memory_order_relaxed);
-  if (!modern && stage() >= Stage::kModern) legacy_since_modern_.fetch_add(1);
+  if (!modern && routed_at.value_or(stage()) >= Stage::kModern) legacy_since_modern_.fetch_add(1);
   std::string changed;
   std::function<void(const std::string&)> callback;
   {

@@ -120,7 +120,10 @@ class MigrationState {
   Status set_stage(Stage stage, double percent);
 
   // An answer to a client (latency to its end); checks the guard rails and the ramp.
-  void count_answer(bool modern, unsigned status, Duration latency = Duration::zero());
+  // `routed_at`: the stage when the request was routed (a request routed to legacy before the
+  // route reached modern and answered after does not count against retiring legacy).
+  void count_answer(bool modern, unsigned status, Duration latency = Duration::zero(),
+                    std::optional<Stage> routed_at = std::nullopt);
   // Called (outside any lock) after the stage changed by itself: a rollback or a ramp step.
   void on_change(std::function<void(const std::string& what)> callback);
   // A shadow copy may start (it must call end_mirror()), or is dropped and counted.

@@ -800,11 +800,13 @@ struct Server::Impl {
     }
     // A migrating route's stage decides between legacy and modern.
     std::shared_ptr<MigrationState> migration;
+    Stage routed_at = Stage::kLegacy;
     bool to_modern = false;
     std::size_t chosen_cluster = 0;
     if (route->migration) {
       migration = generation_now.migrations.at(route);
-      switch (migration->stage()) {
+      routed_at = migration->stage();
+      switch (routed_at) {
         case Stage::kLegacy:
         case Stage::kShadow:
           to_modern = false;
@@ -1031,7 +1033,7 @@ struct Server::Impl {
       if (mirror) mirror->state->end_mirror();  // no answer from legacy to compare with
       if (migration) {
         migration->count_answer(to_modern, static_cast<unsigned>(status),
-                                std::chrono::steady_clock::now() - exchange.start);
+                                std::chrono::steady_clock::now() - exchange.start, routed_at);
       }
       co_return reusable;
     }
@@ -1065,7 +1067,7 @@ struct Server::Impl {
     finish(exchange, cluster, exchange.status);
     if (migration) {
       migration->count_answer(to_modern, exchange.status,
-                              std::chrono::steady_clock::now() - exchange.start);
+                              std::chrono::steady_clock::now() - exchange.start, routed_at);
     }
     if (mirror) {
       if (relayed) {
