@@ -91,7 +91,7 @@ echo "idle keep-alive client connections: $IDLE_CONNECTIONS opened, keel RSS ${r
 # upstream and pinning as above: what mirroring costs the client path.
 SHADOW_DURATION=${SHADOW_DURATION:-10s}
 PICK() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-UP1=$(PICK); UP2=$(PICK); PLAIN=$(PICK); SHADOWED=$(PICK)
+UP1=$(PICK); UP2=$(PICK); PLAIN=$(PICK); SHADOWED=$(PICK); SHADOW_ADMIN=$(PICK)
 mkdir -p "$TMPD/up"
 cat >"$TMPD/up/nginx.conf" <<NGINX
 worker_processes 1;
@@ -124,6 +124,7 @@ YAML
 sed -e "s/$PLAIN/$SHADOWED/" -e 's/routes: \[{match: {prefix: \/}, cluster: legacy}\]/routes: [{name: price, match: {prefix: \/}, migration: {legacy: legacy, modern: modern, stage: shadow, max_in_flight: 256}}]/' \
   "$TMPD/plain.yaml" >"$TMPD/shadow.yaml"
 grep -q "stage: shadow" "$TMPD/shadow.yaml" || { echo "proxy_vs.sh: could not write the shadow config" >&2; exit 1; }
+echo "admin: {address: 127.0.0.1:$SHADOW_ADMIN}" >>"$TMPD/shadow.yaml"
 taskset -c 0 "$KEEL" proxy -c "$TMPD/plain.yaml" 2>/dev/null &
 PLAIN_PID=$!
 taskset -c 0 "$KEEL" proxy -c "$TMPD/shadow.yaml" 2>/dev/null &
@@ -139,15 +140,45 @@ measure() {  # measure PORT -> "rps p99_ms", median of 3 runs of wrk -c64
   done
   tr ';' '\n' <<<"$runs" | grep . | sort -n | sed -n 2p  # the median by req/s
 }
+mirror_counts() { curl -s "http://127.0.0.1:$SHADOW_ADMIN/migration" |
+  python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print(r["mirrored"], r["mirror_dropped"])'; }
 read -r plain_rps plain_p99 < <(measure "$PLAIN")
+read -r m0 d0 < <(mirror_counts)
 read -r shadow_rps shadow_p99 < <(measure "$SHADOWED")
+read -r m1 d1 < <(mirror_counts)
+saturated_mirrored_pct=$(awk -v m=$((m1 - m0)) -v d=$((d1 - d0)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
+# The same routes at a fixed rate, a quarter of the plain route's saturation (the load
+# generator shares keel's CPU and costs more per request than wrk): an open-loop load
+# (bench/fixed_rate_load, latency from when each request was due), median of 3 by p99.
+FIXED_RATE=$(awk -v r="$plain_rps" 'BEGIN { printf "%d", r / 4 }')
+FIXED_LOAD="$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/bench/fixed_rate_load"
+fixed() {  # fixed PORT -> "p50_ms p99_ms answered_per_s"
+  local port=$1 runs=""
+  for _ in 1 2 3; do
+    runs="$runs$(taskset -c 0 "$FIXED_LOAD" --port "$port" --rate "$FIXED_RATE" --connections 64 \
+      --seconds "${SHADOW_DURATION%s}" --warmup 1 | tail -n 1 |
+      python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["p99_ms"], d["p50_ms"], d["achieved_per_s"])');"
+  done
+  tr ';' '\n' <<<"$runs" | grep . | sort -n | sed -n 2p | awk '{ print $2, $1, $3 }'
+}
+read -r fixed_plain_p50 fixed_plain_p99 fixed_plain_rps < <(fixed "$PLAIN")
+read -r m2 d2 < <(mirror_counts)
+read -r fixed_shadow_p50 fixed_shadow_p99 fixed_shadow_rps < <(fixed "$SHADOWED")
+read -r m3 d3 < <(mirror_counts)
+fixed_mirrored_pct=$(awk -v m=$((m3 - m2)) -v d=$((d3 - d2)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
 kill "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 wait "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 echo
 echo "shadow overhead (wrk -c64, keel on CPU 0, nginx upstream on CPU 1, median of 3 × $SHADOW_DURATION):"
 printf '  %-16s %10s %8s\n' route req/s p99_ms "plain" "$plain_rps" "$plain_p99" "shadow" "$shadow_rps" "$shadow_p99"
 echo "  (targets: at most 10% fewer req/s and 10% higher p99 than the plain route)"
-echo "$plain_rps $plain_p99 $shadow_rps $shadow_p99" >"$TMPD/shadow.txt"
+echo "  copies mirrored at saturation: $saturated_mirrored_pct% (the rest dropped and counted: mirrors run at nice 10)"
+echo
+echo "the same at a fixed $FIXED_RATE req/s (fixed_rate_load, 64 connections, median of 3 × $SHADOW_DURATION):"
+printf '  %-16s %10s %8s %8s\n' route answered/s p50_ms p99_ms "plain" "$fixed_plain_rps" "$fixed_plain_p50" "$fixed_plain_p99" \
+  "shadow" "$fixed_shadow_rps" "$fixed_shadow_p50" "$fixed_shadow_p99"
+echo "  copies mirrored: $fixed_mirrored_pct%"
+echo "$plain_rps $plain_p99 $shadow_rps $shadow_p99 $saturated_mirrored_pct $FIXED_RATE $fixed_plain_p50 $fixed_plain_p99 $fixed_shadow_p50 $fixed_shadow_p99 $fixed_shadow_rps $fixed_mirrored_pct" >"$TMPD/shadow.txt"
 
 python3 - "$TMPD/table.txt" "$idle_kib" "$TMPD/shadow.txt" <<'PY'
 import json, sys
@@ -180,12 +211,21 @@ for conns, r in sorted(ratios.items(), key=lambda kv: int(kv[0])):
     print(f"  c={conns}: rps {r['rps_ratio']}, cpu/req {r['cpu_ratio']}, p99 {r['p99_ratio']}")
 out["keel_vs_haproxy"] = ratios
 out["keel_idle_connection_kib"] = idle
-plain_rps, plain_p99, shadow_rps, shadow_p99 = (float(x) for x in open(shadow_file).read().split())
+(plain_rps, plain_p99, shadow_rps, shadow_p99, saturated_mirrored, fixed_rate, fixed_plain_p50,
+ fixed_plain_p99, fixed_shadow_p50, fixed_shadow_p99, fixed_shadow_rps, fixed_mirrored) = (
+    float(x) for x in open(shadow_file).read().split())
 out["keel_shadow"] = {"plain_rps": plain_rps, "plain_p99_ms": plain_p99, "shadow_rps": shadow_rps,
                       "shadow_p99_ms": shadow_p99,
                       "rps_overhead_pct": round(100 * (1 - shadow_rps / plain_rps), 1),
-                      "p99_overhead_pct": round(100 * (shadow_p99 / plain_p99 - 1), 1)}
+                      "p99_overhead_pct": round(100 * (shadow_p99 / plain_p99 - 1), 1),
+                      "saturated_mirrored_pct": saturated_mirrored,
+                      "fixed_rate_per_s": fixed_rate, "fixed_plain_p50_ms": fixed_plain_p50,
+                      "fixed_plain_p99_ms": fixed_plain_p99, "fixed_shadow_p50_ms": fixed_shadow_p50,
+                      "fixed_shadow_p99_ms": fixed_shadow_p99, "fixed_shadow_answered_per_s": fixed_shadow_rps,
+                      "fixed_p99_overhead_pct": round(100 * (fixed_shadow_p99 / fixed_plain_p99 - 1), 1),
+                      "fixed_mirrored_pct": fixed_mirrored}
 print(f"shadow: {out['keel_shadow']['rps_overhead_pct']}% fewer req/s, "
-      f"{out['keel_shadow']['p99_overhead_pct']}% higher p99 than the plain route")
+      f"{out['keel_shadow']['p99_overhead_pct']}% higher p99 than the plain route at saturation; "
+      f"{out['keel_shadow']['fixed_p99_overhead_pct']}% higher p99 at {fixed_rate:.0f} req/s")
 print(json.dumps(out))
 PY

@@ -215,6 +215,24 @@ TEST_F(MigrationTest, ModernFailingRollsTheRouteBackAndTheRollbackIsKept) {
   EXPECT_EQ(report()["stage"], "canary");  // saved like an operator's change
 }
 
+TEST_F(MigrationTest, AtModernLegacyCanAnswerWhenModernFailsAndThatBlocksRetiring) {
+  start("modern", 0, "          fallback_to_legacy: true\n");
+  modern.set(Behaviour::kFail);
+  for (int i = 0; i < 5; ++i) {
+    Message answer = get("user-" + std::to_string(i));
+    EXPECT_EQ(answer.status(), 200);
+    EXPECT_EQ(answer.body, "legacy");
+  }
+  auto after = report();
+  EXPECT_EQ(after["legacy_answers_since_modern"], 5);
+  EXPECT_EQ(after["modern_5xx"], 5);  // modern's failures still count for its guard rails
+  Message retire = admin("POST", "/migration?route=prices&stage=retired");
+  EXPECT_EQ(retire.status(), 400);
+  EXPECT_NE(retire.body.find("legacy answered 5 requests"), std::string::npos) << retire.body;
+  modern.set(Behaviour::kOk);
+  EXPECT_EQ(get("user-9").body, "modern");
+}
+
 TEST_F(MigrationTest, StagesSurviveARestart) {
   start("legacy");
   ASSERT_EQ(admin("POST", "/migration?route=prices&stage=canary&percent=35").status(), 200);

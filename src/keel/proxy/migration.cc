@@ -97,8 +97,10 @@ std::optional<Stage> parse_stage(std::string_view text) {
 MigrationConfig MigrationConfig::read(const config::Node& node) {
   MigrationConfig c;
   node.expect_only({"legacy", "modern", "stage", "percent", "sticky", "mirror_non_idempotent",
-                    "max_in_flight", "noise_baseline", "diff", "guard", "ramp"});
+                    "max_in_flight", "noise_baseline", "fallback_to_legacy", "diff", "guard",
+                    "ramp"});
   node.read("noise_baseline", c.noise_baseline);
+  node.read("fallback_to_legacy", c.fallback_to_legacy);
   if (config::Node guard = node.child("guard"); guard.present()) {
     guard.expect_only(
         {"window_ms", "min_requests", "max_error_rate", "max_p99_ms", "max_diff_rate"});

@@ -71,6 +71,10 @@ struct MigrationConfig {
   // max_in_flight at once per route (more are dropped and counted, never waited for).
   bool mirror_non_idempotent = false;
   std::uint32_t max_in_flight = 64;
+  // At `modern`: when modern fails (a 5xx, or no answer) and the request can be replayed,
+  // legacy answers instead. Each such answer counts as legacy traffic, which keeps the route
+  // from being retired.
+  bool fallback_to_legacy = false;
   // Diffy's noise baseline: each shadow copy also goes to legacy a second time, and a field on
   // which the two legacy answers differ (a timestamp, a random id) is noise, not held against
   // modern.

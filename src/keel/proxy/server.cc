@@ -994,6 +994,40 @@ struct Server::Impl {
       co_await backoff(worker, retry, exchange.attempts, deadline);
     }
 
+    // A route at modern with fallback_to_legacy: when modern failed, legacy answers instead.
+    WorkerCluster* answering = &cluster;
+    if (route->migration && route->migration->fallback_to_legacy && routed_at == Stage::kModern &&
+        may_retry && exchange.flag != Flag::kDownstreamReset &&
+        exchange.flag != Flag::kBadRequest &&
+        (!upstream || response_parser->get().result_int() >= 500) &&
+        std::chrono::steady_clock::now() < deadline) {
+      WorkerCluster& legacy = *generation_now.worker_clusters[worker.index][cluster_index(
+          generation_now.config, route->migration->legacy)];
+      if (auto picked = legacy.balancer->pick({})) {
+        // Modern's failure still counts for its guard rails.
+        migration->count_answer(true, upstream ? response_parser->get().result_int() : 502,
+                                std::chrono::steady_clock::now() - exchange.start, routed_at);
+        upstream.reset();  // modern's answer, if any, goes with its connection
+        ++exchange.attempts;
+        Flag failure = Flag::kNone;
+        const auto try_start = std::chrono::steady_clock::now();
+        legacy.shared->requests_total->inc();
+        legacy.endpoints.on_start(*picked);
+        response_parser.emplace();
+        upstream = co_await send(worker, legacy, *picked, request, held_body, client, buffer,
+                                 parser, *response_parser, deadline, failure);
+        const unsigned status = upstream ? response_parser->get().result_int() : 0;
+        legacy.endpoints.on_complete(*picked, failure == Flag::kNone && status < 500,
+                                     std::chrono::steady_clock::now() - try_start);
+        answering = &legacy;
+        answered_by = *picked;
+        to_modern = false;  // legacy traffic at modern: it keeps the route from being retired
+        exchange.cluster = legacy.shared->config->name;
+        exchange.upstream = legacy.shared->config->endpoints[*picked].address;
+        exchange.flag = failure;
+      }
+    }
+
     if (!upstream) {
       http::status status = http::status::service_unavailable;
       std::string reason;
@@ -1017,7 +1051,7 @@ struct Server::Impl {
           reason = "breaker_open";
           break;
         case Flag::kDownstreamReset:
-          finish(exchange, cluster, 0);
+          finish(exchange, *answering, 0);
           co_return false;
         case Flag::kBadRequest:
           status = http::status::bad_request;
@@ -1029,7 +1063,7 @@ struct Server::Impl {
       }
       // The request's body may be half read: only a fully read request keeps the connection.
       const bool reusable = keep_alive && parser.is_done();
-      co_await local_reply(client, exchange, version, reusable, status, reason, &cluster);
+      co_await local_reply(client, exchange, version, reusable, status, reason, answering);
       if (mirror) mirror->state->end_mirror();  // no answer from legacy to compare with
       if (migration) {
         migration->count_answer(to_modern, static_cast<unsigned>(status),
@@ -1064,7 +1098,7 @@ struct Server::Impl {
         co_await relay_response(client, *upstream, *response_parser, chunked_out || content_length,
                                 limits, deadline, mirror ? &mirror->legacy.body : nullptr,
                                 route->migration ? route->migration->diff.max_body_bytes : 0);
-    finish(exchange, cluster, exchange.status);
+    finish(exchange, *answering, exchange.status);
     if (migration) {
       migration->count_answer(to_modern, exchange.status,
                               std::chrono::steady_clock::now() - exchange.start, routed_at);
