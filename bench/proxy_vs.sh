@@ -8,7 +8,8 @@
 #   bench/proxy_vs.sh [BUILD_DIR]            (BUILD_DIR defaults to build)
 #
 # Environment: ANCHORS=<dir of proxy_baseline.sh> (default ../shared/anchors beside the
-#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, and the anchor's
+#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, SHADOW_ONLY=1
+#   (only the Strangler Fig shadow comparison), and the anchor's
 #   WRK_CPU/UP_CPU/PROXY_CPU (default: wrk and the proxy on CPU 0, the upstream on CPU 1).
 # The last line is one JSON object keyed by proxy and connection count, each with rps, p50_ms,
 # p99_ms and cpu_us_per_req, plus ratios to HAProxy and keel_idle_connection_kib.
@@ -53,6 +54,10 @@ LAUNCHER
 chmod +x "$TMPD/keel-proxy"
 
 echo "keel: $KEEL ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+if [ "${SHADOW_ONLY:-0}" = 1 ]; then  # only the shadow comparison (a few minutes, not ten)
+  : >"$TMPD/table.txt"
+  echo "0 0 0" >"$TMPD/idle.txt"
+else
 EXTRA_NAME=keel EXTRA_CMD="$TMPD/keel-proxy {PORT} {UP1} {UP2}" \
   bash "$ANCHORS/proxy_baseline.sh" | tee "$TMPD/table.txt"
 
@@ -81,6 +86,7 @@ after = rss_kib()
 proxy.terminate(); proxy.wait(timeout=10)
 print(f"{(after - before) / count:.2f} {before} {after}")
 PY
+fi
 read -r idle_kib rss_before rss_after <"$TMPD/idle.txt"
 echo
 echo "idle keep-alive client connections: $IDLE_CONNECTIONS opened, keel RSS ${rss_before} -> ${rss_after} KiB = ${idle_kib} KiB each (target <= 16)"
@@ -172,7 +178,7 @@ echo
 echo "shadow overhead (wrk -c64, keel on CPU 0, nginx upstream on CPU 1, median of 3 × $SHADOW_DURATION):"
 printf '  %-16s %10s %8s\n' route req/s p99_ms "plain" "$plain_rps" "$plain_p99" "shadow" "$shadow_rps" "$shadow_p99"
 echo "  (targets: at most 10% fewer req/s and 10% higher p99 than the plain route)"
-echo "  copies mirrored at saturation: $saturated_mirrored_pct% (the rest dropped and counted: mirrors run at nice 10)"
+echo "  copies mirrored at saturation: $saturated_mirrored_pct% (the rest dropped and counted: mirrors use spare CPU only, SCHED_IDLE)"
 echo
 echo "the same at a fixed $FIXED_RATE req/s (fixed_rate_load, 64 connections, median of 3 × $SHADOW_DURATION):"
 printf '  %-16s %10s %8s %8s\n' route answered/s p50_ms p99_ms "plain" "$fixed_plain_rps" "$fixed_plain_p50" "$fixed_plain_p99" \

@@ -1,50 +1,17 @@
 #include "keel/coord/local_etcd.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "keel/coord/coordinator.h"
 #include "keel/http/client.h"
 
 namespace keel::coord {
-namespace {
-
-// A port the kernel just handed out as free (bound and released at once).
-Result<int> free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error(errc::unavailable, std::string("socket: ") + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ::close(fd);
-    return Error(errc::unavailable, std::string("bind: ") + std::strerror(errno));
-  }
-  ::close(fd);
-  return static_cast<int>(ntohs(address.sin_port));
-}
-
-std::string tail(const std::string& path, std::size_t bytes) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string all = text.str();
-  return all.size() > bytes ? all.substr(all.size() - bytes) : all;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<LocalEtcd>> LocalEtcd::start(LocalEtcdOptions options) {
   std::unique_ptr<LocalEtcd> etcd(new LocalEtcd());
@@ -56,10 +23,10 @@ Result<std::unique_ptr<LocalEtcd>> LocalEtcd::start(LocalEtcdOptions options) {
   etcd->temp_dir_ = pattern;
   etcd->data_dir_ = etcd->options_.data_dir.empty() ? pattern + "/data" : etcd->options_.data_dir;
   etcd->log_file_ = pattern + "/etcd.log";
-  auto client_port = free_port();
-  auto peer_port = free_port();
-  if (!client_port) return client_port.error();
-  if (!peer_port) return peer_port.error();
+  auto client_port = free_loopback_port();
+  auto peer_port = free_loopback_port();
+  if (!client_port) return Error(errc::unavailable, client_port.error().message());
+  if (!peer_port) return Error(errc::unavailable, peer_port.error().message());
   etcd->client_url_ = "http://127.0.0.1:" + std::to_string(*client_port);
   etcd->peer_url_ = "http://127.0.0.1:" + std::to_string(*peer_port);
   if (auto launched = etcd->launch(); !launched) return launched.error();
@@ -92,7 +59,7 @@ Status LocalEtcd::launch() {
     if (!process_->running()) {
       process_.reset();
       return Error(errc::unavailable,
-                   "etcd exited at start; its log ends with:\n" + tail(log_file_, 2000));
+                   "etcd exited at start; its log ends with:\n" + file_tail(log_file_, 2000));
     }
     if (auto connection = http::Connection::open(*url, 200ms)) {
       auto answer = (*connection)->post("/v3/maintenance/status", "{}", 500ms);
@@ -103,7 +70,7 @@ Status LocalEtcd::launch() {
   kill();
   return Error(errc::unavailable, "etcd did not answer within " +
                                       std::to_string(options_.start_timeout / 1s) +
-                                      " s; its log ends with:\n" + tail(log_file_, 2000));
+                                      " s; its log ends with:\n" + file_tail(log_file_, 2000));
 }
 
 void LocalEtcd::stop() {

@@ -136,6 +136,12 @@ class ManualClock final : public Clock {
 // a ManualClock's advance() on another thread wakes it).
 void sleep_until(Clock& clock, TimePoint deadline);
 
+// Waits on `cv` (with `lock` held on entry and on return) until it is notified or `clock`
+// reaches `deadline`, whichever comes first; spurious returns are possible, so callers loop
+// on their own condition. The clock's timer takes `lock`'s mutex to notify.
+void wait_until(Clock& clock, std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                TimePoint deadline);
+
 // Milliseconds in a `Duration`, as a double, for logs and metrics.
 inline double to_ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 

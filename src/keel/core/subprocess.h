@@ -54,4 +54,10 @@ class Subprocess {
   std::thread reader_;
 };
 
+// For the helpers that start servers (etcd, PostgreSQL) for tests and benchmarks:
+// a TCP port on 127.0.0.1 the kernel just reported free (bound and released at once) …
+Result<int> free_loopback_port();
+// … and the last `bytes` of a file (a child's log), for error messages.
+std::string file_tail(const std::string& path, std::size_t bytes);
+
 }  // namespace keel

@@ -1,18 +1,13 @@
 #include "keel/cqrs/local_postgres.h"
 
-#include <arpa/inet.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "keel/cqrs/errc.h"
@@ -21,30 +16,6 @@ namespace keel::cqrs {
 namespace {
 
 Error unavailable(std::string message) { return Error(errc::database, std::move(message)); }
-
-Result<int> free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return unavailable(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ::close(fd);
-    return unavailable(std::string("bind: ") + std::strerror(errno));
-  }
-  ::close(fd);
-  return static_cast<int>(ntohs(address.sin_port));
-}
-
-std::string tail(const std::string& path, std::size_t bytes) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string all = text.str();
-  return all.size() > bytes ? all.substr(all.size() - bytes) : all;
-}
 
 }  // namespace
 
@@ -72,8 +43,8 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
     if (::chown(pattern.c_str(), user->pw_uid, user->pw_gid) != 0)
       return unavailable("chown " + pattern + ": " + std::strerror(errno));
   }
-  auto port = free_port();
-  if (!port) return port.error();
+  auto port = free_loopback_port();
+  if (!port) return unavailable(port.error().message());
   pg->port_ = *port;
 
   const std::string bin = pg->options_.bin_dir + "/";
@@ -86,7 +57,7 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
   }
   auto initdb_exit = (*initdb)->wait(pg->options_.start_timeout);
   if (initdb_exit != 0) {
-    return unavailable("initdb failed; its output ends with:\n" + tail(pg->log_file_, 2000));
+    return unavailable("initdb failed; its output ends with:\n" + file_tail(pg->log_file_, 2000));
   }
 
   std::vector<std::string> args = {bin + "postgres", "-D", pattern + "/data",
@@ -104,14 +75,14 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
   while (std::chrono::steady_clock::now() < deadline) {
     if (!pg->process_->running()) {
       pg->process_.reset();
-      return unavailable("postgres exited at start; its log ends with:\n" + tail(pg->log_file_, 2000));
+      return unavailable("postgres exited at start; its log ends with:\n" + file_tail(pg->log_file_, 2000));
     }
     if (PQping(pg->conninfo().c_str()) == PQPING_OK) return pg;
     std::this_thread::sleep_for(20ms);
   }
   return unavailable("postgres did not answer within " +
                      std::to_string(pg->options_.start_timeout / 1s) + " s; its log ends with:\n" +
-                     tail(pg->log_file_, 2000));
+                     file_tail(pg->log_file_, 2000));
 }
 
 std::string LocalPostgres::conninfo() const {

@@ -140,7 +140,9 @@ void ProjectionRunner::start() {
         if (!stepped.error().is(errc::projection_failed)) {
           // The database failed: try again after retry_after (or when stopped).
           const TimePoint retry_at = clock_.now() + options_.retry_after;
-          while (!stopping_ && clock_.now() < retry_at) wait_until(lock, retry_at);
+          while (!stopping_ && clock_.now() < retry_at) {
+            keel::wait_until(clock_, changed_, lock, retry_at);
+          }
         }
         work_ = true;
         continue;
@@ -161,17 +163,6 @@ void ProjectionRunner::stop() {
   if (!thread.joinable()) return;
   thread.join();
   store_.remove_commit_listener(listener_);
-}
-
-void ProjectionRunner::wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline) {
-  TimerId timer = clock_.schedule_at(deadline, [this] {
-    std::lock_guard wake(mutex_);
-    changed_.notify_all();
-  });
-  changed_.wait(lock);
-  lock.unlock();
-  clock_.cancel(timer);
-  lock.lock();
 }
 
 void ProjectionRunner::pause() {
@@ -360,7 +351,7 @@ bool ProjectionRunner::wait_for(std::uint64_t position, Duration timeout) {
   while (progress_.position <= position) {
     const bool stopped = progress_.error && progress_.error->is(errc::projection_failed);
     if (stopped || clock_.now() >= deadline) return false;
-    wait_until(lock, deadline);
+    keel::wait_until(clock_, changed_, lock, deadline);
   }
   return true;
 }

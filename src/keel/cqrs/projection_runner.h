@@ -114,7 +114,6 @@ class ProjectionRunner {
   Status handle_failure(const std::vector<RecordedEvent>& events, std::size_t failed,
                         const Error& error);
   void advanced(std::uint64_t position, std::uint64_t applied);
-  void wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline);
 
   EventStore& store_;
   ReadModel& model_;

@@ -21,8 +21,8 @@
 #include <random>
 #include <thread>
 
-#include <sys/resource.h>
-#include <unistd.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include "keel/balance/endpoint_set.h"
 #include "keel/balance/load_balancer.h"
@@ -373,8 +373,8 @@ struct Server::Impl {
       listeners.push_back(std::move(shared));
     }
     // One more worker, without listeners, sends the shadow copies of Strangler Fig routes, on
-    // a thread of low priority (nice 10): mirrors take spare CPU first, and when there is too
-    // little their bounded queue fills and they are dropped and counted, never waited for.
+    // a thread of the lowest priority (SCHED_IDLE): mirrors use spare CPU only, and when there
+    // is none their bounded queue fills and they are dropped and counted, never waited for.
     mirror_worker = worker_count;
     for (std::uint32_t w = 0; w <= worker_count; ++w) {
       auto worker = std::make_unique<Worker>();
@@ -601,10 +601,12 @@ struct Server::Impl {
       const bool mirrors = w == mirror_worker;
       worker.thread = std::thread([&worker, mirrors] {
         if (mirrors) {
-          // Nice 10 weighs 110 against the client path's 1024: under full load mirrors get
-          // about a tenth of the CPU, without load all they need. (SCHED_IDLE starved them:
-          // with a busy CPU nearly every copy was dropped.) Refused only in odd sandboxes.
-          (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+          // SCHED_IDLE: any other thread that wakes on this CPU preempts a mirror at once, so
+          // copies never delay a client (at nice 10 they did: a mirror ran out its slice while
+          // a client's request waited, p99 x5). Copies run on spare CPU only; without any,
+          // their bounded queue fills and they are dropped and counted.
+          sched_param lowest{};
+          (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &lowest);
         }
         worker.io.run();
       });

@@ -174,7 +174,7 @@ void ConsumerGroup::start() {
         next = std::min(next, last_checkpoint_at_ + options_.checkpoint_interval);
       if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
       if (!waiting_.empty() && !members_.empty()) next = std::min(next, waiting_.begin()->first);
-      if (next > now) wait_until(lock, next);
+      if (next > now) keel::wait_until(clock_, changed_, lock, next);
     }
   });
 }
@@ -194,18 +194,6 @@ void ConsumerGroup::stop() {
     log::get("pubsub")->error("consumer group {}: final checkpoint: {}", options_.name,
                               ok.error().message());
   }
-}
-
-void ConsumerGroup::wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline) {
-  TimerId timer = clock_.schedule_at(deadline, [this] {
-    std::lock_guard wake(mutex_);
-    work_ = true;
-    changed_.notify_all();
-  });
-  changed_.wait(lock);
-  lock.unlock();
-  clock_.cancel(timer);
-  lock.lock();
 }
 
 Result<std::unique_ptr<Member>> ConsumerGroup::join(std::string name) {
@@ -273,7 +261,7 @@ std::vector<Delivery> ConsumerGroup::wait_for_deliveries(std::uint64_t member_id
     auto member = members_.find(member_id);
     if (stopping_ || member == members_.end() || clock_.now() >= deadline) return out;
     if (!member->second.inbox.empty()) continue;
-    wait_until(lock, deadline);
+    keel::wait_until(clock_, changed_, lock, deadline);
   }
 }
 

@@ -199,7 +199,6 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   std::uint64_t checkpoint_locked() const;
   void trim_locked();
   Status write_checkpoint(std::uint64_t position, std::uint64_t parked_replayed);
-  void wait_until(std::unique_lock<std::mutex>& lock, TimePoint deadline);
 
   EventStore& store_;
   const GroupOptions options_;
