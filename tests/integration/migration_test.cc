@@ -206,7 +206,11 @@ TEST_F(MigrationTest, ModernFailingRollsTheRouteBackAndTheRollbackIsKept) {
   start("modern");
   modern.set(Behaviour::kFail);
   for (int i = 0; i < 10; ++i) get("user-" + std::to_string(i));
-  auto after = report();
+  auto after = report();  // the tenth answer is judged just after it is relayed
+  for (int i = 0; i < 100 && after["stage"] != "canary"; ++i) {
+    std::this_thread::sleep_for(10ms);
+    after = report();
+  }
   EXPECT_EQ(after["stage"], "canary");
   EXPECT_EQ(after["rollbacks"], 1);
   EXPECT_NE(after["last_rollback"].get<std::string>().find("error rate"), std::string::npos);
@@ -223,7 +227,12 @@ TEST_F(MigrationTest, AtModernLegacyCanAnswerWhenModernFailsAndThatBlocksRetirin
     EXPECT_EQ(answer.status(), 200);
     EXPECT_EQ(answer.body, "legacy");
   }
+  // An answer is counted just after it is relayed: give the last one a moment.
   auto after = report();
+  for (int i = 0; i < 100 && after["legacy_answers_since_modern"] != 5; ++i) {
+    std::this_thread::sleep_for(10ms);
+    after = report();
+  }
   EXPECT_EQ(after["legacy_answers_since_modern"], 5);
   EXPECT_EQ(after["modern_5xx"], 5);  // modern's failures still count for its guard rails
   Message retire = admin("POST", "/migration?route=prices&stage=retired");
