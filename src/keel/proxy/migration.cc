@@ -301,6 +301,10 @@ void MigrationState::count_answer(bool modern, unsigned status, Duration latency
   (modern ? modern_answers_ : legacy_answers_).fetch_add(1, std::memory_order_relaxed);
   if (status >= 500) (modern ? modern_5xx_ : legacy_5xx_).fetch_add(1, std::memory_order_relaxed);
   if (!modern && routed_at.value_or(stage()) >= Stage::kModern) legacy_since_modern_.fetch_add(1);
+  // Outside a canary (whose ramp runs on any answer), a legacy answer changes nothing the
+  // guard rails judge (the diff rate is judged in record_diff): the client path of legacy and
+  // shadow routes takes no lock.
+  if (!modern && stage() != Stage::kCanary) return;
   std::string changed;
   std::function<void(const std::string&)> callback;
   {
@@ -313,9 +317,9 @@ void MigrationState::count_answer(bool modern, unsigned status, Duration latency
       bucket.modern_slow += guard_.max_p99 > Duration::zero() && latency > guard_.max_p99;
     }
     changed = check_locked(now);
-    callback = on_change_;
+    if (!changed.empty()) callback = on_change_;
   }
-  if (!changed.empty() && callback) callback(changed);
+  if (callback) callback(changed);
 }
 
 bool MigrationState::begin_mirror() {
@@ -354,9 +358,9 @@ void MigrationState::record_diff(const std::vector<std::string>& fields, DiffSam
       samples_.push_back(std::move(sample));
     }
     changed = check_locked(now);
-    callback = on_change_;
+    if (!changed.empty()) callback = on_change_;
   }
-  if (!changed.empty() && callback) callback(changed);
+  if (callback) callback(changed);
 }
 
 std::string MigrationState::report_json() const {
