@@ -457,7 +457,7 @@ Status ConsumerGroup::pump() {
     std::uint32_t deliveries;
   };
   std::vector<Park> parks;
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> due_checkpoint;
+  bool checkpoint_due = false;
   Status read_status;
   std::lock_guard pumping(pump_mutex_);
   // Read ahead while there is room, without holding mutex_: the store's commit listener takes
@@ -509,7 +509,7 @@ Status ConsumerGroup::pump() {
     if (position != last_checkpoint_ &&
         (acks_since_checkpoint_ >= options_.checkpoint_after_acks ||
          now - last_checkpoint_at_ >= options_.checkpoint_interval)) {
-      due_checkpoint.emplace(position, parked_replayed_);
+      checkpoint_due = true;
     }
   }
   // Writes happen outside the lock: members keep acking while the log syncs.
@@ -538,7 +538,7 @@ Status ConsumerGroup::pump() {
     std::lock_guard lock(mutex_);
     trim_locked();
   }
-  if (due_checkpoint) {
+  if (checkpoint_due) {
     if (auto ok = checkpoint(); !ok) return ok.error();
   }
   return read_status;
