@@ -84,15 +84,23 @@ int main(int argc, char** argv) {
   std::string path = "/";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--port") port = std::stoi(value);
-    else if (flag == "--path") path = value;
-    else if (flag == "--rate") rate = std::stod(value);
-    else if (flag == "--connections") connections = std::stoi(value);
-    else if (flag == "--seconds") seconds = std::stod(value);
-    else if (flag == "--warmup") warmup = std::stod(value);
-    else die("unknown flag " + flag);
+    if (flag == "--port")
+      port = std::stoi(value);
+    else if (flag == "--path")
+      path = value;
+    else if (flag == "--rate")
+      rate = std::stod(value);
+    else if (flag == "--connections")
+      connections = std::stoi(value);
+    else if (flag == "--seconds")
+      seconds = std::stod(value);
+    else if (flag == "--warmup")
+      warmup = std::stod(value);
+    else
+      die("unknown flag " + flag);
   }
-  if (port == 0 || rate <= 0 || connections <= 0) die("usage: fixed_rate_load --port PORT [--rate R] ...");
+  if (port == 0 || rate <= 0 || connections <= 0)
+    die("usage: fixed_rate_load --port PORT [--rate R] ...");
   const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
   const int epoll = ::epoll_create1(EPOLL_CLOEXEC);
@@ -111,7 +119,8 @@ int main(int argc, char** argv) {
   const Ns interval(static_cast<std::int64_t>(1e9 / rate));
   const Clock::time_point start = Clock::now();
   const Clock::time_point measure_from = start + Ns(static_cast<std::int64_t>(warmup * 1e9));
-  const Clock::time_point stop_sending = measure_from + Ns(static_cast<std::int64_t>(seconds * 1e9));
+  const Clock::time_point stop_sending =
+      measure_from + Ns(static_cast<std::int64_t>(seconds * 1e9));
   Clock::time_point next_due = start;
   std::deque<Clock::time_point> queue;  // due, waiting for a free connection
   std::size_t max_queue = 0;
@@ -124,7 +133,8 @@ int main(int argc, char** argv) {
     conn.busy = true;
     conn.due = due;
     ++outstanding;
-    if (::send(conn.fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    if (::send(conn.fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
       ++errors;  // loopback with one small request in flight: a short write means a dead socket
     }
   };
@@ -198,16 +208,24 @@ int main(int argc, char** argv) {
   }
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
-    return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, static_cast<std::size_t>(p * static_cast<double>(latencies.size())))];
+    return latencies.empty()
+               ? 0.0
+               : latencies[std::min(
+                     latencies.size() - 1,
+                     static_cast<std::size_t>(p * static_cast<double>(latencies.size())))];
   };
   const double achieved = static_cast<double>(latencies.size()) / seconds;
-  std::printf("rate %.0f/s over %d connections for %.1f s (after %.1f s warm-up): %.0f/s answered, "
-              "p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms, %llu errors, queue up to %zu\n",
-              rate, connections, seconds, warmup, achieved, pct(0.5), pct(0.99), pct(0.999),
-              latencies.empty() ? 0.0 : latencies.back(), static_cast<unsigned long long>(errors), max_queue);
-  std::printf("{\"rate_per_s\":%.0f,\"achieved_per_s\":%.0f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,"
-              "\"max_ms\":%.4f,\"errors\":%llu,\"max_queue\":%zu}\n",
-              rate, achieved, pct(0.5), pct(0.99), pct(0.999), latencies.empty() ? 0.0 : latencies.back(),
-              static_cast<unsigned long long>(errors), max_queue);
+  std::printf(
+      "rate %.0f/s over %d connections for %.1f s (after %.1f s warm-up): %.0f/s answered, "
+      "p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms, %llu errors, queue up to %zu\n",
+      rate, connections, seconds, warmup, achieved, pct(0.5), pct(0.99), pct(0.999),
+      latencies.empty() ? 0.0 : latencies.back(), static_cast<unsigned long long>(errors),
+      max_queue);
+  std::printf(
+      "{\"rate_per_s\":%.0f,\"achieved_per_s\":%.0f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%."
+      "4f,"
+      "\"max_ms\":%.4f,\"errors\":%llu,\"max_queue\":%zu}\n",
+      rate, achieved, pct(0.5), pct(0.99), pct(0.999), latencies.empty() ? 0.0 : latencies.back(),
+      static_cast<unsigned long long>(errors), max_queue);
   return 0;
 }

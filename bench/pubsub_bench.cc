@@ -48,7 +48,8 @@ using namespace keel::eventlog;
 using Wall = std::chrono::steady_clock;
 
 std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Wall::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Wall::now().time_since_epoch())
+      .count();
 }
 double seconds_since(Wall::time_point start) {
   return std::chrono::duration<double>(Wall::now() - start).count();
@@ -66,13 +67,15 @@ T must(Result<T> result, const char* what) {
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<std::size_t>(p * static_cast<double>(values.size())))];
+  return values[std::min(values.size() - 1,
+                         static_cast<std::size_t>(p * static_cast<double>(values.size())))];
 }
 
 std::map<std::string, double> figures;
 void figure(const std::string& name, double value) { figures[name] = value; }
 
-std::unique_ptr<EventStore> open_store(const std::string& dir, Durability durability, SteadyClock& clock) {
+std::unique_ptr<EventStore> open_store(const std::string& dir, Durability durability,
+                                       SteadyClock& clock) {
   std::filesystem::remove_all(dir);
   StoreOptions options;
   options.durability = durability;
@@ -87,9 +90,13 @@ void load(EventStore& store, std::uint64_t count, int streams, std::uint64_t per
   std::vector<EventData> batch;
   for (std::uint64_t i = 0; i < count;) {
     batch.clear();
-    const std::string stream = "acct-" + std::to_string((i / per_append) % static_cast<std::uint64_t>(streams));
+    const std::string stream =
+        "acct-" + std::to_string((i / per_append) % static_cast<std::uint64_t>(streams));
     for (std::uint64_t j = 0; j < per_append && i < count; ++j, ++i)
-      batch.push_back({Uuid::random_v4(random), "Deposited", "{\"amount\":" + std::to_string(i % 97) + ",\"memo\":\"" + std::string(70, 'm') + "\"}", ""});
+      batch.push_back(
+          {Uuid::random_v4(random), "Deposited",
+           "{\"amount\":" + std::to_string(i % 97) + ",\"memo\":\"" + std::string(70, 'm') + "\"}",
+           ""});
     must(store.append(stream, ExpectedVersion::any(), batch), "load");
   }
 }
@@ -114,13 +121,13 @@ void live_delivery(const std::string& dir, Durability durability, const std::str
   std::mutex mutex;
   std::vector<double> latencies;
   latencies.reserve(static_cast<std::size_t>(rate * seconds) + 16);
-  pubsub::Subscription subscription(*store, {.from = pubsub::StartFrom::end()},
-                                    [&](const RecordedEvent& e) {
-                                      const double ms = static_cast<double>(now_ns() - std::stoll(e.data)) / 1e6;
-                                      std::lock_guard lock(mutex);
-                                      latencies.push_back(ms);
-                                      return Status{};
-                                    });
+  pubsub::Subscription subscription(
+      *store, {.from = pubsub::StartFrom::end()}, [&](const RecordedEvent& e) {
+        const double ms = static_cast<double>(now_ns() - std::stoll(e.data)) / 1e6;
+        std::lock_guard lock(mutex);
+        latencies.push_back(ms);
+        return Status{};
+      });
   subscription.start();
   Random random(7);
   std::uint64_t sent = 0;
@@ -150,7 +157,11 @@ void catch_up(const std::string& dir, std::uint64_t events) {
   std::atomic<bool> live{false};
   const auto start = Wall::now();
   pubsub::Subscription subscription(*store, {},
-                                    {.on_event = [&](const RecordedEvent&) { seen.fetch_add(1, std::memory_order_relaxed); return Status{}; },
+                                    {.on_event =
+                                         [&](const RecordedEvent&) {
+                                           seen.fetch_add(1, std::memory_order_relaxed);
+                                           return Status{};
+                                         },
                                      .on_live = [&](std::uint64_t) { live = true; }});
   subscription.start();
   while (!live) std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -167,9 +178,12 @@ void consumer_group(const std::string& dir, std::uint64_t events, pubsub::Strate
   SteadyClock clock;
   auto store = open_store(dir, Durability::kInterval, clock);
   load(*store, events, 1000, 10);  // streams interleaved, as many writers would leave them
-  auto group = must(pubsub::ConsumerGroup::open(*store, {.name = "bench", .filter = {.categories = {"acct"}},
-                                                          .strategy = strategy, .max_in_flight = 256,
-                                                          .buffer_events = 4096},
+  auto group = must(pubsub::ConsumerGroup::open(*store,
+                                                {.name = "bench",
+                                                 .filter = {.categories = {"acct"}},
+                                                 .strategy = strategy,
+                                                 .max_in_flight = 256,
+                                                 .buffer_events = 4096},
                                                 clock),
                     "open group");
   const auto start = Wall::now();
@@ -199,22 +213,31 @@ void consumer_group(const std::string& dir, std::uint64_t events, pubsub::Strate
 cqrs::Projection balances() {
   return {.name = "balances",
           .filter = {.categories = {"acct"}},
-          .setup = [](cqrs::Transaction& tx) {
-            return tx.exec("CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, balance BIGINT NOT NULL, events BIGINT NOT NULL)");
-          },
-          .apply = [](const RecordedEvent& e, cqrs::Transaction& tx) {
-            const auto amount = std::strtoll(e.data.c_str() + 10, nullptr, 10);  // {"amount":N
-            return tx.exec("INSERT INTO balances (account, balance, events) VALUES ($1, $2, 1) "
-                           "ON CONFLICT (account) DO UPDATE SET balance = balances.balance + excluded.balance, events = balances.events + 1",
-                           {e.stream, static_cast<std::int64_t>(amount)});
-          }};
+          .setup =
+              [](cqrs::Transaction& tx) {
+                return tx.exec(
+                    "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, balance BIGINT "
+                    "NOT NULL, events BIGINT NOT NULL)");
+              },
+          .apply =
+              [](const RecordedEvent& e, cqrs::Transaction& tx) {
+                const auto amount = std::strtoll(e.data.c_str() + 10, nullptr, 10);  // {"amount":N
+                return tx.exec(
+                    "INSERT INTO balances (account, balance, events) VALUES ($1, $2, 1) "
+                    "ON CONFLICT (account) DO UPDATE SET balance = balances.balance + "
+                    "excluded.balance, events = balances.events + 1",
+                    {e.stream, static_cast<std::int64_t>(amount)});
+              }};
 }
 
-void projection(const std::string& dir, std::uint64_t events, cqrs::ReadModel& model, const std::string& label) {
+void projection(const std::string& dir, std::uint64_t events, cqrs::ReadModel& model,
+                const std::string& label) {
   SteadyClock clock;
   auto store = open_store(dir, Durability::kNone, clock);
   load(*store, events, 1000);
-  auto runner = must(cqrs::ProjectionRunner::open(*store, model, balances(), clock, {.batch = 1000}), "projection");
+  auto runner =
+      must(cqrs::ProjectionRunner::open(*store, model, balances(), clock, {.batch = 1000}),
+           "projection");
   const auto start = Wall::now();
   if (auto ok = runner->catch_up(); !ok) die("projection: " + ok.error().to_string());
   const double elapsed = seconds_since(start);
@@ -270,21 +293,32 @@ class Redis {
     reply.type = line[0];
     const std::string rest = line.substr(1);
     switch (reply.type) {
-      case '+': case '-': case ':': reply.text = rest; break;
+      case '+':
+      case '-':
+      case ':':
+        reply.text = rest;
+        break;
       case '$': {
         const long size = std::stol(rest);
-        if (size < 0) { reply.null = true; break; }
+        if (size < 0) {
+          reply.null = true;
+          break;
+        }
         reply.text = read_bytes(static_cast<std::size_t>(size) + 2);
         reply.text.resize(static_cast<std::size_t>(size));
         break;
       }
       case '*': {
         const long count = std::stol(rest);
-        if (count < 0) { reply.null = true; break; }
+        if (count < 0) {
+          reply.null = true;
+          break;
+        }
         for (long i = 0; i < count; ++i) reply.items.push_back(read());
         break;
       }
-      default: die("redis: unexpected reply " + line);
+      default:
+        die("redis: unexpected reply " + line);
     }
     return reply;
   }
@@ -344,7 +378,8 @@ void redis_live(int port, double rate, double seconds) {
   std::thread consumer([&] {
     Redis redis(port);
     while (producing || latencies.size() < sent) {
-      auto reply = redis.command({"XREADGROUP", "GROUP", "g", "c", "COUNT", "100", "BLOCK", "100", "STREAMS", "live", ">"});
+      auto reply = redis.command({"XREADGROUP", "GROUP", "g", "c", "COUNT", "100", "BLOCK", "100",
+                                  "STREAMS", "live", ">"});
       std::vector<std::string> ack = {"XACK", "live", "g"};
       for_each_entry(reply, [&](const std::string& id, const Redis::Reply& fields) {
         latencies.push_back(static_cast<double>(now_ns() - std::stoll(fields.items[1].text)) / 1e6);
@@ -360,8 +395,9 @@ void redis_live(int port, double rate, double seconds) {
   });
   producing = false;
   consumer.join();
-  std::printf("redis streams live,       %8.0f events/s  p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", rate,
-              percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(latencies, 1.0));
+  std::printf("redis streams live,       %8.0f events/s  p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+              rate, percentile(latencies, 0.5), percentile(latencies, 0.99),
+              percentile(latencies, 1.0));
   figure("redis_live_p50_ms", percentile(latencies, 0.5));
   figure("redis_live_p99_ms", percentile(latencies, 0.99));
 }
@@ -382,9 +418,11 @@ void redis_group(int port, std::uint64_t events) {
     members.emplace_back([&, m] {
       Redis redis(port);
       while (acked < events) {
-        auto reply = redis.command({"XREADGROUP", "GROUP", "g", "m" + std::to_string(m), "COUNT", "128", "BLOCK", "50", "STREAMS", "grp", ">"});
+        auto reply = redis.command({"XREADGROUP", "GROUP", "g", "m" + std::to_string(m), "COUNT",
+                                    "128", "BLOCK", "50", "STREAMS", "grp", ">"});
         std::vector<std::string> ack = {"XACK", "grp", "g"};
-        acked += for_each_entry(reply, [&](const std::string& id, const Redis::Reply&) { ack.push_back(id); });
+        acked += for_each_entry(
+            reply, [&](const std::string& id, const Redis::Reply&) { ack.push_back(id); });
         if (ack.size() > 3) redis.command(ack);
       }
     });
@@ -405,17 +443,27 @@ int main(int argc, char** argv) {
   std::string only;  // one part: live, catchup, group, projection
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--dir") dir = value;
-    else if (flag == "--rate") rate = std::stod(value);
-    else if (flag == "--seconds") seconds = std::stod(value);
-    else if (flag == "--events") events = std::stoull(value);
-    else if (flag == "--group-events") group_events = std::stoull(value);
-    else if (flag == "--projection-events") projection_events = std::stoull(value);
-    else if (flag == "--redis-port") redis_port = std::stoi(value);
-    else if (flag == "--only") only = value;
-    else die("unknown flag " + flag);
+    if (flag == "--dir")
+      dir = value;
+    else if (flag == "--rate")
+      rate = std::stod(value);
+    else if (flag == "--seconds")
+      seconds = std::stod(value);
+    else if (flag == "--events")
+      events = std::stoull(value);
+    else if (flag == "--group-events")
+      group_events = std::stoull(value);
+    else if (flag == "--projection-events")
+      projection_events = std::stoull(value);
+    else if (flag == "--redis-port")
+      redis_port = std::stoi(value);
+    else if (flag == "--only")
+      only = value;
+    else
+      die("unknown flag " + flag);
   }
-  if (dir.empty()) die("usage: pubsub_bench --dir DIR [--rate R] [--seconds S] [--events N] [--redis-port P]");
+  if (dir.empty())
+    die("usage: pubsub_bench --dir DIR [--rate R] [--seconds S] [--events N] [--redis-port P]");
 
   auto part = [&](const char* name) { return only.empty() || only == name; };
   if (part("live")) {
@@ -430,7 +478,8 @@ int main(int argc, char** argv) {
     if (redis_port) redis_group(redis_port, group_events);
   }
   if (part("projection")) {
-    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(dir + "/read.db" + suffix);
+    for (const char* suffix : {"", "-wal", "-shm"})
+      std::filesystem::remove(dir + "/read.db" + suffix);
     auto sqlite = must(cqrs::SqliteReadModel::open(dir + "/read.db"), "sqlite");
     projection(dir + "/projection", projection_events, *sqlite, "sqlite");
 
@@ -440,13 +489,16 @@ int main(int argc, char** argv) {
   }
   figure("rate_events_per_s", rate);
   if (figures.count("redis_live_p99_ms") && figures["redis_live_p99_ms"] > 0)
-    figure("keel_interval_vs_redis_live_p99_ratio", figures["keel_live_interval_p99_ms"] / figures["redis_live_p99_ms"]);
+    figure("keel_interval_vs_redis_live_p99_ratio",
+           figures["keel_live_interval_p99_ms"] / figures["redis_live_p99_ms"]);
   if (figures.count("redis_group_events_per_s"))
-    figure("keel_vs_redis_group_throughput_ratio", figures["keel_group_round_robin_events_per_s"] / figures["redis_group_events_per_s"]);
+    figure("keel_vs_redis_group_throughput_ratio",
+           figures["keel_group_round_robin_events_per_s"] / figures["redis_group_events_per_s"]);
   std::string json = "{";
   for (const auto& [name, value] : figures) {
     char entry[160];
-    std::snprintf(entry, sizeof entry, "%s\"%s\":%.4g", json.size() > 1 ? "," : "", name.c_str(), value);
+    std::snprintf(entry, sizeof entry, "%s\"%s\":%.4g", json.size() > 1 ? "," : "", name.c_str(),
+                  value);
     json += entry;
   }
   std::printf("%s}\n", json.c_str());

@@ -58,21 +58,23 @@ EventData Shop::event(std::string type, std::string json) {
 
 Result<bool> Shop::release(const std::string& sku, const std::string& order_id) {
   bool releasing = false;  // what the last (successful) decision was
-  auto released = products_.execute(sku, [&](const Product& product) -> Result<std::vector<EventData>> {
-    auto held = product.reserved_for.find(order_id);
-    releasing = held != product.reserved_for.end();
-    if (!releasing) return std::vector<EventData>{};
-    return std::vector<EventData>{event(
-        "StockReleased",
-        Json{{"sku", sku}, {"order_id", order_id}, {"quantity", held->second}}.dump())};
-  });
+  auto released =
+      products_.execute(sku, [&](const Product& product) -> Result<std::vector<EventData>> {
+        auto held = product.reserved_for.find(order_id);
+        releasing = held != product.reserved_for.end();
+        if (!releasing) return std::vector<EventData>{};
+        return std::vector<EventData>{
+            event("StockReleased",
+                  Json{{"sku", sku}, {"order_id", order_id}, {"quantity", held->second}}.dump())};
+      });
   if (!released) return released.error();
   return releasing;
 }
 
 Result<CommandResult> Shop::add_stock(const AddStock& command) {
   if (command.sku.empty()) return reject("add_stock: sku is empty");
-  if (command.quantity <= 0) return reject("add_stock " + command.sku + ": quantity must be positive");
+  if (command.quantity <= 0)
+    return reject("add_stock " + command.sku + ": quantity must be positive");
   keel::cqrs::CommandHandler<Product, AddStock> handler(
       products_, [](const AddStock& c) { return c.sku; },
       [&](const Product&, const AddStock& c) -> Result<std::vector<EventData>> {
@@ -88,7 +90,8 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
   if (command.lines.empty()) return reject("order " + command.order_id + ": no lines");
   for (const auto& line : command.lines) {
     if (line.sku.empty() || line.quantity <= 0 || line.price_cents < 0)
-      return reject("order " + command.order_id + ": a line needs a sku, a positive quantity and a price");
+      return reject("order " + command.order_id +
+                    ": a line needs a sku, a positive quantity and a price");
   }
   if (auto existing = orders_.load(command.order_id); !existing) {
     return existing.error();
@@ -107,9 +110,9 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
                         std::to_string(product.available()) + " available, not " +
                         std::to_string(r.quantity));
         }
-        return std::vector<EventData>{event(
-            "StockReserved",
-            Json{{"sku", r.sku}, {"order_id", r.order_id}, {"quantity", r.quantity}}.dump())};
+        return std::vector<EventData>{
+            event("StockReserved",
+                  Json{{"sku", r.sku}, {"order_id", r.order_id}, {"quantity", r.quantity}}.dump())};
       });
   std::vector<Reserve> done;
   // Undoes the reservations made so far; what cannot be undone is named in the error, and a
@@ -117,10 +120,12 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
   auto release_done = [&](const Error& why) -> Error {
     std::string stuck;
     for (const auto& r : done) {
-      if (auto ok = release(r.sku, r.order_id); !ok) stuck += " " + r.sku + " (" + ok.error().message() + ")";
+      if (auto ok = release(r.sku, r.order_id); !ok)
+        stuck += " " + r.sku + " (" + ok.error().message() + ")";
     }
     if (stuck.empty()) return why;
-    return Error(why.code(), why.message() + "; still reserved, cancel the order to release:" + stuck);
+    return Error(why.code(),
+                 why.message() + "; still reserved, cancel the order to release:" + stuck);
   };
   for (const auto& line : command.lines) {
     Reserve r{line.sku, command.order_id, line.quantity};
@@ -130,16 +135,19 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
   Json lines = Json::array();
   std::int64_t total = 0;
   for (const auto& line : command.lines) {
-    lines.push_back({{"sku", line.sku}, {"quantity", line.quantity}, {"price_cents", line.price_cents}});
+    lines.push_back(
+        {{"sku", line.sku}, {"quantity", line.quantity}, {"price_cents", line.price_cents}});
     total += line.quantity * line.price_cents;
   }
   keel::cqrs::CommandHandler<Order, PlaceOrder> place(
       orders_, [](const PlaceOrder& c) { return c.order_id; },
       [&](const Order& order, const PlaceOrder& c) -> Result<std::vector<EventData>> {
         if (order.placed) return reject("order " + c.order_id + " was placed already");
-        return std::vector<EventData>{event(
-            "OrderPlaced", Json{{"order_id", c.order_id}, {"customer", c.customer},
-                                {"lines", lines}, {"total_cents", total}}.dump())};
+        return std::vector<EventData>{event("OrderPlaced", Json{{"order_id", c.order_id},
+                                                                {"customer", c.customer},
+                                                                {"lines", lines},
+                                                                {"total_cents", total}}
+                                                               .dump())};
       });
   auto placed = place.handle(command);
   if (!placed) return release_done(placed.error());
@@ -154,8 +162,8 @@ Result<CommandResult> Shop::cancel_order(const CancelOrder& command) {
       [&](const Order& current, const CancelOrder& c) -> Result<std::vector<EventData>> {
         if (!current.placed) return reject("order " + c.order_id + " does not exist");
         if (current.cancelled) return std::vector<EventData>{};  // a retry: release what is left
-        return std::vector<EventData>{event(
-            "OrderCancelled", Json{{"order_id", c.order_id}, {"reason", c.reason}}.dump())};
+        return std::vector<EventData>{
+            event("OrderCancelled", Json{{"order_id", c.order_id}, {"reason", c.reason}}.dump())};
       });
   auto cancelled = cancel.handle(command);
   if (!cancelled) return cancelled;
@@ -178,9 +186,11 @@ namespace {
 Status apply_event(const RecordedEvent& event, Transaction& tx) {
   Json data = Json::parse(event.data, nullptr, false);
   if (data.is_discarded()) {
-    return Error(keel::cqrs::errc::invalid_argument, "data is not JSON: " + event.data.substr(0, 80));
+    return Error(keel::cqrs::errc::invalid_argument,
+                 "data is not JSON: " + event.data.substr(0, 80));
   }
-  if (event.type == "StockAdded" || event.type == "StockReserved" || event.type == "StockReleased") {
+  if (event.type == "StockAdded" || event.type == "StockReserved" ||
+      event.type == "StockReleased") {
     const std::int64_t quantity = data.at("quantity").get<std::int64_t>();
     const std::int64_t on_hand = event.type == "StockAdded" ? quantity : 0;
     const std::int64_t reserved = event.type == "StockReserved"   ? quantity
@@ -196,8 +206,9 @@ Status apply_event(const RecordedEvent& event, Transaction& tx) {
     const std::string id = data.at("order_id").get<std::string>();
     const std::string customer = data.at("customer").get<std::string>();
     const std::int64_t total = data.at("total_cents").get<std::int64_t>();
-    if (auto ok = tx.exec("INSERT INTO orders (id, customer, status, total_cents) VALUES ($1, $2, 'placed', $3)",
-                          {id, customer, total});
+    if (auto ok = tx.exec(
+            "INSERT INTO orders (id, customer, status, total_cents) VALUES ($1, $2, 'placed', $3)",
+            {id, customer, total});
         !ok) {
       return ok;
     }
@@ -220,11 +231,10 @@ Status apply_event(const RecordedEvent& event, Transaction& tx) {
   }
   if (event.type == "OrderCancelled") {
     const std::string id = data.at("order_id").get<std::string>();
-    if (auto ok = tx.exec(
-            "UPDATE customers SET orders = orders - 1, spent_cents = spent_cents - "
-            "(SELECT total_cents FROM orders WHERE id = $1) "
-            "WHERE customer = (SELECT customer FROM orders WHERE id = $1)",
-            {id});
+    if (auto ok = tx.exec("UPDATE customers SET orders = orders - 1, spent_cents = spent_cents - "
+                          "(SELECT total_cents FROM orders WHERE id = $1) "
+                          "WHERE customer = (SELECT customer FROM orders WHERE id = $1)",
+                          {id});
         !ok) {
       return ok;
     }
@@ -239,42 +249,45 @@ keel::cqrs::Projection projection(keel::cqrs::OnError on_error) {
   return {
       .name = "orders",
       .filter = {.categories = {"order", "product"}},
-      .setup =
-          [](Transaction& tx) -> Status {
-            for (const char* sql : {
-                     "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, "
-                     "status TEXT NOT NULL, total_cents BIGINT NOT NULL)",
-                     "CREATE TABLE IF NOT EXISTS order_lines (order_id TEXT NOT NULL, line BIGINT NOT NULL, "
-                     "sku TEXT NOT NULL, quantity BIGINT NOT NULL, price_cents BIGINT NOT NULL, "
-                     "PRIMARY KEY (order_id, line))",
-                     "CREATE TABLE IF NOT EXISTS inventory (sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, "
-                     "reserved BIGINT NOT NULL)",
-                     "CREATE TABLE IF NOT EXISTS customers (customer TEXT PRIMARY KEY, orders BIGINT NOT NULL, "
-                     "spent_cents BIGINT NOT NULL)"}) {
-              if (auto ok = tx.exec(sql); !ok) return ok;
-            }
-            return {};
-          },
-      .reset =
-          [](Transaction& tx) -> Status {
-            for (const char* sql : {"DELETE FROM orders", "DELETE FROM order_lines",
-                                    "DELETE FROM inventory", "DELETE FROM customers"}) {
-              if (auto ok = tx.exec(sql); !ok) return ok;
-            }
-            return {};
-          },
+      .setup = [](Transaction& tx) -> Status {
+        for (const char* sql :
+             {"CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, "
+              "status TEXT NOT NULL, total_cents BIGINT NOT NULL)",
+              "CREATE TABLE IF NOT EXISTS order_lines (order_id TEXT NOT NULL, line BIGINT NOT "
+              "NULL, "
+              "sku TEXT NOT NULL, quantity BIGINT NOT NULL, price_cents BIGINT NOT NULL, "
+              "PRIMARY KEY (order_id, line))",
+              "CREATE TABLE IF NOT EXISTS inventory (sku TEXT PRIMARY KEY, on_hand BIGINT NOT "
+              "NULL, "
+              "reserved BIGINT NOT NULL)",
+              "CREATE TABLE IF NOT EXISTS customers (customer TEXT PRIMARY KEY, orders BIGINT NOT "
+              "NULL, "
+              "spent_cents BIGINT NOT NULL)"}) {
+          if (auto ok = tx.exec(sql); !ok) return ok;
+        }
+        return {};
+      },
+      .reset = [](Transaction& tx) -> Status {
+        for (const char* sql : {"DELETE FROM orders", "DELETE FROM order_lines",
+                                "DELETE FROM inventory", "DELETE FROM customers"}) {
+          if (auto ok = tx.exec(sql); !ok) return ok;
+        }
+        return {};
+      },
       .apply = apply_event,
       .on_error = on_error,
   };
 }
 
 Result<std::optional<OrderView>> find_order(keel::cqrs::ReadModel& model, const std::string& id) {
-  auto rows = model.query("SELECT id, customer, status, total_cents FROM orders WHERE id = $1", {id});
+  auto rows =
+      model.query("SELECT id, customer, status, total_cents FROM orders WHERE id = $1", {id});
   if (!rows) return rows.error();
   if (rows->empty()) return std::optional<OrderView>();
   const auto& row = rows->front();
-  return std::optional<OrderView>(OrderView{keel::cqrs::to_string(row[0]), keel::cqrs::to_string(row[1]),
-                                            keel::cqrs::to_string(row[2]), keel::cqrs::as_int(row[3])});
+  return std::optional<OrderView>(
+      OrderView{keel::cqrs::to_string(row[0]), keel::cqrs::to_string(row[1]),
+                keel::cqrs::to_string(row[2]), keel::cqrs::as_int(row[3])});
 }
 
 Result<std::vector<std::tuple<std::string, std::int64_t, std::int64_t>>> inventory(
@@ -283,7 +296,8 @@ Result<std::vector<std::tuple<std::string, std::int64_t, std::int64_t>>> invento
   if (!rows) return rows.error();
   std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> out;
   for (const auto& row : *rows)
-    out.emplace_back(keel::cqrs::to_string(row[0]), keel::cqrs::as_int(row[1]), keel::cqrs::as_int(row[2]));
+    out.emplace_back(keel::cqrs::to_string(row[0]), keel::cqrs::as_int(row[1]),
+                     keel::cqrs::as_int(row[2]));
   return out;
 }
 
@@ -291,7 +305,8 @@ Result<std::vector<std::string>> dump(keel::cqrs::ReadModel& model) {
   std::vector<std::string> out;
   for (const char* sql :
        {"SELECT 'orders', id, customer, status, total_cents FROM orders ORDER BY id",
-        "SELECT 'order_lines', order_id, line, sku, quantity, price_cents FROM order_lines ORDER BY order_id, line",
+        "SELECT 'order_lines', order_id, line, sku, quantity, price_cents FROM order_lines ORDER "
+        "BY order_id, line",
         "SELECT 'inventory', sku, on_hand, reserved FROM inventory ORDER BY sku",
         "SELECT 'customers', customer, orders, spent_cents FROM customers ORDER BY customer"}) {
     auto rows = model.query(sql);

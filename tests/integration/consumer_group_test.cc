@@ -6,8 +6,8 @@
 
 #include <atomic>
 #include <map>
-#include <set>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "keel/eventlog/test_support.h"
@@ -34,8 +34,9 @@ class ConsumerGroupThreadsTest : public ::testing::Test {
         Random random(t + 1);
         for (int i = t; i < events; i += threads) {
           const std::string type = i == 77 ? "Poison" : "Paid";
-          auto ok = store_->append("acct-" + std::to_string(i % streams), ExpectedVersion::any(),
-                                   {eventlog::testing::make_event(random, type, std::to_string(i))});
+          auto ok =
+              store_->append("acct-" + std::to_string(i % streams), ExpectedVersion::any(),
+                             {eventlog::testing::make_event(random, type, std::to_string(i))});
           ASSERT_TRUE(ok.ok());
         }
       });
@@ -50,13 +51,14 @@ class ConsumerGroupThreadsTest : public ::testing::Test {
 
 TEST_F(ConsumerGroupThreadsTest, AWorkerKilledMidBatchLosesNothingAndPinnedOrderHolds) {
   constexpr int kEvents = 3000, kStreams = 40;
-  auto opened = ConsumerGroup::open(*store_, {.name = "billing",
-                                              .filter = {.categories = {"acct"}},
-                                              .strategy = Strategy::kPinned,
-                                              .max_in_flight = 8,
-                                              .ack_timeout = 2s,
-                                              .max_deliveries = 3,
-                                              .retry_backoff = 10ms},
+  auto opened = ConsumerGroup::open(*store_,
+                                    {.name = "billing",
+                                     .filter = {.categories = {"acct"}},
+                                     .strategy = Strategy::kPinned,
+                                     .max_in_flight = 8,
+                                     .ack_timeout = 2s,
+                                     .max_deliveries = 3,
+                                     .retry_backoff = 10ms},
                                     clock_);
   ASSERT_TRUE(opened.ok()) << opened.error().to_string();
   auto group = *opened;
@@ -136,8 +138,8 @@ TEST_F(ConsumerGroupThreadsTest, AReopenedGroupResumesAfterItsCheckpoint) {
   auto group = *ConsumerGroup::open(*store_, options, clock_);
   group->start();
   auto joined = group->join("m");
-    ASSERT_TRUE(joined.ok());
-    auto member = std::move(*joined);
+  ASSERT_TRUE(joined.ok());
+  auto member = std::move(*joined);
   std::set<std::uint64_t> positions;
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (positions.size() < 40 && std::chrono::steady_clock::now() < deadline) {

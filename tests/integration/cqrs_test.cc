@@ -9,10 +9,10 @@
 #include <map>
 #include <thread>
 
+#include "keel/core/random.h"
 #include "keel/cqrs/local_postgres.h"
 #include "keel/cqrs/postgres_read_model.h"
 #include "keel/cqrs/sqlite_read_model.h"
-#include "keel/core/random.h"
 #include "keel/eventlog/test_support.h"
 #include "orders.h"
 
@@ -56,12 +56,14 @@ class CqrsTest : public ::testing::TestWithParam<Backend> {
       EXPECT_TRUE(model.ok()) << model.error().to_string();
       return model.ok() ? std::move(*model) : nullptr;
     }
-    const std::string schema = "t" + std::to_string(::getpid()) + "_" + std::to_string(++schemas_) + "_" + name;
+    const std::string schema =
+        "t" + std::to_string(::getpid()) + "_" + std::to_string(++schemas_) + "_" + name;
     schema_of_[name] = schema;
     auto admin = PostgresReadModel::connect({postgres_->conninfo()});
     EXPECT_TRUE(admin.ok()) << admin.error().to_string();
     EXPECT_TRUE((*admin)->query("CREATE SCHEMA " + schema).ok());
-    auto model = PostgresReadModel::connect({postgres_->conninfo() + " options='-c search_path=" + schema + "'"});
+    auto model = PostgresReadModel::connect(
+        {postgres_->conninfo() + " options='-c search_path=" + schema + "'"});
     EXPECT_TRUE(model.ok()) << model.error().to_string();
     return model.ok() ? std::move(*model) : nullptr;
   }
@@ -113,7 +115,8 @@ TEST_P(CqrsTest, CommandsValidateAndTheProjectionAnswersQueriesWithItsOwnWrites)
   ASSERT_TRUE(placed.ok()) << placed.error().to_string();
   ASSERT_TRUE(projection->wait_for(placed->position, 10s));
   auto order = orders::find_order(*model_, "o1");
-  ASSERT_TRUE(order.ok() && order->has_value()) << (order.ok() ? "missing" : order.error().to_string());
+  ASSERT_TRUE(order.ok() && order->has_value())
+      << (order.ok() ? "missing" : order.error().to_string());
   EXPECT_EQ((*order)->status, "placed");
   EXPECT_EQ((*order)->total_cents, 150);
 
@@ -143,7 +146,8 @@ TEST_P(CqrsTest, ConcurrentOrdersNeverOversellStock) {
   for (int t = 0; t < 4; ++t) {
     clients.emplace_back([&, t] {
       for (int i = 0; i < 25; ++i) {
-        auto placed = shop.place_order({"c" + std::to_string(t) + "-" + std::to_string(i), "x", {{"rare", 1, 1}}});
+        auto placed = shop.place_order(
+            {"c" + std::to_string(t) + "-" + std::to_string(i), "x", {{"rare", 1, 1}}});
         if (placed.ok()) {
           ++accepted;
         } else {
@@ -187,7 +191,8 @@ TEST_P(CqrsTest, AProjectionKilledMidBatchResumesToTheSameReadModelAsARebuild) {
     };
     auto runner_ = ProjectionRunner::open(*store_, *model, doomed, clock_, {.batch = 100});
     Status ran = runner_ ? (*runner_)->catch_up() : Status(runner_.error());
-    std::fprintf(stderr, "child: not killed: %s\n", ran ? "caught up" : ran.error().to_string().c_str());
+    std::fprintf(stderr, "child: not killed: %s\n",
+                 ran ? "caught up" : ran.error().to_string().c_str());
     ::_exit(3);
   }
   int status = 0;
@@ -200,7 +205,7 @@ TEST_P(CqrsTest, AProjectionKilledMidBatchResumesToTheSameReadModelAsARebuild) {
   ASSERT_TRUE(rows.ok()) << rows.error().to_string();
   ASSERT_EQ(rows->size(), 1u);
   const std::int64_t saved = as_int(rows->front()[0]);
-  EXPECT_GT(saved, 0);  // two batches were committed …
+  EXPECT_GT(saved, 0);                                // two batches were committed …
   EXPECT_LT(saved, static_cast<std::int64_t>(head));  // … and the third was not
   auto resumed = runner(*model_, {.batch = 100});
   ASSERT_TRUE(resumed->catch_up().ok());
@@ -219,21 +224,28 @@ TEST_P(CqrsTest, AProjectionKilledMidBatchResumesToTheSameReadModelAsARebuild) {
 TEST_P(CqrsTest, AStatementTheDatabaseRefusesBlamesItsOwnEvent) {
   // The statement for "Bad" breaks a constraint; PostgreSQL reports it only when the pipeline
   // is read, while later events are being applied. Exactly that event must be skipped.
-  Projection ledger{
-      .name = "ledger",
-      .filter = {.categories = {"acct"}},
-      .setup = [](Transaction& tx) {
-        return tx.exec("CREATE TABLE IF NOT EXISTS ledger (position BIGINT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0))");
-      },
-      .apply = [](const RecordedEvent& e, Transaction& tx) {
-        return tx.exec("INSERT INTO ledger (position, amount) VALUES ($1, $2)",
-                       {static_cast<std::int64_t>(e.position), std::int64_t{e.type == "Bad" ? -1 : 1}});
-      },
-      .on_error = OnError::kSkip};
+  Projection ledger{.name = "ledger",
+                    .filter = {.categories = {"acct"}},
+                    .setup =
+                        [](Transaction& tx) {
+                          return tx.exec(
+                              "CREATE TABLE IF NOT EXISTS ledger (position BIGINT PRIMARY KEY, "
+                              "amount BIGINT NOT NULL CHECK (amount >= 0))");
+                        },
+                    .apply =
+                        [](const RecordedEvent& e, Transaction& tx) {
+                          return tx.exec("INSERT INTO ledger (position, amount) VALUES ($1, $2)",
+                                         {static_cast<std::int64_t>(e.position),
+                                          std::int64_t{e.type == "Bad" ? -1 : 1}});
+                        },
+                    .on_error = OnError::kSkip};
   Random random(3);
   for (int i = 0; i < 400; ++i) {  // past the pipeline's depth (256): read back mid-batch
-    ASSERT_TRUE(store_->append("acct-1", eventlog::ExpectedVersion::any(),
-                               {eventlog::testing::make_event(random, i == 17 ? "Bad" : "Good", "{}")}).ok());
+    ASSERT_TRUE(
+        store_
+            ->append("acct-1", eventlog::ExpectedVersion::any(),
+                     {eventlog::testing::make_event(random, i == 17 ? "Bad" : "Good", "{}")})
+            .ok());
   }
   auto opened = ProjectionRunner::open(*store_, *model_, ledger, clock_, {.batch = 1000});
   ASSERT_TRUE(opened.ok()) << opened.error().to_string();
@@ -248,7 +260,8 @@ TEST_P(CqrsTest, AStatementTheDatabaseRefusesBlamesItsOwnEvent) {
   EXPECT_EQ(as_int((*all)[0][0]), 399);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, CqrsTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+INSTANTIATE_TEST_SUITE_P(Backends, CqrsTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
                          [](const auto& test) {
                            return test.param == Backend::kSqlite ? "Sqlite" : "Postgres";
                          });

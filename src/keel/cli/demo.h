@@ -11,7 +11,8 @@ struct DemoOptions {
   std::uint64_t seed = 1;
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
-  // Run only this part (resilience, balance, eventlog, cqrs, proxy, strangler, election); empty: all.
+  // Run only this part (resilience, balance, eventlog, cqrs, proxy, strangler, election); empty:
+  // all.
   std::string only;
 };
 

@@ -35,11 +35,13 @@ int run_cqrs_demo(const DemoOptions&) {
   auto store = eventlog::EventStore::open(dir + "/events", store_options, clock);
   auto model = cqrs::SqliteReadModel::open(dir + "/read.db");
   if (!store || !model) {
-    std::fprintf(stderr, "demo: %s\n", (!store ? store.error() : model.error()).to_string().c_str());
+    std::fprintf(stderr, "demo: %s\n",
+                 (!store ? store.error() : model.error()).to_string().c_str());
     return 1;
   }
   // Small batches, so that the rebuild at the end shows its progress bar move.
-  auto runner = cqrs::ProjectionRunner::open(**store, **model, orders::projection(), clock, {.batch = 8});
+  auto runner =
+      cqrs::ProjectionRunner::open(**store, **model, orders::projection(), clock, {.batch = 8});
   if (!runner) {
     std::fprintf(stderr, "demo: %s\n", runner.error().to_string().c_str());
     return 1;
@@ -55,7 +57,7 @@ int run_cqrs_demo(const DemoOptions&) {
       {"A-2", "grace", {{"tea", 5, 450}}},
       {"A-3", "linus", {{"cups", 9, 1200}}},  // only 3 cups left: refused
       {"A-4", "ada", {{"tea", 1, 450}}},
-      {"A-5", "poison", {{"tea", 1, 450}}},   // the shipping workers cannot handle this one
+      {"A-5", "poison", {{"tea", 1, 450}}},  // the shipping workers cannot handle this one
   };
   for (const auto& order : orders_to_place) {
     auto placed = shop.place_order(order);
@@ -78,15 +80,20 @@ int run_cqrs_demo(const DemoOptions&) {
   std::printf("\nread model (SQLite %s/read.db), table inventory:\n", dir.c_str());
   if (auto stock = orders::inventory(**model)) {
     for (const auto& [sku, on_hand, reserved] : *stock)
-      std::printf("  %-6s on hand %3lld  reserved %3lld\n", sku.c_str(), static_cast<long long>(on_hand),
-                  static_cast<long long>(reserved));
+      std::printf("  %-6s on hand %3lld  reserved %3lld\n", sku.c_str(),
+                  static_cast<long long>(on_hand), static_cast<long long>(reserved));
   }
 
-  std::printf("\nconsumer group 'shipping' over category order (pinned by stream), three workers:\n");
-  auto group = pubsub::ConsumerGroup::open(
-      **store, {.name = "shipping", .filter = {.categories = {"order"}}, .strategy = pubsub::Strategy::kPinned,
-                .ack_timeout = 2s, .max_deliveries = 3, .retry_backoff = 50ms},
-      clock);
+  std::printf(
+      "\nconsumer group 'shipping' over category order (pinned by stream), three workers:\n");
+  auto group = pubsub::ConsumerGroup::open(**store,
+                                           {.name = "shipping",
+                                            .filter = {.categories = {"order"}},
+                                            .strategy = pubsub::Strategy::kPinned,
+                                            .ack_timeout = 2s,
+                                            .max_deliveries = 3,
+                                            .retry_backoff = 50ms},
+                                           clock);
   if (!group) {
     std::fprintf(stderr, "demo: %s\n", group.error().to_string().c_str());
     return 1;
@@ -110,8 +117,8 @@ int run_cqrs_demo(const DemoOptions&) {
             return;
           }
           if (d.event.data.find("\"poison\"") != std::string::npos) {
-            std::printf("  worker-%d cannot ship %s %s (attempt %u): nack\n", w, d.event.stream.c_str(),
-                        d.event.type.c_str(), d.attempt);
+            std::printf("  worker-%d cannot ship %s %s (attempt %u): nack\n", w,
+                        d.event.stream.c_str(), d.event.type.c_str(), d.attempt);
             (void)member->nack(d.id, pubsub::NackAction::kRetry, "no address for customer poison");
             continue;
           }
@@ -131,11 +138,13 @@ int run_cqrs_demo(const DemoOptions&) {
   done = true;
   for (auto& worker : workers) worker.join();
   auto stats = (*group)->stats();
-  std::printf("  group: delivered %llu, acked %llu, nacked %llu, parked %llu, lag %llu\n",
-              static_cast<unsigned long long>(stats.delivered), static_cast<unsigned long long>(stats.acked),
-              static_cast<unsigned long long>(stats.nacked), static_cast<unsigned long long>(stats.parked),
-              static_cast<unsigned long long>(stats.lag));
-  if (auto parked = (*store)->read_stream((*group)->parked_stream(), 0, 10); parked && !parked->empty())
+  std::printf(
+      "  group: delivered %llu, acked %llu, nacked %llu, parked %llu, lag %llu\n",
+      static_cast<unsigned long long>(stats.delivered),
+      static_cast<unsigned long long>(stats.acked), static_cast<unsigned long long>(stats.nacked),
+      static_cast<unsigned long long>(stats.parked), static_cast<unsigned long long>(stats.lag));
+  if (auto parked = (*store)->read_stream((*group)->parked_stream(), 0, 10);
+      parked && !parked->empty())
     std::printf("  %s: %s\n", (*group)->parked_stream().c_str(), parked->front().data.c_str());
   (*group)->stop();
 
@@ -151,7 +160,8 @@ int run_cqrs_demo(const DemoOptions&) {
     if (!stepped || !*stepped) break;
   }
   auto view = orders::find_order(**model, "A-2");
-  std::printf("  after the rebuild, order A-2 is %s\n", view && *view ? (*view)->status.c_str() : "missing");
+  std::printf("  after the rebuild, order A-2 is %s\n",
+              view && *view ? (*view)->status.c_str() : "missing");
   (void)(*store)->close();
   std::filesystem::remove_all(dir);
   return 0;

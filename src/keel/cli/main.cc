@@ -27,8 +27,8 @@ int main(int argc, char** argv) {
   demo->add_option("--config", demo_options.config_path,
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
   demo->add_option("--only", demo_options.only, "Run one part only")
-      ->check(
-          CLI::IsMember({"resilience", "balance", "eventlog", "cqrs", "proxy", "strangler", "election"}));
+      ->check(CLI::IsMember(
+          {"resilience", "balance", "eventlog", "cqrs", "proxy", "strangler", "election"}));
 
   keel::cli::EventlogCommand eventlog(app);
   keel::cli::CtlCommand ctl(app);
@@ -51,10 +51,13 @@ int main(int argc, char** argv) {
   }
   if (demo->parsed()) {
     const std::pair<const char*, int (*)(const keel::cli::DemoOptions&)> parts[] = {
-        {"resilience", keel::cli::run_resilience_demo}, {"balance", keel::cli::run_balance_demo},
-        {"eventlog", keel::cli::run_eventlog_demo},     {"cqrs", keel::cli::run_cqrs_demo},
+        {"resilience", keel::cli::run_resilience_demo},
+        {"balance", keel::cli::run_balance_demo},
+        {"eventlog", keel::cli::run_eventlog_demo},
+        {"cqrs", keel::cli::run_cqrs_demo},
         {"proxy", keel::cli::run_proxy_demo},
-        {"strangler", keel::cli::run_strangler_demo},   {"election", keel::cli::run_election_demo}};
+        {"strangler", keel::cli::run_strangler_demo},
+        {"election", keel::cli::run_election_demo}};
     for (const auto& [name, run] : parts) {
       if (!demo_options.only.empty() && demo_options.only != name) continue;
       if (int code = run(demo_options); code != 0) return code;

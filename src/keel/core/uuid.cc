@@ -1,8 +1,7 @@
 #include "keel/core/uuid.h"
 
-#include <random>
-
 #include <cstring>
+#include <random>
 
 namespace keel {
 namespace {

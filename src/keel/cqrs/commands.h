@@ -56,8 +56,8 @@ class CommandHandler {
         return Error(errc::concurrency, appended.error().message());
       return appended.error();
     }
-    return CommandResult{aggregates_.stream_of(id), appended->last_version,
-                         appended->last_position, decided};
+    return CommandResult{aggregates_.stream_of(id), appended->last_version, appended->last_position,
+                         decided};
   }
 
  private:

@@ -12,13 +12,20 @@ class Category final : public std::error_category {
   const char* name() const noexcept override { return "cqrs"; }
   std::string message(int code) const override {
     switch (static_cast<errc>(code)) {
-      case errc::rejected: return "command rejected";
-      case errc::concurrency: return "lost to concurrent writers";
-      case errc::database: return "read model database error";
-      case errc::projection_failed: return "projection failed";
-      case errc::timeout: return "timed out";
-      case errc::invalid_argument: return "invalid argument";
-      case errc::unknown_command: return "unknown command";
+      case errc::rejected:
+        return "command rejected";
+      case errc::concurrency:
+        return "lost to concurrent writers";
+      case errc::database:
+        return "read model database error";
+      case errc::projection_failed:
+        return "projection failed";
+      case errc::timeout:
+        return "timed out";
+      case errc::invalid_argument:
+        return "invalid argument";
+      case errc::unknown_command:
+        return "unknown command";
     }
     return "unknown";
   }

@@ -6,11 +6,11 @@
 namespace keel::cqrs {
 
 enum class errc {
-  rejected = 1,      // a command handler refused the command (validation, business rule)
-  concurrency,       // gave up after losing to concurrent writers max_attempts times
-  database,          // the read model's database failed a statement or a connection
-  projection_failed, // a projection's apply() failed and its policy is to stop
-  timeout,           // a read-your-writes wait ran out of time
+  rejected = 1,       // a command handler refused the command (validation, business rule)
+  concurrency,        // gave up after losing to concurrent writers max_attempts times
+  database,           // the read model's database failed a statement or a connection
+  projection_failed,  // a projection's apply() failed and its policy is to stop
+  timeout,            // a read-your-writes wait ran out of time
   invalid_argument,
   unknown_command,
 };

@@ -38,7 +38,8 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
   if (::geteuid() == 0) {
     passwd* user = ::getpwnam("postgres");
     if (user == nullptr) {
-      return unavailable("no 'postgres' user to run the server as (Debian: apt-get install postgresql)");
+      return unavailable(
+          "no 'postgres' user to run the server as (Debian: apt-get install postgresql)");
     }
     if (::chown(pattern.c_str(), user->pw_uid, user->pw_gid) != 0)
       return unavailable("chown " + pattern + ": " + std::strerror(errno));
@@ -60,10 +61,9 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
     return unavailable("initdb failed; its output ends with:\n" + file_tail(pg->log_file_, 2000));
   }
 
-  std::vector<std::string> args = {bin + "postgres", "-D", pattern + "/data",
-                                   "-p", std::to_string(pg->port_),
-                                   "-k", pattern,
-                                   "-c", "listen_addresses=127.0.0.1"};
+  std::vector<std::string> args = {
+      bin + "postgres", "-D", pattern + "/data",           "-p", std::to_string(pg->port_), "-k",
+      pattern,          "-c", "listen_addresses=127.0.0.1"};
   for (const auto& setting : pg->options_.settings) {
     args.push_back("-c");
     args.push_back(setting);
@@ -75,7 +75,8 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
   while (std::chrono::steady_clock::now() < deadline) {
     if (!pg->process_->running()) {
       pg->process_.reset();
-      return unavailable("postgres exited at start; its log ends with:\n" + file_tail(pg->log_file_, 2000));
+      return unavailable("postgres exited at start; its log ends with:\n" +
+                         file_tail(pg->log_file_, 2000));
     }
     if (PQping(pg->conninfo().c_str()) == PQPING_OK) return pg;
     std::this_thread::sleep_for(20ms);

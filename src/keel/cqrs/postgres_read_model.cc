@@ -55,7 +55,8 @@ Error PostgresReadModel::error(std::string_view what, std::string_view sql,
                                std::int64_t tag) const {
   std::string detail = conn_ != nullptr ? PQerrorMessage(conn_) : "out of memory";
   while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
-  std::string message = "postgresql (" + options_.conninfo + "): " + std::string(what) + ": " + detail;
+  std::string message =
+      "postgresql (" + options_.conninfo + "): " + std::string(what) + ": " + detail;
   if (!sql.empty()) message += " (in: " + std::string(sql) + ")";
   Error e(errc::database, message);
   if (tag >= 0) e.with_detail(tag);
@@ -123,8 +124,8 @@ Status PostgresReadModel::drain(std::vector<Row>* last_rows) {
     if (status == PGRES_FATAL_ERROR && !first_error) {
       std::string detail = PQresultErrorMessage(result);
       while (!detail.empty() && detail.back() == '\n') detail.pop_back();
-      first_error = Error(errc::database, "postgresql: " + detail +
-                                              (sent ? " (in: " + sent->sql + ")" : ""));
+      first_error =
+          Error(errc::database, "postgresql: " + detail + (sent ? " (in: " + sent->sql + ")" : ""));
       if (sent && sent->tag >= 0) first_error->with_detail(sent->tag);
     }
     if (status == PGRES_TUPLES_OK && last_rows != nullptr && command + 1 == sent_.size()) {
@@ -143,7 +144,8 @@ Status PostgresReadModel::drain(std::vector<Row>* last_rows) {
           } else if (type == kFloat8 || type == kFloat4 || type == kNumeric) {
             row.emplace_back(std::strtod(text, nullptr));
           } else {
-            row.emplace_back(std::string(text, static_cast<std::size_t>(PQgetlength(result, r, c))));
+            row.emplace_back(
+                std::string(text, static_cast<std::size_t>(PQgetlength(result, r, c))));
           }
         }
         last_rows->push_back(std::move(row));

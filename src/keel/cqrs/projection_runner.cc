@@ -79,8 +79,8 @@ Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& sto
     if (projection.setup) {
       if (auto ok = projection.setup(tx); !ok) return ok;
     }
-    auto saved = tx.query("SELECT position FROM keel_projections WHERE name = $1",
-                          {projection.name});
+    auto saved =
+        tx.query("SELECT position FROM keel_projections WHERE name = $1", {projection.name});
     if (!saved) return saved.error();
     if (!saved->empty()) position = static_cast<std::uint64_t>(as_int(saved->front().at(0)));
     return {};
@@ -89,8 +89,8 @@ Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& sto
     return Error(errc::database, "projection '" + projection.name + "': setting up " +
                                      model.describe() + ": " + set_up.error().message());
   }
-  return std::unique_ptr<ProjectionRunner>(new ProjectionRunner(
-      store, model, std::move(projection), clock, options, position));
+  return std::unique_ptr<ProjectionRunner>(
+      new ProjectionRunner(store, model, std::move(projection), clock, options, position));
 }
 
 ProjectionRunner::ProjectionRunner(EventStore& store, ReadModel& model, Projection projection,
@@ -279,7 +279,8 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
       advanced(events[failed].position, failed);
       break;
     }
-    if (auto tag = failed_event(kept.error(), failed)) earlier = earlier ? std::min(*earlier, *tag) : *tag;
+    if (auto tag = failed_event(kept.error(), failed))
+      earlier = earlier ? std::min(*earlier, *tag) : *tag;
     if (!earlier) {  // the database itself failed: the whole batch again later
       std::lock_guard lock(mutex_);
       progress_.error = kept.error();
@@ -290,8 +291,8 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
   }
   const RecordedEvent& bad = events[failed];
   reader_.seek(bad.position);
-  const std::string what = "projection '" + projection_.name + "': " + describe(bad) + ": " +
-                           cause.message();
+  const std::string what =
+      "projection '" + projection_.name + "': " + describe(bad) + ": " + cause.message();
   if (projection_.on_error == OnError::kStop) {
     Error stopped(errc::projection_failed, what + "; stopped before it");
     std::lock_guard lock(mutex_);
@@ -299,17 +300,21 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
     return stopped;
   }
   if (projection_.on_error == OnError::kPark) {
-    nlohmann::json record{{"stream", bad.stream},     {"version", bad.version},
-                          {"position", bad.position}, {"type", bad.type},
+    nlohmann::json record{{"stream", bad.stream},
+                          {"version", bad.version},
+                          {"position", bad.position},
+                          {"type", bad.type},
                           {"error", cause.message()}};
     eventlog::EventData parked{Uuid::random_v4(), "$parked", record.dump(), ""};
-    auto appended = store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
+    auto appended =
+        store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
     if (!appended) return appended.error();
   }
   if (auto ok = commit_checkpoint(bad.position + 1); !ok) return ok;
   saved_ = bad.position + 1;
   reader_.seek(bad.position + 1);
-  log::get("cqrs")->warn("{}; {}", what, projection_.on_error == OnError::kPark ? "parked" : "skipped");
+  log::get("cqrs")->warn("{}; {}", what,
+                         projection_.on_error == OnError::kPark ? "parked" : "skipped");
   std::lock_guard lock(mutex_);
   ++(projection_.on_error == OnError::kPark ? progress_.parked : progress_.skipped);
   progress_.position = bad.position + 1;
@@ -373,14 +378,14 @@ std::vector<metrics::CallbackRegistration> ProjectionRunner::export_metrics(
   out.push_back(registry.gauge_callback("keel_projection_position",
                                         "Every event below this log position is in the read model",
                                         labels, read(&Progress::position)));
-  out.push_back(registry.gauge_callback("keel_projection_lag_events",
-                                        "Log positions between the projection and the head", labels,
-                                        [this] {
-                                          const Progress p = progress();
-                                          return static_cast<double>(p.head - std::min(p.head, p.position));
-                                        }));
-  out.push_back(registry.counter_callback("keel_projection_applied_total", "Events applied",
-                                          labels, read(&Progress::applied)));
+  out.push_back(
+      registry.gauge_callback("keel_projection_lag_events",
+                              "Log positions between the projection and the head", labels, [this] {
+                                const Progress p = progress();
+                                return static_cast<double>(p.head - std::min(p.head, p.position));
+                              }));
+  out.push_back(registry.counter_callback("keel_projection_applied_total", "Events applied", labels,
+                                          read(&Progress::applied)));
   out.push_back(registry.counter_callback("keel_projection_skipped_total",
                                           "Events skipped after failing", labels,
                                           read(&Progress::skipped)));

@@ -38,7 +38,8 @@ using eventlog::RecordedEvent;
 enum class OnError {
   kStop,  // the runner stops before it, with the error; fix and restart to go on
   kSkip,  // logged, counted and passed over
-  kPark,  // recorded in $keel-projection-NAME-parked (stream, version, position, error), then passed over
+  kPark,  // recorded in $keel-projection-NAME-parked (stream, version, position, error), then
+          // passed over
 };
 
 struct Projection {
@@ -121,8 +122,8 @@ class ProjectionRunner {
   Clock& clock_;
   const RunnerOptions options_;
 
-  std::mutex step_mutex_;  // one batch at a time; rebuild() waits for it
-  pubsub::Reader reader_;  // guarded by step_mutex_
+  std::mutex step_mutex_;    // one batch at a time; rebuild() waits for it
+  pubsub::Reader reader_;    // guarded by step_mutex_
   std::uint64_t saved_ = 0;  // the checkpoint in the database; guarded by step_mutex_
 
   mutable std::mutex mutex_;

@@ -14,16 +14,20 @@ namespace {
 Projection counting(OnError on_error = OnError::kStop) {
   return {.name = "counts",
           .filter = {.categories = {"acct"}},
-          .setup = [](Transaction& tx) {
-            return tx.exec("CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, events BIGINT, total BIGINT)");
-          },
+          .setup =
+              [](Transaction& tx) {
+                return tx.exec(
+                    "CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, events BIGINT, "
+                    "total BIGINT)");
+              },
           .reset = [](Transaction& tx) { return tx.exec("DELETE FROM counts"); },
           .apply = [](const RecordedEvent& e, Transaction& tx) -> Status {
             if (e.type == "Bad") return Error(errc::invalid_argument, "cannot apply a Bad event");
             if (e.type == "Throws") throw std::runtime_error("boom");
             return tx.exec(
                 "INSERT INTO counts (stream, events, total) VALUES ($1, 1, $2) "
-                "ON CONFLICT (stream) DO UPDATE SET events = counts.events + 1, total = counts.total + excluded.total",
+                "ON CONFLICT (stream) DO UPDATE SET events = counts.events + 1, total = "
+                "counts.total + excluded.total",
                 {e.stream, static_cast<std::int64_t>(e.data.size())});
           },
           .on_error = on_error};
@@ -75,8 +79,10 @@ TEST_F(ProjectionRunnerTest, AppliesInBatchesAndResumesFromItsCheckpoint) {
   metrics::Registry registry;
   auto exported = counts->export_metrics(registry);
   const std::string text = registry.render_prometheus();
-  EXPECT_NE(text.find("keel_projection_position{projection=\"counts\"} 31"), std::string::npos) << text;
-  EXPECT_NE(text.find("keel_projection_lag_events{projection=\"counts\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("keel_projection_position{projection=\"counts\"} 31"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("keel_projection_lag_events{projection=\"counts\"} 0"), std::string::npos)
+      << text;
 }
 
 TEST_F(ProjectionRunnerTest, StopPolicyKeepsWhatCameBeforeAndStopsAtTheBadEvent) {
@@ -138,7 +144,8 @@ TEST_F(ProjectionRunnerTest, AnSqlErrorNamesTheEventAndTheStatement) {
 }
 
 TEST_F(ProjectionRunnerTest, RebuildStartsOverAndEndsWithTheSameReadModel) {
-  for (int i = 0; i < 50; ++i) append("acct-" + std::to_string(i % 5), "Deposited", std::string(i % 7, 'x'));
+  for (int i = 0; i < 50; ++i)
+    append("acct-" + std::to_string(i % 5), "Deposited", std::string(i % 7, 'x'));
   auto counts = runner(counting(), {.batch = 7});
   ASSERT_TRUE(counts->catch_up().ok());
   auto before = model_->query("SELECT stream, events, total FROM counts ORDER BY stream");

@@ -58,8 +58,8 @@ Result<sqlite3_stmt*> SqliteReadModel::prepare(std::string_view sql, const Param
   if (cached != statements_.end()) {
     statement = cached->second;
   } else {
-    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                           SQLITE_PREPARE_PERSISTENT, &statement, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &statement, nullptr) != SQLITE_OK) {
       return error("cannot prepare", sql, tag);
     }
     statements_.emplace(std::string(sql), statement);
@@ -104,12 +104,19 @@ Result<std::vector<Row>> SqliteReadModel::run(std::string_view sql, const Params
     const int columns = sqlite3_column_count(*statement);
     for (int c = 0; c < columns; ++c) {
       switch (sqlite3_column_type(*statement, c)) {
-        case SQLITE_INTEGER: row.emplace_back(std::int64_t{sqlite3_column_int64(*statement, c)}); break;
-        case SQLITE_FLOAT: row.emplace_back(sqlite3_column_double(*statement, c)); break;
-        case SQLITE_NULL: row.emplace_back(nullptr); break;
+        case SQLITE_INTEGER:
+          row.emplace_back(std::int64_t{sqlite3_column_int64(*statement, c)});
+          break;
+        case SQLITE_FLOAT:
+          row.emplace_back(sqlite3_column_double(*statement, c));
+          break;
+        case SQLITE_NULL:
+          row.emplace_back(nullptr);
+          break;
         default: {
           const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(*statement, c));
-          row.emplace_back(std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(*statement, c))));
+          row.emplace_back(
+              std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(*statement, c))));
         }
       }
     }

@@ -918,8 +918,7 @@ std::uint64_t EventStore::Impl::next_position() const {
   return committed_position_;
 }
 
-std::uint64_t EventStore::Impl::add_commit_listener(
-    std::function<void(std::uint64_t)> listener) {
+std::uint64_t EventStore::Impl::add_commit_listener(std::function<void(std::uint64_t)> listener) {
   std::lock_guard lock(listeners_mutex_);
   listeners_.emplace(next_listener_, std::move(listener));
   return next_listener_++;

@@ -3,6 +3,9 @@
 // Asio's awaitable.hpp uses std::exchange without including <utility> (Boost 1.74).
 #include <utility>
 //
+#include <pthread.h>
+#include <sched.h>
+
 #include <array>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -20,9 +23,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <pthread.h>
-#include <sched.h>
 
 #include "keel/balance/endpoint_set.h"
 #include "keel/balance/load_balancer.h"

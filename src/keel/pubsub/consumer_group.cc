@@ -19,10 +19,9 @@ using Json = nlohmann::json;
 Error invalid(std::string message) { return Error(errc::invalid_argument, std::move(message)); }
 
 bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= 200 &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-         });
+  return !name.empty() && name.size() <= 200 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
 }
 
 // Rendezvous hashing: the member with the highest score for a stream owns it, so a member
@@ -41,9 +40,12 @@ std::uint64_t score(std::string_view stream, std::string_view member) {
 
 std::string_view to_string(Strategy strategy) {
   switch (strategy) {
-    case Strategy::kRoundRobin: return "round_robin";
-    case Strategy::kPinned: return "pinned";
-    case Strategy::kDispatchToSingle: return "dispatch_to_single";
+    case Strategy::kRoundRobin:
+      return "round_robin";
+    case Strategy::kPinned:
+      return "pinned";
+    case Strategy::kDispatchToSingle:
+      return "dispatch_to_single";
   }
   return "?";
 }
@@ -78,8 +80,9 @@ Result<std::shared_ptr<ConsumerGroup>> ConsumerGroup::open(EventStore& store, Gr
   }
   if (options.ack_timeout <= Duration::zero() || options.checkpoint_interval <= Duration::zero() ||
       options.retry_backoff < Duration::zero()) {
-    return invalid("consumer group '" + options.name +
-                   "': ack_timeout and checkpoint_interval must be positive, retry_backoff not negative");
+    return invalid(
+        "consumer group '" + options.name +
+        "': ack_timeout and checkpoint_interval must be positive, retry_backoff not negative");
   }
   const std::string checkpoint_stream = "$keel-group-" + options.name + "-checkpoint";
   auto last = store.read_stream(checkpoint_stream, UINT64_MAX, 1, Direction::kBackward);
@@ -121,8 +124,8 @@ Status ConsumerGroup::remove(EventStore& store, std::string_view name) {
   if (!store.stream_version(stream)) {
     return invalid("there is no consumer group '" + std::string(name) + "'");
   }
-  auto appended = store.append_system(
-      stream, ExpectedVersion::any(), {EventData{Uuid::random_v4(), "$removed", "{}", ""}});
+  auto appended = store.append_system(stream, ExpectedVersion::any(),
+                                      {EventData{Uuid::random_v4(), "$removed", "{}", ""}});
   if (!appended) return appended.error();
   return {};
 }
@@ -203,8 +206,8 @@ Result<std::unique_ptr<Member>> ConsumerGroup::join(std::string name) {
   std::lock_guard lock(mutex_);
   for (const auto& [id, member] : members_) {
     if (member.name == name) {
-      return invalid("consumer group '" + options_.name + "' already has a member named '" +
-                     name + "'");
+      return invalid("consumer group '" + options_.name + "' already has a member named '" + name +
+                     "'");
     }
   }
   const std::uint64_t id = next_member_++;
@@ -496,7 +499,8 @@ Status ConsumerGroup::pump() {
       Entry& entry = entries_.at(key);
       take_back_locked(key, entry);
       ++counters_.timed_out;
-      fail_locked(key, entry, "no ack within " + std::to_string(options_.ack_timeout / 1ms) + " ms");
+      fail_locked(key, entry,
+                  "no ack within " + std::to_string(options_.ack_timeout / 1ms) + " ms");
     }
     dispatch_locked();
     for (const Key& key : parking_) {
@@ -589,8 +593,8 @@ Result<std::uint64_t> ConsumerGroup::replay_parked() {
       Json parked = Json::parse(record.data, nullptr, false);
       if (parked.is_discarded() || !parked.contains("stream") || !parked.contains("version"))
         continue;
-      auto original =
-          store_.read_stream(parked["stream"].get<std::string>(), parked["version"].get<std::uint64_t>(), 1);
+      auto original = store_.read_stream(parked["stream"].get<std::string>(),
+                                         parked["version"].get<std::uint64_t>(), 1);
       // A parked event whose stream was deleted since has nothing left to replay.
       if (!original || original->empty()) continue;
       replays.push_back({.event = std::move(original->front()),
@@ -631,9 +635,8 @@ std::vector<metrics::CallbackRegistration> ConsumerGroup::export_metrics(
   const metrics::Labels labels{{"group", options_.name}};
   std::vector<metrics::CallbackRegistration> out;
   auto gauge = [&](const char* name, const char* help, std::uint64_t GroupStats::*field) {
-    out.push_back(registry.gauge_callback(name, help, labels, [this, field] {
-      return static_cast<double>(stats().*field);
-    }));
+    out.push_back(registry.gauge_callback(
+        name, help, labels, [this, field] { return static_cast<double>(stats().*field); }));
   };
   auto counter = [&](const char* name, const char* help, std::uint64_t GroupStats::*field) {
     out.push_back(registry.counter_callback(name, help, labels, [this, field] {
@@ -643,7 +646,8 @@ std::vector<metrics::CallbackRegistration> ConsumerGroup::export_metrics(
   };
   gauge("keel_group_lag_events", "Log positions between the group's checkpoint and the head",
         &GroupStats::lag);
-  gauge("keel_group_in_flight", "Events handed to members and not yet settled", &GroupStats::in_flight);
+  gauge("keel_group_in_flight", "Events handed to members and not yet settled",
+        &GroupStats::in_flight);
   gauge("keel_group_buffered_events", "Events the group holds in memory", &GroupStats::buffered);
   counter("keel_group_delivered_total", "Deliveries to members, redeliveries included",
           &GroupStats::delivered);

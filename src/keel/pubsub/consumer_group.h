@@ -16,12 +16,14 @@
 //   reopened group resumes from it: delivery is at least once, so events after the last
 //   checkpoint may come again after a restart.
 //
-//   auto group = ConsumerGroup::open(store, {.name = "billing", .filter = {.categories = {"order"}},
+//   auto group = ConsumerGroup::open(store, {.name = "billing", .filter = {.categories =
+//   {"order"}},
 //                                            .strategy = Strategy::kPinned}, clock);
 //   (*group)->start();
 //   auto member = (*group)->join("worker-1");
 //   for (auto& delivery : member->wait(10, 1s)) {
-//     if (handle(delivery.event)) member->ack(delivery.id); else member->nack(delivery.id, NackAction::kRetry, "…");
+//     if (handle(delivery.event)) member->ack(delivery.id); else member->nack(delivery.id,
+//     NackAction::kRetry, "…");
 //   }
 //
 // Thread-safety: every method of ConsumerGroup and Member may be called from any thread.
@@ -172,7 +174,7 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   using Key = std::pair<int, std::uint64_t>;
   struct MemberState {
     std::string name;
-    std::deque<Delivery> inbox;  // handed out, not yet taken by poll()
+    std::deque<Delivery> inbox;         // handed out, not yet taken by poll()
     std::set<std::uint64_t> in_flight;  // delivery ids
     std::uint64_t acked = 0;
   };
@@ -207,16 +209,16 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // entries, members or the log moved on
   bool work_ = true;                 // something for pump() to look at
-  std::mutex pump_mutex_;      // one pump() or replay_parked() at a time
-  Reader reader_;              // guarded by pump_mutex_
+  std::mutex pump_mutex_;            // one pump() or replay_parked() at a time
+  Reader reader_;                    // guarded by pump_mutex_
   std::uint64_t read_position_ = 0;  // reader_'s position, under mutex_
   std::map<Key, Entry> entries_;
   std::size_t log_entries_ = 0;  // of entries_, those read from the log (not replays)
   // Indexes of entries_ by state, so that no pass walks the whole buffer:
-  std::set<Key> ready_;                          // available now (pinned: heads of their stream)
-  std::set<std::pair<TimePoint, Key>> waiting_;  // available after a backoff
+  std::set<Key> ready_;                            // available now (pinned: heads of their stream)
+  std::set<std::pair<TimePoint, Key>> waiting_;    // available after a backoff
   std::set<std::pair<TimePoint, Key>> deadlines_;  // in flight, by ack deadline
-  std::vector<Key> parking_;                     // to be written to the parked stream
+  std::vector<Key> parking_;                       // to be written to the parked stream
   // Pinned: each stream's entries not yet done; only the first may be handed out.
   std::unordered_map<std::string, std::deque<Key>> streams_;
   std::map<std::uint64_t, Key> by_delivery_;

@@ -219,11 +219,11 @@ TEST_F(ConsumerGroupTest, PinnedKeepsEachStreamInOrderAcrossRebalances) {
   auto group = open({.name = "g", .strategy = Strategy::kPinned, .max_in_flight = 4});
   std::vector<std::unique_ptr<Member>> members;
   for (const char* name : {"a", "b", "c"}) members.push_back(join(*group, name));
-  std::map<std::string, std::vector<std::uint64_t>> acked;     // stream -> versions in ack order
-  std::map<std::string, std::set<std::string>> owners;         // stream -> members that got it
+  std::map<std::string, std::vector<std::uint64_t>> acked;  // stream -> versions in ack order
+  std::map<std::string, std::set<std::string>> owners;      // stream -> members that got it
   Random random(5);
   for (int round = 0; round < 400 && group->stats().checkpoint < kStreams * kPerStream; ++round) {
-    if (round == 30) members.erase(members.begin() + 1);  // b dies holding events
+    if (round == 30) members.erase(members.begin() + 1);    // b dies holding events
     if (round == 60) members.push_back(join(*group, "d"));  // d joins and takes some streams
     pump(*group);
     for (auto& member : members) {
@@ -242,7 +242,8 @@ TEST_F(ConsumerGroupTest, PinnedKeepsEachStreamInOrderAcrossRebalances) {
   ASSERT_EQ(acked.size(), static_cast<std::size_t>(kStreams));
   for (const auto& [stream, versions] : acked) {
     ASSERT_EQ(versions.size(), static_cast<std::size_t>(kPerStream)) << stream;
-    for (int v = 0; v < kPerStream; ++v) EXPECT_EQ(versions[v], static_cast<std::uint64_t>(v)) << stream;
+    for (int v = 0; v < kPerStream; ++v)
+      EXPECT_EQ(versions[v], static_cast<std::uint64_t>(v)) << stream;
   }
   // Streams were spread, and moved when members came and went.
   std::set<std::string> used;
@@ -283,7 +284,8 @@ TEST_F(ConsumerGroupTest, ProgressSurvivesARestart) {
 
 TEST_F(ConsumerGroupTest, ReopeningWithAnotherFilterIsRefused) {
   ASSERT_NE(open({.name = "g", .filter = {.categories = {"order"}}}), nullptr);
-  auto other = ConsumerGroup::open(*store_, {.name = "g", .filter = {.categories = {"cart"}}}, clock_);
+  auto other =
+      ConsumerGroup::open(*store_, {.name = "g", .filter = {.categories = {"cart"}}}, clock_);
   ASSERT_FALSE(other.ok());
   EXPECT_NE(other.error().message().find("exists with filter 'category=order'"), std::string::npos);
   auto bad = ConsumerGroup::open(*store_, {.name = "no spaces"}, clock_);
@@ -310,7 +312,8 @@ TEST_F(ConsumerGroupTest, ARemovedGroupStartsAfreshAndMetricsAreExported) {
   }
   EXPECT_FALSE(ConsumerGroup::remove(*store_, "nope").ok());
   ASSERT_TRUE(ConsumerGroup::remove(*store_, "g").ok());
-  auto group = open({.name = "g", .filter = {.categories = {"cart"}}});  // another filter is fine now
+  auto group =
+      open({.name = "g", .filter = {.categories = {"cart"}}});  // another filter is fine now
   ASSERT_NE(group, nullptr);
   append("cart-1");
   auto member = join(*group, "m");

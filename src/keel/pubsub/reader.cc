@@ -20,8 +20,7 @@ bool Filter::matches(const RecordedEvent& event) const {
   const std::string_view category = eventlog::category_of(event.stream);
   return any_of(categories, [&](const std::string& c) { return c == category; }) &&
          any_of(event_types, [&](const std::string& t) { return t == event.type; }) &&
-         any_of(stream_prefixes,
-                [&](const std::string& p) { return event.stream.starts_with(p); });
+         any_of(stream_prefixes, [&](const std::string& p) { return event.stream.starts_with(p); });
 }
 
 std::string Filter::describe() const {
@@ -38,9 +37,12 @@ std::string Filter::describe() const {
 
 std::uint64_t StartFrom::resolve(const EventStore& store) const {
   switch (kind) {
-    case Kind::kStart: return 0;
-    case Kind::kEnd: return store.next_position();
-    case Kind::kPosition: return position;
+    case Kind::kStart:
+      return 0;
+    case Kind::kEnd:
+      return store.next_position();
+    case Kind::kPosition:
+      return position;
   }
   return 0;
 }
@@ -52,9 +54,10 @@ Result<std::vector<RecordedEvent>> Reader::next(std::size_t max) {
   if (position_ >= head || max == 0) return std::vector<RecordedEvent>{};
   max = std::min<std::size_t>(max, store_.options().max_read_count);
   Result<std::vector<RecordedEvent>> page =
-      filter_.categories.size() == 1   ? store_.read_category(filter_.categories[0], position_, max)
-      : filter_.event_types.size() == 1 ? store_.read_event_type(filter_.event_types[0], position_, max)
-                                        : store_.read_all(position_, max);
+      filter_.categories.size() == 1 ? store_.read_category(filter_.categories[0], position_, max)
+      : filter_.event_types.size() == 1
+          ? store_.read_event_type(filter_.event_types[0], position_, max)
+          : store_.read_all(position_, max);
   if (!page) return page.error();
   std::vector<RecordedEvent>& events = *page;
   const bool short_page = events.size() < max;

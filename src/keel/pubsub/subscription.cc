@@ -74,7 +74,8 @@ void Subscription::run() {
       if (stopping_) return;
     }
     position_ = reader.position();
-    if (callbacks_.on_checkpoint && reader.position() - last_checkpoint >= options_.checkpoint_every) {
+    if (callbacks_.on_checkpoint &&
+        reader.position() - last_checkpoint >= options_.checkpoint_every) {
       last_checkpoint = reader.position();
       callbacks_.on_checkpoint(last_checkpoint);
     }

@@ -3,8 +3,10 @@
 // checkpoint (the position of the last event it handled) and passes it back as StartFrom::at()
 // next time.
 //
-//   Subscription orders(store, {.from = StartFrom::at(saved + 1), .filter = {.categories = {"order"}}},
-//                       [&](const RecordedEvent& e) { handle(e); saved = e.position; return Status{}; });
+//   Subscription orders(store, {.from = StartFrom::at(saved + 1), .filter = {.categories =
+//   {"order"}}},
+//                       [&](const RecordedEvent& e) { handle(e); saved = e.position; return
+//                       Status{}; });
 //   orders.start();
 //   …
 //   orders.stop();

@@ -54,7 +54,8 @@ TEST_F(SubscriptionTest, FilterKindsAreAndedAndListsAreOred) {
   EXPECT_FALSE(Filter{}.matches(system));
   EXPECT_TRUE(Filter{.include_system = true}.matches(system));
   EXPECT_EQ(Filter{}.describe(), "all");
-  EXPECT_EQ((Filter{.categories = {"a", "b"}, .event_types = {"T"}}.describe()), "category=a|b type=T");
+  EXPECT_EQ((Filter{.categories = {"a", "b"}, .event_types = {"T"}}.describe()),
+            "category=a|b type=T");
 }
 
 TEST_F(SubscriptionTest, ReaderMovesPastEventsThatDoNotMatch) {
@@ -81,10 +82,14 @@ TEST_F(SubscriptionTest, ReservedStreamsNeedTheSystemAppendAndAreNotDelivered) {
                                 {eventlog::testing::make_event(random_, "T", "{}")});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message().find("reserved"), std::string::npos);
-  ASSERT_TRUE(store_->append_system("$keel-x", ExpectedVersion::any(),
-                                    {eventlog::testing::make_event(random_, "T", "{}")}).ok());
-  EXPECT_FALSE(store_->append_system("plain", ExpectedVersion::any(),
-                                     {eventlog::testing::make_event(random_, "T", "{}")}).ok());
+  ASSERT_TRUE(store_
+                  ->append_system("$keel-x", ExpectedVersion::any(),
+                                  {eventlog::testing::make_event(random_, "T", "{}")})
+                  .ok());
+  EXPECT_FALSE(store_
+                   ->append_system("plain", ExpectedVersion::any(),
+                                   {eventlog::testing::make_event(random_, "T", "{}")})
+                   .ok());
   append("order-1");
   Reader reader(*store_, {}, 0);
   auto page = reader.next(10);
@@ -98,10 +103,11 @@ TEST_F(SubscriptionTest, ReplaysHistoryThenGoesLiveWithoutGapOrDuplicate) {
   Collector seen;
   Subscription subscription(*store_, {.batch = 64},
                             {.on_event = [&](const RecordedEvent& e) { return seen.add(e); },
-                             .on_live = [&](std::uint64_t p) {
-                               std::lock_guard lock(seen.mutex);
-                               seen.live_at = p;
-                             }});
+                             .on_live =
+                                 [&](std::uint64_t p) {
+                                   std::lock_guard lock(seen.mutex);
+                                   seen.live_at = p;
+                                 }});
   subscription.start();
   ASSERT_TRUE(seen.wait_for_count(300));
   for (int i = 0; i < 200; ++i) append("order-" + std::to_string(i % 7));
@@ -168,22 +174,22 @@ TEST_F(SubscriptionTest, AHandlerErrorDropsTheSubscriptionWhereItFailed) {
   std::mutex mutex;
   std::condition_variable dropped_cv;
   std::optional<Error> dropped;
-  Subscription subscription(
-      *store_, {},
-      {.on_event =
-           [&](const RecordedEvent& e) -> Status {
-             if (e.position == 4) return Error(errc::invalid_argument, "cannot handle 4");
-             return {};
-           },
-       .on_dropped =
-           [&](const Error& error) {
-             std::lock_guard lock(mutex);
-             dropped = error;
-             dropped_cv.notify_all();
-           }});
+  Subscription subscription(*store_, {},
+                            {.on_event = [&](const RecordedEvent& e) -> Status {
+                               if (e.position == 4)
+                                 return Error(errc::invalid_argument, "cannot handle 4");
+                               return {};
+                             },
+                             .on_dropped =
+                                 [&](const Error& error) {
+                                   std::lock_guard lock(mutex);
+                                   dropped = error;
+                                   dropped_cv.notify_all();
+                                 }});
   subscription.start();
   std::unique_lock lock(mutex);
-  ASSERT_TRUE(dropped_cv.wait_for(lock, std::chrono::seconds(20), [&] { return dropped.has_value(); }));
+  ASSERT_TRUE(
+      dropped_cv.wait_for(lock, std::chrono::seconds(20), [&] { return dropped.has_value(); }));
   EXPECT_EQ(dropped->message(), "cannot handle 4");
   EXPECT_EQ(subscription.position(), 4u);  // resume here after fixing the handler
   ASSERT_TRUE(subscription.error().has_value());
