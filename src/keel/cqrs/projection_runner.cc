@@ -108,21 +108,10 @@ ProjectionRunner::ProjectionRunner(EventStore& store, ReadModel& model, Projecti
 void ProjectionRunner::start() {
   {
     std::lock_guard guard(mutex_);
-    if (thread_.joinable()) return;
-    stopping_ = false;
-    work_ = true;
     // Restarted after stopping on a failed event (the projection was fixed): try it again.
     progress_.error.reset();
   }
-  // Registered without holding mutex_: a commit calls the listener with the store's listener
-  // lock held, and the listener takes mutex_.
-  listener_ = store_.add_commit_listener([this](std::uint64_t) {
-    std::lock_guard wake(mutex_);
-    work_ = true;
-    changed_.notify_all();
-  });
-  std::lock_guard guard(mutex_);
-  thread_ = std::thread([this] {
+  follower_.start([this] {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
       const bool stopped_on_error = progress_.error && projection_.on_error == OnError::kStop &&
@@ -152,18 +141,7 @@ void ProjectionRunner::start() {
   });
 }
 
-void ProjectionRunner::stop() {
-  std::thread thread;
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-    changed_.notify_all();
-    thread = std::move(thread_);
-  }
-  if (!thread.joinable()) return;
-  thread.join();
-  store_.remove_commit_listener(listener_);
-}
+void ProjectionRunner::stop() { follower_.stop(); }
 
 void ProjectionRunner::pause() {
   std::lock_guard lock(mutex_);

@@ -27,6 +27,7 @@
 #include "keel/core/metrics.h"
 #include "keel/cqrs/read_model.h"
 #include "keel/eventlog/event_store.h"
+#include "keel/pubsub/follower.h"
 #include "keel/pubsub/reader.h"
 
 namespace keel::cqrs {
@@ -131,8 +132,7 @@ class ProjectionRunner {
   Progress progress_;
   bool stopping_ = false;
   bool work_ = true;
-  std::uint64_t listener_ = 0;
-  std::thread thread_;
+  pubsub::Follower follower_{store_, mutex_, changed_, work_, stopping_};  // last: stopped first
 };
 
 }  // namespace keel::cqrs

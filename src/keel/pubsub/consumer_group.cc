@@ -145,20 +145,7 @@ ConsumerGroup::ConsumerGroup(EventStore& store, GroupOptions options, Clock& clo
 ConsumerGroup::~ConsumerGroup() { stop(); }
 
 void ConsumerGroup::start() {
-  {
-    std::lock_guard guard(mutex_);
-    if (thread_.joinable()) return;
-    stopping_ = false;
-  }
-  // Registered without holding mutex_: a commit calls the listener with the store's listener
-  // lock held, and the listener takes mutex_.
-  listener_ = store_.add_commit_listener([this](std::uint64_t) {
-    std::lock_guard wake(mutex_);
-    work_ = true;
-    changed_.notify_all();
-  });
-  std::lock_guard guard(mutex_);
-  thread_ = std::thread([this] {
+  follower_.start([this] {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
       work_ = false;  // before pump(): a change during it sets it again and is not lost
@@ -183,16 +170,7 @@ void ConsumerGroup::start() {
 }
 
 void ConsumerGroup::stop() {
-  std::thread thread;
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-    changed_.notify_all();
-    thread = std::move(thread_);
-  }
-  if (!thread.joinable()) return;
-  thread.join();
-  store_.remove_commit_listener(listener_);
+  if (!follower_.stop()) return;
   if (auto ok = checkpoint(); !ok) {
     log::get("pubsub")->error("consumer group {}: final checkpoint: {}", options_.name,
                               ok.error().message());

@@ -44,6 +44,7 @@
 
 #include "keel/core/clock.h"
 #include "keel/core/metrics.h"
+#include "keel/pubsub/follower.h"
 #include "keel/pubsub/reader.h"
 
 namespace keel::pubsub {
@@ -233,9 +234,8 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   std::uint64_t last_checkpoint_ = 0;
   GroupStats counters_;
 
-  std::uint64_t listener_ = 0;
   bool stopping_ = false;
-  std::thread thread_;
+  Follower follower_{store_, mutex_, changed_, work_, stopping_};  // last: stopped first
 };
 
 }  // namespace keel::pubsub
