@@ -59,10 +59,7 @@ void Subscription::run() {
     if (callbacks_.on_dropped) callbacks_.on_dropped(error);
   };
   while (true) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stopping_) return;
-    }
+    if (stopping_) return;
     auto events = reader.next(std::max<std::size_t>(options_.batch, 1));
     if (!events) return drop(events.error());
     for (const auto& event : *events) {
@@ -70,8 +67,7 @@ void Subscription::run() {
         if (auto handled = callbacks_.on_event(event); !handled) return drop(handled.error());
       }
       position_ = event.position + 1;
-      std::lock_guard lock(mutex_);
-      if (stopping_) return;
+      if (stopping_) return;  // an atomic read per event, no lock: this is the catch-up loop
     }
     position_ = reader.position();
     if (callbacks_.on_checkpoint &&
