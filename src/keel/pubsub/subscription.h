@@ -79,7 +79,7 @@ class Subscription {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::uint64_t committed_ = 0;  // from the store's commit listener
+  std::uint64_t committed_ = 0;        // from the store's commit listener
   std::atomic<bool> stopping_{false};  // set under mutex_ (for wake_), read anywhere
   std::optional<Error> error_;
   std::uint64_t listener_ = 0;
