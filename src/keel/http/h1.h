@@ -80,7 +80,8 @@ bool iequals(std::string_view name, std::string_view lower);
 // digits, extension and trailer lines of at most `max_line` bytes.
 class ChunkedReader {
  public:
-  explicit ChunkedReader(std::size_t max_line = 8 * 1024) : max_line_(max_line) {}
+  ChunkedReader() = default;
+  explicit ChunkedReader(std::size_t max_line) : max_line_(max_line) {}
 
   struct Step {
     std::size_t used = 0;  // bytes of the input that belong to the body
@@ -108,7 +109,7 @@ class ChunkedReader {
   // One framing byte; false with `error_` set when it is not allowed.
   bool framing_byte(char c);
 
-  std::size_t max_line_;
+  std::size_t max_line_ = 8 * 1024;
   State state_ = State::kSize;
   std::uint64_t remaining_ = 0;  // data bytes left in the current chunk
   std::size_t digits_ = 0;

@@ -17,6 +17,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstring>
 #include <future>
 #include <map>
 #include <mutex>
@@ -30,6 +31,7 @@
 #include "keel/core/random.h"
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
+#include "keel/http/h1.h"
 #include "keel/resilience/circuit_breaker.h"
 
 namespace keel::proxy {
@@ -40,16 +42,20 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 using beast::error_code;
-using net::awaitable;
-using net::use_awaitable;
-// Streams bound to the worker's io_context by type: no polymorphic executor on the hot path.
+namespace h1 = keel::http::h1;
+// Coroutines and sockets bound to the worker's io_context by type: no polymorphic executor on
+// the data path.
 using Executor = net::io_context::executor_type;
-using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+template <typename T>
+using Task = net::awaitable<T, Executor>;
+constexpr net::use_awaitable_t<Executor> use_task;
 using Socket = net::basic_stream_socket<tcp, Executor>;
+using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;  // admin, probes
 
-constexpr std::size_t kChunk = 16 * 1024;     // body bytes moved per read/write
-constexpr std::size_t kMaxTarget = 8 * 1024;  // longer request targets get 414
-constexpr std::size_t kFlat = 8 * 1024;       // writes up to this size are copied into one buffer
+constexpr std::size_t kChunk = 16 * 1024;            // body bytes moved per read/write
+constexpr std::size_t kMaxTarget = 8 * 1024;         // longer request targets get 414
+constexpr std::size_t kMaxResponseHead = 64 * 1024;  // a longer upstream head is a bad answer
+constexpr Duration kSweep = 10ms;                    // how often deadlines are checked
 
 std::string_view sv(beast::string_view text) { return {text.data(), text.size()}; }
 
@@ -94,41 +100,6 @@ const char* flag_code(Flag flag) {
   return "?";
 }
 
-// The headers that belong to one connection and are never forwarded (RFC 9110 7.6.1), besides
-// those the Connection header names.
-bool hop_by_hop(beast::string_view name) {
-  for (beast::string_view h : {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                               "transfer-encoding", "upgrade", "expect"}) {
-    if (beast::iequals(name, h)) return true;
-  }
-  return false;
-}
-
-void strip_hop_by_hop(http::fields& fields) {
-  std::vector<std::string> named;
-  for (auto token : http::token_list(fields[http::field::connection])) {
-    named.emplace_back(token);
-  }
-  for (const auto& name : named) fields.erase(name);
-  for (auto it = fields.begin(); it != fields.end();) {
-    it = hop_by_hop(it->name_string()) ? fields.erase(it) : std::next(it);
-  }
-}
-
-bool idempotent(http::verb method) {
-  switch (method) {
-    case http::verb::get:
-    case http::verb::head:
-    case http::verb::options:
-    case http::verb::put:
-    case http::verb::delete_:
-    case http::verb::trace:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // Shared by all workers: the breaker, the limit counters, the metrics.
 struct ClusterShared {
   const Cluster* config = nullptr;
@@ -156,18 +127,117 @@ struct ClusterShared {
   std::vector<metrics::CallbackRegistration> gauges;
 };
 
-// An upstream connection and its read buffer (bytes after one response belong to the next).
-// Counted in its cluster's `connections` while it exists.
-struct Upstream {
-  Upstream(net::io_context& io, std::shared_ptr<ClusterShared> c, std::size_t e)
-      : stream(io.get_executor()), endpoint(e), cluster(std::move(c)) {
-    cluster->connections.fetch_add(1, std::memory_order_relaxed);
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+// The canonical text of a random version 4 UUID, written into `out` (no allocation once `out`
+// has grown).
+void random_request_id(Random& random, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto bytes = Uuid::random_v4(random).bytes();
+  out.clear();
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[bytes[i] >> 4]);
+    out.push_back(kHex[bytes[i] & 0xf]);
   }
+}
+
+struct Worker;
+
+// Bytes read from a socket and not used yet, in one block that grows when it must: a message
+// head is parsed in place, so it has to be contiguous.
+class Buffer {
+ public:
+  std::string_view view() const { return {bytes_.get() + begin_, end_ - begin_}; }
+  std::size_t size() const { return end_ - begin_; }
+  void consume(std::size_t n) {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  // Free room for at least `want` more bytes: what is held moves to the front, and the block
+  // grows when that is not enough.
+  net::mutable_buffer space(std::size_t want) {
+    if (capacity_ - end_ < want && begin_ > 0) {
+      std::memmove(bytes_.get(), bytes_.get() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (capacity_ - end_ < want) {
+      const std::size_t grown = std::max({capacity_ * 2, end_ + want, std::size_t{4096}});
+      auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+      if (end_ > 0) std::memcpy(bigger.get(), bytes_.get(), end_);
+      bytes_ = std::move(bigger);
+      capacity_ = grown;
+    }
+    return net::buffer(bytes_.get() + end_, std::min(capacity_ - end_, std::max(want, kChunk)));
+  }
+  void commit(std::size_t n) { end_ += n; }
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  std::size_t capacity_ = 0;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+};
+
+// A socket, its read buffer and its deadline. Deadlines are not timers: the worker's sweeper
+// closes every socket whose deadline has passed (every kSweep), and the operation waiting on it
+// ends with `timed_out` set. One timer per worker instead of one per read and write.
+struct Conn {
+  Conn(Worker& w, Socket s, bool is_client);
+  ~Conn();
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  void expires_after(Duration d) { deadline = std::chrono::steady_clock::now() + d; }
+  void expires_never() { deadline = std::chrono::steady_clock::time_point::max(); }
+  // What a failed operation's error means: a timeout when the sweeper closed the socket.
+  error_code failure(error_code ec) const { return timed_out ? net::error::timed_out : ec; }
+
+  Worker& worker;
+  Socket socket;
+  Buffer in;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool timed_out = false;
+  bool client = false;
+  bool idle = false;     // a client between requests: stop() closes it at once
+  std::size_t slot = 0;  // its index in the worker's `conns`
+};
+
+// Sends what the socket takes at once (usually everything: no wait, no handler) and drops it
+// from `buffers`. False when some is left for an asynchronous write, or with `ec` set.
+template <std::size_t N>
+bool send_now(Conn& conn, std::array<net::const_buffer, N>& buffers, error_code& ec) {
+  std::size_t sent = conn.socket.send(buffers, 0, ec);
+  if (ec == net::error::would_block || ec == net::error::try_again) {
+    ec = {};
+    sent = 0;
+  }
+  if (ec) {
+    ec = conn.failure(ec);
+    return false;
+  }
+  bool all = true;
+  for (auto& buffer : buffers) {
+    const std::size_t n = std::min(sent, buffer.size());
+    buffer += n;
+    sent -= n;
+    all = all && buffer.size() == 0;
+  }
+  return all;
+}
+
+// An upstream connection. Counted in its cluster's `connections` while it exists; bytes after
+// one response in its buffer would belong to the next, so a connection with any is not reused.
+struct Upstream {
+  Upstream(Worker& w, std::shared_ptr<ClusterShared> c, std::size_t e);
   ~Upstream() { cluster->connections.fetch_sub(1, std::memory_order_relaxed); }
   Upstream(const Upstream&) = delete;
   Upstream& operator=(const Upstream&) = delete;
-  Stream stream;
-  beast::flat_buffer buffer;
+  Conn conn;
   std::size_t endpoint;
   std::shared_ptr<ClusterShared> cluster;  // may outlive a reload's generation
 };
@@ -220,6 +290,9 @@ struct WorkerCluster {
 };
 
 struct Worker {
+  // Every open connection, clients' and upstreams': the sweeper's list, and stop()'s. First, so
+  // that it outlives the io_context, whose destructor ends the coroutines that hold connections.
+  std::vector<Conn*> conns;
   std::size_t index = 0;
   net::io_context io{1};
   // Keeps run() going while no socket is open, until stop().
@@ -228,8 +301,6 @@ struct Worker {
   std::vector<tcp::acceptor> acceptors;
   Random random{0};
   std::uint64_t open_sessions = 0;
-  // Client connections, and whether each is between requests (stop() closes those at once).
-  std::map<Stream*, bool> clients;
   // Idle upstream connections, by cluster and endpoint. They belong to the worker, not to a
   // generation, so that they close before the io_context that owns their sockets.
   std::map<const ClusterShared*, std::vector<std::vector<std::unique_ptr<Upstream>>>> pools;
@@ -239,6 +310,24 @@ struct Worker {
     return by_endpoint[endpoint];
   }
 };
+
+Conn::Conn(Worker& w, Socket s, bool is_client)
+    : worker(w), socket(std::move(s)), client(is_client), slot(w.conns.size()) {
+  w.conns.push_back(this);
+  error_code ignored;
+  socket.non_blocking(true, ignored);
+}
+
+Conn::~Conn() {
+  worker.conns[slot] = worker.conns.back();
+  worker.conns[slot]->slot = slot;
+  worker.conns.pop_back();
+}
+
+Upstream::Upstream(Worker& w, std::shared_ptr<ClusterShared> c, std::size_t e)
+    : conn(w, Socket(w.io.get_executor()), false), endpoint(e), cluster(std::move(c)) {
+  cluster->connections.fetch_add(1, std::memory_order_relaxed);
+}
 
 // What a config makes: the clusters' shared state and each worker's own view of them. A
 // reload builds a new one; a request keeps the one it started with until it ends.
@@ -259,36 +348,47 @@ struct ListenerShared {
 // A shadow copy of a request, waiting for legacy's answer and then sent to modern.
 struct Mirror {
   std::shared_ptr<MigrationState> state;
-  http::request_header<> header;
+  std::string head;  // as sent to legacy, marked x-keel-shadow
   std::string body;
   std::string request_line;
+  bool head_request = false;
   Answer legacy;
   std::size_t legacy_endpoint = 0;  // the noise baseline asks another one when there is one
 };
 
 // A response's status and headers as a diff sees them (the body is added by the caller).
-template <typename Body>
-Answer answer_of(const http::response<Body>& response) {
-  Answer answer{.status = response.result_int()};
-  for (const auto& field : response) {
-    answer.headers.emplace_back(ascii_lower(sv(field.name_string())),
-                                std::string(sv(field.value())));
+Answer answer_of(const h1::Head& response) {
+  Answer answer{.status = response.status};
+  for (const auto& field : response.fields) {
+    answer.headers.emplace_back(ascii_lower(field.name), std::string(field.value));
   }
-  answer.json = sv(response[http::field::content_type]).find("json") != std::string_view::npos;
+  answer.json = response.find("content-type").find("json") != std::string_view::npos;
   return answer;
 }
 
-// One request's record, for the access log.
+// One request's record, for the access log. A session keeps one and reuses it.
 struct Exchange {
   std::string request_id;
-  std::string method;
+  std::string method;  // method and path are copied only when there is an access log
   std::string path;
   unsigned status = 0;
-  std::string upstream = "-";
-  std::string cluster = "-";
+  std::string_view upstream = "-";  // the config's text
+  std::string_view cluster = "-";
   std::uint32_t attempts = 0;
   Flag flag = Flag::kNone;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+
+  void reset() {
+    request_id.clear();
+    method.clear();
+    path.clear();
+    status = 0;
+    upstream = "-";
+    cluster = "-";
+    attempts = 0;
+    flag = Flag::kNone;
+    start = std::chrono::steady_clock::now();
+  }
 };
 
 }  // namespace
@@ -519,14 +619,14 @@ struct Server::Impl {
   }
 
   // Sleeps `delay` on worker `w`; false when the generation is no longer the current one.
-  awaitable<bool> sleep_while_current(std::size_t w, const Generation* g, Duration delay) {
+  Task<bool> sleep_while_current(std::size_t w, const Generation* g, Duration delay) {
     net::steady_timer timer(workers[w]->io, delay);
     error_code ec;
-    co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
+    co_await timer.async_wait(net::redirect_error(use_task, ec));
     co_return !ec && !stopping.load() && current().get() == g;
   }
 
-  awaitable<void> outlier_loop(std::weak_ptr<const Generation> weak, std::size_t w, std::size_t c) {
+  Task<void> outlier_loop(std::weak_ptr<const Generation> weak, std::size_t w, std::size_t c) {
     const Duration interval = weak.lock()->clusters[c]->config->outlier_detection->interval;
     const Generation* id = weak.lock().get();
     while (co_await sleep_while_current(w, id, interval)) {
@@ -537,7 +637,7 @@ struct Server::Impl {
     }
   }
 
-  awaitable<void> health_loop(std::weak_ptr<const Generation> weak, std::size_t c) {
+  Task<void> health_loop(std::weak_ptr<const Generation> weak, std::size_t c) {
     const Generation* id = weak.lock().get();
     Duration wait = 0ms;
     while (co_await sleep_while_current(0, id, wait)) {
@@ -555,27 +655,27 @@ struct Server::Impl {
 
   // One active check: GET the cluster's health path on endpoint i; a 2xx passes. A change of
   // health goes to every worker's endpoint set.
-  awaitable<void> probe(std::shared_ptr<const Generation> g, std::size_t c, std::size_t i) {
+  Task<void> probe(std::shared_ptr<const Generation> g, std::size_t c, std::size_t i) {
     ClusterShared& shared = *g->clusters[c];
     const balance::HealthCheckConfig& check = *shared.config->health_check;
     Stream stream(workers[0]->io.get_executor());
     error_code ec;
     stream.expires_after(check.timeout);
-    co_await stream.async_connect(shared.addresses[i], net::redirect_error(use_awaitable, ec));
+    co_await stream.async_connect(shared.addresses[i], net::redirect_error(use_task, ec));
     bool passed = false;
     if (!ec) {
       http::request<http::empty_body> request{http::verb::get, check.path, 11};
       request.set(http::field::host, shared.config->endpoints[i].address);
       request.set(http::field::user_agent, "keel-health-check");
       request.keep_alive(false);
-      co_await http::async_write(stream, request, net::redirect_error(use_awaitable, ec));
+      co_await http::async_write(stream, request, net::redirect_error(use_task, ec));
     }
     if (!ec) {
       // The whole answer (up to 64 KiB) is read, so the endpoint is not cut off mid-write.
       beast::flat_buffer buffer;
       http::response_parser<http::string_body> parser;
       parser.body_limit(64 * 1024);
-      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_awaitable, ec));
+      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_task, ec));
       passed = !ec && parser.get().result_int() / 100 == 2;
     }
     if (current() != g) co_return;  // a reload came meanwhile
@@ -598,6 +698,7 @@ struct Server::Impl {
         net::co_spawn(worker.io, accept_loop(worker, worker.acceptors[l], *listeners[l]),
                       net::detached);
       }
+      net::co_spawn(worker.io, sweep_loop(worker), net::detached);
       const bool mirrors = w == mirror_worker;
       worker.thread = std::thread([&worker, mirrors] {
         if (mirrors) {
@@ -629,8 +730,9 @@ struct Server::Impl {
     // Connections between requests close now; the others after their current response.
     for (auto& worker : workers) {
       net::post(worker->io, [w = worker.get()] {
-        for (auto [client, idle] : w->clients) {
-          if (idle) client->cancel();
+        for (Conn* conn : w->conns) {
+          error_code ignored;
+          if (conn->client && conn->idle) conn->socket.close(ignored);
         }
       });
     }
@@ -660,11 +762,11 @@ struct Server::Impl {
     if (admin_worker && admin_worker->thread.joinable()) admin_worker->thread.join();
   }
 
-  awaitable<void> accept_loop(Worker& worker, tcp::acceptor& acceptor, ListenerShared& listener) {
+  Task<void> accept_loop(Worker& worker, tcp::acceptor& acceptor, ListenerShared& listener) {
     for (;;) {
       error_code ec;
       Socket socket = co_await acceptor.async_accept(worker.io.get_executor(),
-                                                     net::redirect_error(use_awaitable, ec));
+                                                     net::redirect_error(use_task, ec));
       if (ec) {
         if (!acceptor.is_open()) co_return;
         continue;  // EMFILE and friends: keep accepting
@@ -673,24 +775,61 @@ struct Server::Impl {
                            current()->config.listeners[listener.index].limits.max_connections);
       if (!slot) continue;  // over max_connections: the socket closes here
       socket.set_option(tcp::no_delay(true), ec);
-      net::co_spawn(worker.io,
-                    session(worker, listener, Stream(std::move(socket)), std::move(*slot)),
+      net::co_spawn(worker.io, session(worker, listener, std::move(socket), std::move(*slot)),
                     net::detached);
     }
   }
 
+  // Closes every connection of the worker whose deadline has passed, every kSweep.
+  Task<void> sweep_loop(Worker& worker) {
+    net::steady_timer timer(worker.io);
+    while (!stopping.load(std::memory_order_relaxed)) {
+      timer.expires_after(kSweep);
+      error_code ec;
+      co_await timer.async_wait(net::redirect_error(use_task, ec));
+      const auto now = std::chrono::steady_clock::now();
+      for (Conn* conn : worker.conns) {
+        if (conn->deadline > now) continue;
+        conn->timed_out = true;
+        conn->expires_never();
+        conn->socket.close(ec);
+      }
+    }
+  }
+
+  // What a session keeps from one request to the next, so that a request allocates nothing
+  // once these have grown.
+  struct Scratch {
+    h1::Head head;              // the request's, pointing into the client's buffer
+    h1::Head response;          // the upstream's, pointing into the upstream's buffer
+    std::string upstream_head;  // the request head as sent upstream
+    std::string client_head;    // the response head as sent to the client
+    std::string held_body;
+    std::string decoded;  // a chunked body's data, for an HTTP/1.0 client
+    Exchange exchange;
+  };
+
+  // A request body still on its way from the client (not held): how much is left of it.
+  struct BodyLeft {
+    h1::Framing framing = h1::Framing::kNone;
+    std::uint64_t remaining = 0;  // kLength
+    h1::ChunkedReader chunks;     // kChunked
+    std::uint64_t limit = 0;      // max_body_bytes
+    bool done() const { return framing == h1::Framing::kNone; }
+  };
+
   // ------------------------------------------------------------------ downstream
-  awaitable<void> session(Worker& worker, ListenerShared& listener, Stream client,
-                          Held /*connection_slot: held until the session ends*/) {
+  Task<void> session(Worker& worker, ListenerShared& listener, Socket socket,
+                     Held /*connection_slot: held until the session ends*/) {
     ++worker.open_sessions;
-    bool& idle = worker.clients[&client];
-    beast::flat_buffer buffer;
+    Conn client(worker, std::move(socket), true);
     std::string peer;
     {
       error_code ec;
-      auto remote = client.socket().remote_endpoint(ec);
+      auto remote = client.socket.remote_endpoint(ec);
       if (!ec) peer = remote.address().to_string();
     }
+    Scratch scratch;
     // The current config, taken again only after a reload (one atomic load otherwise).
     std::shared_ptr<const Generation> held;
     std::uint64_t held_number = ~std::uint64_t{0};
@@ -707,86 +846,104 @@ struct Server::Impl {
       const Limits limits = held->config.listeners[listener.index].limits;
       error_code ec;
       // Idle: wait for the first byte of the next request.
-      if (buffer.size() == 0) {
+      if (client.in.size() == 0) {
         client.expires_after(limits.idle_timeout);
-        auto space = buffer.prepare(kChunk);
-        idle = true;
-        std::size_t n =
-            co_await client.async_read_some(space, net::redirect_error(use_awaitable, ec));
-        idle = false;
+        client.idle = true;
+        std::size_t n = co_await client.socket.async_read_some(client.in.space(kChunk),
+                                                               net::redirect_error(use_task, ec));
+        client.idle = false;
         if (ec) {
           client_done = true;
           break;
         }
-        buffer.commit(n);
+        client.in.commit(n);
       }
       // Slowloris: the whole header within header_timeout.
-      http::request_parser<http::buffer_body> parser;
-      parser.header_limit(limits.max_header_bytes);
-      parser.body_limit(limits.max_body_bytes);
       client.expires_after(limits.header_timeout);
-      co_await http::async_read_header(client, buffer, parser,
-                                       net::redirect_error(use_awaitable, ec));
-      if (ec) {
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout) {
-          client_done = true;
+      h1::ParseResult parsed;
+      for (;;) {
+        parsed = h1::parse_request(client.in.view(), scratch.head);
+        if (parsed.state != h1::Parsed::kNeedMore) break;
+        if (client.in.size() >= limits.max_header_bytes) {
+          parsed = {h1::Parsed::kError, 431, "the request header is larger than max_header_bytes"};
           break;
         }
-        Exchange exchange;
-        exchange.flag = Flag::kBadRequest;
-        http::status status = http::status::bad_request;
-        if (ec == http::error::header_limit) status = http::status::request_header_fields_too_large;
-        if (ec == http::error::body_limit) status = http::status::payload_too_large;
-        co_await local_reply(client, exchange, 11, false, status, "bad_request: " + ec.message());
+        std::size_t n = co_await client.socket.async_read_some(
+            client.in.space(std::min<std::size_t>(kChunk, limits.max_header_bytes)),
+            net::redirect_error(use_task, ec));
+        if (ec) break;
+        client.in.commit(n);
+      }
+      if (ec) {
+        client_done = true;  // closed or silent before its header was whole
+        break;
+      }
+      if (parsed.state == h1::Parsed::kDone && scratch.head.size > limits.max_header_bytes) {
+        parsed = {h1::Parsed::kError, 431, "the request header is larger than max_header_bytes"};
+      }
+      if (parsed.state == h1::Parsed::kDone && scratch.head.framing == h1::Framing::kLength &&
+          scratch.head.content_length > limits.max_body_bytes) {
+        parsed = {h1::Parsed::kError, 413, "the request body is larger than max_body_bytes"};
+      }
+      if (parsed.state == h1::Parsed::kError) {
+        scratch.exchange.reset();
+        scratch.exchange.flag = Flag::kBadRequest;
+        co_await local_reply(client, scratch.exchange, 11, false, parsed.status,
+                             std::string("bad_request: ") + parsed.why);
         break;
       }
       refresh();  // a reload while this request's header came in takes over for it
-      keep_going = co_await handle(worker, listener, held, client, buffer, parser, peer);
+      keep_going = co_await handle(worker, listener, held, client, scratch, peer);
     }
     error_code ec;
-    client.socket().shutdown(tcp::socket::shutdown_send, ec);
-    if (!client_done) {
+    client.socket.shutdown(tcp::socket::shutdown_send, ec);
+    if (!client_done && client.socket.is_open()) {
       // Lingering close: read what the client may still be sending (up to 256 KiB, for 1 s)
       // so that closing does not reset the connection before it has read our last response.
       client.expires_after(1s);
-      char sink[kChunk];
       for (std::size_t total = 0; total < 256 * 1024 && !ec;) {
-        total += co_await client.async_read_some(net::buffer(sink),
-                                                 net::redirect_error(use_awaitable, ec));
+        client.in.consume(client.in.size());
+        std::size_t n = co_await client.socket.async_read_some(client.in.space(kChunk),
+                                                               net::redirect_error(use_task, ec));
+        total += n;
       }
     }
-    worker.clients.erase(&client);
     --worker.open_sessions;
   }
 
-  // One request, from its parsed header to the end of its response. False: close.
+  // One request, from its parsed head to the end of its response. False: close.
   // `generation_held`: the session's, kept by it until this returns.
-  awaitable<bool> handle(Worker& worker, ListenerShared& listener,
-                         const std::shared_ptr<const Generation>& generation_held, Stream& client,
-                         beast::flat_buffer& buffer,
-                         http::request_parser<http::buffer_body>& parser, const std::string& peer) {
-    auto& request = parser.get();
+  Task<bool> handle(Worker& worker, ListenerShared& listener,
+                    const std::shared_ptr<const Generation>& generation_held, Conn& client,
+                    Scratch& scratch, const std::string& peer) {
+    const h1::Head& request = scratch.head;
     const Generation& generation_now = *generation_held;
     const Limits& limits = generation_now.config.listeners[listener.index].limits;
-    Exchange exchange;
-    exchange.method = std::string(request.method_string());
-    exchange.path = std::string(request.target());
-    const unsigned version = request.version();
-    bool keep_alive = request.keep_alive();
-    if (auto id = request["x-request-id"]; !id.empty() && id.size() <= 200) {
-      exchange.request_id = std::string(id);
-    } else {
-      exchange.request_id = Uuid::random_v4(worker.random).to_string();
+    Exchange& exchange = scratch.exchange;
+    exchange.reset();
+    if (access_log != nullptr) {
+      exchange.method = request.method;
+      exchange.path = request.target;
     }
-    if (request.target().size() > kMaxTarget) {
+    const unsigned version = request.version;
+    bool keep_alive = request.keep_alive;
+    if (auto id = request.find("x-request-id"); !id.empty() && id.size() <= 200) {
+      exchange.request_id = id;
+    } else {
+      random_request_id(worker.random, exchange.request_id);
+    }
+    const bool has_body = request.framing != h1::Framing::kNone;
+    if (request.target.size() > kMaxTarget) {
       exchange.flag = Flag::kBadRequest;
-      co_await local_reply(client, exchange, version, false, http::status::uri_too_long,
+      co_await local_reply(client, exchange, version, false, 414,
                            "bad_request: request target longer than " + std::to_string(kMaxTarget));
       co_return false;
     }
-    if (request.method() == http::verb::unknown || request.method() == http::verb::connect) {
+    // Methods outside the registered ones (Beast's list) are refused, and CONNECT: no tunnels.
+    if (const auto verb = http::string_to_verb({request.method.data(), request.method.size()});
+        verb == http::verb::unknown || verb == http::verb::connect) {
       exchange.flag = Flag::kBadRequest;
-      co_await local_reply(client, exchange, version, false, http::status::not_implemented,
+      co_await local_reply(client, exchange, version, false, 501,
                            "bad_request: method not supported");
       co_return false;
     }
@@ -795,10 +952,9 @@ struct Server::Impl {
     if (route == nullptr) {
       exchange.flag = Flag::kNoRoute;
       // The body (if any) is not read: close after the reply unless there is none.
-      const bool drained = parser.is_done();
-      co_await local_reply(client, exchange, version, keep_alive && drained,
-                           http::status::not_found, "no_route");
-      co_return keep_alive&& drained;
+      client.in.consume(request.size);
+      co_await local_reply(client, exchange, version, keep_alive && !has_body, 404, "no_route");
+      co_return keep_alive && !has_body;
     }
     // A migrating route's stage decides between legacy and modern.
     std::shared_ptr<MigrationState> migration;
@@ -832,79 +988,113 @@ struct Server::Impl {
     exchange.cluster = cluster_config.name;
     cluster.shared->requests_total->inc();
 
+    // The head as it goes upstream: hop-by-hop fields (and Expect, answered here) gone,
+    // forwarding fields added, the body's framing restated.
+    std::string& out = scratch.upstream_head;
+    out.clear();
+    out.append(request.method).append(" ").append(request.target).append(" HTTP/1.1\r\n");
+    std::string_view forwarded_for;
+    for (const auto& field : request.fields) {
+      if (h1::iequals(field.name, "x-forwarded-for")) {
+        if (forwarded_for.empty()) forwarded_for = field.value;
+        continue;
+      }
+      if (h1::hop_by_hop(request, field.name) || h1::iequals(field.name, "expect") ||
+          h1::iequals(field.name, "content-length") ||
+          h1::iequals(field.name, "x-forwarded-proto") || h1::iequals(field.name, "x-request-id")) {
+        continue;
+      }
+      out.append(field.name).append(": ").append(field.value).append("\r\n");
+    }
+    out.append("x-forwarded-for: ");
+    if (!forwarded_for.empty()) out.append(forwarded_for).append(", ");
+    out.append(peer).append("\r\nx-forwarded-proto: http\r\nx-request-id: ");
+    out.append(exchange.request_id).append("\r\n");
+    if (request.framing == h1::Framing::kLength) {
+      out.append("content-length: ").append(std::to_string(request.content_length)).append("\r\n");
+    } else if (request.framing == h1::Framing::kChunked) {
+      out.append("transfer-encoding: chunked\r\n");
+    }
+    out.append("\r\n");
+    const std::string_view method = request.method;  // valid until the head is consumed
+    const bool head_request = method == "HEAD";
+    const bool method_idempotent = idempotent(method);
+    const bool expect_continue = request.expect_continue;
+    std::string request_line;
+    const bool may_mirror = migration && routed_at == Stage::kShadow &&
+                            (method_idempotent || route->migration->mirror_non_idempotent);
+    if (may_mirror) request_line.append(method).append(" ").append(request.target);
+
+    // Done with the head: from here on its bytes may be overwritten.
+    BodyLeft body{.framing = request.framing,
+                  .remaining = request.content_length,
+                  .limit = limits.max_body_bytes};
+    client.in.consume(request.size);
+
     // Expect: 100-continue is answered here, once the request is admitted by routing.
-    if (beast::iequals(request[http::field::expect], "100-continue") && !parser.is_done()) {
-      http::response<http::empty_body> go_on{http::status::continue_, version};
+    if (expect_continue && has_body && client.in.size() == 0) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      std::array<net::const_buffer, 1> buffers{net::buffer(kContinue)};
       error_code ec;
       client.expires_after(limits.idle_timeout);
-      co_await http::async_write(client, go_on, net::redirect_error(use_awaitable, ec));
+      if (!send_now(client, buffers, ec) && !ec) {
+        co_await net::async_write(client.socket, buffers, net::redirect_error(use_task, ec));
+      }
       if (ec) co_return false;
     }
 
-    // The request goes upstream as parsed, its header edited in place (no copy): hop-by-hop
-    // headers gone, forwarding headers added. What the client's side needs is kept first.
-    const http::verb method = request.method();
-    const bool chunked_in = request.chunked();
-    strip_hop_by_hop(request.base());
-    request.version(11);
-    request.keep_alive(true);
-    if (auto forwarded = request["x-forwarded-for"]; forwarded.empty()) {
-      request.set("x-forwarded-for", peer);
-    } else {
-      request.set("x-forwarded-for", std::string(sv(forwarded)) + ", " + peer);
-    }
-    request.set("x-forwarded-proto", "http");
-    request.set("x-request-id", exchange.request_id);
-
     // A body known to be short is held, so that the request can be retried; anything else
     // streams through once.
-    std::string held_body;
+    std::string& held_body = scratch.held_body;
+    held_body.clear();
     bool replayable = true;
-    const auto length = parser.content_length();
-    if (!parser.is_done()) {
-      if (length && *length <= limits.retry_buffer_bytes) {
-        auto read = co_await read_body(client, buffer, parser, held_body, limits);
-        if (!read) {
-          exchange.flag = Flag::kBadRequest;
-          co_await local_reply(client, exchange, version, false, http::status::bad_request,
-                               "bad_request: " + read.error().message());
-          co_return false;
+    if (body.framing == h1::Framing::kLength && body.remaining <= limits.retry_buffer_bytes) {
+      client.expires_after(limits.idle_timeout);
+      error_code ec;
+      while (body.remaining > 0) {
+        if (client.in.size() == 0) {
+          std::size_t n = co_await client.socket.async_read_some(client.in.space(kChunk),
+                                                                 net::redirect_error(use_task, ec));
+          if (ec) break;
+          client.in.commit(n);
         }
-        request.content_length(held_body.size());
-      } else {
-        replayable = false;
-        if (length) {
-          request.content_length(*length);
-        } else {
-          request.chunked(true);
-        }
+        const std::size_t take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(body.remaining, client.in.size()));
+        held_body.append(client.in.view().substr(0, take));
+        client.in.consume(take);
+        body.remaining -= take;
       }
-    } else if (length) {
-      request.content_length(*length);  // 0
-    } else if (chunked_in) {
-      request.content_length(0);  // an empty chunked body, already read
+      if (ec) {
+        exchange.flag = Flag::kBadRequest;
+        co_await local_reply(
+            client, exchange, version, false, 400,
+            "bad_request: reading the request body: " + client.failure(ec).message());
+        co_return false;
+      }
+      body.framing = h1::Framing::kNone;
+    } else if (has_body) {
+      replayable = false;
     }
 
     const RetryPolicy& retry = route->retry ? *route->retry : cluster_config.retry;
-    const bool may_retry = replayable && (idempotent(method) || retry.allow_non_idempotent);
+    const bool may_retry = replayable && (method_idempotent || retry.allow_non_idempotent);
 
     // Shadow: a copy of the request goes to modern once legacy has answered, and the two
     // answers are compared. The copy is kept now, before the request goes upstream.
     std::optional<Mirror> mirror;
-    if (migration && migration->stage() == Stage::kShadow && replayable &&
-        held_body.size() <= route->migration->diff.max_body_bytes &&
-        (idempotent(method) || route->migration->mirror_non_idempotent) &&
+    if (may_mirror && replayable && held_body.size() <= route->migration->diff.max_body_bytes &&
         migration->begin_mirror()) {
       mirror.emplace(Mirror{.state = migration,
-                            .header = request.base(),
+                            .head = out.substr(0, out.size() - 2) + "x-keel-shadow: 1\r\n\r\n",
                             .body = held_body,
-                            .request_line = exchange.method + " " + exchange.path});
+                            .request_line = std::move(request_line),
+                            .head_request = head_request});
     }
     const auto deadline = std::chrono::steady_clock::now() + route->timeout;
     std::vector<std::size_t> avoid;
     std::size_t answered_by = 0;  // the endpoint of the last attempt
     std::unique_ptr<Upstream> upstream;
-    std::optional<http::response_parser<http::buffer_body>> response_parser;
+    h1::Head& response = scratch.response;
 
     auto request_slot = try_hold(cluster.shared->requests, cluster_config.limits.max_requests);
     if (!request_slot) {
@@ -939,12 +1129,11 @@ struct Server::Impl {
       const auto try_start = std::chrono::steady_clock::now();
       const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
       Flag failure = Flag::kNone;
-      response_parser.emplace();
-      upstream = co_await send(worker, cluster, endpoint, request, held_body, client, buffer,
-                               parser, *response_parser, try_deadline, failure);
+      upstream = co_await send(worker, cluster, endpoint, out, held_body, &client, body,
+                               head_request, response, try_deadline, failure);
       answered_by = endpoint;
       const auto latency = std::chrono::steady_clock::now() - try_start;
-      unsigned status = upstream ? response_parser->get().result_int() : 0;
+      unsigned status = upstream ? response.status : 0;
       const bool server_error = status >= 500;
       const bool gateway_error = status == 502 || status == 503 || status == 504;
       const bool failed = failure != Flag::kNone || server_error;
@@ -1000,14 +1189,13 @@ struct Server::Impl {
     WorkerCluster* answering = &cluster;
     if (route->migration && route->migration->fallback_to_legacy && routed_at == Stage::kModern &&
         may_retry && exchange.flag != Flag::kDownstreamReset &&
-        exchange.flag != Flag::kBadRequest &&
-        (!upstream || response_parser->get().result_int() >= 500) &&
+        exchange.flag != Flag::kBadRequest && (!upstream || response.status >= 500) &&
         std::chrono::steady_clock::now() < deadline) {
       WorkerCluster& legacy = *generation_now.worker_clusters[worker.index][cluster_index(
           generation_now.config, route->migration->legacy)];
       if (auto picked = legacy.balancer->pick({})) {
         // Modern's failure still counts for its guard rails.
-        migration->count_answer(true, upstream ? response_parser->get().result_int() : 502,
+        migration->count_answer(true, upstream ? response.status : 502,
                                 std::chrono::steady_clock::now() - exchange.start, routed_at);
         upstream.reset();  // modern's answer, if any, goes with its connection
         ++exchange.attempts;
@@ -1015,10 +1203,9 @@ struct Server::Impl {
         const auto try_start = std::chrono::steady_clock::now();
         legacy.shared->requests_total->inc();
         legacy.endpoints.on_start(*picked);
-        response_parser.emplace();
-        upstream = co_await send(worker, legacy, *picked, request, held_body, client, buffer,
-                                 parser, *response_parser, deadline, failure);
-        const unsigned status = upstream ? response_parser->get().result_int() : 0;
+        upstream = co_await send(worker, legacy, *picked, out, held_body, &client, body,
+                                 head_request, response, deadline, failure);
+        const unsigned status = upstream ? response.status : 0;
         legacy.endpoints.on_complete(*picked, failure == Flag::kNone && status < 500,
                                      std::chrono::steady_clock::now() - try_start);
         answering = &legacy;
@@ -1031,19 +1218,19 @@ struct Server::Impl {
     }
 
     if (!upstream) {
-      http::status status = http::status::service_unavailable;
+      unsigned status = 503;
       std::string reason;
       switch (exchange.flag) {
         case Flag::kConnectFailure:
-          status = http::status::bad_gateway;
+          status = 502;
           reason = "upstream_connect_failure";
           break;
         case Flag::kReset:
-          status = http::status::bad_gateway;
+          status = 502;
           reason = "upstream_reset";
           break;
         case Flag::kTimeout:
-          status = http::status::gateway_timeout;
+          status = 504;
           reason = "upstream_timeout";
           break;
         case Flag::kOverflow:
@@ -1056,7 +1243,7 @@ struct Server::Impl {
           finish(exchange, *answering, 0);
           co_return false;
         case Flag::kBadRequest:
-          status = http::status::bad_request;
+          status = 400;
           reason = "bad_request: malformed request body";
           break;
         default:
@@ -1064,42 +1251,59 @@ struct Server::Impl {
           break;
       }
       // The request's body may be half read: only a fully read request keeps the connection.
-      const bool reusable = keep_alive && parser.is_done();
+      const bool reusable = keep_alive && body.done();
       co_await local_reply(client, exchange, version, reusable, status, reason, answering);
       if (mirror) mirror->state->end_mirror();  // no answer from legacy to compare with
       if (migration) {
-        migration->count_answer(to_modern, static_cast<unsigned>(status),
+        migration->count_answer(to_modern, status,
                                 std::chrono::steady_clock::now() - exchange.start, routed_at);
       }
       co_return reusable;
     }
 
-    // Relay the response as parsed, its header edited in place; the body as it comes.
-    auto& response = response_parser->get();
-    const bool upstream_keeps = response.keep_alive();
-    const bool chunked_out = response.chunked();
-    const auto content_length = response_parser->content_length();
-    strip_hop_by_hop(response.base());
-    response.version(version);
-    keep_alive = keep_alive && parser.is_done() && !stopping.load(std::memory_order_relaxed);
-    if (chunked_out) {
-      response.chunked(true);
-    } else if (content_length) {
-      response.content_length(*content_length);
-    } else if (!response_parser->is_done() && !response_parser->skip()) {
-      keep_alive = false;  // the body ends when the upstream closes: so must we
+    // The response head as the client gets it: hop-by-hop fields gone, the framing restated.
+    // A chunked body goes to an HTTP/1.1 client as it is; an HTTP/1.0 client gets its data,
+    // ended by closing.
+    keep_alive = keep_alive && body.done() && !stopping.load(std::memory_order_relaxed);
+    const bool dechunk = response.framing == h1::Framing::kChunked && version == 10;
+    if (response.framing == h1::Framing::kUntilClose || dechunk) keep_alive = false;
+    std::string& head_out = scratch.client_head;
+    head_out.assign(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    head_out.append(std::to_string(response.status));
+    head_out.append(" ").append(response.reason).append("\r\n");
+    for (const auto& field : response.fields) {
+      if (h1::hop_by_hop(response, field.name) || h1::iequals(field.name, "x-request-id") ||
+          (response.framing != h1::Framing::kNone && h1::iequals(field.name, "content-length"))) {
+        continue;
+      }
+      head_out.append(field.name).append(": ").append(field.value).append("\r\n");
     }
-    response.keep_alive(keep_alive);
-    response.set("x-request-id", exchange.request_id);
-    exchange.status = response.result_int();
+    if (response.framing == h1::Framing::kLength) {
+      head_out.append("content-length: ")
+          .append(std::to_string(response.content_length))
+          .append("\r\n");
+    } else if (response.framing == h1::Framing::kChunked && !dechunk) {
+      head_out.append("transfer-encoding: chunked\r\n");
+    }
+    if (!keep_alive) {
+      head_out.append("connection: close\r\n");
+    } else if (version == 10) {
+      head_out.append("connection: keep-alive\r\n");
+    }
+    head_out.append("x-request-id: ").append(exchange.request_id).append("\r\n\r\n");
+    exchange.status = response.status;
     if (mirror) {
       mirror->legacy_endpoint = answered_by;
       mirror->legacy = answer_of(response);
     }
-    const bool relayed =
-        co_await relay_response(client, *upstream, *response_parser, chunked_out || content_length,
-                                limits, deadline, mirror ? &mirror->legacy.body : nullptr,
-                                route->migration ? route->migration->diff.max_body_bytes : 0);
+    const bool upstream_keeps = response.keep_alive;
+    const h1::Framing framing = response.framing;
+    const std::uint64_t length = response.content_length;
+    upstream->conn.in.consume(response.size);  // the response head's views end here
+    const bool relayed = co_await relay_response(
+        client, *upstream, head_out, framing, length, dechunk, scratch.decoded, limits, deadline,
+        mirror ? &mirror->legacy.body : nullptr,
+        route->migration ? route->migration->diff.max_body_bytes : 0);
     finish(exchange, *answering, exchange.status);
     if (migration) {
       migration->count_answer(to_modern, exchange.status,
@@ -1119,27 +1323,24 @@ struct Server::Impl {
         mirror->state->end_mirror();
       }
     }
-    if (relayed && upstream_keeps && response_parser->is_done()) {
-      park(worker, std::move(upstream));
-    }
+    if (relayed && upstream_keeps) park(worker, std::move(upstream));
     co_return relayed&& keep_alive;
   }
 
   // ------------------------------------------------------------------ upstream
-  // Sends the request on a pooled or new connection and reads the response header. Null, with
-  // `failure` set, when that did not work out.
   // A pooled connection to the endpoint, or a new one (within the cluster's max_connections and
   // connect timeout). Null, with `failure` set, when there is none.
-  static awaitable<std::unique_ptr<Upstream>> acquire(
-      Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
-      std::chrono::steady_clock::time_point deadline, Flag& failure) {
+  static Task<std::unique_ptr<Upstream>> acquire(Worker& worker, WorkerCluster& cluster,
+                                                 std::size_t endpoint,
+                                                 std::chrono::steady_clock::time_point deadline,
+                                                 Flag& failure) {
     const Cluster& cluster_config = *cluster.shared->config;
     auto& idle = worker.pool(*cluster.shared, endpoint);
     auto take_idle = [&]() -> std::unique_ptr<Upstream> {
       while (!idle.empty()) {
         std::unique_ptr<Upstream> pooled = std::move(idle.back());
         idle.pop_back();
-        if (pooled->stream.socket().is_open()) return pooled;
+        if (pooled->conn.socket.is_open()) return pooled;
       }
       return nullptr;
     };
@@ -1162,7 +1363,7 @@ struct Server::Impl {
       while (full() && std::chrono::steady_clock::now() < give_up) {
         timer.expires_after(std::chrono::milliseconds(2));
         error_code ignored;
-        co_await timer.async_wait(net::redirect_error(use_awaitable, ignored));
+        co_await timer.async_wait(net::redirect_error(use_task, ignored));
         if (auto pooled = take_idle()) co_return pooled;
       }
       if (full()) {
@@ -1170,192 +1371,189 @@ struct Server::Impl {
         co_return nullptr;
       }
     }
-    auto upstream = std::make_unique<Upstream>(worker.io, cluster.shared, endpoint);
+    auto upstream = std::make_unique<Upstream>(worker, cluster.shared, endpoint);
     error_code ec;
-    upstream->stream.expires_after(std::min<Duration>(
-        cluster_config.connect_timeout,
-        std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
-    co_await upstream->stream.async_connect(cluster.shared->addresses[endpoint],
-                                            net::redirect_error(use_awaitable, ec));
+    upstream->conn.deadline =
+        std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
+    co_await upstream->conn.socket.async_connect(cluster.shared->addresses[endpoint],
+                                                 net::redirect_error(use_task, ec));
     if (ec) {
       cluster.shared->connect_failures_total->inc();
       failure = Flag::kConnectFailure;
       co_return nullptr;
     }
-    upstream->stream.socket().set_option(tcp::no_delay(true), ec);
+    upstream->conn.socket.set_option(tcp::no_delay(true), ec);
+    upstream->conn.socket.non_blocking(true, ec);
     co_return upstream;
   }
 
-  awaitable<std::unique_ptr<Upstream>> send(
-      Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
-      http::request<http::buffer_body>& request, const std::string& held_body, Stream& client,
-      beast::flat_buffer& client_buffer, http::request_parser<http::buffer_body>& client_parser,
-      http::response_parser<http::buffer_body>& response_parser,
-      std::chrono::steady_clock::time_point deadline, Flag& failure) {
+  // Sends the request (the head, then the held body or the client's body as it comes) on a
+  // pooled or new connection and reads the response head into `response`. `client` is read
+  // only while `body` streams. Null, with `failure`
+  // set, when that did not work out.
+  Task<std::unique_ptr<Upstream>> send(Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
+                                       const std::string& head, const std::string& held_body,
+                                       Conn* client, BodyLeft& body, bool head_request,
+                                       h1::Head& response,
+                                       std::chrono::steady_clock::time_point deadline,
+                                       Flag& failure) {
     auto upstream = co_await acquire(worker, cluster, endpoint, deadline, failure);
     if (!upstream) co_return nullptr;
-    auto remaining = [&] {
-      return std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
-    };
+    Conn& conn = upstream->conn;
+    conn.deadline = deadline;
     error_code ec;
-    // `request` is the client parser's own message: the serializer writes what the parser
-    // reads into its body buffer.
-    http::request_serializer<http::buffer_body> serializer(request);
-    upstream->stream.expires_after(remaining());
-    if (client_parser.is_done()) {
-      // Held or empty: header and body in one write.
-      request.body().data = held_body.empty() ? nullptr : const_cast<char*>(held_body.data());
-      request.body().size = held_body.size();
-      request.body().more = false;
-      co_await write(upstream->stream, serializer, ec);
-    } else {
-      // Streamed: client → upstream, a chunk at a time.
-      co_await write(upstream->stream, serializer, ec, true);
-      char chunk[kChunk];
-      while (!ec && !client_parser.is_done()) {
-        request.body().data = chunk;
-        request.body().size = sizeof chunk;
-        client.expires_after(remaining());
+    std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(held_body)};
+    if (!send_now(conn, buffers, ec) && !ec) {
+      co_await net::async_write(conn.socket, buffers, net::redirect_error(use_task, ec));
+      ec = conn.failure(ec);
+    }
+    // A streamed body: client → upstream as it comes, its framing checked on the way.
+    while (!ec && !body.done()) {
+      if (client->in.size() == 0) {
+        client->deadline = deadline;
         error_code read_ec;
-        co_await http::async_read(client, client_buffer, client_parser,
-                                  net::redirect_error(use_awaitable, read_ec));
-        if (read_ec == http::error::need_buffer) read_ec = {};
+        std::size_t n = co_await client->socket.async_read_some(
+            client->in.space(kChunk), net::redirect_error(use_task, read_ec));
         if (read_ec) {
-          // A malformed body (bad chunk, over the limit) is the client's error to hear about;
-          // a closed or silent socket means it went away.
-          failure = read_ec.category() == error_code(http::error::bad_chunk).category()
-                        ? Flag::kBadRequest
-                        : Flag::kDownstreamReset;
+          failure = Flag::kDownstreamReset;  // the client closed or went quiet
           co_return nullptr;
         }
-        request.body().size = sizeof chunk - request.body().size;
-        request.body().data = chunk;
-        request.body().more = !client_parser.is_done();
-        upstream->stream.expires_after(remaining());
-        co_await write(upstream->stream, serializer, ec);
+        client->in.commit(n);
       }
+      const std::string_view available = client->in.view();
+      std::size_t take = 0;
+      if (body.framing == h1::Framing::kLength) {
+        take = static_cast<std::size_t>(std::min<std::uint64_t>(body.remaining, available.size()));
+        body.remaining -= take;
+        if (body.remaining == 0) body.framing = h1::Framing::kNone;
+      } else {
+        auto step = body.chunks.feed(available, [](std::string_view) {});
+        if (step.error != nullptr || body.chunks.data_bytes() > body.limit) {
+          failure = Flag::kBadRequest;  // a malformed chunk or over max_body_bytes
+          co_return nullptr;
+        }
+        take = step.used;
+        if (step.done) body.framing = h1::Framing::kNone;
+      }
+      std::array<net::const_buffer, 1> chunk{net::buffer(available.data(), take)};
+      if (!send_now(conn, chunk, ec) && !ec) {
+        co_await net::async_write(conn.socket, chunk, net::redirect_error(use_task, ec));
+        ec = conn.failure(ec);
+      }
+      client->in.consume(take);
     }
-    if (!ec) {
-      response_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-      if (request.method() == http::verb::head) response_parser.skip(true);  // no body follows
-      upstream->stream.expires_after(remaining());
-      co_await http::async_read_header(upstream->stream, upstream->buffer, response_parser,
-                                       net::redirect_error(use_awaitable, ec));
+    // The response head; informational answers (100 Continue and the like) are passed over.
+    while (!ec) {
+      auto parsed = h1::parse_response(conn.in.view(), head_request, response);
+      if (parsed.state == h1::Parsed::kDone) {
+        if (response.status >= 200) break;
+        if (response.status == 101) {
+          ec = net::error::operation_not_supported;  // no protocol upgrades through the proxy
+          break;
+        }
+        conn.in.consume(response.size);
+        continue;
+      }
+      if (parsed.state == h1::Parsed::kError || conn.in.size() >= kMaxResponseHead) {
+        ec = net::error::invalid_argument;  // a malformed answer: the upstream is at fault
+        break;
+      }
+      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
+                                                           net::redirect_error(use_task, ec));
+      ec = conn.failure(ec);
+      conn.in.commit(n);
     }
     if (ec) {
       // Includes a pooled connection the upstream closed meanwhile: a reset, which
       // retry_on reset covers.
-      failure = ec == beast::error::timeout ? Flag::kTimeout : Flag::kReset;
+      failure = ec == net::error::timed_out ? Flag::kTimeout : Flag::kReset;
       co_return nullptr;
     }
     co_return upstream;
   }
 
-  // Streams the response body upstream → client. False when either side failed.
-  // `framed`: the body has its own length (chunked or Content-Length), rather than ending
-  // when the upstream closes.
+  // Sends `head` and streams the response body upstream → client. False when either side
+  // failed. `dechunk`: the client gets a chunked body's data only (HTTP/1.0), via `decoded`.
   // `capture`: keeps a copy of the first `capture_limit` body bytes (for a shadow diff).
-  awaitable<bool> relay_response(Stream& client, Upstream& upstream,
-                                 http::response_parser<http::buffer_body>& parser, bool framed,
-                                 const Limits& limits,
-                                 std::chrono::steady_clock::time_point deadline,
-                                 std::string* capture = nullptr, std::size_t capture_limit = 0) {
-    auto& response = parser.get();
-    http::response_serializer<http::buffer_body> serializer(response);
-    error_code ec;
-    // The header goes with the first body bytes when they are already here (one write, one
-    // packet); on its own when the body is yet to come.
-    if (upstream.buffer.size() == 0 && !parser.is_done()) {
-      client.expires_after(limits.idle_timeout);
-      co_await write(client, serializer, ec, true);
-      if (ec) co_return false;
-    }
-    char chunk[kChunk];
-    bool wrote_last = false;
-    while (!wrote_last) {
-      if (!parser.is_done()) {
-        response.body().data = chunk;
-        response.body().size = sizeof chunk;
-        upstream.stream.expires_after(std::max<Duration>(
-            1ms,
-            std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
-        co_await http::async_read(upstream.stream, upstream.buffer, parser,
-                                  net::redirect_error(use_awaitable, ec));
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec == http::error::end_of_stream && !framed) ec = {};  // ended by the close
+  Task<bool> relay_response(Conn& client, Upstream& upstream, const std::string& head,
+                            h1::Framing framing, std::uint64_t length, bool dechunk,
+                            std::string& decoded, const Limits& limits,
+                            std::chrono::steady_clock::time_point deadline,
+                            std::string* capture = nullptr, std::size_t capture_limit = 0) {
+    Conn& conn = upstream.conn;
+    h1::ChunkedReader chunks;
+    std::string_view pending_head = head;  // goes out with the first body bytes
+    bool done = framing == h1::Framing::kNone;
+    auto keep = [&](std::string_view data) {
+      if (capture != nullptr && capture->size() < capture_limit) {
+        capture->append(data.substr(0, capture_limit - capture->size()));
+      }
+    };
+    for (;;) {
+      const std::string_view available = conn.in.view();
+      std::string_view out = available;
+      std::size_t take = 0;
+      switch (framing) {
+        case h1::Framing::kNone:
+          break;
+        case h1::Framing::kLength:
+          take = static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
+          length -= take;
+          done = length == 0;
+          keep(available.substr(0, take));
+          break;
+        case h1::Framing::kUntilClose:
+          take = available.size();
+          keep(available);
+          break;
+        case h1::Framing::kChunked: {
+          decoded.clear();
+          auto step = chunks.feed(available, [&](std::string_view data) {
+            keep(data);
+            if (dechunk) decoded.append(data);
+          });
+          if (step.error != nullptr) co_return false;  // the upstream broke its framing
+          take = step.used;
+          done = step.done;
+          if (dechunk) out = decoded;
+          break;
+        }
+      }
+      if (!dechunk) out = available.substr(0, take);
+      if (!pending_head.empty() || !out.empty()) {
+        std::array<net::const_buffer, 2> buffers{net::buffer(pending_head), net::buffer(out)};
+        error_code ec;
+        client.expires_after(limits.idle_timeout);
+        if (!send_now(client, buffers, ec) && !ec) {
+          co_await net::async_write(client.socket, buffers, net::redirect_error(use_task, ec));
+        }
         if (ec) co_return false;
-        response.body().size = sizeof chunk - response.body().size;
-        response.body().data = chunk;
-        response.body().more = !parser.is_done();
-        if (capture != nullptr && capture->size() < capture_limit) {
-          capture->append(chunk, std::min(response.body().size, capture_limit - capture->size()));
-        }
-      } else {
-        response.body().data = nullptr;
-        response.body().size = 0;
-        response.body().more = false;
+        pending_head = {};
       }
-      wrote_last = !response.body().more;
-      client.expires_after(limits.idle_timeout);
-      co_await write(client, serializer, ec);
+      conn.in.consume(take);
+      if (done) co_return true;
+      conn.deadline = std::max(deadline, std::chrono::steady_clock::now() + 1ms);
+      error_code ec;
+      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
+                                                           net::redirect_error(use_task, ec));
+      if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return true;
       if (ec) co_return false;
-    }
-    co_return true;
-  }
-
-  // Writes what `serializer` has to give now (the header, body bytes, chunk framing) as one
-  // contiguous send when it fits in kFlat bytes: Beast hands out every header field as a
-  // buffer of its own, and a dozen small iovecs cost the kernel more than one small copy here.
-  // Bigger writes go out as they are. With `header_only`, stops after the header.
-  template <bool isRequest>
-  static awaitable<void> write(Stream& stream,
-                               http::serializer<isRequest, http::buffer_body>& serializer,
-                               error_code& ec, bool header_only = false) {
-    std::array<char, kFlat> flat;
-    std::size_t used = 0;
-    bool too_big = false;
-    if (header_only) serializer.split(true);
-    while (!serializer.is_done() && !(header_only && serializer.is_header_done())) {
-      serializer.next(ec, [&](error_code&, const auto& buffers) {
-        const std::size_t n = beast::buffer_bytes(buffers);
-        if (used + n > flat.size()) {
-          too_big = true;
-          return;
-        }
-        net::buffer_copy(net::buffer(flat.data() + used, n), buffers);
-        used += n;
-        serializer.consume(n);
-      });
-      if (ec == http::error::need_buffer) {
-        ec = {};
-        break;
-      }
-      if (ec || too_big) break;
-    }
-    if (ec) co_return;
-    if (used > 0) {
-      co_await net::async_write(stream, net::buffer(flat.data(), used),
-                                net::redirect_error(use_awaitable, ec));
-    }
-    if (ec || !too_big) co_return;
-    if (header_only) {
-      co_await http::async_write_header(stream, serializer, net::redirect_error(use_awaitable, ec));
-    } else {
-      co_await http::async_write(stream, serializer, net::redirect_error(use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
+      conn.in.commit(n);
     }
   }
 
   static void park(Worker& worker, std::unique_ptr<Upstream> upstream) {
+    // Bytes after the response are not an answer to anything: such a connection is not reused.
+    if (upstream->conn.in.size() > 0 || !upstream->conn.socket.is_open()) return;
     auto& idle = worker.pool(*upstream->cluster, upstream->endpoint);
     if (idle.size() < upstream->cluster->config->max_idle_connections) {
-      upstream->stream.expires_never();
+      upstream->conn.expires_never();
       idle.push_back(std::move(upstream));
     }
   }
 
-  awaitable<void> backoff(Worker& worker, const RetryPolicy& retry, std::uint32_t attempt,
-                          std::chrono::steady_clock::time_point deadline) {
+  Task<void> backoff(Worker& worker, const RetryPolicy& retry, std::uint32_t attempt,
+                     std::chrono::steady_clock::time_point deadline) {
     // Full jitter on base × 2^(attempt-1), capped, and never past the deadline.
     double cap = std::min<double>(static_cast<double>(retry.max_interval.count()),
                                   static_cast<double>(retry.base_interval.count()) *
@@ -1365,14 +1563,14 @@ struct Server::Impl {
     auto until = std::min(deadline, std::chrono::steady_clock::now() + wait);
     net::steady_timer timer(worker.io, until);
     error_code ec;
-    co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
+    co_await timer.async_wait(net::redirect_error(use_task, ec));
   }
 
   // Sends a shadow copy to the modern cluster, reads its answer and compares it with legacy's.
   // Runs after the client has its answer; nothing here reaches the client.
-  awaitable<void> shadow(Worker& worker, std::shared_ptr<const Generation> g,
-                         std::size_t modern_cluster, std::size_t legacy_cluster, Mirror mirror,
-                         Duration timeout, const DiffConfig* diff, bool noise_baseline) {
+  Task<void> shadow(Worker& worker, std::shared_ptr<const Generation> g, std::size_t modern_cluster,
+                    std::size_t legacy_cluster, Mirror mirror, Duration timeout,
+                    const DiffConfig* diff, bool noise_baseline) {
     struct Done {
       MigrationState& state;
       ~Done() { state.end_mirror(); }
@@ -1383,7 +1581,7 @@ struct Server::Impl {
       mirror.state->record_mirror_failure();
       co_return;
     }
-    auto modern = co_await fetch(worker, cluster, *picked, mirror.header, mirror.body, timeout);
+    auto modern = co_await fetch(worker, cluster, *picked, mirror, diff->max_body_bytes, timeout);
     if (!modern) {
       mirror.state->record_mirror_failure();
       co_return;
@@ -1395,7 +1593,7 @@ struct Server::Impl {
       WorkerCluster& legacy = *g->worker_clusters[worker.index][legacy_cluster];
       const std::size_t first[] = {mirror.legacy_endpoint};
       if (auto again = legacy.balancer->pick({.avoid = first})) {
-        auto second = co_await fetch(worker, legacy, *again, mirror.header, mirror.body, timeout);
+        auto second = co_await fetch(worker, legacy, *again, mirror, diff->max_body_bytes, timeout);
         if (second) {
           noise = diff_answers(mirror.legacy, *second, *diff);
           std::erase_if(fields, [&](const std::string& field) {
@@ -1416,39 +1614,71 @@ struct Server::Impl {
     mirror.state->record_diff(fields, std::move(sample), noise);
   }
 
-  // Sends a copy of a request (marked x-keel-shadow) to endpoint i of `cluster` and reads the
-  // whole answer; nullopt when that failed. The connection goes back to the pool after.
-  static awaitable<std::optional<Answer>> fetch(Worker& worker, WorkerCluster& cluster,
-                                                std::size_t endpoint,
-                                                const http::request_header<>& header,
-                                                const std::string& body, Duration timeout) {
+  // Sends the shadow copy to endpoint i of `cluster` and reads the whole answer, keeping the
+  // first `capture_limit` body bytes; nullopt when that failed. The connection goes back to the
+  // pool after.
+  Task<std::optional<Answer>> fetch(Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
+                                    const Mirror& mirror, std::size_t capture_limit,
+                                    Duration timeout) {
     Flag failure = Flag::kNone;
     cluster.endpoints.on_start(endpoint);
     const auto started = std::chrono::steady_clock::now();
-    auto upstream = co_await acquire(worker, cluster, endpoint, started + timeout, failure);
-    error_code ec = upstream ? error_code{} : error_code(net::error::connection_refused);
-    http::response_parser<http::string_body> parser;
+    BodyLeft held;  // the copy's body is held: nothing streams
+    h1::Head response;
+    auto upstream = co_await send(worker, cluster, endpoint, mirror.head, mirror.body, nullptr,
+                                  held, mirror.head_request, response, started + timeout, failure);
+    std::optional<Answer> answer;
     if (upstream) {
-      http::request<http::string_body> request(header);
-      request.set("x-keel-shadow", "1");  // so the service can tell a copy from the real thing
-      request.body() = body;
-      request.prepare_payload();
-      upstream->stream.expires_after(timeout);
-      co_await http::async_write(upstream->stream, request, net::redirect_error(use_awaitable, ec));
-      parser.body_limit(16 * 1024 * 1024);
-      if (!ec) {
-        co_await http::async_read(upstream->stream, upstream->buffer, parser,
-                                  net::redirect_error(use_awaitable, ec));
+      answer = answer_of(response);
+      const bool keeps = response.keep_alive;
+      const h1::Framing framing = response.framing;
+      upstream->conn.in.consume(response.size);
+      if (co_await read_to_end(upstream->conn, framing, response.content_length, answer->body,
+                               capture_limit)) {
+        if (keeps) park(worker, std::move(upstream));
+      } else {
+        answer.reset();
       }
     }
-    cluster.endpoints.on_complete(endpoint, !ec && parser.get().result_int() < 500,
+    cluster.endpoints.on_complete(endpoint, answer && answer->status < 500,
                                   std::chrono::steady_clock::now() - started);
-    if (ec) co_return std::nullopt;
-    auto& response = parser.get();
-    Answer answer = answer_of(response);
-    answer.body = std::move(response.body());
-    if (response.keep_alive()) park(worker, std::move(upstream));
     co_return answer;
+  }
+
+  // Reads a response body to its end (within the connection's deadline), keeping its first
+  // `limit` data bytes in `body`. False when the connection failed or the framing was broken.
+  static Task<bool> read_to_end(Conn& conn, h1::Framing framing, std::uint64_t length,
+                                std::string& body, std::size_t limit) {
+    h1::ChunkedReader chunks;
+    auto keep = [&](std::string_view data) {
+      if (body.size() < limit) body.append(data.substr(0, limit - body.size()));
+    };
+    for (;;) {
+      const std::string_view available = conn.in.view();
+      bool done = framing == h1::Framing::kNone;
+      std::size_t take = available.size();
+      if (framing == h1::Framing::kLength) {
+        take = static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
+        length -= take;
+        done = length == 0;
+        keep(available.substr(0, take));
+      } else if (framing == h1::Framing::kChunked) {
+        auto step = chunks.feed(available, keep);
+        if (step.error != nullptr) co_return false;
+        take = step.used;
+        done = step.done;
+      } else if (framing == h1::Framing::kUntilClose) {
+        keep(available);
+      }
+      conn.in.consume(take);
+      if (done) co_return true;
+      error_code ec;
+      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
+                                                           net::redirect_error(use_task, ec));
+      if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return true;
+      if (ec) co_return false;
+      conn.in.commit(n);
+    }
   }
 
   // ------------------------------------------------------------------ helpers
@@ -1459,15 +1689,14 @@ struct Server::Impl {
     return route.regex && std::regex_match(path.begin(), path.end(), *route.regex);
   }
 
-  static const Route* match(const Listener& listener,
-                            const http::request<http::buffer_body>& request) {
+  static const Route* match(const Listener& listener, const h1::Head& request) {
     for (const auto& route : listener.routes) {
-      if (!route.method.empty() && request.method_string() != route.method) continue;
-      if (!path_matches(route, sv(request.target()))) continue;
+      if (!route.method.empty() && request.method != route.method) continue;
+      if (!path_matches(route, request.target)) continue;
       bool headers_match = true;
       for (const auto& header : route.headers) {
-        auto it = request.find(header.name);
-        if (it == request.end() || (!header.present && it->value() != header.value)) {
+        if (!request.has(header.name) ||
+            (!header.present && request.find(header.name) != header.value)) {
           headers_match = false;
           break;
         }
@@ -1502,57 +1731,50 @@ struct Server::Impl {
   }
 
   // The canary's sticky key: the configured header or cookie, else the client's address.
-  static std::string sticky_key(const MigrationConfig& migration,
-                                const http::request<http::buffer_body>& request,
-                                const std::string& peer) {
+  static std::string_view sticky_key(const MigrationConfig& migration, const h1::Head& request,
+                                     const std::string& peer) {
     if (migration.sticky.kind == StickyKey::Kind::kHeader) {
-      if (auto value = request[migration.sticky.name]; !value.empty()) return std::string(value);
+      if (auto value = request.find(migration.sticky.name); !value.empty()) return value;
     } else if (migration.sticky.kind == StickyKey::Kind::kCookie) {
-      const std::string_view cookies = sv(request[http::field::cookie]);
-      const std::string wanted = migration.sticky.name + "=";
+      const std::string_view cookies = request.find("cookie");
+      const std::string_view wanted = migration.sticky.name;
       for (std::size_t at = 0; at < cookies.size();) {
         std::size_t end = cookies.find(';', at);
         if (end == std::string_view::npos) end = cookies.size();
         std::string_view pair = cookies.substr(at, end - at);
         pair.remove_prefix(std::min(pair.find_first_not_of(' '), pair.size()));
-        if (pair.substr(0, wanted.size()) == wanted) return std::string(pair.substr(wanted.size()));
+        if (pair.size() > wanted.size() && pair.substr(0, wanted.size()) == wanted &&
+            pair[wanted.size()] == '=') {
+          return pair.substr(wanted.size() + 1);
+        }
         at = end + 1;
       }
     }
     return peer;
   }
 
-  static awaitable<Status> read_body(Stream& client, beast::flat_buffer& buffer,
-                                     http::request_parser<http::buffer_body>& parser,
-                                     std::string& out, const Limits& limits) {
-    char chunk[kChunk];
-    while (!parser.is_done()) {
-      parser.get().body().data = chunk;
-      parser.get().body().size = sizeof chunk;
-      client.expires_after(limits.idle_timeout);
-      error_code ec;
-      co_await http::async_read(client, buffer, parser, net::redirect_error(use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) co_return Error(errc::io_error, "reading the request body: " + ec.message());
-      out.append(chunk, sizeof chunk - parser.get().body().size);
-    }
-    co_return Status{};
-  }
-
-  awaitable<void> local_reply(Stream& client, Exchange& exchange, unsigned version, bool keep_alive,
-                              http::status status, std::string reason,
-                              WorkerCluster* cluster = nullptr) {
-    http::response<http::string_body> response{status, version < 10 ? 11 : version};
-    response.set(http::field::content_type, "text/plain");
-    response.set("x-keel-reason", reason.substr(0, reason.find(':')));
-    if (!exchange.request_id.empty()) response.set("x-request-id", exchange.request_id);
-    response.body() = reason + "\n";
-    response.keep_alive(keep_alive);
-    response.prepare_payload();
+  // A reply made here: text/plain, the reason in x-keel-reason (up to its first colon) and in
+  // the body.
+  Task<void> local_reply(Conn& client, Exchange& exchange, unsigned version, bool keep_alive,
+                         unsigned status, std::string reason, WorkerCluster* cluster = nullptr) {
+    const std::string body = reason + "\n";
+    std::string head = version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    head.append(std::to_string(status)).append(" ");
+    head.append(sv(http::obsolete_reason(static_cast<http::status>(status))));
+    head.append("\r\ncontent-type: text/plain\r\nx-keel-reason: ");
+    head.append(reason.substr(0, reason.find(':')));
+    if (!exchange.request_id.empty()) head.append("\r\nx-request-id: ").append(exchange.request_id);
+    head.append("\r\ncontent-length: ").append(std::to_string(body.size()));
+    head.append(keep_alive ? (version == 10 ? "\r\nconnection: keep-alive" : "")
+                           : "\r\nconnection: close");
+    head.append("\r\n\r\n").append(body);
+    std::array<net::const_buffer, 1> buffers{net::buffer(head)};
     error_code ec;
     client.expires_after(5s);
-    co_await http::async_write(client, response, net::redirect_error(use_awaitable, ec));
-    exchange.status = static_cast<unsigned>(status);
+    if (!send_now(client, buffers, ec) && !ec) {
+      co_await net::async_write(client.socket, buffers, net::redirect_error(use_task, ec));
+    }
+    exchange.status = status;
     if (cluster != nullptr) {
       finish(exchange, *cluster, exchange.status);
     } else {
@@ -1592,11 +1814,11 @@ struct Server::Impl {
   }
 
   // ------------------------------------------------------------------ admin
-  awaitable<void> admin_loop(tcp::acceptor& acceptor) {
+  Task<void> admin_loop(tcp::acceptor& acceptor) {
     for (;;) {
       error_code ec;
       Socket socket = co_await acceptor.async_accept(admin_worker->io.get_executor(),
-                                                     net::redirect_error(use_awaitable, ec));
+                                                     net::redirect_error(use_task, ec));
       if (ec) {
         if (!acceptor.is_open()) co_return;
         continue;
@@ -1605,7 +1827,7 @@ struct Server::Impl {
     }
   }
 
-  awaitable<void> admin_session(Stream stream) {
+  Task<void> admin_session(Stream stream) {
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;
@@ -1613,7 +1835,7 @@ struct Server::Impl {
       parser.body_limit(64 * 1024);
       error_code ec;
       stream.expires_after(30s);
-      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_awaitable, ec));
+      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_task, ec));
       if (ec) break;
       auto& request = parser.get();
       http::response<http::string_body> response{http::status::ok, request.version()};
@@ -1694,7 +1916,7 @@ struct Server::Impl {
       }
       response.keep_alive(request.keep_alive());
       response.prepare_payload();
-      co_await http::async_write(stream, response, net::redirect_error(use_awaitable, ec));
+      co_await http::async_write(stream, response, net::redirect_error(use_task, ec));
       if (ec || !response.keep_alive()) break;
     }
     error_code ignored;
