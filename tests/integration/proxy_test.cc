@@ -387,6 +387,97 @@ TEST_F(ProxyTest, StreamsLargeBodiesBothWays) {
   ::close(fd);
 }
 
+// An upstream that answers every request head it reads with the same bytes, whatever they are:
+// for answers ScriptedServer would not give (1xx first, chunked, malformed). One connection at
+// a time.
+class RawUpstream {
+ public:
+  explicit RawUpstream(std::string answer) : answer_(std::move(answer)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    EXPECT_EQ(::listen(listener_, 16), 0);
+    socklen_t length = sizeof address;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] {
+      for (int fd; (fd = ::accept(listener_, nullptr, nullptr)) >= 0;) {
+        serving_ = fd;
+        std::string in;
+        char buffer[4096];
+        for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) {
+          in.append(buffer, static_cast<std::size_t>(n));
+          for (std::size_t end; (end = in.find("\r\n\r\n")) != std::string::npos;) {
+            in.erase(0, end + 4);
+            send_all(fd, answer_);
+          }
+        }
+        serving_ = -1;
+        ::close(fd);
+      }
+    });
+  }
+  ~RawUpstream() {
+    ::shutdown(listener_, SHUT_RDWR);
+    ::shutdown(serving_.load(), SHUT_RDWR);
+    ::close(listener_);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  std::string answer_;
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<int> serving_{-1};
+  std::thread thread_;
+};
+
+TEST_F(ProxyTest, UpstreamAnswersAreReframedForTheClientAndBadOnesGet502) {
+  RawUpstream chunked(
+      "HTTP/1.1 100 Continue\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n"
+      "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n");
+  RawUpstream broken("HTTP/1.1 2xx Nope\r\n\r\n");
+  start(std::string(kListener) +
+        "      - {match: {prefix: /broken}, cluster: broken}\n"
+        "      - {match: {prefix: /}, cluster: chunked}\nclusters:\n"
+        "  - name: chunked\n    endpoints: [{address: " +
+        chunked.address() +
+        "}]\n"
+        "  - name: broken\n    endpoints: [{address: " +
+        broken.address() + "}]\n");
+
+  // HTTP/1.1: the chunked body as it came, the 100 passed over. Two requests in one write
+  // (pipelined) get two answers, in order.
+  int fd = connect_to(port);
+  ASSERT_TRUE(send_all(fd, "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"));
+  std::string buffer;
+  for (int i = 0; i < 2; ++i) {
+    Message response = read_message(fd, buffer, true);
+    EXPECT_EQ(response.status(), 200);
+    EXPECT_EQ(ascii_lower(response.header("transfer-encoding")), "chunked");
+    EXPECT_EQ(response.header("x-up"), "1");
+    EXPECT_EQ(response.body, "hello world");
+  }
+  ::close(fd);
+
+  // HTTP/1.0 cannot take chunked: its data, ended by the close.
+  Message old = request("GET /c HTTP/1.0\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(old.start_line.substr(0, 12), "HTTP/1.0 200");
+  EXPECT_EQ(old.header("transfer-encoding"), "");
+  EXPECT_EQ(ascii_lower(old.header("connection")), "close");
+  EXPECT_EQ(old.body, "hello world");
+
+  // A malformed status line is the upstream's fault: 502, and the proxy goes on.
+  Message bad = get("/broken");
+  EXPECT_EQ(bad.status(), 502);
+  EXPECT_EQ(bad.header("x-keel-reason"), "upstream_reset");
+  EXPECT_EQ(get("/a").body, "hello world");
+}
+
 TEST_F(ProxyTest, ReloadTakesOverWithoutLosingARequestAndARefusedOneChangesNothing) {
   Upstream blue("blue"), green("green", Behaviour::kSlow);
   auto config_for = [&](Upstream& target) {
