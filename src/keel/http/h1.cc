@@ -131,6 +131,7 @@ ParseResult parse_fields(std::string_view bytes, std::size_t at, bool request, b
       if (other && request) return error(501, "a transfer coding other than chunked");
       if (other) chunked = false;  // a response: read until the connection closes
     } else if (iequals(name, "connection")) {
+      ++head.connection_fields;
       for_each_token(value, [&](std::string_view option) {
         if (iequals(option, "close")) close = true;
         if (iequals(option, "keep-alive")) keep_alive = true;
@@ -169,6 +170,7 @@ void reset(Head& head) {
   head.keep_alive = true;
   head.expect_continue = false;
   head.size = 0;
+  head.connection_fields = 0;
 }
 
 }  // namespace
@@ -283,6 +285,7 @@ bool hop_by_hop(const Head& head, std::string_view name) {
   for (auto always : kAlways) {
     if (iequals(name, always)) return true;
   }
+  if (head.connection_fields == 0) return false;
   bool named = false;
   for (const auto& field : head.fields) {
     if (!iequals(field.name, "connection")) continue;

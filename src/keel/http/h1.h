@@ -42,10 +42,11 @@ struct Head {
   unsigned version = 11;  // 10 or 11
   std::vector<Field> fields;
   Framing framing = Framing::kNone;
-  std::uint64_t content_length = 0;  // with kLength
-  bool keep_alive = true;            // from the version and Connection
-  bool expect_continue = false;      // Expect: 100-continue
-  std::size_t size = 0;              // bytes of the head, the blank line included
+  std::uint64_t content_length = 0;   // with kLength
+  bool keep_alive = true;             // from the version and Connection
+  bool expect_continue = false;       // Expect: 100-continue
+  std::size_t size = 0;               // bytes of the head, the blank line included
+  std::size_t connection_fields = 0;  // how many Connection fields (hop_by_hop reads them)
 
   // The first field's value with that name (compared case-insensitively); empty when none.
   std::string_view find(std::string_view name) const;
