@@ -133,6 +133,8 @@ class MigrationState {
   // A shadow copy may start (it must call end_mirror()), or is dropped and counted.
   bool begin_mirror();
   void end_mirror();
+  // A copy dropped before begin_mirror (the worker had no room to queue it).
+  void count_mirror_dropped() { mirror_dropped_.fetch_add(1, std::memory_order_relaxed); }
   // `fields`: where modern differed from legacy, noise already taken out; `noise`: the fields
   // the noise baseline found differing between two legacy answers.
   void record_diff(const std::vector<std::string>& fields, DiffSample sample,

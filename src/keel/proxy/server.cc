@@ -29,6 +29,7 @@
 #include "keel/balance/load_balancer.h"
 #include "keel/core/metrics.h"
 #include "keel/core/random.h"
+#include "keel/core/spsc_ring.h"
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
 #include "keel/http/h1.h"
@@ -345,9 +346,37 @@ struct ListenerShared {
   tcp::endpoint bound;
 };
 
-// A shadow copy of a request, waiting for legacy's answer and then sent to modern.
+// A response's status and headers as a diff sees them (the body is added by the caller), into
+// `answer`, reusing what its strings hold.
+void fill_answer(const h1::Head& response, Answer& answer) {
+  answer.status = response.status;
+  answer.headers.resize(response.fields.size());
+  for (std::size_t i = 0; i < response.fields.size(); ++i) {
+    auto& [name, value] = answer.headers[i];
+    name.assign(response.fields[i].name);
+    for (char& c : name) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    value.assign(response.fields[i].value);
+  }
+  answer.json = response.find("content-type").find("json") != std::string_view::npos;
+}
+
+Answer answer_of(const h1::Head& response) {
+  Answer answer;
+  fill_answer(response, answer);
+  return answer;
+}
+
+// A shadow copy of a request: filled by a listener's worker while legacy answers, then compared
+// by the mirror thread. Its strings are written by the worker only (their memory is the
+// worker's: the mirror thread never frees or grows them), so copies cost no allocation once a
+// lane's Mirrors have grown.
 struct Mirror {
   std::shared_ptr<MigrationState> state;
+  std::shared_ptr<const Generation> generation;
+  std::size_t modern_cluster = 0;
+  std::size_t legacy_cluster = 0;
+  const MigrationConfig* config = nullptr;
+  Duration timeout{};
   std::string head;  // as sent to legacy, marked x-keel-shadow
   std::string body;
   std::string request_line;
@@ -356,15 +385,34 @@ struct Mirror {
   std::size_t legacy_endpoint = 0;  // the noise baseline asks another one when there is one
 };
 
-// A response's status and headers as a diff sees them (the body is added by the caller).
-Answer answer_of(const h1::Head& response) {
-  Answer answer{.status = response.status};
-  for (const auto& field : response.fields) {
-    answer.headers.emplace_back(ascii_lower(field.name), std::string(field.value));
+// How one listener's worker hands copies to the mirror thread and gets them back: two
+// lock-free rings, so the client path never waits on anything the SCHED_IDLE thread holds (a
+// lock of its io_context, a malloc arena). At most kMirrorLane copies per worker are on their
+// way; more are dropped and counted.
+constexpr std::size_t kMirrorLane = 256;
+struct MirrorLane {
+  SpscRing<Mirror*, kMirrorLane> to_mirror;    // the worker pushes, the mirror thread pops
+  SpscRing<Mirror*, kMirrorLane> returned;     // the mirror thread pushes, the worker pops
+  std::vector<std::unique_ptr<Mirror>> owned;  // worker only
+  std::vector<Mirror*> free;                   // worker only
+
+  // A Mirror to fill, or null when all are on their way.
+  Mirror* take() {
+    while (auto back = returned.pop()) {
+      (*back)->state.reset();
+      (*back)->generation.reset();
+      free.push_back(*back);
+    }
+    if (free.empty()) {
+      if (owned.size() == kMirrorLane) return nullptr;
+      owned.push_back(std::make_unique<Mirror>());
+      return owned.back().get();
+    }
+    Mirror* mirror = free.back();
+    free.pop_back();
+    return mirror;
   }
-  answer.json = response.find("content-type").find("json") != std::string_view::npos;
-  return answer;
-}
+};
 
 // One request's record, for the access log. A session keeps one and reuses it.
 struct Exchange {
@@ -405,6 +453,9 @@ struct Server::Impl {
   // takes the mutex only when a reload happened.
   std::atomic<std::uint64_t> generation_number{0};
   std::vector<std::unique_ptr<ListenerShared>> listeners;
+  // One per listener worker, read by the mirror worker. Declared before `workers` so that it
+  // outlives them: the mirror worker's unfinished copies point into it.
+  std::vector<std::unique_ptr<MirrorLane>> lanes;
   std::vector<std::unique_ptr<Worker>> workers;  // the listeners', then the mirror worker
   std::size_t mirror_worker = 0;
   std::unique_ptr<Worker> admin_worker;
@@ -476,6 +527,9 @@ struct Server::Impl {
     // a thread of the lowest priority (SCHED_IDLE): mirrors use spare CPU only, and when there
     // is none their bounded queue fills and they are dropped and counted, never waited for.
     mirror_worker = worker_count;
+    for (std::uint32_t w = 0; w < worker_count; ++w) {
+      lanes.push_back(std::make_unique<MirrorLane>());
+    }
     for (std::uint32_t w = 0; w <= worker_count; ++w) {
       auto worker = std::make_unique<Worker>();
       worker->index = w;
@@ -700,6 +754,7 @@ struct Server::Impl {
       }
       net::co_spawn(worker.io, sweep_loop(worker), net::detached);
       const bool mirrors = w == mirror_worker;
+      if (mirrors) net::co_spawn(worker.io, mirror_loop(worker), net::detached);
       worker.thread = std::thread([&worker, mirrors] {
         if (mirrors) {
           // SCHED_IDLE: any other thread that wakes on this CPU preempts a mirror at once, so
@@ -805,7 +860,8 @@ struct Server::Impl {
     std::string upstream_head;  // the request head as sent upstream
     std::string client_head;    // the response head as sent to the client
     std::string held_body;
-    std::string decoded;  // a chunked body's data, for an HTTP/1.0 client
+    std::string decoded;       // a chunked body's data, for an HTTP/1.0 client
+    std::string request_line;  // for a shadow copy's diff sample
     Exchange exchange;
   };
 
@@ -1020,10 +1076,10 @@ struct Server::Impl {
     const bool head_request = method == "HEAD";
     const bool method_idempotent = idempotent(method);
     const bool expect_continue = request.expect_continue;
-    std::string request_line;
     const bool may_mirror = migration && routed_at == Stage::kShadow &&
                             (method_idempotent || route->migration->mirror_non_idempotent);
-    if (may_mirror) request_line.append(method).append(" ").append(request.target);
+    std::string& request_line = scratch.request_line;
+    if (may_mirror) request_line.assign(method).append(" ").append(request.target);
 
     // Done with the head: from here on its bytes may be overwritten.
     BodyLeft body{.framing = request.framing,
@@ -1081,15 +1137,29 @@ struct Server::Impl {
 
     // Shadow: a copy of the request goes to modern once legacy has answered, and the two
     // answers are compared. The copy is kept now, before the request goes upstream.
-    std::optional<Mirror> mirror;
-    if (may_mirror && replayable && held_body.size() <= route->migration->diff.max_body_bytes &&
-        migration->begin_mirror()) {
-      mirror.emplace(Mirror{.state = migration,
-                            .head = out.substr(0, out.size() - 2) + "x-keel-shadow: 1\r\n\r\n",
-                            .body = held_body,
-                            .request_line = std::move(request_line),
-                            .head_request = head_request});
+    MirrorLane& lane = *lanes[worker.index];
+    Mirror* mirror = nullptr;
+    if (may_mirror && replayable && held_body.size() <= route->migration->diff.max_body_bytes) {
+      mirror = lane.take();
+      if (mirror == nullptr) {
+        migration->count_mirror_dropped();  // this worker's lane is full
+      } else if (!migration->begin_mirror()) {
+        lane.free.push_back(std::exchange(mirror, nullptr));
+      } else {
+        mirror->state = migration;
+        mirror->head.assign(out, 0, out.size() - 2).append("x-keel-shadow: 1\r\n\r\n");
+        mirror->body.assign(held_body);
+        mirror->request_line.assign(request_line);
+        mirror->head_request = head_request;
+      }
     }
+    // Gives the copy back unsent (legacy did not answer, or the client went away).
+    auto drop_mirror = [&] {
+      if (mirror == nullptr) return;
+      mirror->state->end_mirror();
+      mirror->state.reset();
+      lane.free.push_back(std::exchange(mirror, nullptr));
+    };
     const auto deadline = std::chrono::steady_clock::now() + route->timeout;
     std::vector<std::size_t> avoid;
     std::size_t answered_by = 0;  // the endpoint of the last attempt
@@ -1241,6 +1311,7 @@ struct Server::Impl {
           break;
         case Flag::kDownstreamReset:
           finish(exchange, *answering, 0);
+          drop_mirror();
           co_return false;
         case Flag::kBadRequest:
           status = 400;
@@ -1253,7 +1324,7 @@ struct Server::Impl {
       // The request's body may be half read: only a fully read request keeps the connection.
       const bool reusable = keep_alive && body.done();
       co_await local_reply(client, exchange, version, reusable, status, reason, answering);
-      if (mirror) mirror->state->end_mirror();  // no answer from legacy to compare with
+      drop_mirror();  // no answer from legacy to compare with
       if (migration) {
         migration->count_answer(to_modern, status,
                                 std::chrono::steady_clock::now() - exchange.start, routed_at);
@@ -1294,7 +1365,8 @@ struct Server::Impl {
     exchange.status = response.status;
     if (mirror) {
       mirror->legacy_endpoint = answered_by;
-      mirror->legacy = answer_of(response);
+      fill_answer(response, mirror->legacy);
+      mirror->legacy.body.clear();
     }
     const bool upstream_keeps = response.keep_alive;
     const h1::Framing framing = response.framing;
@@ -1309,19 +1381,15 @@ struct Server::Impl {
       migration->count_answer(to_modern, exchange.status,
                               std::chrono::steady_clock::now() - exchange.start, routed_at);
     }
-    if (mirror) {
-      if (relayed) {
-        const std::size_t modern = cluster_index(generation_now.config, route->migration->modern);
-        Worker& mirrors = *workers[mirror_worker];
-        net::co_spawn(mirrors.io,
-                      shadow(mirrors, generation_held, modern,
-                             cluster_index(generation_now.config, route->migration->legacy),
-                             std::move(*mirror), route->timeout, &route->migration->diff,
-                             route->migration->noise_baseline),
-                      net::detached);
-      } else {
-        mirror->state->end_mirror();
-      }
+    if (mirror != nullptr && relayed) {
+      mirror->generation = generation_held;
+      mirror->modern_cluster = cluster_index(generation_now.config, route->migration->modern);
+      mirror->legacy_cluster = cluster_index(generation_now.config, route->migration->legacy);
+      mirror->config = &*route->migration;
+      mirror->timeout = route->timeout;
+      lane.to_mirror.push(mirror);  // never full: a lane has as many slots as Mirrors
+    } else {
+      drop_mirror();
     }
     if (relayed && upstream_keeps) park(worker, std::move(upstream));
     co_return relayed&& keep_alive;
@@ -1566,16 +1634,43 @@ struct Server::Impl {
     co_await timer.async_wait(net::redirect_error(use_task, ec));
   }
 
+  // The mirror worker's loop: takes the copies the listener workers queued and compares each
+  // in a coroutine of its own. Polls (1 ms while copies come, backing off to 32 ms when none
+  // do), so that a worker queueing a copy makes no system call and takes no lock.
+  Task<void> mirror_loop(Worker& mirrors) {
+    net::steady_timer timer(mirrors.io);
+    Duration interval = 1ms;
+    while (!stopping.load(std::memory_order_relaxed)) {
+      bool found = false;
+      for (auto& lane : lanes) {
+        while (auto mirror = lane->to_mirror.pop()) {
+          found = true;
+          net::co_spawn(mirrors.io, shadow(mirrors, *lane, **mirror), net::detached);
+        }
+      }
+      interval = found ? Duration(1ms) : std::min<Duration>(interval * 2, 32ms);
+      timer.expires_after(interval);
+      error_code ec;
+      co_await timer.async_wait(net::redirect_error(use_task, ec));
+    }
+  }
+
   // Sends a shadow copy to the modern cluster, reads its answer and compares it with legacy's.
-  // Runs after the client has its answer; nothing here reaches the client.
-  Task<void> shadow(Worker& worker, std::shared_ptr<const Generation> g, std::size_t modern_cluster,
-                    std::size_t legacy_cluster, Mirror mirror, Duration timeout,
-                    const DiffConfig* diff, bool noise_baseline) {
+  // Runs after the client has its answer; nothing here reaches the client. The Mirror goes
+  // back to its lane at the end, unchanged.
+  Task<void> shadow(Worker& worker, MirrorLane& lane, const Mirror& mirror) {
     struct Done {
-      MigrationState& state;
-      ~Done() { state.end_mirror(); }
-    } done{*mirror.state};
-    WorkerCluster& cluster = *g->worker_clusters[worker.index][modern_cluster];
+      MirrorLane& lane;
+      const Mirror& mirror;
+      ~Done() {
+        mirror.state->end_mirror();
+        lane.returned.push(const_cast<Mirror*>(&mirror));
+      }
+    } done{lane, mirror};
+    const Generation& g = *mirror.generation;
+    const DiffConfig* diff = &mirror.config->diff;
+    const Duration timeout = mirror.timeout;
+    WorkerCluster& cluster = *g.worker_clusters[worker.index][mirror.modern_cluster];
     auto picked = cluster.balancer->pick({});
     if (!picked) {
       mirror.state->record_mirror_failure();
@@ -1588,9 +1683,9 @@ struct Server::Impl {
     }
     auto fields = diff_answers(mirror.legacy, *modern, *diff);
     std::vector<std::string> noise;
-    if (noise_baseline && !fields.empty()) {
+    if (mirror.config->noise_baseline && !fields.empty()) {
       // Legacy once more: where its two answers differ is noise, not modern's fault.
-      WorkerCluster& legacy = *g->worker_clusters[worker.index][legacy_cluster];
+      WorkerCluster& legacy = *g.worker_clusters[worker.index][mirror.legacy_cluster];
       const std::size_t first[] = {mirror.legacy_endpoint};
       if (auto again = legacy.balancer->pick({.avoid = first})) {
         auto second = co_await fetch(worker, legacy, *again, mirror, diff->max_body_bytes, timeout);
