@@ -874,6 +874,42 @@ struct Server::Impl {
     bool done() const { return framing == h1::Framing::kNone; }
   };
 
+  // Walks a response body as its bytes arrive: how many belong to it, and whether it ended.
+  // `on_data` gets the body's data (without chunk framing).
+  struct BodyWalker {
+    h1::Framing framing;
+    std::uint64_t length;  // kLength: bytes still to come
+    h1::ChunkedReader chunks;
+
+    struct Step {
+      std::size_t take = 0;
+      bool done = false;
+      bool broken = false;  // the framing is malformed
+    };
+    template <typename OnData>
+    Step next(std::string_view available, OnData&& on_data) {
+      switch (framing) {
+        case h1::Framing::kNone:
+          return {0, true, false};
+        case h1::Framing::kLength: {
+          const auto take =
+              static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
+          length -= take;
+          on_data(available.substr(0, take));
+          return {take, length == 0, false};
+        }
+        case h1::Framing::kUntilClose:
+          on_data(available);
+          return {available.size(), false, false};
+        case h1::Framing::kChunked: {
+          const auto step = chunks.feed(available, on_data);
+          return {step.used, step.done, step.error != nullptr};
+        }
+      }
+      return {0, true, false};
+    }
+  };
+
   // ------------------------------------------------------------------ downstream
   Task<void> session(Worker& worker, ListenerShared& listener, Socket socket,
                      Held /*connection_slot: held until the session ends*/) {
@@ -1553,9 +1589,8 @@ struct Server::Impl {
                             std::chrono::steady_clock::time_point deadline,
                             std::string* capture = nullptr, std::size_t capture_limit = 0) {
     Conn& conn = upstream.conn;
-    h1::ChunkedReader chunks;
+    BodyWalker body{.framing = framing, .length = length};
     std::string_view pending_head = head;  // goes out with the first body bytes
-    bool done = framing == h1::Framing::kNone;
     auto keep = [&](std::string_view data) {
       if (capture != nullptr && capture->size() < capture_limit) {
         capture->append(data.substr(0, capture_limit - capture->size()));
@@ -1563,35 +1598,15 @@ struct Server::Impl {
     };
     for (;;) {
       const std::string_view available = conn.in.view();
-      std::string_view out = available;
-      std::size_t take = 0;
-      switch (framing) {
-        case h1::Framing::kNone:
-          break;
-        case h1::Framing::kLength:
-          take = static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
-          length -= take;
-          done = length == 0;
-          keep(available.substr(0, take));
-          break;
-        case h1::Framing::kUntilClose:
-          take = available.size();
-          keep(available);
-          break;
-        case h1::Framing::kChunked: {
-          decoded.clear();
-          auto step = chunks.feed(available, [&](std::string_view data) {
-            keep(data);
-            if (dechunk) decoded.append(data);
-          });
-          if (step.error != nullptr) co_return false;  // the upstream broke its framing
-          take = step.used;
-          done = step.done;
-          if (dechunk) out = decoded;
-          break;
-        }
-      }
-      if (!dechunk) out = available.substr(0, take);
+      decoded.clear();
+      const auto step = body.next(available, [&](std::string_view data) {
+        keep(data);
+        if (dechunk) decoded.append(data);
+      });
+      if (step.broken) co_return false;  // the upstream broke its framing
+      const std::size_t take = step.take;
+      const bool done = step.done;
+      const std::string_view out = dechunk ? std::string_view(decoded) : available.substr(0, take);
       if (!pending_head.empty() || !out.empty()) {
         std::array<net::const_buffer, 2> buffers{net::buffer(pending_head), net::buffer(out)};
         error_code ec;
@@ -1748,27 +1763,14 @@ struct Server::Impl {
   // `limit` data bytes in `body`. False when the connection failed or the framing was broken.
   static Task<bool> read_to_end(Conn& conn, h1::Framing framing, std::uint64_t length,
                                 std::string& body, std::size_t limit) {
-    h1::ChunkedReader chunks;
-    auto keep = [&](std::string_view data) {
-      if (body.size() < limit) body.append(data.substr(0, limit - body.size()));
-    };
+    BodyWalker walker{.framing = framing, .length = length};
     for (;;) {
-      const std::string_view available = conn.in.view();
-      bool done = framing == h1::Framing::kNone;
-      std::size_t take = available.size();
-      if (framing == h1::Framing::kLength) {
-        take = static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
-        length -= take;
-        done = length == 0;
-        keep(available.substr(0, take));
-      } else if (framing == h1::Framing::kChunked) {
-        auto step = chunks.feed(available, keep);
-        if (step.error != nullptr) co_return false;
-        take = step.used;
-        done = step.done;
-      } else if (framing == h1::Framing::kUntilClose) {
-        keep(available);
-      }
+      const auto step = walker.next(conn.in.view(), [&](std::string_view data) {
+        if (body.size() < limit) body.append(data.substr(0, limit - body.size()));
+      });
+      if (step.broken) co_return false;
+      const std::size_t take = step.take;
+      const bool done = step.done;
       conn.in.consume(take);
       if (done) co_return true;
       error_code ec;
