@@ -8,7 +8,7 @@
 #   bench/proxy_vs.sh [BUILD_DIR]            (BUILD_DIR defaults to build)
 #
 # Environment: ANCHORS=<dir of proxy_baseline.sh> (default ../shared/anchors beside the
-#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, SHADOW_ONLY=1
+#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, SHADOW_ONLY=1, SHADOW_ROUNDS=5
 #   (only the Strangler Fig shadow comparison), and the anchor's
 #   WRK_CPU/UP_CPU/PROXY_CPU (default: wrk and the proxy on CPU 0, the upstream on CPU 1).
 # The last line is one JSON object keyed by proxy and connection count, each with rps, p50_ms,
@@ -136,53 +136,71 @@ PLAIN_PID=$!
 taskset -c 0 "$KEEL" proxy -c "$TMPD/shadow.yaml" 2>/dev/null &
 SHADOW_PID=$!
 sleep 1
-measure() {  # measure PORT -> "rps p99_ms", median of 3 runs of wrk -c64
-  local port=$1 runs=""
-  taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
-  for _ in 1 2 3; do
-    runs="$runs$(taskset -c 0 wrk -t1 -c64 -d"$SHADOW_DURATION" --latency "http://127.0.0.1:$port/" 2>&1 |
-      awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
-           p99 = (u == "us") ? v / 1000 : (u == "ms") ? v : v * 1000 } END { print rps, p99 }');"
-  done
-  tr ';' '\n' <<<"$runs" | grep . | sort -n | sed -n 2p  # the median by req/s
+# Plain and shadow runs alternate (plain, shadow, plain, shadow, ...: SHADOW_ROUNDS rounds), so
+# that a slow spell of the machine falls on both routes, not on one; each figure is the median
+# of its route's runs, and the spread (min..max) is printed beside it.
+SHADOW_ROUNDS=${SHADOW_ROUNDS:-5}
+wrk_once() {  # wrk_once PORT -> "rps p99_ms"
+  taskset -c 0 wrk -t1 -c64 -d"$SHADOW_DURATION" --latency "http://127.0.0.1:$1/" 2>&1 |
+    awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+         p99 = (u == "us") ? v / 1000 : (u == "ms") ? v : v * 1000 } END { print rps, p99 }'
+}
+fixed_once() {  # fixed_once PORT RATE -> "p50_ms p99_ms answered_per_s"
+  taskset -c 0 "$FIXED_LOAD" --port "$1" --rate "$2" --connections 64 \
+    --seconds "${SHADOW_DURATION%s}" --warmup 1 | tail -n 1 |
+    python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["p50_ms"], d["p99_ms"], d["achieved_per_s"])'
+}
+column_stats() {  # column_stats FILE COLUMN -> "median min max"
+  awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
 mirror_counts() { curl -s "http://127.0.0.1:$SHADOW_ADMIN/migration" |
   python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print(r["mirrored"], r["mirror_dropped"])'; }
-read -r plain_rps plain_p99 < <(measure "$PLAIN")
+for port in "$PLAIN" "$SHADOWED"; do  # warm-up
+  taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+done
 read -r m0 d0 < <(mirror_counts)
-read -r shadow_rps shadow_p99 < <(measure "$SHADOWED")
+for _ in $(seq "$SHADOW_ROUNDS"); do
+  wrk_once "$PLAIN" >>"$TMPD/sat_plain.txt"
+  wrk_once "$SHADOWED" >>"$TMPD/sat_shadow.txt"
+done
 read -r m1 d1 < <(mirror_counts)
+read -r plain_rps plain_rps_min plain_rps_max < <(column_stats "$TMPD/sat_plain.txt" 1)
+read -r plain_p99 plain_p99_min plain_p99_max < <(column_stats "$TMPD/sat_plain.txt" 2)
+read -r shadow_rps shadow_rps_min shadow_rps_max < <(column_stats "$TMPD/sat_shadow.txt" 1)
+read -r shadow_p99 shadow_p99_min shadow_p99_max < <(column_stats "$TMPD/sat_shadow.txt" 2)
 saturated_mirrored_pct=$(awk -v m=$((m1 - m0)) -v d=$((d1 - d0)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
 # The same routes at a fixed rate, a quarter of the plain route's saturation (the load
 # generator shares keel's CPU and costs more per request than wrk): an open-loop load
-# (bench/fixed_rate_load, latency from when each request was due), median of 3 by p99.
+# (bench/fixed_rate_load, latency from when each request was due), alternating likewise.
 FIXED_RATE=$(awk -v r="$plain_rps" 'BEGIN { printf "%d", r / 4 }')
 FIXED_LOAD="$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/bench/fixed_rate_load"
-fixed() {  # fixed PORT -> "p50_ms p99_ms answered_per_s"
-  local port=$1 runs=""
-  for _ in 1 2 3; do
-    runs="$runs$(taskset -c 0 "$FIXED_LOAD" --port "$port" --rate "$FIXED_RATE" --connections 64 \
-      --seconds "${SHADOW_DURATION%s}" --warmup 1 | tail -n 1 |
-      python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["p99_ms"], d["p50_ms"], d["achieved_per_s"])');"
-  done
-  tr ';' '\n' <<<"$runs" | grep . | sort -n | sed -n 2p | awk '{ print $2, $1, $3 }'
-}
-read -r fixed_plain_p50 fixed_plain_p99 fixed_plain_rps < <(fixed "$PLAIN")
 read -r m2 d2 < <(mirror_counts)
-read -r fixed_shadow_p50 fixed_shadow_p99 fixed_shadow_rps < <(fixed "$SHADOWED")
+for _ in $(seq "$SHADOW_ROUNDS"); do
+  fixed_once "$PLAIN" "$FIXED_RATE" >>"$TMPD/fixed_plain.txt"
+  fixed_once "$SHADOWED" "$FIXED_RATE" >>"$TMPD/fixed_shadow.txt"
+done
 read -r m3 d3 < <(mirror_counts)
+read -r fixed_plain_p50 _ _ < <(column_stats "$TMPD/fixed_plain.txt" 1)
+read -r fixed_plain_p99 fixed_plain_p99_min fixed_plain_p99_max < <(column_stats "$TMPD/fixed_plain.txt" 2)
+read -r fixed_plain_rps _ _ < <(column_stats "$TMPD/fixed_plain.txt" 3)
+read -r fixed_shadow_p50 _ _ < <(column_stats "$TMPD/fixed_shadow.txt" 1)
+read -r fixed_shadow_p99 fixed_shadow_p99_min fixed_shadow_p99_max < <(column_stats "$TMPD/fixed_shadow.txt" 2)
+read -r fixed_shadow_rps _ _ < <(column_stats "$TMPD/fixed_shadow.txt" 3)
 fixed_mirrored_pct=$(awk -v m=$((m3 - m2)) -v d=$((d3 - d2)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
 kill "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 wait "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 echo
-echo "shadow overhead (wrk -c64, keel on CPU 0, nginx upstream on CPU 1, median of 3 × $SHADOW_DURATION):"
-printf '  %-16s %10s %8s\n' route req/s p99_ms "plain" "$plain_rps" "$plain_p99" "shadow" "$shadow_rps" "$shadow_p99"
+echo "shadow overhead (wrk -c64, keel on CPU 0, nginx upstream on CPU 1; $SHADOW_ROUNDS alternating rounds × $SHADOW_DURATION, median [min..max]):"
+printf '  %-8s %26s %24s\n' route req/s p99_ms \
+  "plain" "$plain_rps [$plain_rps_min..$plain_rps_max]" "$plain_p99 [$plain_p99_min..$plain_p99_max]" \
+  "shadow" "$shadow_rps [$shadow_rps_min..$shadow_rps_max]" "$shadow_p99 [$shadow_p99_min..$shadow_p99_max]"
 echo "  (targets: at most 10% fewer req/s and 10% higher p99 than the plain route)"
 echo "  copies mirrored at saturation: $saturated_mirrored_pct% (the rest dropped and counted: mirrors use spare CPU only, SCHED_IDLE)"
 echo
-echo "the same at a fixed $FIXED_RATE req/s (fixed_rate_load, 64 connections, median of 3 × $SHADOW_DURATION):"
-printf '  %-16s %10s %8s %8s\n' route answered/s p50_ms p99_ms "plain" "$fixed_plain_rps" "$fixed_plain_p50" "$fixed_plain_p99" \
-  "shadow" "$fixed_shadow_rps" "$fixed_shadow_p50" "$fixed_shadow_p99"
+echo "the same at a fixed $FIXED_RATE req/s (fixed_rate_load, 64 connections, $SHADOW_ROUNDS alternating rounds × $SHADOW_DURATION):"
+printf '  %-8s %12s %8s %24s\n' route answered/s p50_ms p99_ms \
+  "plain" "$fixed_plain_rps" "$fixed_plain_p50" "$fixed_plain_p99 [$fixed_plain_p99_min..$fixed_plain_p99_max]" \
+  "shadow" "$fixed_shadow_rps" "$fixed_shadow_p50" "$fixed_shadow_p99 [$fixed_shadow_p99_min..$fixed_shadow_p99_max]"
 echo "  copies mirrored: $fixed_mirrored_pct%"
 echo "$plain_rps $plain_p99 $shadow_rps $shadow_p99 $saturated_mirrored_pct $FIXED_RATE $fixed_plain_p50 $fixed_plain_p99 $fixed_shadow_p50 $fixed_shadow_p99 $fixed_shadow_rps $fixed_mirrored_pct" >"$TMPD/shadow.txt"
 
