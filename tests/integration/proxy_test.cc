@@ -336,6 +336,10 @@ TEST_F(ProxyTest, MalformedRequestsGetTheRightStatusAndTheProxyKeepsServing) {
       {"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501},
       {"GET / HTTP/9.9\r\nHost: t\r\n\r\n", 400},
       {"\x01\x02\x03 garbage\r\n\r\n", 400},
+      // An empty coding list: the body would be unframed, and a request smuggled inside it.
+      {"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ,\r\n\r\n0 /x HTTP/1.1\r\nHost: t\r\n\r\n",
+       400},
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
   };
   const int before = web.requests();
   for (const auto& c : cases) {
@@ -358,6 +362,19 @@ TEST_F(ProxyTest, AClientThatSendsItsHeaderTooSlowlyIsCutOff) {
   EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // closed by the proxy (header_timeout_ms 1000)
   EXPECT_LT(std::chrono::steady_clock::now() - start_time, 5s);
   ::close(fd);
+}
+
+TEST_F(ProxyTest, AnAnswerSlowerThanTheHeaderTimeoutStillReachesTheClient) {
+  // The client's header timeout (1 s here) covers its header only: while its request is with
+  // the upstream, the route's timeout rules.
+  Upstream slow("slow", Behaviour::kSlow);
+  slow.set_slow_delay(1500ms);
+  start(std::string(kListener) +
+        "      - {match: {prefix: /}, cluster: slow, timeout_ms: 4000}\nclusters:\n" +
+        cluster_yaml("slow", {&slow}));
+  Message response = get("/");
+  EXPECT_EQ(response.status(), 200);
+  EXPECT_EQ(response.body, "slow");
 }
 
 TEST_F(ProxyTest, StreamsLargeBodiesBothWays) {

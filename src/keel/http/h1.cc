@@ -81,6 +81,7 @@ ParseResult parse_fields(std::string_view bytes, std::size_t at, bool request, b
   bool has_transfer_encoding = false;
   bool close = false;
   bool keep_alive = false;
+  int hosts = 0;
   for (;;) {
     std::string_view line;
     switch (next_line(bytes, at, line)) {
@@ -121,15 +122,27 @@ ParseResult parse_fields(std::string_view bytes, std::size_t at, bool request, b
       has_length = true;
       head.content_length = length;
     } else if (iequals(name, "transfer-encoding")) {
+      if (has_transfer_encoding) {
+        return error(request ? 400 : 502, "more than one Transfer-Encoding field");
+      }
       has_transfer_encoding = true;
-      bool other = false;
+      head.transfer_encoding = value;
+      std::size_t codings = 0;
+      bool last_chunked = false;
       for_each_token(value, [&](std::string_view coding) {
-        // chunked must be the last coding, and only once (RFC 9112 6.1).
-        if (chunked || !iequals(coding, "chunked")) other = true;
-        if (iequals(coding, "chunked")) chunked = true;
+        ++codings;
+        last_chunked = iequals(coding, "chunked");
       });
-      if (other && request) return error(501, "a transfer coding other than chunked");
-      if (other) chunked = false;  // a response: read until the connection closes
+      if (codings == 0) return error(request ? 400 : 502, "an empty Transfer-Encoding");
+      // A request's body must be chunked and nothing else (RFC 9112 6.3: a request whose final
+      // coding is not chunked cannot be framed); a response's is chunked when that is its
+      // final coding, else it ends with the connection.
+      if (request && (codings > 1 || !last_chunked)) {
+        return error(501, "a transfer coding other than chunked");
+      }
+      chunked = last_chunked;
+    } else if (request && iequals(name, "host")) {
+      if (++hosts > 1) return error(400, "more than one Host field");
     } else if (iequals(name, "connection")) {
       ++head.connection_fields;
       for_each_token(value, [&](std::string_view option) {
@@ -141,6 +154,7 @@ ParseResult parse_fields(std::string_view bytes, std::size_t at, bool request, b
     }
   }
   head.size = at;
+  if (request && head.version == 11 && hosts == 0) return error(400, "no Host field");
   if (request && has_transfer_encoding) {
     if (has_length) return error(400, "both Content-Length and Transfer-Encoding");
     if (head.version == 10) return error(400, "Transfer-Encoding in an HTTP/1.0 request");
@@ -171,6 +185,7 @@ void reset(Head& head) {
   head.expect_continue = false;
   head.size = 0;
   head.connection_fields = 0;
+  head.transfer_encoding = {};
 }
 
 }  // namespace
@@ -360,7 +375,9 @@ bool ChunkedReader::framing_byte(char c) {
         return true;
       }
       if (!value_char(c) && c != ':') return fail("a control character in a trailer");
-      if (++line_ > max_line_) return fail("a trailer field too long");
+      if (++line_ > max_line_ || ++trailer_bytes_ > max_line_) {
+        return fail("trailer fields longer than their limit");
+      }
       return true;
     case State::kTrailerLf:
       if (c != '\n') return fail("a trailer line that does not end in CRLF");

@@ -42,11 +42,12 @@ struct Head {
   unsigned version = 11;  // 10 or 11
   std::vector<Field> fields;
   Framing framing = Framing::kNone;
-  std::uint64_t content_length = 0;   // with kLength
-  bool keep_alive = true;             // from the version and Connection
-  bool expect_continue = false;       // Expect: 100-continue
-  std::size_t size = 0;               // bytes of the head, the blank line included
-  std::size_t connection_fields = 0;  // how many Connection fields (hop_by_hop reads them)
+  std::uint64_t content_length = 0;    // with kLength
+  bool keep_alive = true;              // from the version and Connection
+  bool expect_continue = false;        // Expect: 100-continue
+  std::size_t size = 0;                // bytes of the head, the blank line included
+  std::size_t connection_fields = 0;   // how many Connection fields (hop_by_hop reads them)
+  std::string_view transfer_encoding;  // the Transfer-Encoding field's value, when there is one
 
   // The first field's value with that name (compared case-insensitively); empty when none.
   std::string_view find(std::string_view name) const;
@@ -78,7 +79,7 @@ bool iequals(std::string_view name, std::string_view lower);
 
 // Walks a chunked body as it arrives, so that it can be passed on byte for byte and its end
 // found: chunk sizes, extensions, the data, trailer fields. Bounded: sizes of at most 16 hex
-// digits, extension and trailer lines of at most `max_line` bytes.
+// digits, extension lines of at most `max_line` bytes, and as much for all trailer fields.
 class ChunkedReader {
  public:
   ChunkedReader() = default;
@@ -114,7 +115,8 @@ class ChunkedReader {
   State state_ = State::kSize;
   std::uint64_t remaining_ = 0;  // data bytes left in the current chunk
   std::size_t digits_ = 0;
-  std::size_t line_ = 0;  // bytes of the current extension or trailer line
+  std::size_t line_ = 0;           // bytes of the current extension or trailer line
+  std::size_t trailer_bytes_ = 0;  // of all trailer lines together
   std::uint64_t data_bytes_ = 0;
   const char* error_ = nullptr;
 };

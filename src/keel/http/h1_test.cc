@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace keel::http::h1 {
 namespace {
@@ -59,6 +60,14 @@ TEST(H1, RefusesAmbiguousOrMalformedRequests) {
       {"GET  HTTP/1.1\r\n\r\n", 400},
       {"\x01\x02 garbage", 400},
       {"G(T / HTTP/1.1\r\n\r\n", 400},
+      // An empty coding list would leave the body unframed: a request smuggled inside it.
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n0 /x HTTP/1.1\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
+       400},
+      {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two
   };
   for (const auto& c : cases) {
     Head head;
@@ -99,14 +108,26 @@ TEST(H1, ResponseFramingFollowsStatusMethodAndFields) {
   EXPECT_EQ(head.framing, Framing::kChunked);
   EXPECT_EQ(head.reason, "");
 
+  // A coding before chunked stays the body's: still chunked framing, the value kept.
+  ASSERT_EQ(
+      parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false, head)
+          .state,
+      Parsed::kDone);
+  EXPECT_EQ(head.framing, Framing::kChunked);
+  EXPECT_EQ(head.transfer_encoding, "gzip, chunked");
+  ASSERT_EQ(parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, head).state,
+            Parsed::kDone);
+  EXPECT_EQ(head.framing, Framing::kUntilClose);
+
   EXPECT_EQ(parse_response("HTTP/1.1 2x0 OK\r\n\r\n", false, head).state, Parsed::kError);
   EXPECT_EQ(parse_response("SSH-2.0-OpenSSH\r\n\r\n", false, head).state, Parsed::kError);
 }
 
 TEST(H1, HopByHopIncludesFieldsConnectionNames) {
   Head head;
-  ASSERT_EQ(parse_request("GET / HTTP/1.1\r\nConnection: X-Secret, close\r\n\r\n", head).state,
-            Parsed::kDone);
+  ASSERT_EQ(
+      parse_request("GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Secret, close\r\n\r\n", head).state,
+      Parsed::kDone);
   EXPECT_TRUE(hop_by_hop(head, "x-secret"));
   EXPECT_TRUE(hop_by_hop(head, "Keep-Alive"));
   EXPECT_TRUE(hop_by_hop(head, "transfer-encoding"));
@@ -133,8 +154,11 @@ TEST(H1, ChunkedReaderFindsTheEndAcrossAnySplit) {
 }
 
 TEST(H1, ChunkedReaderRefusesBadFraming) {
-  for (std::string bad : {"zz\r\n", "5\r\nhelloX\r\n", "5\nhello", "11111111111111111\r\n", "\r\n",
-                          "3\r\nabc\r\n0\r\nx\x01\r\n\r\n"}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "zz\r\n", "5\r\nhelloX\r\n", "5\nhello", "11111111111111111\r\n", "\r\n",
+           "3\r\nabc\r\n0\r\nx\x01\r\n\r\n",
+           // Trailer lines each under the limit, together over it.
+           "0\r\n" + std::string(5000, 'a') + "\r\n" + std::string(5000, 'b') + "\r\n"}) {
     ChunkedReader reader;
     auto step = reader.feed(bad, [](std::string_view) {});
     EXPECT_NE(step.error, nullptr) << bad;

@@ -398,11 +398,7 @@ struct MirrorLane {
 
   // A Mirror to fill, or null when all are on their way.
   Mirror* take() {
-    while (auto back = returned.pop()) {
-      (*back)->state.reset();
-      (*back)->generation.reset();
-      free.push_back(*back);
-    }
+    while (auto back = returned.pop()) free.push_back(*back);
     if (free.empty()) {
       if (owned.size() == kMirrorLane) return nullptr;
       owned.push_back(std::make_unique<Mirror>());
@@ -835,10 +831,11 @@ struct Server::Impl {
     }
   }
 
-  // Closes every connection of the worker whose deadline has passed, every kSweep.
-  Task<void> sweep_loop(Worker& worker) {
+  // Closes every connection of the worker whose deadline has passed, every kSweep, until the
+  // worker's io_context stops (deadlines go on mattering while stop() drains).
+  static Task<void> sweep_loop(Worker& worker) {
     net::steady_timer timer(worker.io);
-    while (!stopping.load(std::memory_order_relaxed)) {
+    for (;;) {
       timer.expires_after(kSweep);
       error_code ec;
       co_await timer.async_wait(net::redirect_error(use_task, ec));
@@ -953,9 +950,18 @@ struct Server::Impl {
       // Slowloris: the whole header within header_timeout.
       client.expires_after(limits.header_timeout);
       h1::ParseResult parsed;
+      // Parsed when the first bytes come (garbage is refused at once), then again only once
+      // the end of the head may be there: a header sent a byte at a time is not parsed anew
+      // for every byte.
+      std::size_t searched = 0;
       for (;;) {
-        parsed = h1::parse_request(client.in.view(), scratch.head);
-        if (parsed.state != h1::Parsed::kNeedMore) break;
+        const std::string_view bytes = client.in.view();
+        if (searched == 0 ||
+            bytes.find("\r\n\r\n", searched > 3 ? searched - 3 : 0) != std::string_view::npos) {
+          parsed = h1::parse_request(bytes, scratch.head);
+          if (parsed.state != h1::Parsed::kNeedMore) break;
+        }
+        searched = bytes.size();
         if (client.in.size() >= limits.max_header_bytes) {
           parsed = {h1::Parsed::kError, 431, "the request header is larger than max_header_bytes"};
           break;
@@ -1122,9 +1128,13 @@ struct Server::Impl {
                   .remaining = request.content_length,
                   .limit = limits.max_body_bytes};
     client.in.consume(request.size);
+    // No deadline on the client while its request is with the upstream (the route's timeouts
+    // rule then); reading its body and writing the answer set their own.
+    client.expires_never();
 
-    // Expect: 100-continue is answered here, once the request is admitted by routing.
-    if (expect_continue && has_body && client.in.size() == 0) {
+    // Expect: 100-continue is answered here, once the request is admitted by routing (an
+    // HTTP/1.0 client cannot have asked for it: RFC 9110 10.1.1).
+    if (expect_continue && has_body && version == 11 && client.in.size() == 0) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       std::array<net::const_buffer, 1> buffers{net::buffer(kContinue)};
       error_code ec;
@@ -1164,6 +1174,7 @@ struct Server::Impl {
         co_return false;
       }
       body.framing = h1::Framing::kNone;
+      client.expires_never();
     } else if (has_body) {
       replayable = false;
     }
@@ -1390,7 +1401,8 @@ struct Server::Impl {
           .append(std::to_string(response.content_length))
           .append("\r\n");
     } else if (response.framing == h1::Framing::kChunked && !dechunk) {
-      head_out.append("transfer-encoding: chunked\r\n");
+      // As it came: codings before chunked (gzip, chunked) are the body's, not the hop's.
+      head_out.append("transfer-encoding: ").append(response.transfer_encoding).append("\r\n");
     }
     if (!keep_alive) {
       head_out.append("connection: close\r\n");
@@ -1545,6 +1557,7 @@ struct Server::Impl {
         ec = conn.failure(ec);
       }
       client->in.consume(take);
+      if (body.done()) client->expires_never();
     }
     // The response head; informational answers (100 Continue and the like) are passed over.
     while (!ec) {
@@ -1677,13 +1690,16 @@ struct Server::Impl {
   // Sends a shadow copy to the modern cluster, reads its answer and compares it with legacy's.
   // Runs after the client has its answer; nothing here reaches the client. The Mirror goes
   // back to its lane at the end, unchanged.
-  Task<void> shadow(Worker& worker, MirrorLane& lane, const Mirror& mirror) {
+  Task<void> shadow(Worker& worker, MirrorLane& lane, Mirror& mirror) {
     struct Done {
       MirrorLane& lane;
-      const Mirror& mirror;
+      Mirror& mirror;
       ~Done() {
         mirror.state->end_mirror();
-        lane.returned.push(const_cast<Mirror*>(&mirror));
+        // Not kept until the worker reuses it: a reload's old generation would live on.
+        mirror.state.reset();
+        mirror.generation.reset();
+        lane.returned.push(&mirror);
       }
     } done{lane, mirror};
     const Generation& g = *mirror.generation;
