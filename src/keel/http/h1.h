@@ -5,8 +5,9 @@
 //
 // Strict where a lenient reading would let two servers see two different messages (request
 // smuggling): CRLF line ends only, no obs-fold, no whitespace before a field's colon, one
-// Content-Length value, Transfer-Encoding and Content-Length never together in a request, only
-// `chunked` as a transfer coding.
+// Content-Length value, one Transfer-Encoding field, Transfer-Encoding and Content-Length never
+// together in a request, `chunked` as a request's only transfer coding, exactly one Host field
+// in an HTTP/1.1 request.
 #pragma once
 
 #include <algorithm>
