@@ -1633,13 +1633,22 @@ struct Server::Impl {
       conn.in.consume(take);
       if (done) co_return true;
       conn.deadline = std::max(deadline, std::chrono::steady_clock::now() + 1ms);
-      error_code ec;
-      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
-                                                           net::redirect_error(use_task, ec));
-      if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return true;
-      if (ec) co_return false;
-      conn.in.commit(n);
+      const More more = co_await read_more(conn, framing);
+      if (more != More::kMore) co_return more == More::kClosed;
     }
+  }
+
+  // Reads more of a response body into the connection's buffer: kMore, kClosed (the close
+  // that ends a body framed by it), or kFailed.
+  enum class More { kMore, kClosed, kFailed };
+  static Task<More> read_more(Conn& conn, h1::Framing framing) {
+    error_code ec;
+    std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
+                                                         net::redirect_error(use_task, ec));
+    if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return More::kClosed;
+    if (ec) co_return More::kFailed;
+    conn.in.commit(n);
+    co_return More::kMore;
   }
 
   static void park(Worker& worker, std::unique_ptr<Upstream> upstream) {
@@ -1789,12 +1798,8 @@ struct Server::Impl {
       const bool done = step.done;
       conn.in.consume(take);
       if (done) co_return true;
-      error_code ec;
-      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
-                                                           net::redirect_error(use_task, ec));
-      if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return true;
-      if (ec) co_return false;
-      conn.in.commit(n);
+      const More more = co_await read_more(conn, framing);
+      if (more != More::kMore) co_return more == More::kClosed;
     }
   }
 
