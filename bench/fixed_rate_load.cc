@@ -18,6 +18,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -82,25 +83,18 @@ int main(int argc, char** argv) {
   int port = 0, connections = 64;
   double rate = 10000, seconds = 10, warmup = 2;
   std::string path = "/";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--port")
-      port = std::stoi(value);
-    else if (flag == "--path")
-      path = value;
-    else if (flag == "--rate")
-      rate = std::stod(value);
-    else if (flag == "--connections")
-      connections = std::stoi(value);
-    else if (flag == "--seconds")
-      seconds = std::stod(value);
-    else if (flag == "--warmup")
-      warmup = std::stod(value);
-    else
-      die("unknown flag " + flag);
-  }
-  if (port == 0 || rate <= 0 || connections <= 0)
-    die("usage: fixed_rate_load --port PORT [--rate R] ...");
+  CLI::App app{"An open-loop HTTP/1.1 load generator (no coordinated omission)"};
+  app.add_option("--port", port, "The server's port on 127.0.0.1")
+      ->required()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--path", path, "The request target");
+  app.add_option("--rate", rate, "Requests due per second")->check(CLI::PositiveNumber);
+  app.add_option("--connections", connections, "Keep-alive connections")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--seconds", seconds, "How long to measure")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "Seconds of load before measuring")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
   const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
   const int epoll = ::epoll_create1(EPOLL_CLOEXEC);

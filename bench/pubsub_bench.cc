@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -441,29 +442,18 @@ int main(int argc, char** argv) {
   std::uint64_t events = 1000000, group_events = 200000, projection_events = 200000;
   int redis_port = 0;
   std::string only;  // one part: live, catchup, group, projection
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--dir")
-      dir = value;
-    else if (flag == "--rate")
-      rate = std::stod(value);
-    else if (flag == "--seconds")
-      seconds = std::stod(value);
-    else if (flag == "--events")
-      events = std::stoull(value);
-    else if (flag == "--group-events")
-      group_events = std::stoull(value);
-    else if (flag == "--projection-events")
-      projection_events = std::stoull(value);
-    else if (flag == "--redis-port")
-      redis_port = std::stoi(value);
-    else if (flag == "--only")
-      only = value;
-    else
-      die("unknown flag " + flag);
-  }
-  if (dir.empty())
-    die("usage: pubsub_bench --dir DIR [--rate R] [--seconds S] [--events N] [--redis-port P]");
+  CLI::App app{"Keel's pub/sub and CQRS figures, beside Redis Streams"};
+  app.add_option("--dir", dir, "Where the event stores go")->required();
+  app.add_option("--rate", rate, "Events per second for live delivery")->check(CLI::PositiveNumber);
+  app.add_option("--seconds", seconds, "How long live delivery runs")->check(CLI::PositiveNumber);
+  app.add_option("--events", events, "Events for catch-up");
+  app.add_option("--group-events", group_events, "Events for the consumer group");
+  app.add_option("--projection-events", projection_events, "Events for the projections");
+  app.add_option("--redis-port", redis_port, "A running Redis to compare with (0: none)")
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--only", only, "One part only")
+      ->check(CLI::IsMember({"live", "catchup", "group", "projection"}));
+  CLI11_PARSE(app, argc, argv);
 
   auto part = [&](const char* name) { return only.empty() || only == name; };
   if (part("live")) {
