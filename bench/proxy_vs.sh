@@ -145,8 +145,8 @@ wrk_once() {  # wrk_once PORT -> "rps p99_ms"
     awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
          p99 = (u == "us") ? v / 1000 : (u == "ms") ? v : v * 1000 } END { print rps, p99 }'
 }
-fixed_once() {  # fixed_once PORT RATE -> "p50_ms p99_ms answered_per_s"
-  taskset -c 0 "$FIXED_LOAD" --port "$1" --rate "$2" --connections 64 \
+fixed_once() {  # fixed_once PORT -> "p50_ms p99_ms answered_per_s", at FIXED_RATE
+  taskset -c 0 "$FIXED_LOAD" --port "$1" --rate "$FIXED_RATE" --connections 64 \
     --seconds "${SHADOW_DURATION%s}" --warmup 1 | tail -n 1 |
     python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["p50_ms"], d["p99_ms"], d["achieved_per_s"])'
 }
@@ -155,38 +155,38 @@ column_stats() {  # column_stats FILE COLUMN -> "median min max"
 }
 mirror_counts() { curl -s "http://127.0.0.1:$SHADOW_ADMIN/migration" |
   python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print(r["mirrored"], r["mirror_dropped"])'; }
+# alternate TAG MEASURE: SHADOW_ROUNDS rounds of `MEASURE PORT` on plain then shadow, into
+# TAG_plain.txt and TAG_shadow.txt; prints the share of copies sent meanwhile (%).
+alternate() {
+  local m0 d0 m1 d1
+  read -r m0 d0 < <(mirror_counts)
+  for _ in $(seq "$SHADOW_ROUNDS"); do
+    "$2" "$PLAIN" >>"$TMPD/$1_plain.txt"
+    "$2" "$SHADOWED" >>"$TMPD/$1_shadow.txt"
+  done
+  read -r m1 d1 < <(mirror_counts)
+  awk -v m=$((m1 - m0)) -v d=$((d1 - d0)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }'
+}
 for port in "$PLAIN" "$SHADOWED"; do  # warm-up
   taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
 done
-read -r m0 d0 < <(mirror_counts)
-for _ in $(seq "$SHADOW_ROUNDS"); do
-  wrk_once "$PLAIN" >>"$TMPD/sat_plain.txt"
-  wrk_once "$SHADOWED" >>"$TMPD/sat_shadow.txt"
-done
-read -r m1 d1 < <(mirror_counts)
+saturated_mirrored_pct=$(alternate sat wrk_once)
 read -r plain_rps plain_rps_min plain_rps_max < <(column_stats "$TMPD/sat_plain.txt" 1)
 read -r plain_p99 plain_p99_min plain_p99_max < <(column_stats "$TMPD/sat_plain.txt" 2)
 read -r shadow_rps shadow_rps_min shadow_rps_max < <(column_stats "$TMPD/sat_shadow.txt" 1)
 read -r shadow_p99 shadow_p99_min shadow_p99_max < <(column_stats "$TMPD/sat_shadow.txt" 2)
-saturated_mirrored_pct=$(awk -v m=$((m1 - m0)) -v d=$((d1 - d0)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
 # The same routes at a fixed rate, a quarter of the plain route's saturation (the load
 # generator shares keel's CPU and costs more per request than wrk): an open-loop load
 # (bench/fixed_rate_load, latency from when each request was due), alternating likewise.
 FIXED_RATE=$(awk -v r="$plain_rps" 'BEGIN { printf "%d", r / 4 }')
 FIXED_LOAD="$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/bench/fixed_rate_load"
-read -r m2 d2 < <(mirror_counts)
-for _ in $(seq "$SHADOW_ROUNDS"); do
-  fixed_once "$PLAIN" "$FIXED_RATE" >>"$TMPD/fixed_plain.txt"
-  fixed_once "$SHADOWED" "$FIXED_RATE" >>"$TMPD/fixed_shadow.txt"
-done
-read -r m3 d3 < <(mirror_counts)
+fixed_mirrored_pct=$(alternate fixed fixed_once)
 read -r fixed_plain_p50 _ _ < <(column_stats "$TMPD/fixed_plain.txt" 1)
 read -r fixed_plain_p99 fixed_plain_p99_min fixed_plain_p99_max < <(column_stats "$TMPD/fixed_plain.txt" 2)
 read -r fixed_plain_rps _ _ < <(column_stats "$TMPD/fixed_plain.txt" 3)
 read -r fixed_shadow_p50 _ _ < <(column_stats "$TMPD/fixed_shadow.txt" 1)
 read -r fixed_shadow_p99 fixed_shadow_p99_min fixed_shadow_p99_max < <(column_stats "$TMPD/fixed_shadow.txt" 2)
 read -r fixed_shadow_rps _ _ < <(column_stats "$TMPD/fixed_shadow.txt" 3)
-fixed_mirrored_pct=$(awk -v m=$((m3 - m2)) -v d=$((d3 - d2)) 'BEGIN { printf "%.1f", (m + d) ? 100 * m / (m + d) : 0 }')
 kill "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 wait "$PLAIN_PID" "$SHADOW_PID" "$NGINX_PID" 2>/dev/null || true
 echo
