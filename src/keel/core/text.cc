@@ -4,10 +4,12 @@ namespace keel {
 
 std::string ascii_lower(std::string_view text) {
   std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
+  ascii_lower_in_place(out);
   return out;
+}
+
+void ascii_lower_in_place(std::string& text) {
+  for (char& c : text) c = ascii_lower(c);
 }
 
 std::vector<std::string> split_list(std::string_view text) {

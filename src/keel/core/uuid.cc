@@ -106,15 +106,19 @@ Result<Uuid> Uuid::parse(std::string_view text) {
 }
 
 std::string Uuid::to_string() const {
-  static constexpr char kDigits[] = "0123456789abcdef";
   std::string text;
   text.reserve(kCanonicalLength);
-  for (std::size_t i = 0; i < bytes_.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) text.push_back('-');
-    text.push_back(kDigits[bytes_[i] >> 4]);
-    text.push_back(kDigits[bytes_[i] & 0xf]);
-  }
+  append_to(text);
   return text;
+}
+
+void Uuid::append_to(std::string& out) const {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < bytes_.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kDigits[bytes_[i] >> 4]);
+    out.push_back(kDigits[bytes_[i] & 0xf]);
+  }
 }
 
 Uuid Uuid::from_bytes(const std::uint8_t* sixteen) {

@@ -36,6 +36,8 @@ class Uuid {
 
   // The canonical form in lowercase; parse(to_string()) gives back the same UUID.
   std::string to_string() const;
+  // The same appended to `out`: no allocation when `out` has room (per-request ids).
+  void append_to(std::string& out) const;
 
   // Network byte order: bytes()[0] is the first two hex digits of the canonical form.
   const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }

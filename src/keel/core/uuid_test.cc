@@ -9,6 +9,13 @@
 namespace keel {
 namespace {
 
+TEST(Uuid, AppendsItsCanonicalFormToWhatIsThere) {
+  const Uuid uuid = *Uuid::parse("123e4567-e89b-12d3-a456-426614174000");
+  std::string out = "id=";
+  uuid.append_to(out);
+  EXPECT_EQ(out, "id=123e4567-e89b-12d3-a456-426614174000");
+}
+
 TEST(Uuid, DefaultIsNil) {
   Uuid uuid;
   EXPECT_TRUE(uuid.is_nil());

@@ -1,6 +1,9 @@
 #include "keel/http/h1.h"
 
+#include <algorithm>
 #include <array>
+
+#include "keel/core/text.h"
 
 namespace keel::http::h1 {
 namespace {
@@ -21,8 +24,6 @@ bool value_char(char c) {
   const auto u = static_cast<unsigned char>(c);
   return u == '\t' || (u >= 0x20 && u != 0x7f);
 }
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -190,36 +191,24 @@ void reset(Head& head) {
 
 }  // namespace
 
-bool iequals(std::string_view name, std::string_view lower_text) {
-  if (name.size() != lower_text.size()) return false;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    if (lower(name[i]) != lower_text[i]) return false;
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
   }
   return true;
 }
 
 std::string_view Head::find(std::string_view name) const {
   for (const auto& field : fields) {
-    if (field.name.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < name.size() && same; ++i) {
-      same = lower(field.name[i]) == lower(name[i]);
-    }
-    if (same) return field.value;
+    if (iequals(field.name, name)) return field.value;
   }
   return {};
 }
 
 bool Head::has(std::string_view name) const {
-  for (const auto& field : fields) {
-    if (field.name.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < name.size() && same; ++i) {
-      same = lower(field.name[i]) == lower(name[i]);
-    }
-    if (same) return true;
-  }
-  return false;
+  return std::any_of(fields.begin(), fields.end(),
+                     [&](const Field& field) { return iequals(field.name, name); });
 }
 
 ParseResult parse_request(std::string_view bytes, Head& head) {
@@ -304,13 +293,8 @@ bool hop_by_hop(const Head& head, std::string_view name) {
   bool named = false;
   for (const auto& field : head.fields) {
     if (!iequals(field.name, "connection")) continue;
-    for_each_token(field.value, [&](std::string_view option) {
-      if (option.size() != name.size()) return;
-      bool same = true;
-      for (std::size_t i = 0; i < name.size() && same; ++i)
-        same = lower(option[i]) == lower(name[i]);
-      named = named || same;
-    });
+    for_each_token(field.value,
+                   [&](std::string_view option) { named = named || iequals(option, name); });
   }
   return named;
 }

@@ -75,8 +75,8 @@ ParseResult parse_response(std::string_view bytes, bool head_request, Head& head
 // Trailer, Transfer-Encoding, Upgrade, or one that Connection names.
 bool hop_by_hop(const Head& head, std::string_view name);
 
-// Whether `name` equals `lower` (already lower case), ignoring the case of `name`.
-bool iequals(std::string_view name, std::string_view lower);
+// Whether two names are equal ignoring ASCII case (field names, tokens).
+bool iequals(std::string_view a, std::string_view b);
 
 // Walks a chunked body as it arrives, so that it can be passed on byte for byte and its end
 // found: chunk sizes, extensions, the data, trailer fields. Bounded: sizes of at most 16 hex

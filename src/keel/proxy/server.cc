@@ -133,19 +133,6 @@ bool idempotent(std::string_view method) {
          method == "DELETE" || method == "TRACE";
 }
 
-// The canonical text of a random version 4 UUID, written into `out` (no allocation once `out`
-// has grown).
-void random_request_id(Random& random, std::string& out) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  const auto bytes = Uuid::random_v4(random).bytes();
-  out.clear();
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-    out.push_back(kHex[bytes[i] >> 4]);
-    out.push_back(kHex[bytes[i] & 0xf]);
-  }
-}
-
 struct Worker;
 
 // Bytes read from a socket and not used yet, in one block that grows when it must: a message
@@ -354,16 +341,10 @@ void fill_answer(const h1::Head& response, Answer& answer) {
   for (std::size_t i = 0; i < response.fields.size(); ++i) {
     auto& [name, value] = answer.headers[i];
     name.assign(response.fields[i].name);
-    for (char& c : name) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    ascii_lower_in_place(name);
     value.assign(response.fields[i].value);
   }
   answer.json = response.find("content-type").find("json") != std::string_view::npos;
-}
-
-Answer answer_of(const h1::Head& response) {
-  Answer answer;
-  fill_answer(response, answer);
-  return answer;
 }
 
 // A shadow copy of a request: filled by a listener's worker while legacy answers, then compared
@@ -1028,7 +1009,7 @@ struct Server::Impl {
     if (auto id = request.find("x-request-id"); !id.empty() && id.size() <= 200) {
       exchange.request_id = id;
     } else {
-      random_request_id(worker.random, exchange.request_id);
+      Uuid::random_v4(worker.random).append_to(exchange.request_id);  // cleared by reset()
     }
     const bool has_body = request.framing != h1::Framing::kNone;
     if (request.target.size() > kMaxTarget) {
@@ -1768,7 +1749,7 @@ struct Server::Impl {
                                   held, mirror.head_request, response, started + timeout, failure);
     std::optional<Answer> answer;
     if (upstream) {
-      answer = answer_of(response);
+      fill_answer(response, answer.emplace());
       const bool keeps = response.keep_alive;
       const h1::Framing framing = response.framing;
       upstream->conn.in.consume(response.size);
