@@ -153,18 +153,4 @@ void sleep_until(Clock& clock, TimePoint deadline) {
   wake->cv.wait(lock, [&] { return wake->due; });
 }
 
-void wait_until(Clock& clock, std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                TimePoint deadline) {
-  std::mutex& mutex = *lock.mutex();
-  TimerId timer = clock.schedule_at(deadline, [&mutex, &cv] {
-    std::lock_guard wake(mutex);
-    cv.notify_all();
-  });
-  cv.wait(lock);
-  // cancel() waits for a callback in progress, which needs the mutex: let go of it first.
-  lock.unlock();
-  clock.cancel(timer);
-  lock.lock();
-}
-
 }  // namespace keel

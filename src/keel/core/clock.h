@@ -136,11 +136,28 @@ class ManualClock final : public Clock {
 // a ManualClock's advance() on another thread wakes it).
 void sleep_until(Clock& clock, TimePoint deadline);
 
-// Waits on `cv` (with `lock` held on entry and on return) until it is notified or `clock`
-// reaches `deadline`, whichever comes first; spurious returns are possible, so callers loop
-// on their own condition. The clock's timer takes `lock`'s mutex to notify.
-void wait_until(Clock& clock, std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                TimePoint deadline);
+// Waits on `cv` until `done()` holds or `clock` reaches `deadline`, and returns done(). One
+// timer serves the whole wait however often `cv` is notified. `lock` is held on entry and on
+// return; the clock's timer takes its mutex to notify, so `cv` and that mutex must outlive a
+// timer in flight (members of the waiting object, not locals). A stopped clock schedules no
+// timer: the wait then returns at once.
+template <typename Done>
+bool wait_until(Clock& clock, std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                TimePoint deadline, Done done) {
+  if (done() || clock.now() >= deadline) return done();
+  std::mutex& mutex = *lock.mutex();
+  const TimerId timer = clock.schedule_at(deadline, [&mutex, &cv] {
+    std::lock_guard wake(mutex);
+    cv.notify_all();
+  });
+  if (timer == 0) return done();
+  while (!done() && clock.now() < deadline) cv.wait(lock);
+  // cancel() waits for a callback in progress, which needs the mutex: let go of it first.
+  lock.unlock();
+  clock.cancel(timer);
+  lock.lock();
+  return done();
+}
 
 // Milliseconds in a `Duration`, as a double, for logs and metrics.
 inline double to_ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }

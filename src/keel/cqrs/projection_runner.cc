@@ -1,11 +1,10 @@
 #include "keel/cqrs/projection_runner.h"
 
 #include <algorithm>
-#include <cctype>
-#include <nlohmann/json.hpp>
 
 #include "keel/core/log.h"
 #include "keel/cqrs/errc.h"
+#include "keel/pubsub/parking.h"
 
 namespace keel::cqrs {
 
@@ -60,12 +59,7 @@ Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& sto
                                                                  Projection projection,
                                                                  Clock& clock,
                                                                  RunnerOptions options) {
-  const bool valid_name =
-      !projection.name.empty() && projection.name.size() <= 200 &&
-      std::all_of(projection.name.begin(), projection.name.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-      });
-  if (!valid_name) {
+  if (!pubsub::valid_name(projection.name)) {
     return Error(errc::invalid_argument, "projection name '" + projection.name +
                                              "': use 1 to 200 letters, digits, '_', '-' or '.'");
   }
@@ -129,9 +123,7 @@ void ProjectionRunner::start() {
         if (!stepped.error().is(errc::projection_failed)) {
           // The database failed: try again after retry_after (or when stopped).
           const TimePoint retry_at = clock_.now() + options_.retry_after;
-          while (!stopping_ && clock_.now() < retry_at) {
-            keel::wait_until(clock_, changed_, lock, retry_at);
-          }
+          keel::wait_until(clock_, changed_, lock, retry_at, [&] { return stopping_; });
         }
         work_ = true;
         continue;
@@ -278,15 +270,9 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
     return stopped;
   }
   if (projection_.on_error == OnError::kPark) {
-    nlohmann::json record{{"stream", bad.stream},
-                          {"version", bad.version},
-                          {"position", bad.position},
-                          {"type", bad.type},
-                          {"error", cause.message()}};
-    eventlog::EventData parked{Uuid::random_v4(), "$parked", record.dump(), ""};
-    auto appended =
-        store_.append_system(parked_stream(), eventlog::ExpectedVersion::any(), {parked});
-    if (!appended) return appended.error();
+    if (auto parked = pubsub::park_event(store_, parked_stream(), bad, cause.message()); !parked) {
+      return parked.error();
+    }
   }
   if (auto ok = commit_checkpoint(bad.position + 1); !ok) return ok;
   saved_ = bad.position + 1;
@@ -331,12 +317,12 @@ Status ProjectionRunner::rebuild() {
 bool ProjectionRunner::wait_for(std::uint64_t position, Duration timeout) {
   const TimePoint deadline = clock_.now() + timeout;
   std::unique_lock lock(mutex_);
-  while (progress_.position <= position) {
-    const bool stopped = progress_.error && progress_.error->is(errc::projection_failed);
-    if (stopped || clock_.now() >= deadline) return false;
-    keel::wait_until(clock_, changed_, lock, deadline);
-  }
-  return true;
+  auto settled = [&] {
+    return progress_.position > position ||
+           (progress_.error && progress_.error->is(errc::projection_failed));
+  };
+  keel::wait_until(clock_, changed_, lock, deadline, settled);
+  return progress_.position > position;
 }
 
 Progress ProjectionRunner::progress() const {

@@ -1,11 +1,11 @@
 #include "keel/pubsub/consumer_group.h"
 
 #include <algorithm>
-#include <cctype>
 #include <functional>
 #include <nlohmann/json.hpp>
 
 #include "keel/core/log.h"
+#include "keel/pubsub/parking.h"
 
 namespace keel::pubsub {
 
@@ -17,12 +17,6 @@ using eventlog::ExpectedVersion;
 using Json = nlohmann::json;
 
 Error invalid(std::string message) { return Error(errc::invalid_argument, std::move(message)); }
-
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= 200 && std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-}
 
 // Rendezvous hashing: the member with the highest score for a stream owns it, so a member
 // leaving moves only its own streams and a member rejoining under its name gets them back.
@@ -164,7 +158,7 @@ void ConsumerGroup::start() {
         next = std::min(next, last_checkpoint_at_ + options_.checkpoint_interval);
       if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
       if (!waiting_.empty() && !members_.empty()) next = std::min(next, waiting_.begin()->first);
-      if (next > now) keel::wait_until(clock_, changed_, lock, next);
+      keel::wait_until(clock_, changed_, lock, next, [&] { return stopping_ || work_; });
     }
   });
 }
@@ -241,8 +235,10 @@ std::vector<Delivery> ConsumerGroup::wait_for_deliveries(std::uint64_t member_id
     std::unique_lock lock(mutex_);
     auto member = members_.find(member_id);
     if (stopping_ || member == members_.end() || clock_.now() >= deadline) return out;
-    if (!member->second.inbox.empty()) continue;
-    keel::wait_until(clock_, changed_, lock, deadline);
+    keel::wait_until(clock_, changed_, lock, deadline, [&] {
+      auto waiting = members_.find(member_id);
+      return stopping_ || waiting == members_.end() || !waiting->second.inbox.empty();
+    });
   }
 }
 
@@ -310,10 +306,7 @@ void ConsumerGroup::take_back_locked(const Key& key, Entry& entry) {
   deadlines_.erase({entry.deadline, key});
   by_delivery_.erase(entry.delivery);
   auto member = members_.find(entry.member);
-  if (member != members_.end()) {
-    member->second.in_flight.erase(entry.delivery);
-    std::erase_if(member->second.inbox, [&](const Delivery& d) { return d.id == entry.delivery; });
-  }
+  if (member != members_.end()) member->second.in_flight.erase(entry.delivery);
 }
 
 void ConsumerGroup::park_locked(const Key& key, Entry& entry, std::string reason) {
@@ -327,7 +320,12 @@ void ConsumerGroup::done_locked(const Key& key, Entry& entry) {
   if (options_.strategy != Strategy::kPinned) return;
   auto stream = streams_.find(entry.event.stream);
   if (stream == streams_.end()) return;
-  std::erase(stream->second, key);  // the head: only a stream's head is ever handed out
+  // The head, as a rule: only a stream's head is ever handed out.
+  if (stream->second.front() == key) {
+    stream->second.pop_front();
+  } else {
+    std::erase(stream->second, key);
+  }
   if (stream->second.empty()) {
     streams_.erase(stream);
     return;
@@ -475,6 +473,12 @@ Status ConsumerGroup::pump() {
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
       const Key key = deadlines_.begin()->second;
       Entry& entry = entries_.at(key);
+      // Only a delivery that timed out can still be in its member's inbox, never polled (an
+      // acked one was polled; a leaving member's inbox goes with it).
+      if (auto member = members_.find(entry.member); member != members_.end()) {
+        std::erase_if(member->second.inbox,
+                      [&](const Delivery& d) { return d.id == entry.delivery; });
+      }
       take_back_locked(key, entry);
       ++counters_.timed_out;
       fail_locked(key, entry,
@@ -497,11 +501,8 @@ Status ConsumerGroup::pump() {
   // Writes happen outside the lock: members keep acking while the log syncs.
   for (std::size_t i = 0; i < parks.size(); ++i) {
     const Park& park = parks[i];
-    Json record{{"stream", park.event.stream},     {"version", park.event.version},
-                {"position", park.event.position}, {"type", park.event.type},
-                {"deliveries", park.deliveries},   {"reason", park.reason}};
-    EventData data{Uuid::random_v4(), "$parked", record.dump(), ""};
-    auto appended = store_.append_system(parked_stream(), ExpectedVersion::any(), {data});
+    const Status appended =
+        park_event(store_, parked_stream(), park.event, park.reason, park.deliveries);
     std::lock_guard lock(mutex_);
     if (!appended) {  // still kParking: tried again next round
       for (std::size_t j = i; j < parks.size(); ++j) parking_.push_back(parks[j].key);
