@@ -155,11 +155,11 @@ Result<CommandResult> Shop::place_order(const PlaceOrder& command) {
 }
 
 Result<CommandResult> Shop::cancel_order(const CancelOrder& command) {
-  auto order = orders_.load(command.order_id);
-  if (!order) return order.error();
+  std::vector<Line> lines;  // the order's, as the command saw it (the last try's, after a conflict)
   keel::cqrs::CommandHandler<Order, CancelOrder> cancel(
       orders_, [](const CancelOrder& c) { return c.order_id; },
       [&](const Order& current, const CancelOrder& c) -> Result<std::vector<EventData>> {
+        lines = current.lines;
         if (!current.placed) return reject("order " + c.order_id + " does not exist");
         if (current.cancelled) return std::vector<EventData>{};  // a retry: release what is left
         return std::vector<EventData>{
@@ -169,7 +169,7 @@ Result<CommandResult> Shop::cancel_order(const CancelOrder& command) {
   if (!cancelled) return cancelled;
   // Give the stock back, each reservation once: a cancel that failed half-way can be retried.
   std::size_t released = 0;
-  for (const auto& line : order->state.lines) {
+  for (const auto& line : lines) {
     auto ok = release(line.sku, command.order_id);
     if (!ok) return ok.error();
     released += *ok;

@@ -73,21 +73,21 @@ Status PostgresReadModel::send(std::string_view sql, const Params& params, std::
     std::string name = "keel_" + std::to_string(statements_.size() + 1);
     if (!PQsendPrepare(conn_, name.c_str(), std::string(sql).c_str(), 0, nullptr))
       return error("cannot send", sql, -1);
-    sent_.push_back({tag, std::string(sql)});
     cached = statements_.emplace(std::string(sql), name).first;
+    sent_.push_back({tag, &cached->first});
   }
-  std::vector<std::string> text(params.size());
-  std::vector<const char*> values(params.size(), nullptr);
+  param_text_.resize(params.size());
+  param_values_.assign(params.size(), nullptr);
   for (std::size_t i = 0; i < params.size(); ++i) {
     if (std::holds_alternative<std::nullptr_t>(params[i])) continue;
-    text[i] = to_string(params[i]);
-    values[i] = text[i].c_str();
+    param_text_[i] = to_string(params[i]);
+    param_values_[i] = param_text_[i].c_str();
   }
   if (!PQsendQueryPrepared(conn_, cached->second.c_str(), static_cast<int>(params.size()),
-                           values.data(), nullptr, nullptr, 0)) {
+                           param_values_.data(), nullptr, nullptr, 0)) {
     return error("cannot send", sql, -1);
   }
-  sent_.push_back({tag, std::string(sql)});
+  sent_.push_back({tag, &cached->first});
   return {};
 }
 
@@ -124,8 +124,8 @@ Status PostgresReadModel::drain(std::vector<Row>* last_rows) {
     if (status == PGRES_FATAL_ERROR && !first_error) {
       std::string detail = PQresultErrorMessage(result);
       while (!detail.empty() && detail.back() == '\n') detail.pop_back();
-      first_error =
-          Error(errc::database, "postgresql: " + detail + (sent ? " (in: " + sent->sql + ")" : ""));
+      first_error = Error(errc::database,
+                          "postgresql: " + detail + (sent ? " (in: " + *sent->sql + ")" : ""));
       if (sent && sent->tag >= 0) first_error->with_detail(sent->tag);
     }
     if (status == PGRES_TUPLES_OK && last_rows != nullptr && command + 1 == sent_.size()) {
@@ -181,6 +181,7 @@ Status PostgresReadModel::transact(const std::function<Status(Transaction&)>& wo
     // (their Parse may have been skipped).
     PQclear(PQexec(conn_, "ROLLBACK"));
     PQclear(PQexec(conn_, "DEALLOCATE ALL"));
+    sent_.clear();
     statements_.clear();
   }
   return status;
@@ -203,6 +204,7 @@ Result<std::vector<Row>> PostgresReadModel::query(std::string_view sql, const Pa
   if (!status) return status.error();
   if (!drained) {
     PQclear(PQexec(conn_, "DEALLOCATE ALL"));
+    sent_.clear();
     statements_.clear();
     return drained.error();
   }

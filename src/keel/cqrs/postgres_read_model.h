@@ -32,7 +32,7 @@ class PostgresReadModel final : public ReadModel {
   class Tx;
   struct Sent {
     std::int64_t tag;
-    std::string sql;
+    const std::string* sql;  // the key in statements_, which outlives it (both cleared together)
   };
   explicit PostgresReadModel(PostgresOptions options) : options_(std::move(options)) {}
   // Sends one statement into the pipeline (preparing it first if new).
@@ -46,6 +46,8 @@ class PostgresReadModel final : public ReadModel {
   pg_conn* conn_ = nullptr;
   std::mutex mutex_;
   std::map<std::string, std::string, std::less<>> statements_;  // sql -> prepared name
+  std::vector<std::string> param_text_;  // one statement's parameters, reused
+  std::vector<const char*> param_values_;
   std::vector<Sent> sent_;  // commands in the pipeline, in order
 };
 
