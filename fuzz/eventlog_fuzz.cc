@@ -1,7 +1,7 @@
 // Feeds arbitrary bytes to the event log's readers, two ways:
 //
-//  1. as a run of framed records: read_frame(), then decode_event() / decode_metadata(); a
-//     record that decodes must encode back to the same bytes;
+//  1. as a run of framed records: read_frame(), then decode_event() / decode_metadata() /
+//     decode_removed(); a record that decodes must encode back to the same bytes;
 //  2. as segment 00000001.seg (zero-padded to 64 KiB, cut there if longer) of a store directory
 //     that EventStore::open() must either refuse with an error or open. An opened store must
 //     read back in order (positions strictly increasing, the same backward), take an append at
@@ -90,13 +90,22 @@ void read_records(std::string_view bytes) {
         encode_event(*event, last, again);
         check(!canonical || again == original);
       }
-    } else {
+    } else if (frame.kind == RecordKind::kMetadata) {
       auto metadata = decode_metadata(frame);
       if (metadata) {
         encode_metadata(metadata->stream, metadata->json, last, again);
         check(!canonical || again == original);
       }
+    } else {
+      auto removed = decode_removed(frame);
+      if (removed) {
+        check(last && removed->count > 0);
+        encode_removed(*removed, again);
+        check(!canonical || again == original);
+      }
     }
+    // The torn-tail scan must agree with itself on any bytes and stay linear.
+    (void)intact_record_after(bytes, offset + 1);
     offset += frame.size;
   }
 }

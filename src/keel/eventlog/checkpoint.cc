@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -110,25 +111,26 @@ Status write_file_atomically(const std::string& path, std::string_view bytes) {
   std::string temporary = path + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return io_error("cannot create", temporary, errno);
+  // On any failure the temporary goes too: a full disk must not leave empty files behind.
+  auto fail = [&](const char* what, int error_number) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(temporary.c_str());
+    return io_error(what, temporary, error_number);
+  };
   std::size_t written = 0;
   while (written < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int error_number = errno;
-      ::close(fd);
-      return io_error("cannot write", temporary, error_number);
+      return fail("cannot write", errno);
     }
     written += static_cast<std::size_t>(n);
   }
-  if (::fdatasync(fd) != 0) {
-    int error_number = errno;
-    ::close(fd);
-    return io_error("cannot sync", temporary, error_number);
-  }
-  ::close(fd);
-  if (::rename(temporary.c_str(), path.c_str()) != 0)
-    return io_error("cannot rename", temporary, errno);
+  if (::fdatasync(fd) != 0) return fail("cannot sync", errno);
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) return fail("cannot close", errno);
+  if (::rename(temporary.c_str(), path.c_str()) != 0) return fail("cannot rename", errno);
   std::string directory = path.substr(0, path.find_last_of('/'));
   return sync_directory(directory.empty() ? "." : directory);
 }
@@ -169,26 +171,33 @@ Status write_checkpoint(const std::string& path, const Index& index,
 }
 
 Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO in its place must not block open(); it is refused below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return LoadedCheckpoint();
     return io_error("cannot open", path, errno);
   }
-  std::string bytes;
-  struct stat info;
-  if (::fstat(fd, &info) == 0) bytes.resize(static_cast<std::size_t>(info.st_size));
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  bytes.resize(got);
   auto damaged = [&](const char* what) {
     return Error(errc::corrupt, path + ": index checkpoint " + what);
   };
+  struct stat info;
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    return damaged("is not a regular file");
+  }
+  // Mapped, not read into memory: a huge (sparse) file costs address space only.
+  const auto size = static_cast<std::size_t>(info.st_size);
+  void* map = size == 0 ? nullptr : ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return io_error("cannot map", path, errno);
+  struct Unmap {
+    void* map;
+    std::size_t size;
+    ~Unmap() {
+      if (map != nullptr) ::munmap(map, size);
+    }
+  } unmap{map, size};
+  const std::string_view bytes(static_cast<const char*>(map), size);
   if (bytes.size() < sizeof kMagic + 4 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
     return damaged("has no KEELIDX1 header");
   }
@@ -196,7 +205,7 @@ Result<LoadedCheckpoint> read_checkpoint(const std::string& path) {
   std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
   if (crc32c(bytes.data(), bytes.size() - 4) != stored_crc) return damaged("fails its CRC");
 
-  Reader r(std::string_view(bytes).substr(sizeof kMagic, bytes.size() - sizeof kMagic - 4));
+  Reader r(bytes.substr(sizeof kMagic, bytes.size() - sizeof kMagic - 4));
   Index index;
   std::vector<std::pair<Uuid, std::uint64_t>> ids;
   std::uint64_t stream_count = 0;

@@ -57,6 +57,10 @@ bool detect_hardware() {
 
 }  // namespace
 
+std::uint32_t crc32c_register_byte(std::uint32_t reg, std::uint8_t byte) {
+  return (reg >> 8) ^ kTables[0][(reg ^ byte) & 0xff];
+}
+
 std::uint32_t crc32c_portable(const void* data, std::size_t size, std::uint32_t crc) {
   const auto* p = static_cast<const unsigned char*>(data);
   crc = ~crc;

@@ -18,6 +18,11 @@ namespace keel::eventlog {
 // portable table-driven code otherwise; both give identical results.
 std::uint32_t crc32c(const void* data, std::size_t size, std::uint32_t crc = 0);
 
+// One byte through the raw CRC register (crc32c() inverts the register on the way in and out:
+// crc32c(p, n, c) == ~(the register ~c advanced over the n bytes)). For scans that need the
+// register at every offset.
+std::uint32_t crc32c_register_byte(std::uint32_t reg, std::uint8_t byte);
+
 // True when crc32c() runs on the CPU's CRC32 instruction.
 bool crc32c_hardware();
 

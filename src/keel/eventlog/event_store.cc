@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "keel/core/log.h"
 #include "keel/eventlog/crc32c.h"
@@ -40,6 +41,24 @@ std::uint64_t min_event_record_bytes() {
     return record.size();
   }();
   return bytes;
+}
+
+// Offset just past the last non-zero byte of `segment` at or after `from`; skips the extents the
+// file system knows are unwritten.
+std::uint64_t segment_written_end(const Segment& segment, std::uint64_t from) {
+  std::uint64_t data_end = data_extent_end(segment.fd, segment.capacity);
+  if (data_end <= from) return from;
+  return written_end(std::string_view(segment.map, data_end), from);
+}
+
+std::string position_gap_message(std::uint64_t found, std::uint64_t expected) {
+  if (found < expected) {
+    return "event position " + std::to_string(found) + " repeats or goes back (expected " +
+           std::to_string(expected) + ")";
+  }
+  return "position " + std::to_string(found) + " where " + std::to_string(expected) +
+         " was expected: positions " + std::to_string(expected) + " to " +
+         std::to_string(found - 1) + " are missing (a segment, or part of one, is gone)";
 }
 
 }  // namespace
@@ -166,15 +185,15 @@ Result<std::shared_ptr<Segment>> EventStore::Impl::map_segment(std::uint64_t num
   auto segment = std::make_shared<Segment>();
   segment->number = number;
   segment->path = path(segment_file_name(number));
-  segment->fd =
-      ::open(segment->path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0644);
+  // O_NONBLOCK: a FIFO named like a segment must not block open(); it is refused below.
+  segment->fd = ::open(segment->path.c_str(),
+                       O_RDWR | O_CLOEXEC | O_NONBLOCK | (create ? O_CREAT | O_EXCL : 0), 0644);
   if (segment->fd < 0) return io_error("cannot open segment", segment->path, errno);
   if (create) {
     int error_number = fault("fallocate");
-    if (error_number == 0 &&
-        ::posix_fallocate(segment->fd, 0, static_cast<off_t>(options_.segment_bytes)) != 0) {
-      error_number = errno == 0 ? ENOSPC : errno;
-    }
+    // posix_fallocate returns its error; it does not set errno.
+    if (error_number == 0)
+      error_number = ::posix_fallocate(segment->fd, 0, static_cast<off_t>(options_.segment_bytes));
     if (error_number == 0) {
       if (auto synced = sync_directory(directory_); !synced) return synced.error();
     } else {
@@ -184,6 +203,11 @@ Result<std::shared_ptr<Segment>> EventStore::Impl::map_segment(std::uint64_t num
   }
   struct stat info;
   if (::fstat(segment->fd, &info) != 0) return io_error("cannot stat", segment->path, errno);
+  if (!S_ISREG(info.st_mode)) {
+    return Error(errc::corrupt, segment->path +
+                                    " is not a regular file; the store will not open (move it "
+                                    "out of the directory)");
+  }
   segment->capacity = static_cast<std::uint64_t>(info.st_size);
   if (segment->capacity > 0) {
     void* map = ::mmap(nullptr, segment->capacity, PROT_READ, MAP_SHARED, segment->fd, 0);
@@ -223,10 +247,24 @@ Status EventStore::Impl::recover() {
     ::closedir(dir);
   }
   std::sort(numbers.begin(), numbers.end());
-  for (std::uint64_t number : numbers) {
-    auto segment = map_segment(number, false);
+  for (std::size_t i = 0; i < numbers.size(); ++i) {
+    // Segments run 1, 2, ... with none missing: scavenging rewrites a segment, never deletes it.
+    if (numbers[i] != i + 1) {
+      return Error(errc::corrupt, path(segment_file_name(i + 1)) +
+                                      " is missing (segments are numbered from 1 with none "
+                                      "missing); the store will not open (see `keel eventlog "
+                                      "verify`)");
+    }
+    auto segment = map_segment(numbers[i], false);
     if (!segment) return segment.error();
-    segments_[number] = *segment;
+    std::string_view start = (*segment)->bytes_from(0).substr(0, kRecordHeaderBytes + 4);
+    if (std::any_of(start.begin(), start.end(), [](char c) { return c != 0; }) &&
+        !plausible_header((*segment)->bytes_from(0))) {
+      return Error(errc::corrupt, (*segment)->path +
+                                      " does not start with a record header or zeros: it is "
+                                      "not a segment of this store; the store will not open");
+    }
+    segments_[numbers[i]] = *segment;
   }
 
   // The index: from its checkpoint when there is a good one and no scavenge was cut short.
@@ -261,18 +299,37 @@ Status EventStore::Impl::recover() {
   std::vector<RecordedEvent> group_events;
   std::vector<MetadataRecord> group_metadata;
   std::vector<std::uint64_t> group_locations;
+  RemovedRange group_removed;  // count 0: none in this append
+  // Positions are gap-free: each event, or removed range, starts exactly where the log so far
+  // ends. A hole means a segment, or part of one, is gone.
   std::uint64_t expected_position = index_.locations.size();
-  // Positions may skip what scavenging removed, but segments 1..n never held more events than
-  // n segments' worth: a position beyond that is damage, and would size the index by it.
+  // A removed range's count is not trusted to size the index: segments 1..n never held more
+  // events than n segments' worth.
   std::uint64_t largest_segment = options_.segment_bytes;
   for (const auto& [number, segment] : segments_)
     largest_segment = std::max(largest_segment, segment->capacity);
   const std::uint64_t events_per_segment = largest_segment / min_event_record_bytes() + 1;
+  // Segments after the last one holding anything are empty: a roll's new segment, created
+  // before the crash let anything reach it. The torn-tail rule applies to the last one with data.
+  std::uint64_t last_with_data = segments_.empty() ? 0 : segments_.begin()->first;
+  for (auto it = segments_.rbegin(); it != segments_.rend(); ++it) {
+    if (segment_written_end(*it->second, 0) > 0) {
+      last_with_data = it->first;
+      break;
+    }
+  }
   for (auto it = segments_.lower_bound(index_.replay_segment); it != segments_.end(); ++it) {
     Segment& segment = *it->second;
-    const bool last_segment = std::next(it) == segments_.end();
+    if (segment.number > last_with_data) break;
+    const bool last_segment = segment.number == last_with_data;
+    // Records may end in zero bytes: what is scanned for them runs to the last data extent.
+    const std::string_view bytes(segment.map, data_extent_end(segment.fd, segment.capacity));
     std::uint64_t offset = it->first == index_.replay_segment ? index_.replay_offset : 0;
     std::uint64_t good_end = offset;  // end of the last complete append
+    auto damage = [&](std::uint64_t at, const std::string& what) {
+      return Error(errc::corrupt, segment.path + " offset " + std::to_string(at) + ": " + what +
+                                      "; the store will not open (see `keel eventlog verify`)");
+    };
     while (offset < segment.capacity) {
       RecordView frame = read_frame(segment.bytes_from(offset));
       if (frame.status == RecordView::Status::kEnd) break;
@@ -280,54 +337,67 @@ Status EventStore::Impl::recover() {
         const char* why = frame.status == RecordView::Status::kBadCrc      ? "fails its CRC"
                           : frame.status == RecordView::Status::kTruncated ? "is cut short"
                                                                            : "is malformed";
-        // A torn tail: the last segment, and no intact record written after the damaged one.
         // (Not "zeros after its claimed end": a damaged length would hide what follows.)
-        if (last_segment &&
-            !intact_record_after(std::string_view(segment.map, segment.capacity), offset + 1))
+        const bool intact_after = intact_record_after(bytes, offset + 1);
+        // A torn tail: the last segment with data, and no intact record written after it.
+        if (last_segment && !intact_after) break;
+        // In a sealed segment, bytes after its last append that cannot be a record and hide
+        // none are damage to the zero padding, not to records; the positions check below
+        // still notices if anything is missing.
+        if (!last_segment && !intact_after && offset == good_end &&
+            !plausible_header(segment.bytes_from(offset))) {
+          log::get("eventlog")
+              ->warn(
+                  "{} offset {}: non-zero bytes in the padding after the last record; "
+                  "no record is there",
+                  segment.path, offset);
           break;
-        return Error(
-            errc::corrupt,
-            segment.path + " offset " + std::to_string(offset) + ": record " + why +
-                (last_segment ? " and an intact record follows it" : " and later segments follow") +
-                ", so this is not a torn write; "
-                "the store will not open (see `keel eventlog verify`)");
+        }
+        return damage(offset, std::string("record ") + why +
+                                  (intact_after ? " and an intact record follows it"
+                                                : " and later segments hold data") +
+                                  ", so this is not a torn write");
       }
       if (frame.kind == RecordKind::kEvent) {
         auto event = decode_event(frame);
-        if (!event)
-          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) + ": " +
-                                          event.error().message());
+        if (!event) return damage(offset, event.error().message());
         if (event->version > event->position) {
-          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
-                                          ": event version " + std::to_string(event->version) +
-                                          " is larger than its position " +
-                                          std::to_string(event->position));
-        }
-        if (event->position / events_per_segment >= segment.number) {
-          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) +
-                                          ": event position " + std::to_string(event->position) +
-                                          " is more than this many segments can hold (if "
-                                          "segment_bytes was lowered, open with the old value)");
+          return damage(offset, "event version " + std::to_string(event->version) +
+                                    " is larger than its position " +
+                                    std::to_string(event->position));
         }
         group_events.push_back(std::move(*event));
         group_locations.push_back(pack_location(segment.number, offset));
-      } else {
+      } else if (frame.kind == RecordKind::kMetadata) {
         auto metadata = decode_metadata(frame);
-        if (!metadata)
-          return Error(errc::corrupt, segment.path + " offset " + std::to_string(offset) + ": " +
-                                          metadata.error().message());
+        if (!metadata) return damage(offset, metadata.error().message());
         group_metadata.push_back(std::move(*metadata));
+      } else {
+        auto removed = decode_removed(frame);
+        if (!removed) return damage(offset, removed.error().message());
+        if (!group_events.empty() || !group_metadata.empty())
+          return damage(offset, "a removed range inside another append");
+        group_removed = *removed;  // decode_removed() refuses a count of 0
       }
+      const std::uint64_t record_offset = offset;
       offset += frame.size;
       if (frame.flags & kLastInAppend) {
         for (const auto& event : group_events) {
-          if (event.position < expected_position) {
-            return Error(errc::corrupt, segment.path + ": event position " +
-                                            std::to_string(event.position) +
-                                            " repeats or goes back (expected at least " +
-                                            std::to_string(expected_position) + ")");
+          if (event.position != expected_position) {
+            return damage(record_offset, position_gap_message(event.position, expected_position));
           }
-          expected_position = event.position + 1;
+          ++expected_position;
+        }
+        if (group_removed.count > 0) {
+          if (group_removed.first_position != expected_position) {
+            return damage(record_offset,
+                          position_gap_message(group_removed.first_position, expected_position));
+          }
+          expected_position += group_removed.count;
+          if (expected_position / events_per_segment >= segment.number)
+            return damage(record_offset, "a removed range larger than the segments could hold");
+          index_.locations.resize(expected_position, kRemoved);
+          group_removed = {};
         }
         if (auto applied = apply_recovered(group_events, group_metadata, group_locations);
             !applied) {
@@ -342,16 +412,13 @@ Status EventStore::Impl::recover() {
     if (!last_segment && (!group_events.empty() || !group_metadata.empty())) {
       // Appends never span segments, so this one can only have been cut short — and later
       // segments hold later appends: not a torn tail.
-      return Error(errc::corrupt, segment.path + " offset " + std::to_string(good_end) +
-                                      ": the append there lacks its last record, and later "
-                                      "segments follow; the store will not open (see `keel "
-                                      "eventlog verify`)");
+      return damage(good_end,
+                    "the append there lacks its last record, and later segments hold data");
     }
     segment.end = good_end;
     if (last_segment) {
       // Cut a torn tail: zero everything after the last complete append.
-      std::uint64_t dirty_end =
-          written_end(std::string_view(segment.map, segment.capacity), good_end);
+      std::uint64_t dirty_end = segment_written_end(segment, good_end);
       if (dirty_end > good_end) {
         log::get("eventlog")
             ->warn("{}: cutting a torn tail of {} bytes at offset {}", segment.path,
@@ -365,6 +432,7 @@ Status EventStore::Impl::recover() {
       }
       group_events.clear();
       group_metadata.clear();
+      group_removed = {};
     }
   }
 
@@ -628,102 +696,117 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   } leaving{appenders_};
 
   std::unique_lock lock(mutex_);
-  if (!open_) return Error(errc::closed, "the store is closed");
-  if (failed_) return *failed_;
-  if (auto duplicate = find_duplicate(stream, events)) return std::move(*duplicate);
-  StreamWriterState& state = writers_[stream];
-  if (state.tombstone)
-    return Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted");
-  if (auto ok = check_expected(stream, state, expected); !ok) {
-    // The conflict may be with appends not yet durable. Wait for them (flushing them if no one
-    // is), so that a writer who reloads after a conflict sees what it conflicted with.
-    while (state.committed_version < state.next_version && !failed_) {
+  for (;;) {  // once, or again after waiting for a write in flight before a roll
+    if (!open_) return Error(errc::closed, "the store is closed");
+    if (failed_) return *failed_;
+    if (auto duplicate = find_duplicate(stream, events)) return std::move(*duplicate);
+    StreamWriterState& state = writers_[stream];
+    if (state.tombstone)
+      return Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted");
+    if (auto ok = check_expected(stream, state, expected); !ok) {
+      // The conflict may be with appends not yet durable. Wait for them (flushing them if no one
+      // is), so that a writer who reloads after a conflict sees what it conflicted with.
+      while (state.committed_version < state.next_version && !failed_) {
+        if (!flushing_) {
+          if (auto flushed = flush_as_leader(lock); !flushed) break;
+        } else {
+          flushed_.wait(lock);
+        }
+      }
+      return ok.error();
+    }
+
+    // Encode, rolling to a new segment when the append does not fit (an append never spans two).
+    std::string bytes;
+    const std::int64_t timestamp = clock_.unix_now_ns();
+    std::vector<PendingItem> items;
+    AppendResult result;
+    result.first_version = state.next_version;
+    result.first_position = next_position_;
+    std::optional<StoredMetadata> metadata_change;
+    if (change_metadata) metadata_change = change_metadata(state);
+    if (!metadata_change && state.soft_deleted && !events.empty()) {
+      // Appending to a soft-deleted stream brings it back; its old events stay hidden.
+      metadata_change = state.metadata;
+      metadata_change->soft_deleted = false;
+    }
+    std::vector<std::size_t> offsets_in_bytes;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      RecordedEvent event =
+          recorded(events[i], stream, state.next_version + i, next_position_ + i, timestamp);
+      offsets_in_bytes.push_back(bytes.size());
+      encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
+      items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
+    }
+    if (metadata_change) {
+      encode_metadata(stream, metadata_change->to_json(), true, bytes);
+      PendingItem item;
+      item.is_event = false;
+      item.stream = stream;
+      item.metadata = *metadata_change;
+      items.push_back(std::move(item));
+    }
+    if (bytes.empty()) {  // an empty append only checks the expected version
+      result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+      result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+      return result;
+    }
+    if (bytes.size() > options_.segment_bytes) {
+      return invalid("append of " + std::to_string(bytes.size()) +
+                     " bytes is larger than a segment");
+    }
+    if (write_offset_ + bytes.size() > active_->capacity) {
+      if (flushing_ || !pending_chunks_.empty()) {
+        // Never roll while a write to the active segment is in flight or waiting: a crash
+        // would leave that segment torn with a newer one after it. Let it finish, then start
+        // again (positions and versions may have moved meanwhile).
+        (void)fault("roll-wait");
+        if (!flushing_) {
+          if (auto flushed = flush_as_leader(lock); !flushed) return flushed.error();
+        } else {
+          flushed_.wait(lock);
+        }
+        continue;
+      }
+      if (auto rolled = roll_segment_locked(); !rolled) return rolled.error();
+    }
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      items[i].location = pack_location(active_->number, write_offset_ + offsets_in_bytes[i]);
+    }
+    if (!pending_chunks_.empty() && pending_chunks_.back().segment == active_->number &&
+        pending_chunks_.back().offset + pending_chunks_.back().bytes.size() == write_offset_) {
+      pending_chunks_.back().bytes += bytes;
+    } else {
+      pending_chunks_.push_back({active_->number, write_offset_, std::move(bytes)});
+    }
+    write_offset_ = pending_chunks_.back().offset + pending_chunks_.back().bytes.size();
+    for (auto& item : items) {
+      if (item.is_event) remember_id(item.id, item.position);
+      pending_items_.push_back(std::move(item));
+    }
+    state.next_version += events.size();
+    next_position_ += events.size();
+    if (metadata_change) {
+      state.metadata = *metadata_change;
+      state.soft_deleted = metadata_change->soft_deleted;
+      state.tombstone = metadata_change->tombstone;
+    }
+    result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+    result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+    const std::uint64_t ticket = ++encoded_ticket_;
+
+    // Group commit: the first waiter to find no flush under way writes everything pending.
+    while (flushed_ticket_ < ticket && !failed_) {
       if (!flushing_) {
         if (auto flushed = flush_as_leader(lock); !flushed) break;
       } else {
         flushed_.wait(lock);
       }
     }
-    return ok.error();
-  }
-
-  // Encode, rolling to a new segment when the append does not fit (an append never spans two).
-  std::string bytes;
-  const std::int64_t timestamp = clock_.unix_now_ns();
-  std::vector<PendingItem> items;
-  AppendResult result;
-  result.first_version = state.next_version;
-  result.first_position = next_position_;
-  std::optional<StoredMetadata> metadata_change;
-  if (change_metadata) metadata_change = change_metadata(state);
-  if (!metadata_change && state.soft_deleted && !events.empty()) {
-    // Appending to a soft-deleted stream brings it back; its old events stay hidden.
-    metadata_change = state.metadata;
-    metadata_change->soft_deleted = false;
-  }
-  std::vector<std::size_t> offsets_in_bytes;
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    RecordedEvent event =
-        recorded(events[i], stream, state.next_version + i, next_position_ + i, timestamp);
-    offsets_in_bytes.push_back(bytes.size());
-    encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
-    items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
-  }
-  if (metadata_change) {
-    encode_metadata(stream, metadata_change->to_json(), true, bytes);
-    PendingItem item;
-    item.is_event = false;
-    item.stream = stream;
-    item.metadata = *metadata_change;
-    items.push_back(std::move(item));
-  }
-  if (bytes.empty()) {  // an empty append only checks the expected version
-    result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
-    result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+    if (flushed_ticket_ < ticket)
+      return failed_ ? *failed_ : Error(errc::io_error, "append was not written");
     return result;
   }
-  if (bytes.size() > options_.segment_bytes) {
-    return invalid("append of " + std::to_string(bytes.size()) + " bytes is larger than a segment");
-  }
-  if (write_offset_ + bytes.size() > active_->capacity) {
-    if (auto rolled = roll_segment_locked(); !rolled) return rolled.error();
-  }
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    items[i].location = pack_location(active_->number, write_offset_ + offsets_in_bytes[i]);
-  }
-  if (!pending_chunks_.empty() && pending_chunks_.back().segment == active_->number &&
-      pending_chunks_.back().offset + pending_chunks_.back().bytes.size() == write_offset_) {
-    pending_chunks_.back().bytes += bytes;
-  } else {
-    pending_chunks_.push_back({active_->number, write_offset_, std::move(bytes)});
-  }
-  write_offset_ = pending_chunks_.back().offset + pending_chunks_.back().bytes.size();
-  for (auto& item : items) {
-    if (item.is_event) remember_id(item.id, item.position);
-    pending_items_.push_back(std::move(item));
-  }
-  state.next_version += events.size();
-  next_position_ += events.size();
-  if (metadata_change) {
-    state.metadata = *metadata_change;
-    state.soft_deleted = metadata_change->soft_deleted;
-    state.tombstone = metadata_change->tombstone;
-  }
-  result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
-  result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
-  const std::uint64_t ticket = ++encoded_ticket_;
-
-  // Group commit: the first waiter to find no flush under way writes everything pending.
-  while (flushed_ticket_ < ticket && !failed_) {
-    if (!flushing_) {
-      if (auto flushed = flush_as_leader(lock); !flushed) break;
-    } else {
-      flushed_.wait(lock);
-    }
-  }
-  if (flushed_ticket_ < ticket)
-    return failed_ ? *failed_ : Error(errc::io_error, "append was not written");
-  return result;
 }
 
 Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
@@ -970,7 +1053,16 @@ Result<RecordedEvent> EventStore::Impl::read_at(std::uint64_t position) const {
                  segment->second->path + " offset " + std::to_string(location_offset(location)) +
                      ": the record of event " + std::to_string(position) + " fails its checks");
   }
-  return decode_event(frame);
+  auto event = decode_event(frame);
+  // The index is trusted to point at records, not to point at the right one: a checkpoint
+  // with a valid CRC may still hold wrong locations. Never serve another event.
+  if (event && event->position != position) {
+    return Error(errc::corrupt,
+                 segment->second->path + " offset " + std::to_string(location_offset(location)) +
+                     ": the index has event " + std::to_string(position) +
+                     " here, but the record there is event " + std::to_string(event->position));
+  }
+  return event;
 }
 
 bool EventStore::Impl::hidden_by_metadata(const RecordedEvent& event) const {
@@ -1019,6 +1111,12 @@ Result<std::vector<RecordedEvent>> EventStore::Impl::read_stream(std::string_vie
     if (position == kRemoved || index_.locations[position] == kRemoved) return {};
     auto event = read_at(position);
     if (!event) return event.error();
+    if (event->stream != it->first || event->version != version) {
+      return Error(errc::corrupt, "event " + std::to_string(position) + " is " + event->stream +
+                                      "@" + std::to_string(event->version) +
+                                      ", but the index has " + it->first + "@" +
+                                      std::to_string(version) + " there");
+    }
     if (visible(stream, *event)) events.push_back(std::move(*event));
     return {};
   };
@@ -1164,6 +1262,11 @@ Status EventStore::Impl::save_snapshot(std::string_view stream, const Snapshot& 
 
 Result<std::optional<Snapshot>> EventStore::Impl::load_snapshot(std::string_view stream) {
   std::string file_path = path(snapshot_file(stream));
+  struct stat info;
+  if (::stat(file_path.c_str(), &info) != 0) return std::optional<Snapshot>();
+  if (!S_ISREG(info.st_mode)) {  // a FIFO would block the read below
+    return Error(errc::corrupt, file_path + ": snapshot is not a regular file");
+  }
   std::ifstream file(file_path, std::ios::binary);
   if (!file) return std::optional<Snapshot>();
   std::ostringstream buffer;
@@ -1213,6 +1316,7 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
   for (const auto& segment : sealed) {
     // Which records stay: metadata records, and events still visible.
     std::string kept;
+    std::optional<RemovedRange> removed_run;  // removed events not yet written as a range
     std::vector<std::pair<std::uint64_t, std::uint64_t>> moved;  // position -> new offset
     std::vector<std::uint64_t> removed;
     {
@@ -1234,6 +1338,16 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
           break;
         }
         bool keep = true;
+        if (frame.kind == RecordKind::kRemoved) {
+          // An earlier scavenge's range: it may grow with what is removed right before it.
+          auto range = decode_removed(frame);
+          if (range && removed_run &&
+              removed_run->first_position + removed_run->count == range->first_position) {
+            removed_run->count += range->count;
+            offset += frame.size;
+            continue;
+          }
+        }
         if (event) {
           auto stream = index_.streams.find((*event)->stream);
           // A stream's last event stays even when hidden: an index rebuilt from the log
@@ -1241,14 +1355,25 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
           keep = stream == index_.streams.end() ||
                  (!stream->second.metadata.tombstone && visible(stream->second, **event)) ||
                  (*event)->version + 1 == stream->second.positions.size();
-          if (keep)
-            moved.emplace_back((*event)->position, kept.size());
-          else
+          if (!keep) {
             removed.push_back((*event)->position);
+            if (removed_run) {
+              ++removed_run->count;
+            } else {
+              removed_run = RemovedRange{(*event)->position, 1};
+            }
+          }
         }
-        if (keep) kept.append(frame.payload.data() - kRecordHeaderBytes, frame.size);
+        if (keep) {
+          // Removed events leave a range record where they were, so that the log still
+          // accounts for every position: a hole in the positions is then always damage.
+          if (removed_run) encode_removed(*std::exchange(removed_run, std::nullopt), kept);
+          if (event) moved.emplace_back((*event)->position, kept.size());
+          kept.append(frame.payload.data() - kRecordHeaderBytes, frame.size);
+        }
         offset += frame.size;
       }
+      if (removed_run) encode_removed(*removed_run, kept);
     }
     if (!status) break;
     if (removed.empty()) continue;
@@ -1259,46 +1384,36 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
       }
       marked = true;
     }
-    // Only a segment left with no records at all goes: metadata records (a tombstone, a
-    // soft delete's truncate-before) must stay for an index rebuilt from the log.
-    bool delete_whole = kept.empty();
-    std::shared_ptr<Segment> replacement;
-    if (!delete_whole) {
-      std::string temporary = segment->path + ".scavenge";
-      if (auto written = write_file_atomically(temporary, kept); !written) {
-        status = written;
-        break;
-      }
-      if (::rename(temporary.c_str(), segment->path.c_str()) != 0) {
-        status = io_error("cannot rename", temporary, errno);
-        break;
-      }
-      auto remapped = map_segment(segment->number, false);
-      if (!remapped) {
-        status = remapped.error();
-        break;
-      }
-      replacement = *remapped;
-      replacement->end = kept.size();
+    // The file stays even when only ranges are left in it: segment numbers have no gaps.
+    std::string temporary = segment->path + ".scavenge";
+    if (auto written = write_file_atomically(temporary, kept); !written) {
+      status = written;
+      break;
     }
+    if (::rename(temporary.c_str(), segment->path.c_str()) != 0) {
+      status = io_error("cannot rename", temporary, errno);
+      break;
+    }
+    auto remapped = map_segment(segment->number, false);
+    if (!remapped) {
+      status = remapped.error();
+      break;
+    }
+    std::shared_ptr<Segment> replacement = *remapped;
+    replacement->end = kept.size();
     {
       std::unique_lock index_lock(index_mutex_);
       for (std::uint64_t position : removed) index_.locations[position] = kRemoved;
       for (const auto& [position, offset] : moved)
         index_.locations[position] = pack_location(segment->number, offset);
-      if (delete_whole)
-        segments_.erase(segment->number);
-      else
-        segments_[segment->number] = replacement;
+      segments_[segment->number] = replacement;
     }
-    if (delete_whole) {
-      ::unlink(segment->path.c_str());
-      ++report.segments_deleted;
-      report.bytes_reclaimed += segment->capacity;
+    if (moved.empty()) {
+      ++report.segments_emptied;
     } else {
       ++report.segments_rewritten;
-      report.bytes_reclaimed += segment->capacity - kept.size();
     }
+    report.bytes_reclaimed += segment->capacity - kept.size();
     report.events_removed += removed.size();
   }
   lock.lock();

@@ -95,8 +95,8 @@ enum class Direction { kForward, kBackward };
 
 struct ScavengeReport {
   std::uint64_t events_removed = 0;
-  std::uint64_t segments_deleted = 0;
-  std::uint64_t segments_rewritten = 0;
+  std::uint64_t segments_emptied = 0;    // no event left: only removed ranges and metadata
+  std::uint64_t segments_rewritten = 0;  // some events left
   std::uint64_t bytes_reclaimed = 0;
 };
 

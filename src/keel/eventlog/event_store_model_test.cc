@@ -109,7 +109,14 @@ struct ModelStream {
 struct ModelRecord {
   std::optional<std::uint64_t> event_position;  // none for a metadata record
   std::uint64_t bytes = 0;
+  std::optional<RemovedRange> removed;  // a scavenge's removed-range record
 };
+
+std::uint64_t removed_record_bytes() {
+  std::string bytes;
+  encode_removed({0, 1}, bytes);
+  return bytes.size();
+}
 
 struct ModelSegment {
   std::uint64_t file_bytes = kSegmentBytes;  // preallocated; a rewritten one holds just its records
@@ -220,21 +227,46 @@ class Model {
       std::vector<ModelRecord> kept;
       std::uint64_t kept_bytes = 0;
       std::vector<std::uint64_t> removed;
+      std::optional<RemovedRange> run;  // removed events not yet written as a range
+      auto keep = [&](const ModelRecord& record) {
+        kept.push_back(record);
+        kept_bytes += record.bytes;
+      };
+      auto end_run = [&] {
+        if (run) keep({std::nullopt, removed_record_bytes(), *std::exchange(run, std::nullopt)});
+      };
+      bool events_left = false;
       for (const ModelRecord& record : segment.records) {
-        bool keep = true;
+        if (record.removed) {
+          if (run && run->first_position + run->count == record.removed->first_position) {
+            run->count += record.removed->count;  // an earlier range grows
+            continue;
+          }
+          end_run();
+          keep(record);
+          continue;
+        }
+        bool stays = true;
         if (record.event_position) {
           const RecordedEvent& event = events_[*record.event_position];
           const ModelStream& stream = streams_.at(event.stream);
-          keep = (!stream.metadata.tombstone && visible(stream, event)) ||
-                 event.version + 1 == stream.next_version;
+          stays = (!stream.metadata.tombstone && visible(stream, event)) ||
+                  event.version + 1 == stream.next_version;
         }
-        if (keep) {
-          kept.push_back(record);
-          kept_bytes += record.bytes;
+        if (stays) {
+          end_run();
+          keep(record);
+          events_left |= record.event_position.has_value();
         } else {
           removed.push_back(*record.event_position);
+          if (run) {
+            ++run->count;
+          } else {
+            run = RemovedRange{*record.event_position, 1};
+          }
         }
       }
+      end_run();
       if (removed.empty()) {
         ++it;
         continue;
@@ -242,15 +274,12 @@ class Model {
       for (std::uint64_t position : removed) removed_[position] = true;
       report.events_removed += removed.size();
       report.bytes_reclaimed += segment.file_bytes - kept_bytes;
-      if (kept.empty()) {
-        ++report.segments_deleted;
-        it = segments_.erase(it);
-      } else {
-        ++report.segments_rewritten;
-        segment.records = std::move(kept);
-        segment.file_bytes = kept_bytes;
-        ++it;
-      }
+      // A segment is never deleted (segment numbers have no gaps): one with no event left
+      // holds its removed ranges and metadata records.
+      ++(events_left ? report.segments_rewritten : report.segments_emptied);
+      segment.records = std::move(kept);
+      segment.file_bytes = kept_bytes;
+      ++it;
     }
     return report;
   }
@@ -800,12 +829,12 @@ class ModelRun {
     auto got = store_->scavenge();
     if (!got) return "expected a report, got " + got.error().to_string();
     if (want.events_removed != got->events_removed ||
-        want.segments_deleted != got->segments_deleted ||
+        want.segments_emptied != got->segments_emptied ||
         want.segments_rewritten != got->segments_rewritten ||
         want.bytes_reclaimed != got->bytes_reclaimed) {
       auto text = [](const ScavengeReport& r) {
         return std::to_string(r.events_removed) + " events removed, " +
-               std::to_string(r.segments_deleted) + " segments deleted, " +
+               std::to_string(r.segments_emptied) + " segments emptied, " +
                std::to_string(r.segments_rewritten) + " rewritten, " +
                std::to_string(r.bytes_reclaimed) + " bytes reclaimed";
       };

@@ -1,8 +1,10 @@
 #include "keel/eventlog/event_store.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -296,6 +298,77 @@ TEST_F(EventStoreTest, FullDiskFailsTheAppendClearlyAndWorksWhenSpaceReturns) {
   EXPECT_EQ(store_->next_position(), before + 1);
   reopen();
   EXPECT_EQ(store_->read_stream("d-1", 0, 1000)->size(), before + 1);
+}
+
+// A real small file system, not the fault seam: posix_fallocate reports ENOSPC as its return
+// value, not in errno. Needs root to mount a tmpfs; skipped with a message otherwise.
+class SmallFileSystem {
+ public:
+  explicit SmallFileSystem(const std::string& size) {
+    if (::geteuid() != 0) {
+      why_not_ = "not root: cannot mount a tmpfs";
+      return;
+    }
+    std::string command = "mount -t tmpfs -o size=" + size + " keel-test " + dir_.path();
+    if (std::system(command.c_str()) != 0) {
+      why_not_ = "`" + command + "` failed";
+      return;
+    }
+    mounted_ = true;
+  }
+  ~SmallFileSystem() {
+    if (mounted_) (void)std::system(("umount " + dir_.path()).c_str());
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& why_not() const { return why_not_; }
+  std::string path(const std::string& name) const { return dir_.path() + "/" + name; }
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+  std::string why_not_;
+};
+
+TEST(EventStoreDiskTest, AFullFileSystemIsReportedAsDiskFullEverywhere) {
+  SmallFileSystem disk("256k");
+  if (!disk.mounted()) GTEST_SKIP() << disk.why_not();
+  ManualClock clock;
+  Random random(3);
+  StoreOptions options;
+  options.segment_bytes = 1 << 20;  // larger than the whole file system
+  auto too_big = EventStore::open(disk.path("new"), options, clock);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_TRUE(too_big.error().is(errc::disk_full)) << too_big.error().to_string();
+  EXPECT_NE(too_big.error().message().find("No space left on device"), std::string::npos)
+      << too_big.error().message();
+
+  options.segment_bytes = 64 * 1024;
+  auto opened = EventStore::open(disk.path("store"), options, clock);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto store = std::move(*opened);
+  std::optional<Error> error;
+  std::uint64_t appended = 0;
+  for (int i = 0; i < 100 && !error; ++i) {
+    auto result = store->append("d-1", ExpectedVersion::any(),
+                                {make_event(random, "Blob", std::string(8000, 'z'))});
+    if (result) {
+      ++appended;
+    } else {
+      error = result.error();
+    }
+  }
+  ASSERT_TRUE(error.has_value()) << "256 KiB never filled";
+  EXPECT_TRUE(error->is(errc::disk_full)) << error->to_string();
+  // Fill what is left so that the checkpoint cannot be written either.
+  std::ofstream(disk.path("filler")) << std::string(256 * 1024, 'f');
+  (void)store->close();
+  EXPECT_FALSE(std::filesystem::exists(disk.path("store/index.chk.tmp")))
+      << "a failed checkpoint left its temporary file";
+  std::filesystem::remove(disk.path("filler"));
+  store.reset();
+  auto reopened = EventStore::open(disk.path("store"), options, clock);
+  ASSERT_TRUE(reopened.ok()) << reopened.error().to_string();
+  EXPECT_EQ((*reopened)->read_stream("d-1", 0, 1000)->size(), appended);
 }
 
 TEST_F(EventStoreTest, FailedSyncStopsAppendsUntilReopened) {

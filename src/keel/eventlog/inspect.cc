@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,14 +58,15 @@ struct FileRead {
 
 FileRead read_file(const std::string& path) {
   FileRead result;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO must not block; it is refused below, as is anything not a regular file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     result.error = std::string("cannot open: ") + std::strerror(errno);
     return result;
   }
   struct stat info;
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    result.error = "not a regular file";
+    result.error = "not a regular file: move it out of the directory";
     ::close(fd);
     return result;
   }
@@ -87,6 +89,50 @@ FileRead read_file(const std::string& path) {
   ::close(fd);
   return result;
 }
+
+// A segment mapped read-only rather than read into memory: segments can be large, and a
+// sparse one huge. `bytes` ends at the file's last data extent (what lies after it is zeros).
+class MappedSegment {
+ public:
+  explicit MappedSegment(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0) {
+      error = std::string("cannot open: ") + std::strerror(errno);
+      return;
+    }
+    struct stat info;
+    if (::fstat(fd_, &info) != 0 || !S_ISREG(info.st_mode)) {
+      error = "not a regular file: move it out of the directory";
+      return;
+    }
+    size = static_cast<std::uint64_t>(info.st_size);
+    if (size > 0) {
+      void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd_, 0);
+      if (map == MAP_FAILED) {
+        error = std::string("cannot map: ") + std::strerror(errno);
+        return;
+      }
+      map_ = static_cast<const char*>(map);
+    }
+    bytes = std::string_view(map_, data_extent_end(fd_, size));
+    opened = true;
+  }
+  ~MappedSegment() {
+    if (map_ != nullptr) ::munmap(const_cast<char*>(map_), size);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedSegment(const MappedSegment&) = delete;
+  MappedSegment& operator=(const MappedSegment&) = delete;
+
+  bool opened = false;
+  std::string error;
+  std::uint64_t size = 0;
+  std::string_view bytes;
+
+ private:
+  int fd_ = -1;
+  const char* map_ = nullptr;
+};
 
 // ---- the directory ----
 
@@ -151,8 +197,10 @@ using FindingSink = std::function<void(Finding)>;
 struct ScannedRecord {
   std::uint64_t offset = 0;
   bool is_event = true;
+  bool is_removed = false;  // a removed range (neither event nor metadata)
   RecordedEvent event;
   MetadataRecord metadata;
+  RemovedRange removed;
   const std::string& stream() const { return is_event ? event.stream : metadata.stream; }
 };
 
@@ -180,8 +228,37 @@ class LogScanner {
       : listing_(listing), sink_(std::move(sink)), on_append_(std::move(on_append)) {}
 
   void run() {
+    // The torn-tail rule applies to the last segment holding anything: segments after it are
+    // empty (a roll's new segment, created before a crash let anything reach it).
+    std::uint64_t last_with_data = listing_.segments.empty() ? 0 : listing_.segments[0].number;
+    for (auto it = listing_.segments.rbegin(); it != listing_.segments.rend(); ++it) {
+      MappedSegment file(it->path);
+      if (!file.opened || written_end(file.bytes, 0) > 0) {
+        last_with_data = it->number;
+        break;
+      }
+    }
+    std::uint64_t expected_number = 1;
     for (std::size_t i = 0; i < listing_.segments.size() && !stopped_; ++i) {
-      scan_segment(listing_.segments[i], i + 1 == listing_.segments.size());
+      const SegmentFile& segment = listing_.segments[i];
+      if (segment.number != expected_number) {
+        Finding finding;
+        finding.problem = {
+            segment.path, 0,
+            "segments " + segment_file_name(expected_number) + " to " +
+                segment_file_name(segment.number - 1) +
+                " are missing (segments are numbered from 1 with none missing): the store will "
+                "not open; what follows the hole is not part of the log"};
+        finding.target = Target::kLog;
+        finding.segment = segment.number;
+        sink_(std::move(finding));
+      }
+      expected_number = segment.number + 1;
+      if (segment.number > last_with_data) {
+        ++segments_read;
+        continue;  // empty
+      }
+      scan_segment(segment, segment.number == last_with_data);
     }
   }
 
@@ -216,40 +293,79 @@ class LogScanner {
 
   void scan_segment(const SegmentFile& segment, bool last);
   void check_append(const ScannedAppend& append);
+  // Positions are gap-free: scavenged ones are accounted for by removed-range records.
+  void check_next_position(const SegmentFile& segment, std::uint64_t offset, std::uint64_t position,
+                           std::uint64_t append_begin) {
+    // After damage stopped the walk of a segment, what it hid is unknown: no second error.
+    if (std::exchange(positions_unknown_, false)) return;
+    if (position <= next_position_) return;  // going back: reported by check_append
+    positions_missing += position - next_position_;
+    log_problem(true, segment, offset,
+                "position " + std::to_string(position) + " where " +
+                    std::to_string(next_position_) + " was expected: positions " +
+                    std::to_string(next_position_) + " to " + std::to_string(position - 1) +
+                    " are missing (a segment, or part of one, is gone); open() refuses the store",
+                append_begin);
+  }
 
   const Listing& listing_;
   FindingSink sink_;
   AppendHandler on_append_;
   bool stopped_ = false;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> unchecked_;  // [begin, end) locations
+  std::uint64_t next_position_ = 0;  // after the last event or removed range seen
+  bool positions_unknown_ = false;   // damage hid what came after next_position_
 };
 
 void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
-  FileRead file = read_file(segment.path);
+  MappedSegment file(segment.path);
   ++segments_read;
   const std::uint64_t segment_end = pack_location(segment.number + 1, 0);
   if (!file.opened) {
     log_problem(true, segment, 0, file.error, 0);
     unchecked_.emplace_back(pack_location(segment.number, 0), segment_end);
+    positions_unknown_ = true;
     return;
   }
   const std::string_view bytes = file.bytes;
+  const std::string_view start = bytes.substr(0, kRecordHeaderBytes + 4);
+  if (std::any_of(start.begin(), start.end(), [](char c) { return c != 0; }) &&
+      !plausible_header(bytes)) {
+    log_problem(true, segment, 0,
+                "does not start with a record header or zeros: not a segment of this store "
+                "(open() refuses it)",
+                0);
+    unchecked_.emplace_back(pack_location(segment.number, 0), segment_end);
+    positions_unknown_ = true;
+    return;
+  }
   std::uint64_t offset = 0;
   std::uint64_t good_end = 0;  // end of the last complete append
   ScannedAppend append{&segment, 0, 0, {}};
-  bool append_broken = false;  // a record of the current append failed to decode
-  bool damaged = false;        // an error stopped the walk: nothing after it is checked
-  std::string torn_record;     // why the walk stopped at a record that may be a torn write
+  bool append_broken = false;    // a record of the current append failed to decode
+  bool damaged = false;          // an error stopped the walk: nothing after it is checked
+  std::string torn_record;       // why the walk stopped at a record that may be a torn write
+  bool padding_damaged = false;  // non-zero bytes after the records, already reported
   while (offset < bytes.size() && !stopped_) {
     RecordView frame = read_frame(bytes.substr(offset));
     if (frame.status == RecordView::Status::kEnd) break;
     if (frame.status != RecordView::Status::kOk) {
-      if (file.failed_at && frame.status == RecordView::Status::kTruncated) break;
       const char* why = frame.status == RecordView::Status::kBadCrc      ? "fails its CRC"
                         : frame.status == RecordView::Status::kTruncated ? "is cut short"
                                                                          : "is malformed";
-      if (last && !file.failed_at && !intact_record_after(bytes, offset + 1)) {
+      const bool intact_after = intact_record_after(bytes, offset + 1);
+      if (last && !intact_after) {
         torn_record = std::string("a record that ") + why;
+        break;
+      }
+      if (!last && !intact_after && offset == good_end && append.records.empty() &&
+          !append_broken && !plausible_header(bytes.substr(offset))) {
+        log_problem(false, segment, offset,
+                    std::string("non-zero bytes in the padding after the last record (they are "
+                                "not a record header and no record follows them): damage to "
+                                "unused space, nothing is lost; open() ignores them"),
+                    good_end);
+        padding_damaged = true;
         break;
       }
       log_problem(true, segment, offset,
@@ -265,8 +381,20 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
     ScannedRecord record;
     record.offset = offset;
     record.is_event = frame.kind == RecordKind::kEvent;
+    record.is_removed = frame.kind == RecordKind::kRemoved;
     bool decoded = true;
-    if (record.is_event) {
+    if (record.is_removed) {
+      auto removed = decode_removed(frame);
+      if (removed && (!append.records.empty() || append_broken)) {
+        removed = Error(errc::corrupt, "a removed range inside another append");
+      }
+      if (removed) {
+        record.removed = *removed;
+      } else {
+        decoded = false;
+        log_problem(true, segment, offset, removed.error().message(), good_end);
+      }
+    } else if (record.is_event) {
       auto event = decode_event(frame);
       if (event) {
         record.event = std::move(*event);
@@ -299,6 +427,7 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
       if (append_broken) {
         unchecked_.emplace_back(pack_location(segment.number, good_end),
                                 pack_location(segment.number, offset));
+        positions_unknown_ = true;
       }
       append.records.clear();
       append_broken = false;
@@ -306,15 +435,11 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
     }
   }
   if (stopped_) return;
-  if (file.failed_at || damaged) {
+  if (damaged) {
     unchecked_.emplace_back(pack_location(segment.number, good_end), segment_end);
-  }
-  if (file.failed_at) {
-    log_problem(true, segment, *file.failed_at,
-                file.error + "; nothing after this offset could be checked", good_end);
+    positions_unknown_ = true;
     return;
   }
-  if (damaged) return;
   const bool append_open = !append.records.empty() || append_broken;
   if (last) {
     // What open() cuts: everything not zero after the last complete append.
@@ -337,18 +462,29 @@ void LogScanner::scan_segment(const SegmentFile& segment, bool last) {
                     " without a record flagged last-in-append (an append never spans segments)",
                 good_end);
   }
-  std::uint64_t end = written_end(bytes, offset);
+  std::uint64_t end = padding_damaged ? offset : written_end(bytes, offset);
   if (end > offset) {
-    log_problem(true, segment, offset,
+    // Data the store never reads: damage to records only if a record is there.
+    const bool record_hidden = intact_record_after(bytes, offset);
+    log_problem(record_hidden, segment, offset,
                 "the records end here (a zero length) but " + std::to_string(end - offset) +
                     " bytes of data follow, up to offset " + std::to_string(end) +
-                    ": the store never reads them",
+                    (record_hidden ? ", with an intact record among them: the store never reads it"
+                                   : "; no record is among them: damage to unused space, "
+                                     "nothing is lost"),
                 good_end);
   }
 }
 
 void LogScanner::check_append(const ScannedAppend& append) {
   const SegmentFile& segment = *append.segment;
+  if (append.records.front().is_removed) {
+    const ScannedRecord& record = append.records.front();
+    check_next_position(segment, record.offset, record.removed.first_position, append.begin);
+    next_position_ = record.removed.first_position + record.removed.count;
+    positions_missing += record.removed.count;
+    return;
+  }
   const std::string& stream = append.records.front().stream();
   std::optional<std::uint64_t> previous_position;
   std::optional<std::uint64_t> previous_version;
@@ -373,6 +509,8 @@ void LogScanner::check_append(const ScannedAppend& append) {
     }
     ++events;
     const RecordedEvent& event = record.event;
+    check_next_position(segment, record.offset, event.position, append.begin);
+    next_position_ = std::max(next_position_, event.position + 1);
     if (last_position && event.position <= *last_position) {
       log_problem(true, segment, record.offset,
                   "event position " + std::to_string(event.position) +
@@ -387,7 +525,6 @@ void LogScanner::check_append(const ScannedAppend& append) {
                         std::to_string(event.position) + ")",
                     append.begin);
       }
-      positions_missing += last_position ? event.position - *last_position - 1 : event.position;
       if (!first_position) first_position = event.position;
       last_position = event.position;
     }
@@ -832,7 +969,10 @@ class Quarantine {
       }
       written += static_cast<std::size_t>(n);
     }
-    if (size > 0 && ::posix_fallocate(fd, 0, static_cast<off_t>(size)) != 0) {
+    // posix_fallocate returns its error; it does not set errno.
+    if (int failed = size > 0 ? ::posix_fallocate(fd, 0, static_cast<off_t>(size)) : 0;
+        failed != 0) {
+      errno = failed;
       return fail("cannot allocate");
     }
     if (::fdatasync(fd) != 0) return fail("cannot sync");
@@ -915,6 +1055,14 @@ Status dump_store(const std::string& directory, std::ostream& out, const DumpOpt
   };
   LogScanner log(*listing, sink, [&](const ScannedAppend& append) {
     for (const ScannedRecord& record : append.records) {
+      if (record.is_removed) {
+        next_position = record.removed.first_position + record.removed.count;
+        if (options.from_position && next_position <= *options.from_position) continue;
+        if (!options.stream.empty()) continue;
+        out << "- removed positions " << record.removed.first_position << " to "
+            << next_position - 1 << " (scavenged)\n";
+        continue;
+      }
       if (!record.is_event) {
         if (options.from_position && next_position < *options.from_position) continue;
         if (!options.stream.empty() && record.metadata.stream != options.stream) continue;
@@ -1020,13 +1168,14 @@ Result<RepairReport> repair_truncate_at_first_error(const std::string& directory
     if (cut->second == 0) {
       if (auto moved = quarantine.move(name); !moved) return moved.error();
     } else {
-      FileRead file = read_file(join(directory, name));
-      if (!file.opened || file.bytes.size() < cut->second) {
+      MappedSegment file(join(directory, name));
+      if (!file.opened || file.size < cut->second) {
         return Error(errc::io_error,
                      join(directory, name) + ": cannot read the part to keep: " + file.error);
       }
-      std::string_view kept = std::string_view(file.bytes).substr(0, cut->second);
-      if (auto done = quarantine.cut(name, kept, file.bytes.size()); !done) return done.error();
+      // What lies past the last data extent is zeros: the cut copy has them from fallocate.
+      std::string_view kept = file.bytes.substr(0, cut->second);
+      if (auto done = quarantine.cut(name, kept, file.size); !done) return done.error();
     }
     // Snapshots that include events no longer in the log would rebuild state the log lacks.
     const std::string snapshots = join(directory, "snapshots");

@@ -1,8 +1,15 @@
 #include "keel/eventlog/record.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <queue>
+#include <vector>
 
 #include "keel/eventlog/crc32c.h"
 #include "keel/eventlog/errc.h"
@@ -41,6 +48,12 @@ void begin_frame(std::string& out, RecordKind kind, bool last) {
 
 constexpr std::size_t kEventFixed = 4 + 8 + 8 + 8 + 16 + 2 + 2 + 4 + 4;
 constexpr std::size_t kMetadataFixed = 4 + 2 + 4;
+constexpr std::size_t kRemovedFixed = 4 + 8 + 8;
+
+bool known_kind(std::uint8_t kind) {
+  return kind >= static_cast<std::uint8_t>(RecordKind::kEvent) &&
+         kind <= static_cast<std::uint8_t>(RecordKind::kRemoved);
+}
 
 Error malformed(const std::string& what) {
   return Error(errc::corrupt, "malformed record: " + what);
@@ -77,6 +90,14 @@ void encode_metadata(std::string_view stream, std::string_view json, bool last_i
   finish_frame(out, start);
 }
 
+void encode_removed(RemovedRange range, std::string& out) {
+  std::size_t start = out.size();
+  begin_frame(out, RecordKind::kRemoved, true);
+  put<std::uint64_t>(out, range.first_position);
+  put<std::uint64_t>(out, range.count);
+  finish_frame(out, start);
+}
+
 RecordView read_frame(std::string_view bytes) {
   RecordView view;
   if (bytes.size() < 4) {
@@ -105,8 +126,7 @@ RecordView read_frame(std::string_view bytes) {
     return view;
   }
   auto kind = static_cast<std::uint8_t>(payload[0]);
-  if (kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
-      kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) {
+  if (!known_kind(kind)) {
     view.status = RecordView::Status::kMalformed;
     return view;
   }
@@ -164,6 +184,21 @@ Result<MetadataRecord> decode_metadata(const RecordView& frame) {
                         std::string(p.substr(kMetadataFixed + stream_length, json_length))};
 }
 
+Result<RemovedRange> decode_removed(const RecordView& frame) {
+  std::string_view p = frame.payload;
+  if (frame.kind != RecordKind::kRemoved || p.size() != kRemovedFixed) {
+    return malformed("removed-range record of the wrong length");
+  }
+  if ((frame.flags & kLastInAppend) == 0) {
+    return malformed("removed-range record not flagged last-in-append");
+  }
+  RemovedRange range{get<std::uint64_t>(p, 4), get<std::uint64_t>(p, 12)};
+  if (range.count == 0 || range.first_position + range.count < range.first_position) {
+    return malformed("removed-range record with an impossible range");
+  }
+  return range;
+}
+
 std::string segment_file_name(std::uint64_t number) {
   char name[32];
   std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
@@ -176,21 +211,103 @@ std::uint64_t written_end(std::string_view segment, std::uint64_t from) {
   return std::max(end, from);
 }
 
+std::uint64_t data_extent_end(int fd, std::uint64_t size) {
+  std::uint64_t end = 0;
+  off_t at = 0;
+  while (static_cast<std::uint64_t>(at) < size) {
+    off_t data = ::lseek(fd, at, SEEK_DATA);
+    if (data < 0) return errno == ENXIO ? end : size;  // ENXIO: no data after `at`
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return size;
+    end = static_cast<std::uint64_t>(hole);
+    at = hole;
+  }
+  return std::min(end, size);
+}
+
+bool plausible_header(std::string_view bytes) {
+  if (bytes.size() < kRecordHeaderBytes + 4) return false;
+  auto length = get<std::uint32_t>(bytes, 0);
+  if (length < 4 || length > kMaxRecordBytes) return false;
+  auto kind = static_cast<std::uint8_t>(bytes[8]);
+  auto flags = static_cast<std::uint8_t>(bytes[9]);
+  return known_kind(kind) && (flags & ~kLastInAppend) == 0 && bytes[10] == 0 && bytes[11] == 0;
+}
+
+namespace {
+
+// CRC-32C arithmetic on the raw register (before the final inversion), in the reflected bit
+// order of the table code: bit 31 holds x^0. Processing n bytes from register S gives
+// f(0, bytes) XOR S·x^(8n) mod P, so the CRC of any range follows from the registers at its two
+// ends — which is what lets intact_record_after() check every candidate in one pass.
+constexpr std::uint32_t kReflectedPolynomial = 0x82F63B78;
+
+std::uint32_t multiply_mod_p(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t product = 0;
+  for (std::uint32_t bit = 1u << 31; bit != 0; bit >>= 1) {
+    if (a & bit) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kReflectedPolynomial : b >> 1;
+  }
+  return product;
+}
+
+// x^(8n) mod P for n up to kMaxRecordBytes, from two tables: n's low 16 bits and the rest.
+class ByteShifts {
+ public:
+  ByteShifts() : low_(1 << 16), high_((kMaxRecordBytes >> 16) + 1) {
+    constexpr std::uint32_t kOne = 1u << 31;
+    const std::uint32_t x8 = 1u << 23;  // x^8
+    low_[0] = kOne;
+    for (std::size_t i = 1; i < low_.size(); ++i) low_[i] = multiply_mod_p(low_[i - 1], x8);
+    const std::uint32_t x8_65536 = multiply_mod_p(low_.back(), x8);  // x^(8·65536)
+    high_[0] = kOne;
+    for (std::size_t i = 1; i < high_.size(); ++i)
+      high_[i] = multiply_mod_p(high_[i - 1], x8_65536);
+  }
+  // The register `state` advanced over n zero bytes.
+  std::uint32_t advance(std::uint32_t state, std::uint32_t n) const {
+    return multiply_mod_p(multiply_mod_p(low_[n & 0xffff], high_[n >> 16]), state);
+  }
+
+ private:
+  std::vector<std::uint32_t> low_;
+  std::vector<std::uint32_t> high_;
+};
+
+}  // namespace
+
 bool intact_record_after(std::string_view segment, std::uint64_t from) {
   const std::uint64_t end = written_end(segment, from);
-  for (std::uint64_t at = from; at + kRecordHeaderBytes < end; ++at) {
-    // Cheap header checks first; only a plausible candidate costs a CRC.
-    std::uint32_t length = 0;
-    std::memcpy(&length, segment.data() + at, 4);
-    if (length < 4 || length > segment.size() - at - kRecordHeaderBytes) continue;
-    auto kind = static_cast<std::uint8_t>(segment[at + 8]);
-    auto flags = static_cast<std::uint8_t>(segment[at + 9]);
-    if ((kind != static_cast<std::uint8_t>(RecordKind::kEvent) &&
-         kind != static_cast<std::uint8_t>(RecordKind::kMetadata)) ||
-        (flags & ~kLastInAppend) != 0 || segment[at + 10] != 0 || segment[at + 11] != 0) {
-      continue;
+  static const ByteShifts shifts;
+  // Candidates wait here, keyed by where their payload ends, with the register value the
+  // running CRC must have there for the candidate's CRC to match.
+  using Pending = std::pair<std::uint64_t, std::uint32_t>;
+  std::priority_queue<Pending, std::vector<Pending>, std::greater<>> pending;
+  std::uint32_t state = ~0u;  // the running register over segment[from, at)
+  for (std::uint64_t at = from; at < segment.size(); ++at) {
+    while (!pending.empty() && pending.top().first == at) {
+      if (pending.top().second == state) return true;
+      pending.pop();
     }
-    if (read_frame(segment.substr(at)).status == RecordView::Status::kOk) return true;
+    if (pending.empty() && at + kRecordHeaderBytes >= end) break;
+    if (at + kRecordHeaderBytes < end && plausible_header(segment.substr(at)) &&
+        get<std::uint32_t>(segment, at) <= segment.size() - at - kRecordHeaderBytes) {
+      auto length = get<std::uint32_t>(segment, at);
+      auto crc = get<std::uint32_t>(segment, at + 4);
+      // At the payload's start the register will be the one after segment[from, at + 8).
+      std::uint32_t at_payload = state;
+      for (std::size_t i = 0; i < kRecordHeaderBytes; ++i)
+        at_payload = crc32c_register_byte(at_payload, static_cast<std::uint8_t>(segment[at + i]));
+      // The payload from a fresh register gives ~crc; from at_payload it gives that XOR
+      // (at_payload XOR ~0)·x^(8·length).
+      std::uint32_t expected = ~crc ^ shifts.advance(at_payload ^ ~0u, length);
+      pending.emplace(at + kRecordHeaderBytes + length, expected);
+    }
+    state = crc32c_register_byte(state, static_cast<std::uint8_t>(segment[at]));
+  }
+  while (!pending.empty() && pending.top().first == segment.size()) {
+    if (pending.top().second == state) return true;
+    pending.pop();
   }
   return false;
 }

@@ -10,6 +10,8 @@
 //   kind 1: u64 position, u64 version, i64 timestamp_ns, 16-byte id, u16 stream length,
 //           u16 type length, u32 data length, u32 metadata length, then the four byte strings
 //   kind 2: u16 stream length, u32 json length, then the stream name and the metadata JSON
+//   kind 3: u64 first position, u64 count: positions scavenging removed (always last in its
+//           append), so that the log accounts for every position and a hole is damage
 //
 // Integers are little-endian. A length of zero marks the end of the written part of a
 // segment (segments are preallocated with zeros).
@@ -27,7 +29,7 @@ namespace keel::eventlog {
 inline constexpr std::size_t kRecordHeaderBytes = 8;
 inline constexpr std::uint32_t kMaxRecordBytes = 64u << 20;
 
-enum class RecordKind : std::uint8_t { kEvent = 1, kMetadata = 2 };
+enum class RecordKind : std::uint8_t { kEvent = 1, kMetadata = 2, kRemoved = 3 };
 inline constexpr std::uint8_t kLastInAppend = 1;
 
 struct MetadataRecord {
@@ -35,10 +37,18 @@ struct MetadataRecord {
   std::string json;
 };
 
+// Positions [first_position, first_position + count) that a scavenge removed.
+struct RemovedRange {
+  std::uint64_t first_position = 0;
+  std::uint64_t count = 0;
+};
+
 // Appends one framed record to `out`.
 void encode_event(const RecordedEvent& event, bool last_in_append, std::string& out);
 void encode_metadata(std::string_view stream, std::string_view json, bool last_in_append,
                      std::string& out);
+// A removed range is an append of its own: always flagged last-in-append.
+void encode_removed(RemovedRange range, std::string& out);
 
 // A view of one framed record at the start of `bytes`.
 struct RecordView {
@@ -56,6 +66,7 @@ RecordView read_frame(std::string_view bytes);
 // Decodes a kOk frame's body. Fails with a message naming what is wrong.
 Result<RecordedEvent> decode_event(const RecordView& frame);
 Result<MetadataRecord> decode_metadata(const RecordView& frame);
+Result<RemovedRange> decode_removed(const RecordView& frame);
 // Just the position of an event frame (cheap; for scans).
 std::uint64_t event_position(const RecordView& frame);
 
@@ -63,9 +74,19 @@ std::uint64_t event_position(const RecordView& frame);
 std::string segment_file_name(std::uint64_t number);
 // Offset just past the last non-zero byte of `segment` at or after `from`; `from` when none.
 std::uint64_t written_end(std::string_view segment, std::uint64_t from);
+// Where the file's last data extent ends (SEEK_DATA / SEEK_HOLE), so that scans for non-zero
+// bytes skip what the file system knows is unwritten: a huge sparse file costs nothing. `size`
+// when the file system cannot tell.
+std::uint64_t data_extent_end(int fd, std::uint64_t size);
+// Whether the 8 bytes at the start of `bytes` could be a record header written by the store:
+// a length of 4 to 64 MiB, a known kind, no unknown flag, zero padding. (Neither the CRC nor
+// whether the record fits in `bytes` is checked.)
+bool plausible_header(std::string_view bytes);
 // The torn-tail rule, shared by recovery and `keel eventlog verify`: a damaged record in the
 // last segment is a torn write when no intact record (a plausible header whose CRC matches)
-// starts anywhere after it; otherwise it is damage with good data after it.
+// starts anywhere after it; otherwise it is damage with good data after it. Linear in the
+// bytes scanned, whatever they hold: every candidate's CRC comes from running CRCs, not from
+// reading its payload again.
 bool intact_record_after(std::string_view segment, std::uint64_t from);
 
 }  // namespace keel::eventlog
