@@ -124,6 +124,22 @@ TEST_F(ProxyTest, ForwardsHeadersAndStripsHopByHopOnes) {
   EXPECT_EQ(echo.last_request().header("x-request-id").size(), 36u);
 }
 
+TEST_F(ProxyTest, AbsoluteFormTargetsAreRoutedOnTheirPathAndForwardedInOriginForm) {
+  // RFC 9112 3.2.2: a server MUST accept the absolute form; the authority replaces Host.
+  Upstream echo("echo", Behaviour::kEcho);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: echo}\nclusters:\n" +
+        cluster_yaml("echo", {&echo}));
+  Message response = request("GET http://Example.com:8080/a/b?q=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+  ASSERT_EQ(response.status(), 200) << response.header("x-keel-reason");
+  Message seen = echo.last_request();
+  EXPECT_EQ(seen.start_line, "GET /a/b?q=1 HTTP/1.1");
+  EXPECT_EQ(seen.header("host"), "Example.com:8080");
+  EXPECT_EQ(request("GET https://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").status(), 200);
+  EXPECT_EQ(echo.last_request().start_line, "GET / HTTP/1.1");
+  EXPECT_EQ(request("GET ftp://example.com/x HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+  EXPECT_EQ(request("GET http://user@example.com/x HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+}
+
 TEST_F(ProxyTest, RoutesByPathMethodAndHeaderAndSaysWhenNothingMatches) {
   Upstream api("api"), canary("canary"), web("web");
   start(std::string(kListener) +
@@ -340,6 +356,10 @@ TEST_F(ProxyTest, MalformedRequestsGetTheRightStatusAndTheProxyKeepsServing) {
       {"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ,\r\n\r\n0 /x HTTP/1.1\r\nHost: t\r\n\r\n",
        400},
       {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      // A request line and Host in the trailer section: a second request to a lenient upstream.
+      {"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n"
+       "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+       400},
   };
   const int before = web.requests();
   for (const auto& c : cases) {

@@ -174,9 +174,48 @@ ParseResult parse_fields(std::string_view bytes, std::size_t at, bool request, b
   return {Parsed::kDone, 0, ""};
 }
 
+// absolute-form = "http" / "https" "://" authority [ path-abempty ] [ "?" query ]. Splits the
+// target into `authority` and an origin-form `target`; returns why it cannot, or null.
+const char* split_absolute_form(Head& head) {
+  const std::string_view target = head.target;
+  const std::size_t scheme_end = target.find("://");
+  if (scheme_end == std::string_view::npos)
+    return "a request target that is neither a path nor a URI";
+  const std::string_view scheme = target.substr(0, scheme_end);
+  if (!iequals(scheme, "http") && !iequals(scheme, "https")) {
+    return "an absolute request target whose scheme is not http or https";
+  }
+  const std::size_t authority_start = scheme_end + 3;
+  const std::size_t path_start = target.find_first_of("/?", authority_start);
+  const std::string_view authority = target.substr(
+      authority_start,
+      path_start == std::string_view::npos ? std::string_view::npos : path_start - authority_start);
+  if (authority.empty()) return "an absolute request target without a host";
+  for (char c : authority) {
+    // host [ ":" port ], host a reg-name, IPv4 or IP literal; no userinfo (RFC 9110 4.2.4).
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') ||
+                         std::string_view("-._~!$&'()*+,;=:%[]").find(c) != std::string_view::npos;
+    if (!allowed) {
+      return c == '@' ? "an absolute request target with userinfo"
+                      : "an absolute request target with a character not allowed in a host";
+    }
+  }
+  head.authority = authority;
+  if (path_start == std::string_view::npos) {
+    head.target = "/";
+  } else if (target[path_start] == '?') {
+    return "an absolute request target with a query but no path";
+  } else {
+    head.target = target.substr(path_start);
+  }
+  return nullptr;
+}
+
 void reset(Head& head) {
   head.method = {};
   head.target = {};
+  head.authority = {};
   head.status = 0;
   head.reason = {};
   head.version = 11;
@@ -244,6 +283,9 @@ ParseResult parse_request(std::string_view bytes, Head& head) {
   }
   if (!parse_version(line.substr(last + 1), head.version)) {
     return error(400, "an HTTP version other than 1.0 or 1.1");
+  }
+  if (head.target.front() != '/' && head.target != "*") {
+    if (const char* why = split_absolute_form(head)) return error(400, why);
   }
   return parse_fields(bytes, at, true, false, head);
 }
@@ -317,7 +359,9 @@ bool ChunkedReader::framing_byte(char c) {
       }
       if (digits_ == 0) return fail("a chunk without a hex size");
       if (c == ';' || c == ' ' || c == '\t') {
-        state_ = State::kExtension;
+        // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-value ] ): whitespace may
+        // come before the ';', nothing else.
+        state_ = c == ';' ? State::kExtension : State::kExtensionSpace;
         line_ = 0;
         return true;
       }
@@ -327,6 +371,14 @@ bool ChunkedReader::framing_byte(char c) {
       }
       return fail("a bad character after a chunk size");
     }
+    case State::kExtensionSpace:
+      if (++line_ > max_line_) return fail("a chunk extension too long");
+      if (c == ' ' || c == '\t') return true;
+      if (c == ';') {
+        state_ = State::kExtension;
+        return true;
+      }
+      return fail("a chunk size followed by something other than an extension");
     case State::kExtension:
       if (c == '\r') {
         state_ = State::kSizeLf;
@@ -353,12 +405,33 @@ bool ChunkedReader::framing_byte(char c) {
       if (c != '\n') return fail("chunk data not followed by CRLF");
       state_ = State::kSize;
       return true;
-    case State::kTrailer:
+    case State::kTrailer:  // a trailer line's field name, or the blank line that ends the body
+      if (c == '\r') {
+        // A line with no colon is not a field line: forwarded as a "trailer", a request line
+        // and Host there would be a second request to a lenient upstream.
+        if (line_ != 0) return fail("a trailer line that is not a field (no colon)");
+        state_ = State::kTrailerLf;
+        return true;
+      }
+      if (c == ':') {
+        if (line_ == 0) return fail("a trailer field with an empty name");
+        state_ = State::kTrailerValue;
+      } else if (!token_char(c)) {
+        return fail(line_ == 0 && (c == ' ' || c == '\t')
+                        ? "obsolete line folding in a trailer"
+                        : "a trailer line that is not a field (a character not allowed in a "
+                          "field name)");
+      }
+      if (++line_ > max_line_ || ++trailer_bytes_ > max_line_) {
+        return fail("trailer fields longer than their limit");
+      }
+      return true;
+    case State::kTrailerValue:
       if (c == '\r') {
         state_ = State::kTrailerLf;
         return true;
       }
-      if (!value_char(c) && c != ':') return fail("a control character in a trailer");
+      if (!value_char(c)) return fail("a control character in a trailer");
       if (++line_ > max_line_ || ++trailer_bytes_ > max_line_) {
         return fail("trailer fields longer than their limit");
       }

@@ -33,9 +33,13 @@ enum class Framing {
 };
 
 struct Head {
-  // A request's line.
+  // A request's line. An absolute-form target (`http://host:port/path?query`, RFC 9112
+  // 3.2.2) is split: `target` is its origin form (the path and query, "/" when it has no path)
+  // and `authority` its host and port, which replaces the Host field when forwarded. Empty
+  // for an origin-form target.
   std::string_view method;
   std::string_view target;
+  std::string_view authority;
   // A response's line.
   unsigned status = 0;
   std::string_view reason;
@@ -100,12 +104,14 @@ class ChunkedReader {
  private:
   enum class State {
     kSize,
+    kExtensionSpace,
     kExtension,
     kSizeLf,
     kData,
     kDataCr,
     kDataLf,
     kTrailer,
+    kTrailerValue,
     kTrailerLf,
     kDone
   };

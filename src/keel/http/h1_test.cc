@@ -24,6 +24,26 @@ TEST(H1, ParsesARequestHeadInPlace) {
   EXPECT_EQ(bytes.substr(head.size), "rest");
 }
 
+TEST(H1, AbsoluteFormTargetsAreSplitIntoAuthorityAndOriginForm) {
+  Head head;
+  auto parsed = parse_request("GET http://a.example:81/p?q HTTP/1.1\r\nHost: b\r\n\r\n", head);
+  ASSERT_EQ(parsed.state, Parsed::kDone) << parsed.why;
+  EXPECT_EQ(head.target, "/p?q");
+  EXPECT_EQ(head.authority, "a.example:81");
+  parsed = parse_request("OPTIONS HTTP://[::1] HTTP/1.1\r\nHost: b\r\n\r\n", head);
+  ASSERT_EQ(parsed.state, Parsed::kDone) << parsed.why;
+  EXPECT_EQ(head.target, "/");
+  EXPECT_EQ(head.authority, "[::1]");
+  parsed = parse_request("GET /plain HTTP/1.1\r\nHost: b\r\n\r\n", head);
+  EXPECT_EQ(head.authority, "");
+  for (const char* bad :
+       {"GET mailto:x HTTP/1.1\r\nHost: b\r\n\r\n", "GET http:///p HTTP/1.1\r\nHost: b\r\n\r\n",
+        "GET http://u@h/p HTTP/1.1\r\nHost: b\r\n\r\n",
+        "GET relative/path HTTP/1.1\r\nHost: b\r\n\r\n"}) {
+    EXPECT_EQ(parse_request(bad, head).state, Parsed::kError) << bad;
+  }
+}
+
 TEST(H1, NeedsMoreUntilTheBlankLine) {
   const std::string whole =
       "POST / HTTP/1.0\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n";
@@ -153,12 +173,29 @@ TEST(H1, ChunkedReaderFindsTheEndAcrossAnySplit) {
   }
 }
 
+TEST(H1, ChunkedReaderTakesWellFormedTrailersAndExtensions) {
+  for (const std::string& good : std::vector<std::string>{
+           "0\r\n\r\n", "0\r\nX-Checksum: abc\r\nX-Empty:\r\n\r\n",
+           "5 ;a=1 ; b\r\nhello\r\n0\r\nTrailer-Name:  spaced value \r\n\r\n"}) {
+    ChunkedReader reader;
+    auto step = reader.feed(good, [](std::string_view) {});
+    EXPECT_EQ(step.error, nullptr) << good;
+    EXPECT_TRUE(step.done) << good;
+  }
+}
+
 TEST(H1, ChunkedReaderRefusesBadFraming) {
   for (const std::string& bad : std::vector<std::string>{
            "zz\r\n", "5\r\nhelloX\r\n", "5\nhello", "11111111111111111\r\n", "\r\n",
            "3\r\nabc\r\n0\r\nx\x01\r\n\r\n",
            // Trailer lines each under the limit, together over it.
-           "0\r\n" + std::string(5000, 'a') + "\r\n" + std::string(5000, 'b') + "\r\n"}) {
+           "0\r\n" + std::string(5000, 'a') + "\r\n" + std::string(5000, 'b') + "\r\n",
+           // Trailer lines that are not field lines: a smuggled request, no colon, an empty
+           // name, a name with a space, a folded line.
+           "0\r\nGET /other HTTP/1.1\r\nHost: x\r\n\r\n", "0\r\nno-colon\r\n\r\n",
+           "0\r\n: empty\r\n\r\n", "0\r\nbad name: v\r\n\r\n", "0\r\nA: b\r\n folded\r\n\r\n",
+           // A chunk size followed by something other than an extension.
+           "5 x\r\nhello\r\n0\r\n\r\n"}) {
     ChunkedReader reader;
     auto step = reader.feed(bad, [](std::string_view) {});
     EXPECT_NE(step.error, nullptr) << bad;

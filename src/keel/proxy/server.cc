@@ -1078,6 +1078,8 @@ struct Server::Impl {
         if (forwarded_for.empty()) forwarded_for = field.value;
         continue;
       }
+      // An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
+      if (!request.authority.empty() && h1::iequals(field.name, "host")) continue;
       if (h1::hop_by_hop(request, field.name) || h1::iequals(field.name, "expect") ||
           h1::iequals(field.name, "content-length") ||
           h1::iequals(field.name, "x-forwarded-proto") || h1::iequals(field.name, "x-request-id")) {
@@ -1085,6 +1087,7 @@ struct Server::Impl {
       }
       out.append(field.name).append(": ").append(field.value).append("\r\n");
     }
+    if (!request.authority.empty()) out.append("host: ").append(request.authority).append("\r\n");
     out.append("x-forwarded-for: ");
     if (!forwarded_for.empty()) out.append(forwarded_for).append(", ");
     out.append(peer).append("\r\nx-forwarded-proto: http\r\nx-request-id: ");
