@@ -34,6 +34,8 @@ EndpointSet::Options EndpointSet::Options::read(const config::Node& node) {
   node.read("slow_start_min_weight_percent", o.slow_start_min_weight_percent, 1.0, 100.0);
   node.read("slow_start_aggression", o.slow_start_aggression, 0.01, 100.0);
   node.read_ms("latency_decay_ms", o.latency_decay, 1ms, 1h);
+  node.expect_only({"panic_threshold_percent", "slow_start_window_ms",
+                    "slow_start_min_weight_percent", "slow_start_aggression", "latency_decay_ms"});
   return o;
 }
 

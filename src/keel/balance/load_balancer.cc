@@ -378,6 +378,8 @@ PolicyConfig PolicyConfig::read(const config::Node& node) {
   } else {
     c.maglev_table_size = static_cast<std::uint64_t>(table);
   }
+  node.expect_only({"policy", "choice_count", "active_request_bias", "minimum_ring_size",
+                    "maximum_ring_size", "hash_balance_factor", "maglev_table_size"});
   return c;
 }
 

@@ -1,6 +1,9 @@
 #include "keel/proxy/config.h"
 
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
 
 namespace keel::proxy {
 namespace {
@@ -101,6 +104,106 @@ TEST(ProxyConfigTest, AMissingFileIsNamed) {
   auto config = load_config("/nonexistent/keel.yaml");
   ASSERT_FALSE(config);
   EXPECT_NE(config.error().message().find("/nonexistent/keel.yaml"), std::string::npos);
+}
+
+// Every section the proxy's config has, each at least once. A new section goes here too: the
+// test below then checks that a typo in it is reported.
+constexpr const char* kEverySection = R"(
+admin: {address: 127.0.0.1:9901}
+access_log: true
+migration_state_file: /tmp/keel-migration-state.json
+listeners:
+  - name: edge
+    address: 127.0.0.1:10000
+    workers: 1
+    limits: {max_connections: 100, max_header_bytes: 8192, max_body_bytes: 1048576,
+             header_timeout_ms: 2000, idle_timeout_ms: 60000, retry_buffer_bytes: 65536}
+    routes:
+      - name: api
+        match: {prefix: /api, method: GET, headers: {x-canary: "1"}}
+        cluster: api
+        timeout_ms: 500
+        retry: {num_retries: 2, retry_on: "5xx", retriable_status_codes: "429",
+                allow_non_idempotent: false, base_interval_ms: 25, max_interval_ms: 250}
+      - match: {regex: "/v[0-9]+/.*"}
+        weighted_clusters: [{cluster: api, weight: 90}, {cluster: legacy, weight: 10}]
+      - name: prices
+        match: {exact: /prices}
+        migration:
+          legacy: legacy
+          modern: api
+          stage: shadow
+          percent: 0
+          sticky: {header: x-user}
+          mirror_non_idempotent: false
+          max_in_flight: 10
+          noise_baseline: true
+          fallback_to_legacy: true
+          diff: {compare_headers: "content-type", ignore_json_paths: "$.at", max_body_bytes: 4096}
+          guard: {window_ms: 1000, min_requests: 5, max_error_rate: 0.5, max_p99_ms: 100,
+                  max_diff_rate: 0.5}
+          ramp: {step_percent: 10, every_ms: 1000}
+clusters:
+  - name: api
+    endpoints: [{address: 127.0.0.1:8081, weight: 2}]
+    load_balancer: {policy: least_request, choice_count: 2}
+    endpoint_options: {panic_threshold_percent: 50, latency_decay_ms: 10000}
+    connect_timeout_ms: 500
+    per_try_timeout_ms: 1000
+    max_idle_connections: 8
+    retry: {num_retries: 1}
+    retry_budget: {budget_ratio: 0.2, min_retries_per_second: 3, window_ms: 10000}
+    limits: {max_connections: 10, max_pending: 10, max_requests: 100, max_retries: 5}
+    circuit_breaker: {failure_rate_threshold: 50, minimum_calls: 10}
+    health_check: {path: /healthz, interval_ms: 1000}
+    outlier_detection: {consecutive_5xx: 5, interval_ms: 1000}
+  - name: legacy
+    endpoints: [{address: 127.0.0.1:8083}]
+)";
+
+TEST(ProxyConfigTest, ATypoInAnySectionIsReportedWithItsPlace) {
+  auto complete = parse_config(kEverySection, "every.yaml");
+  ASSERT_TRUE(complete) << complete.error().message();
+  // Every mapping of the document, by its path; header matches are names the user chooses.
+  std::vector<std::string> paths;
+  std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& node,
+                                                                        const std::string& path) {
+    if (node.IsMap()) {
+      if (!path.ends_with(".headers")) paths.push_back(path);
+      for (const auto& entry : node) walk(entry.second, path + "." + entry.first.as<std::string>());
+    } else if (node.IsSequence()) {
+      for (std::size_t i = 0; i < node.size(); ++i)
+        walk(node[i], path + "[" + std::to_string(i) + "]");
+    }
+  };
+  walk(YAML::Load(kEverySection), "");
+  ASSERT_GT(paths.size(), 25u);
+  for (std::size_t target = 0; target < paths.size(); ++target) {
+    YAML::Node document = YAML::Load(kEverySection);
+    std::size_t seen = 0;
+    std::function<void(YAML::Node, const std::string&)> add_typo = [&](YAML::Node node,
+                                                                       const std::string& path) {
+      if (node.IsMap()) {
+        if (!path.ends_with(".headers") && seen++ == target) {
+          node["zzz_typo"] = 1;
+          return;
+        }
+        for (auto entry : node) add_typo(entry.second, path + "." + entry.first.as<std::string>());
+      } else if (node.IsSequence()) {
+        for (std::size_t i = 0; i < node.size(); ++i) add_typo(node[i], path);
+      }
+    };
+    add_typo(document, "");
+    YAML::Emitter out;
+    out << document;
+    auto config = parse_config(out.c_str(), "typo.yaml");
+    ASSERT_FALSE(config) << "a typo in "
+                         << (paths[target].empty() ? "the top level" : paths[target]) << " passed";
+    EXPECT_NE(config.error().message().find("zzz_typo: unknown field"), std::string::npos)
+        << paths[target] << ": " << config.error().message();
+    EXPECT_NE(config.error().message().find("typo.yaml:"), std::string::npos)
+        << config.error().message();
+  }
 }
 
 }  // namespace
