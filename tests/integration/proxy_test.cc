@@ -316,6 +316,23 @@ TEST_F(ProxyTest, TheClusterLimitRejectsBeyondItAndRecovers) {
   EXPECT_EQ(get("/").status(), 200);  // the slot came back
 }
 
+TEST_F(ProxyTest, APerTryTimeoutIsRetriedUnderGatewayErrorAsInEnvoy) {
+  // An upstream that does not answer in time becomes a 504: `gateway-error` (and `5xx`) cover
+  // it without `reset` being listed.
+  Upstream slow("slow", Behaviour::kSlow), web("web");
+  slow.set_slow_delay(3000ms);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&slow, &web},
+                     "    per_try_timeout_ms: 200\n"
+                     "    retry: {num_retries: 1, retry_on: gateway-error}\n"));
+  for (int i = 0; i < 4; ++i) {
+    Message response = get("/");
+    EXPECT_EQ(response.status(), 200) << response.header("x-keel-reason");
+    EXPECT_EQ(response.body, "web");
+  }
+  EXPECT_GE(slow.requests(), 1);
+}
+
 TEST_F(ProxyTest, AtTheConnectionLimitRequestsWaitUpToMaxPendingThenOverflow) {
   Upstream slow("slow", Behaviour::kSlow);
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

@@ -55,8 +55,10 @@ RetryPolicy read_retry(const Node& node, RetryPolicy policy) {
   node.expect_only({"num_retries", "retry_on", "retriable_status_codes", "allow_non_idempotent",
                     "base_interval_ms", "max_interval_ms"});
   node.read("num_retries", policy.num_retries, 0, 10);
-  if (node.child("retry_on").present()) {
-    policy.on_5xx = policy.on_gateway_error = policy.on_connect_failure = policy.on_reset = false;
+  const bool conditions_given = node.child("retry_on").present();
+  if (conditions_given) {
+    policy.on_5xx = policy.on_gateway_error = policy.on_connect_failure = policy.on_reset =
+        policy.on_timeout = policy.on_status_codes = false;
     std::string list;
     node.read("retry_on", list);
     for (const auto& word : split_list(list)) {
@@ -68,15 +70,28 @@ RetryPolicy read_retry(const Node& node, RetryPolicy policy) {
         policy.on_connect_failure = true;
       } else if (word == "reset") {
         policy.on_reset = true;
-      } else if (word != "retriable-status-codes") {  // those come from retriable_status_codes
+      } else if (word == "timeout") {
+        policy.on_timeout = true;
+      } else if (word == "retriable-status-codes") {
+        policy.on_status_codes = true;
+      } else {
         node.fail("retry_on", "unknown condition \"" + word +
                                   "\"; expected a comma-separated list of 5xx, gateway-error, "
-                                  "connect-failure, reset, retriable-status-codes");
+                                  "reset, connect-failure, timeout, retriable-status-codes");
       }
     }
   }
   std::string codes;
   node.read("retriable_status_codes", codes);
+  if (!codes.empty()) {
+    // Envoy ignores the codes unless retry_on lists the condition; a silent no-op is a trap.
+    if (!conditions_given) {
+      policy.on_status_codes = true;
+    } else if (!policy.on_status_codes) {
+      node.fail("retriable_status_codes",
+                "is set, but retry_on does not list retriable-status-codes");
+    }
+  }
   for (const auto& word : split_list(codes)) {
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), value);
@@ -226,6 +241,24 @@ Cluster read_cluster(const Node& node) {
 }
 
 }  // namespace
+
+bool RetryPolicy::retries(TryEnd end, unsigned status) const {
+  switch (end) {
+    case TryEnd::kConnectFailure:
+      return on_connect_failure || on_reset || on_5xx || on_gateway_error;
+    case TryEnd::kReset:
+      return on_reset || on_5xx || on_gateway_error;
+    case TryEnd::kTimeout:
+      return on_timeout || on_reset || on_5xx || on_gateway_error;
+    case TryEnd::kResponse:
+      break;
+  }
+  const bool gateway_error = status == 502 || status == 503 || status == 504;
+  return (on_5xx && status >= 500 && status <= 599) || (on_gateway_error && gateway_error) ||
+         (on_status_codes &&
+          std::find(status_codes.begin(), status_codes.end(), status) != status_codes.end());
+}
+
 
 const Cluster* ProxyConfig::cluster(std::string_view name) const {
   for (const auto& c : clusters) {

@@ -50,16 +50,41 @@ struct WeightedCluster {
   std::uint32_t weight = 1;
 };
 
+// How one try ended, as far as retrying is concerned.
+enum class TryEnd {
+  kResponse,        // a response head arrived (its status decides)
+  kConnectFailure,  // could not connect: nothing was sent
+  kReset,           // the upstream closed or reset the connection before a response
+  kTimeout,         // no response within the per-try timeout
+};
+
+// Envoy's retry conditions, with Envoy's meaning (x-envoy-retry-on), plus `timeout`:
+//
+//   condition               5xx answer  502/503/504  connect failure  reset  per-try timeout
+//   5xx                         yes         yes            yes          yes         yes
+//   gateway-error                           yes            yes          yes         yes
+//   reset                                                  yes          yes         yes
+//   connect-failure                                        yes
+//   timeout                                                                         yes
+//   retriable-status-codes  the statuses in retriable_status_codes
+//
+// (Envoy counts a reset, and a per-try timeout, as the 5xx / 504 it turns into.)
 struct RetryPolicy {
   std::uint32_t num_retries = 1;
-  bool on_5xx = false;             // any 5xx
-  bool on_gateway_error = true;    // 502, 503, 504
-  bool on_connect_failure = true;  // could not connect (nothing was sent)
-  bool on_reset = true;            // the upstream closed or reset before a response
+  bool on_5xx = false;
+  bool on_gateway_error = true;
+  bool on_connect_failure = true;
+  bool on_reset = true;
+  bool on_timeout = false;
+  bool on_status_codes = false;  // retriable-status-codes
   std::vector<unsigned> status_codes;
   bool allow_non_idempotent = false;  // POST, PATCH: only when the route says so
   Duration base_interval = 25ms;      // backoff: full jitter on base × 2^n, capped
   Duration max_interval = 250ms;
+
+  // Whether a try that ended this way (with `status` when kResponse) is retried, as far as
+  // the conditions go (attempts, idempotency, the budget and the deadline are the caller's).
+  bool retries(TryEnd end, unsigned status) const;
 };
 
 struct Route {

@@ -19,7 +19,7 @@ listeners:
     routes:
       - match: {prefix: /api, method: GET, headers: {x-canary: "1"}}
         cluster: api
-        retry: {num_retries: 2, retry_on: "5xx,connect-failure", retriable_status_codes: "429"}
+        retry: {num_retries: 2, retry_on: "5xx,connect-failure,retriable-status-codes", retriable_status_codes: "429"}
       - match: {regex: "/v[0-9]+/.*"}
         weighted_clusters: [{cluster: api, weight: 90}, {cluster: legacy, weight: 10}]
       - match: {prefix: /}
@@ -106,6 +106,54 @@ TEST(ProxyConfigTest, AMissingFileIsNamed) {
   EXPECT_NE(config.error().message().find("/nonexistent/keel.yaml"), std::string::npos);
 }
 
+TEST(ProxyConfigTest, RetryConditionsMeanWhatTheyMeanInEnvoy) {
+  auto policy = [](const std::string& retry_on) {
+    auto config = parse_config(
+        "listeners: [{address: 127.0.0.1:1, routes: [{match: {prefix: /}, cluster: c, retry: "
+        "{retry_on: \"" +
+            retry_on +
+            "\", retriable_status_codes: \"429\"}}]}]\n"
+            "clusters: [{name: c, endpoints: [{address: 127.0.0.1:2}]}]\n",
+        "retry.yaml");
+    EXPECT_TRUE(config) << config.error().message();
+    return config ? *config->listeners[0].routes[0].retry : RetryPolicy{};
+  };
+  struct Row {
+    std::string condition;
+    bool server_error, gateway_error, connect_failure, reset, timeout, status_429;
+  };
+  for (const Row& row :
+       std::vector<Row>{{"5xx", true, true, true, true, true, false},
+                        {"gateway-error", false, true, true, true, true, false},
+                        {"reset", false, false, true, true, true, false},
+                        {"connect-failure", false, false, true, false, false, false},
+                        {"timeout", false, false, false, false, true, false},
+                        {"retriable-status-codes", false, false, false, false, false, true}}) {
+    const std::string retry_on = row.condition == "retriable-status-codes"
+                                     ? row.condition
+                                     : row.condition + ",retriable-status-codes";
+    RetryPolicy p = policy(retry_on);
+    SCOPED_TRACE(row.condition);
+    EXPECT_EQ(p.retries(TryEnd::kResponse, 500), row.server_error);
+    EXPECT_EQ(p.retries(TryEnd::kResponse, 503), row.gateway_error);
+    EXPECT_EQ(p.retries(TryEnd::kConnectFailure, 0), row.connect_failure);
+    EXPECT_EQ(p.retries(TryEnd::kReset, 0), row.reset);
+    EXPECT_EQ(p.retries(TryEnd::kTimeout, 0), row.timeout);
+    EXPECT_TRUE(p.retries(TryEnd::kResponse, 429));  // listed with every condition here
+    EXPECT_FALSE(p.retries(TryEnd::kResponse, 200));
+    EXPECT_FALSE(p.retries(TryEnd::kResponse, 404));
+  }
+  // Codes without their condition in a given retry_on would be ignored: an error instead.
+  auto config = parse_config(
+      "listeners: [{address: 127.0.0.1:1, routes: [{match: {prefix: /}, cluster: c, retry: "
+      "{retry_on: \"5xx\", retriable_status_codes: \"429\"}}]}]\n"
+      "clusters: [{name: c, endpoints: [{address: 127.0.0.1:2}]}]\n",
+      "retry.yaml");
+  ASSERT_FALSE(config);
+  EXPECT_NE(config.error().message().find("retry_on does not list retriable-status-codes"),
+            std::string::npos);
+}
+
 // Every section the proxy's config has, each at least once. A new section goes here too: the
 // test below then checks that a typo in it is reported.
 constexpr const char* kEverySection = R"(
@@ -123,7 +171,7 @@ listeners:
         match: {prefix: /api, method: GET, headers: {x-canary: "1"}}
         cluster: api
         timeout_ms: 500
-        retry: {num_retries: 2, retry_on: "5xx", retriable_status_codes: "429",
+        retry: {num_retries: 2, retry_on: "5xx,retriable-status-codes", retriable_status_codes: "429",
                 allow_non_idempotent: false, base_interval_ms: 25, max_interval_ms: 250}
       - match: {regex: "/v[0-9]+/.*"}
         weighted_clusters: [{cluster: api, weight: 90}, {cluster: legacy, weight: 10}]

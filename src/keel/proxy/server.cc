@@ -1257,12 +1257,12 @@ struct Server::Impl {
             std::move(*permit),
             failed ? resilience::Outcome::kFailure : resilience::Outcome::kSuccess, latency);
       }
+      const TryEnd end = failure == Flag::kConnectFailure ? TryEnd::kConnectFailure
+                         : failure == Flag::kReset        ? TryEnd::kReset
+                         : failure == Flag::kTimeout      ? TryEnd::kTimeout
+                                                          : TryEnd::kResponse;
       const bool retriable =
-          (failure == Flag::kConnectFailure && retry.on_connect_failure) ||
-          ((failure == Flag::kReset || failure == Flag::kTimeout) && retry.on_reset) ||
-          (server_error && retry.on_5xx) || (gateway_error && retry.on_gateway_error) ||
-          (status != 0 && std::find(retry.status_codes.begin(), retry.status_codes.end(), status) !=
-                              retry.status_codes.end());
+          (failure == Flag::kNone || end != TryEnd::kResponse) && retry.retries(end, status);
       const bool time_left = std::chrono::steady_clock::now() < deadline;
       if (!retriable || !may_retry || exchange.attempts > retry.num_retries || !time_left) {
         exchange.flag = failure;
