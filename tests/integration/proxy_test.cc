@@ -108,7 +108,8 @@ TEST_F(ProxyTest, ForwardsHeadersAndStripsHopByHopOnes) {
   Message response = get("/path?q=1",
                          "Connection: keep-alive, x-private\r\nX-Private: 1\r\nTE: trailers\r\n"
                          "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
-                         "x-request-id: given-id\r\nX-Forwarded-For: 10.0.0.9\r\n");
+                         "x-request-id: given-id\r\nX-Forwarded-For: 10.0.0.9\r\n"
+                         "x-forwarded-for: 10.0.0.10, 10.0.0.11\r\n");
   ASSERT_EQ(response.status(), 200);
   EXPECT_EQ(response.header("x-request-id"), "given-id");
   Message seen = echo.last_request();
@@ -117,7 +118,8 @@ TEST_F(ProxyTest, ForwardsHeadersAndStripsHopByHopOnes) {
   EXPECT_EQ(seen.header("te"), "");
   EXPECT_EQ(seen.header("traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
   EXPECT_EQ(seen.header("x-request-id"), "given-id");
-  EXPECT_EQ(seen.header("x-forwarded-for"), "10.0.0.9, 127.0.0.1");
+  // Several lines are one list (RFC 9110 5.3), not the first line only.
+  EXPECT_EQ(seen.header("x-forwarded-for"), "10.0.0.9, 10.0.0.10, 10.0.0.11, 127.0.0.1");
   EXPECT_EQ(seen.header("x-forwarded-proto"), "http");
   // Without one, the proxy makes the request id.
   get("/");
@@ -138,6 +140,25 @@ TEST_F(ProxyTest, AbsoluteFormTargetsAreRoutedOnTheirPathAndForwardedInOriginFor
   EXPECT_EQ(echo.last_request().start_line, "GET / HTTP/1.1");
   EXPECT_EQ(request("GET ftp://example.com/x HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
   EXPECT_EQ(request("GET http://user@example.com/x HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+}
+
+TEST_F(ProxyTest, ForwardingHeadersCanEachBeTurnedOff) {
+  Upstream echo("echo", Behaviour::kEcho);
+  std::string listener = kListener;
+  listener.replace(listener.find("    limits:"), 0,
+                   "    forwarded_headers: {x_forwarded_for: false, x_forwarded_proto: false, "
+                   "generate_request_id: false}\n");
+  start(listener + "      - {match: {prefix: /}, cluster: echo}\nclusters:\n" +
+        cluster_yaml("echo", {&echo}));
+  Message response = get("/", "X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: https\r\n");
+  ASSERT_EQ(response.status(), 200);
+  EXPECT_EQ(response.header("x-request-id"), "");
+  Message seen = echo.last_request();
+  EXPECT_EQ(seen.header("x-forwarded-for"), "10.0.0.9");  // passed through, nothing appended
+  EXPECT_EQ(seen.header("x-forwarded-proto"), "https");
+  EXPECT_EQ(seen.header("x-request-id"), "");
+  get("/", "x-request-id: mine\r\n");
+  EXPECT_EQ(echo.last_request().header("x-request-id"), "mine");  // a given one still passes
 }
 
 TEST_F(ProxyTest, RoutesByPathMethodAndHeaderAndSaysWhenNothingMatches) {
@@ -641,6 +662,43 @@ TEST_F(ProxyTest, PostReloadOnTheAdminListenerTakesTheNewConfigOrSaysWhyNot) {
   EXPECT_EQ(refused.status(), 400);
   EXPECT_NE(refused.body.find("fastest"), std::string::npos) << refused.body;
   EXPECT_EQ(get("/").body, "green");
+}
+
+TEST_F(ProxyTest, StateChangingAdminEndpointsNeedTheTokenWhenOneIsSet) {
+  Upstream app("app");
+  start("admin: {address: 127.0.0.1:0, token: s3cret}\n" + std::string(kListener) +
+        "      - {match: {prefix: /}, cluster: app}\nclusters:\n" + cluster_yaml("app", {&app}));
+  int reloads = 0;
+  server->on_admin_reload([&]() -> Status {
+    ++reloads;
+    return {};
+  });
+  auto call = [&](const std::string& method, const std::string& target,
+                  const std::string& authorization) {
+    int fd = connect_to(server->admin()->port);
+    send_all(fd, method + " " + target + " HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n" +
+                     (authorization.empty() ? "" : "Authorization: " + authorization + "\r\n") +
+                     "Connection: close\r\n\r\n");
+    std::string buffer;
+    Message response = read_message(fd, buffer, true);
+    ::close(fd);
+    return response;
+  };
+  EXPECT_EQ(call("POST", "/reload", "").status(), 401);
+  EXPECT_EQ(call("POST", "/reload", "Bearer wrong!").status(), 401);
+  EXPECT_EQ(call("POST", "/migration?route=x&stage=legacy", "").status(), 401);
+  EXPECT_EQ(reloads, 0);
+  EXPECT_EQ(call("POST", "/reload", "Bearer s3cret").status(), 200);
+  EXPECT_EQ(reloads, 1);
+  EXPECT_EQ(call("GET", "/metrics", "").status(), 200);  // reading needs no token
+  // Not on loopback without a token: the config is refused.
+  auto open_admin = parse_config("admin: {address: 0.0.0.0:9901}\n" + std::string(kListener) +
+                                     "      - {match: {prefix: /}, cluster: app}\nclusters:\n" +
+                                     cluster_yaml("app", {&app}),
+                                 "open.yaml");
+  ASSERT_FALSE(open_admin);
+  EXPECT_NE(open_admin.error().message().find("admin.token: is required"), std::string::npos)
+      << open_admin.error().message();
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ struct CtlCommand::State {
   CLI::App* migrate = nullptr;
   CLI::App* migration = nullptr;
   std::string admin = "http://127.0.0.1:9901";  // keel proxy's admin listener
+  std::string admin_token;                      // its admin.token, when it has one
   std::string stage;
   double percent = 0;
   std::vector<std::string> endpoints;
@@ -222,6 +223,7 @@ Result<std::string> ask_proxy(const CtlCommand::State& state, bool post,
   if (!url) return url.error();
   auto connection = http::Connection::open(*url, std::chrono::milliseconds(state.timeout_ms));
   if (!connection) return connection.error();
+  if (!state.admin_token.empty()) (*connection)->set_authorization("Bearer " + state.admin_token);
   const Duration timeout = std::chrono::milliseconds(state.timeout_ms);
   auto answer =
       post ? (*connection)->post(target, "", timeout) : (*connection)->get(target, timeout);
@@ -335,10 +337,14 @@ CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
     command->add_option("--admin", s.admin,
                         "keel proxy's admin listener (default $KEEL_PROXY_ADMIN, else "
                         "http://127.0.0.1:9901)");
+    command->add_option("--admin-token", s.admin_token,
+                        "The proxy's admin.token, needed to change a stage (default "
+                        "$KEEL_PROXY_ADMIN_TOKEN)");
   }
   if (const char* env = std::getenv("KEEL_PROXY_ADMIN"); env != nullptr && *env != '\0') {
     s.admin = env;
   }
+  if (const char* env = std::getenv("KEEL_PROXY_ADMIN_TOKEN"); env != nullptr) s.admin_token = env;
 
   s.join =
       s.ctl->add_subcommand("join", "Register as a member under a lease, until SIGINT/SIGTERM");

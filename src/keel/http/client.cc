@@ -110,6 +110,7 @@ struct Connection::Impl {
         method, beast::string_view(target.data(), target.size()), 11};
     request.set(bhttp::field::host, url.host + ":" + url.port);
     request.set(bhttp::field::content_type, "application/json");
+    if (!authorization.empty()) request.set(bhttp::field::authorization, authorization);
     request.keep_alive(true);
     request.body() = std::string(body);
     request.prepare_payload();
@@ -119,6 +120,7 @@ struct Connection::Impl {
   }
 
   Url url;
+  std::string authorization;  // sent with every request when set
   asio::io_context ioc{1};
   beast::tcp_stream stream{ioc};
   beast::flat_buffer buffer;
@@ -162,6 +164,8 @@ Result<Response> Connection::post(std::string_view target, std::string_view body
 Result<Response> Connection::get(std::string_view target, Duration timeout) {
   return exchange(false, target, {}, timeout);
 }
+
+void Connection::set_authorization(std::string value) { impl_->authorization = std::move(value); }
 
 Result<Response> Connection::exchange(bool post, std::string_view target, std::string_view body,
                                       Duration timeout) {

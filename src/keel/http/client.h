@@ -55,6 +55,8 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   const Url& url() const;
+  // An Authorization field value (such as "Bearer TOKEN") sent with every request from now on.
+  void set_authorization(std::string value);
 
   // Sends a POST with a JSON body and reads the whole response (at most kMaxBody bytes), all
   // within `timeout`. After any error the connection is unusable.

@@ -259,7 +259,6 @@ bool RetryPolicy::retries(TryEnd end, unsigned status) const {
           std::find(status_codes.begin(), status_codes.end(), status) != status_codes.end());
 }
 
-
 const Cluster* ProxyConfig::cluster(std::string_view name) const {
   for (const auto& c : clusters) {
     if (c.name == name) return &c;
@@ -302,10 +301,19 @@ Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& sourc
   root.require("clusters");
   root.read("access_log", proxy.access_log);
   if (Node admin = root.child("admin"); admin.present()) {
-    admin.expect_only({"address"});
+    admin.expect_only({"address", "token"});
     admin.require("address");
+    admin.read("token", proxy.admin_token);
     HostPort address;
-    if (read_address(admin, "address", address, true)) proxy.admin = address;
+    if (read_address(admin, "address", address, true)) {
+      proxy.admin = address;
+      const bool loopback =
+          address.host == "localhost" || address.host == "::1" || address.host.starts_with("127.");
+      if (!loopback && proxy.admin_token.empty()) {
+        admin.fail("token", "is required when the admin listener is not on loopback (" +
+                                address.to_string() + "): it guards reload and migration changes");
+      }
+    }
   }
   for (const Node& item : root.child("clusters").items()) {
     proxy.clusters.push_back(read_cluster(item));
@@ -321,7 +329,13 @@ Result<ProxyConfig> parse_config(std::string_view yaml, const std::string& sourc
   for (std::size_t l = 0; l < listener_nodes.size(); ++l) {
     const Node& node = listener_nodes[l];
     Listener listener;
-    node.expect_only({"name", "address", "workers", "limits", "routes"});
+    node.expect_only({"name", "address", "workers", "limits", "forwarded_headers", "routes"});
+    if (Node forwarded = node.child("forwarded_headers"); forwarded.present()) {
+      forwarded.expect_only({"x_forwarded_for", "x_forwarded_proto", "generate_request_id"});
+      forwarded.read("x_forwarded_for", listener.forwarded_headers.x_forwarded_for);
+      forwarded.read("x_forwarded_proto", listener.forwarded_headers.x_forwarded_proto);
+      forwarded.read("generate_request_id", listener.forwarded_headers.generate_request_id);
+    }
     node.require("address");
     node.read("name", listener.name);
     if (listener.name.empty()) listener.name = "listener-" + std::to_string(l);

@@ -103,11 +103,20 @@ struct Route {
   std::optional<MigrationConfig> migration;
 };
 
+// What the proxy adds to a request on its way upstream. Turned off, a field the client sent
+// passes through unchanged (and none is added).
+struct ForwardedHeaders {
+  bool x_forwarded_for = true;      // append the client's address to X-Forwarded-For
+  bool x_forwarded_proto = true;    // set X-Forwarded-Proto: http
+  bool generate_request_id = true;  // make an X-Request-Id when the client sent none
+};
+
 struct Listener {
   std::string name;
   HostPort address;
   std::uint32_t workers = 1;  // threads, each with its own io_context and SO_REUSEPORT socket
   Limits limits;
+  ForwardedHeaders forwarded_headers;
   std::vector<Route> routes;
 };
 
@@ -142,6 +151,10 @@ struct ProxyConfig {
   std::vector<Listener> listeners;
   std::vector<Cluster> clusters;
   std::optional<HostPort> admin;
+  // Required by the admin endpoints that change state (POST /reload, POST /migration) as
+  // `Authorization: Bearer TOKEN`; the config must set one when the admin listener is not on
+  // loopback.
+  std::string admin_token;
   bool access_log = true;  // JSON lines on stdout
   // Where migrating routes' stages are kept across restarts (JSON); empty: not kept.
   std::string migration_state_file;

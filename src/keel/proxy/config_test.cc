@@ -157,7 +157,7 @@ TEST(ProxyConfigTest, RetryConditionsMeanWhatTheyMeanInEnvoy) {
 // Every section the proxy's config has, each at least once. A new section goes here too: the
 // test below then checks that a typo in it is reported.
 constexpr const char* kEverySection = R"(
-admin: {address: 127.0.0.1:9901}
+admin: {address: 127.0.0.1:9901, token: t}
 access_log: true
 migration_state_file: /tmp/keel-migration-state.json
 listeners:
@@ -166,6 +166,7 @@ listeners:
     workers: 1
     limits: {max_connections: 100, max_header_bytes: 8192, max_body_bytes: 1048576,
              header_timeout_ms: 2000, idle_timeout_ms: 60000, retry_buffer_bytes: 65536}
+    forwarded_headers: {x_forwarded_for: true, x_forwarded_proto: true, generate_request_id: true}
     routes:
       - name: api
         match: {prefix: /api, method: GET, headers: {x-canary: "1"}}

@@ -838,8 +838,9 @@ struct Server::Impl {
     std::string upstream_head;  // the request head as sent upstream
     std::string client_head;    // the response head as sent to the client
     std::string held_body;
-    std::string decoded;       // a chunked body's data, for an HTTP/1.0 client
-    std::string request_line;  // for a shadow copy's diff sample
+    std::string decoded;        // a chunked body's data, for an HTTP/1.0 client
+    std::string request_line;   // for a shadow copy's diff sample
+    std::string forwarded_for;  // the client's X-Forwarded-For lines, joined
     Exchange exchange;
   };
 
@@ -998,6 +999,8 @@ struct Server::Impl {
     const h1::Head& request = scratch.head;
     const Generation& generation_now = *generation_held;
     const Limits& limits = generation_now.config.listeners[listener.index].limits;
+    const ForwardedHeaders& forwarded =
+        generation_now.config.listeners[listener.index].forwarded_headers;
     Exchange& exchange = scratch.exchange;
     exchange.reset();
     if (access_log != nullptr) {
@@ -1008,7 +1011,7 @@ struct Server::Impl {
     bool keep_alive = request.keep_alive;
     if (auto id = request.find("x-request-id"); !id.empty() && id.size() <= 200) {
       exchange.request_id = id;
-    } else {
+    } else if (forwarded.generate_request_id) {
       Uuid::random_v4(worker.random).append_to(exchange.request_id);  // cleared by reset()
     }
     const bool has_body = request.framing != h1::Framing::kNone;
@@ -1072,10 +1075,16 @@ struct Server::Impl {
     std::string& out = scratch.upstream_head;
     out.clear();
     out.append(request.method).append(" ").append(request.target).append(" HTTP/1.1\r\n");
-    std::string_view forwarded_for;
+    std::string& forwarded_for = scratch.forwarded_for;  // every X-Forwarded-For line, in order
+    forwarded_for.clear();
     for (const auto& field : request.fields) {
-      if (h1::iequals(field.name, "x-forwarded-for")) {
-        if (forwarded_for.empty()) forwarded_for = field.value;
+      if (forwarded.x_forwarded_for && h1::iequals(field.name, "x-forwarded-for")) {
+        if (!forwarded_for.empty()) forwarded_for.append(", ");
+        forwarded_for.append(field.value);
+        continue;
+      }
+      if (!forwarded.x_forwarded_proto && h1::iequals(field.name, "x-forwarded-proto")) {
+        out.append(field.name).append(": ").append(field.value).append("\r\n");
         continue;
       }
       // An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
@@ -1088,10 +1097,15 @@ struct Server::Impl {
       out.append(field.name).append(": ").append(field.value).append("\r\n");
     }
     if (!request.authority.empty()) out.append("host: ").append(request.authority).append("\r\n");
-    out.append("x-forwarded-for: ");
-    if (!forwarded_for.empty()) out.append(forwarded_for).append(", ");
-    out.append(peer).append("\r\nx-forwarded-proto: http\r\nx-request-id: ");
-    out.append(exchange.request_id).append("\r\n");
+    if (forwarded.x_forwarded_for) {
+      out.append("x-forwarded-for: ");
+      if (!forwarded_for.empty()) out.append(forwarded_for).append(", ");
+      out.append(peer).append("\r\n");
+    }
+    if (forwarded.x_forwarded_proto) out.append("x-forwarded-proto: http\r\n");
+    if (!exchange.request_id.empty()) {
+      out.append("x-request-id: ").append(exchange.request_id).append("\r\n");
+    }
     if (request.framing == h1::Framing::kLength) {
       out.append("content-length: ").append(std::to_string(request.content_length)).append("\r\n");
     } else if (request.framing == h1::Framing::kChunked) {
@@ -1393,7 +1407,10 @@ struct Server::Impl {
     } else if (version == 10) {
       head_out.append("connection: keep-alive\r\n");
     }
-    head_out.append("x-request-id: ").append(exchange.request_id).append("\r\n\r\n");
+    if (!exchange.request_id.empty()) {
+      head_out.append("x-request-id: ").append(exchange.request_id).append("\r\n");
+    }
+    head_out.append("\r\n");
     exchange.status = response.status;
     if (mirror) {
       mirror->legacy_endpoint = answered_by;
@@ -1933,6 +1950,22 @@ struct Server::Impl {
     }
   }
 
+  // With admin.token set, a request that changes state must carry it. Compared in time that
+  // does not depend on where the first difference is.
+  bool admin_token_matches(std::string_view authorization) const {
+    const std::string& token = current()->config.admin_token;
+    if (token.empty()) return true;
+    constexpr std::string_view kBearer = "Bearer ";
+    if (authorization.size() != kBearer.size() + token.size() ||
+        !h1::iequals(authorization.substr(0, kBearer.size()), kBearer)) {
+      return false;
+    }
+    unsigned char difference = 0;
+    for (std::size_t i = 0; i < token.size(); ++i)
+      difference |= static_cast<unsigned char>(authorization[kBearer.size() + i] ^ token[i]);
+    return difference == 0;
+  }
+
   Task<void> admin_session(Stream stream) {
     beast::flat_buffer buffer;
     for (;;) {
@@ -1948,7 +1981,13 @@ struct Server::Impl {
       std::string_view path = sv(request.target());
       path = path.substr(0, path.find('?'));
       response.set(http::field::content_type, "text/plain; charset=utf-8");
-      if (path == "/healthz") {
+      const bool changes_state =
+          request.method() != http::verb::get && (path == "/reload" || path == "/migration");
+      if (changes_state && !admin_token_matches(sv(request[http::field::authorization]))) {
+        response.result(http::status::unauthorized);
+        response.set(http::field::www_authenticate, "Bearer realm=\"keel proxy admin\"");
+        response.body() = "this admin endpoint needs Authorization: Bearer <admin.token>\n";
+      } else if (path == "/healthz") {
         response.body() = "ok\n";
       } else if (path == "/ready") {
         const bool ready = !stopping.load();
