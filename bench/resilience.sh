@@ -56,12 +56,12 @@ rows = {}
 for name, rs in runs.items():
     rows[name] = {"ns": spread([r[0] for r in rs]), "calls": spread([r[1] for r in rs])}
 
-print(f"{'benchmark':56} {'ns/call (min..max)':>24} {'Mcalls/s (min..max)':>26}  placement")
+print(f"{'benchmark':64} {'ns/call (min..max)':>24} {'Mcalls/s (min..max)':>26}  placement")
 for name, r in rows.items():
     ns, calls = r["ns"], r["calls"]
     ns_text = f"{ns[0]:.1f} ({ns[1]:.1f}..{ns[2]:.1f})"
     calls_text = f"{calls[0]/1e6:.1f} ({calls[1]/1e6:.1f}..{calls[2]/1e6:.1f})"
-    print(f"{name:56} {ns_text:>24} {calls_text:>26}  {labels[name]}")
+    print(f"{name:64} {ns_text:>24} {calls_text:>26}  {labels[name]}")
 
 nan = float("nan")
 def get(name, key="ns"):
