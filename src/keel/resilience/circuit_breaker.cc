@@ -203,10 +203,16 @@ void CircuitBreaker::record(BreakerPermit&& permit, Outcome outcome, Duration la
   }
   const bool failed = outcome == Outcome::kFailure;
   const bool slow = latency > config_.slow_call_duration;
+  const bool current =
+      generation_of(state_word_.load(std::memory_order_acquire)) == generation_of(word);
+  if (!failed && !slow && current && admitted_in != BreakerState::kHalfOpen) [[likely]] {
+    record_fast_success(word);
+    return;
+  }
   (failed ? failed_ : successful_).inc();
   if (slow) slow_.inc();
 
-  if (generation_of(state_word_.load(std::memory_order_acquire)) != generation_of(word)) {
+  if (!current) {
     stale_.inc();
     return;
   }
@@ -241,41 +247,84 @@ WindowTotals CircuitBreaker::add_to_window(CallRecord call) {
   return count_window_ ? count_window_->record(call) : time_window_->record(call, clock_.now());
 }
 
-WindowTotals CircuitBreaker::add_successes_to_window(std::uint32_t count) const {
-  return count_window_ ? count_window_->record_successes(count)
-                       : time_window_->record_successes(count, clock_.now());
+WindowTotals CircuitBreaker::add_successes_to_window(std::uint64_t count) const {
+  // A count window holds at most kMaxSize calls, so a larger count fills it all the same.
+  auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, CountWindow::kMaxSize));
+  return count_window_ ? count_window_->record_successes(n)
+                       : time_window_->record_successes(n, clock_.now());
+}
+
+void CircuitBreaker::record_fast_success(std::uint64_t word) {
+  if (config_.consecutive_failures > 0 &&
+      consecutive_failures_.load(std::memory_order_relaxed) != 0) {
+    consecutive_failures_.store(0, std::memory_order_relaxed);
+  }
+  std::uint64_t batch = 0;
+  const std::size_t index = thread_slot_index();
+  if (index < kOwnedSlots) [[likely]] {
+    // Only this thread writes `recorded`, so a load and a store count the call without a locked
+    // instruction; the line stays in this core's cache until some thread folds.
+    OwnedSlot& slot = owned_[index];
+    const std::uint64_t recorded = slot.recorded.load(std::memory_order_relaxed) + 1;
+    slot.recorded.store(recorded, std::memory_order_relaxed);
+    std::uint64_t folded = slot.folded.load(std::memory_order_relaxed);
+    if (recorded - folded < success_batch_) return;
+    // Fails only if another thread folded this slot meanwhile, which took the batch with it.
+    if (!slot.folded.compare_exchange_strong(folded, recorded, std::memory_order_relaxed)) return;
+    batch = recorded - folded;
+  } else {
+    successful_.inc();
+    auto& stripe = shared_[index % kSharedStripes];
+    if (stripe.count.fetch_add(1, std::memory_order_relaxed) + 1 < success_batch_) return;
+    batch = stripe.count.exchange(0, std::memory_order_relaxed);
+    if (batch == 0) return;
+  }
+  const WindowTotals totals = add_successes_to_window(batch);
+  if (state_of(word) != BreakerState::kClosed) return;  // METRICS_ONLY never trips
+  // Successes lower both rates, but they can bring the window up to minimum_calls.
+  if (const char* reason = threshold_crossed(totals, minimum_calls_)) [[unlikely]] {
+    transition(word, BreakerState::kOpen, reason);
+  }
 }
 
 void CircuitBreaker::fold_pending_successes() const {
-  for (auto& stripe : pending_) {
+  for (auto& slot : owned_) {
+    std::uint64_t folded = slot.folded.load(std::memory_order_relaxed);
+    const std::uint64_t recorded = slot.recorded.load(std::memory_order_relaxed);
+    while (folded < recorded) {
+      if (slot.folded.compare_exchange_weak(folded, recorded, std::memory_order_relaxed)) {
+        add_successes_to_window(recorded - folded);
+        break;
+      }
+    }
+  }
+  for (auto& stripe : shared_) {
     if (stripe.count.load(std::memory_order_relaxed) == 0) continue;
     std::uint32_t count = stripe.count.exchange(0, std::memory_order_relaxed);
     if (count != 0) add_successes_to_window(count);
   }
 }
 
+void CircuitBreaker::discard_pending_successes() {
+  for (auto& slot : owned_) {
+    std::uint64_t folded = slot.folded.load(std::memory_order_relaxed);
+    const std::uint64_t recorded = slot.recorded.load(std::memory_order_relaxed);
+    while (folded < recorded &&
+           !slot.folded.compare_exchange_weak(folded, recorded, std::memory_order_relaxed)) {
+    }
+  }
+  for (auto& stripe : shared_) stripe.count.store(0, std::memory_order_relaxed);
+}
+
 void CircuitBreaker::record_closed(std::uint64_t word, bool failed, bool slow) {
   const bool trips = state_of(word) == BreakerState::kClosed;  // METRICS_ONLY never trips
-  WindowTotals totals;
-  if (!failed && !slow) {
-    if (config_.consecutive_failures > 0 &&
-        consecutive_failures_.load(std::memory_order_relaxed) != 0) {
-      consecutive_failures_.store(0, std::memory_order_relaxed);
-    }
-    auto& stripe = pending_[thread_stripe_index() % kStripes];
-    if (stripe.count.fetch_add(1, std::memory_order_relaxed) + 1 < success_batch_) return;
-    std::uint32_t count = stripe.count.exchange(0, std::memory_order_relaxed);
-    if (count == 0) return;
-    totals = add_successes_to_window(count);
-  } else {
-    fold_pending_successes();
-    totals = add_to_window({failed, slow});
-    if (trips && failed && config_.consecutive_failures > 0 &&
-        consecutive_failures_.fetch_add(1, std::memory_order_relaxed) + 1 >=
-            config_.consecutive_failures) {
-      transition(word, BreakerState::kOpen, "consecutive failures reached the limit");
-      return;
-    }
+  fold_pending_successes();
+  const WindowTotals totals = add_to_window({failed, slow});
+  if (trips && failed && config_.consecutive_failures > 0 &&
+      consecutive_failures_.fetch_add(1, std::memory_order_relaxed) + 1 >=
+          config_.consecutive_failures) {
+    transition(word, BreakerState::kOpen, "consecutive failures reached the limit");
+    return;
   }
   if (!trips) return;
   if (const char* reason = threshold_crossed(totals, minimum_calls_)) [[unlikely]] {
@@ -362,7 +411,7 @@ CircuitBreaker::Transition CircuitBreaker::transition_locked(BreakerState to, co
     }
     case BreakerState::kClosed:
     case BreakerState::kMetricsOnly:
-      for (auto& stripe : pending_) stripe.count.store(0, std::memory_order_relaxed);
+      discard_pending_successes();
       if (count_window_) count_window_->reset();
       if (time_window_) time_window_->reset();
       consecutive_failures_.store(0, std::memory_order_relaxed);
@@ -429,6 +478,9 @@ CircuitBreaker::Metrics CircuitBreaker::metrics() const {
   m.failed_calls = static_cast<std::uint64_t>(std::max<std::int64_t>(totals.failures, 0));
   m.slow_calls = static_cast<std::uint64_t>(std::max<std::int64_t>(totals.slow, 0));
   m.successful_calls_total = successful_.value();
+  for (const auto& slot : owned_) {
+    m.successful_calls_total += slot.recorded.load(std::memory_order_relaxed);
+  }
   m.failed_calls_total = failed_.value();
   m.slow_calls_total = slow_.value();
   m.ignored_calls_total = ignored_.value();

@@ -18,15 +18,15 @@
 // breaker opened cannot close it again or skew the next window.
 //
 // Thread-safety: every method may be called from any thread. In CLOSED, `acquire()` is one
-// atomic load and `record()` a few atomic operations: no lock and no allocation. So that
-// threads do not fight over one cache line, each thread gathers its successful, fast calls in
-// a stripe of its own and adds them to the window in batches of up to 32; every failure or slow
-// call first folds in all pending successes from all threads, so the decision it triggers sees
-// every call made so far. A run of successes can therefore reach the window (and a minimum-calls
-// decision) up to one batch late. Rejections never throw and never allocate. State changes take a
-// lock and call listeners after releasing it, on the thread that caused the change (a recording
-// thread, an operator, or the clock's timer thread for OPEN → HALF_OPEN and the half-open
-// time-out).
+// atomic load and recording a successful, fast call is a plain load and store to a counter of
+// the calling thread's own: no lock, no allocation, no read-modify-write and no clock read. Each
+// thread gathers such calls in a slot only it writes and adds them to the window in batches of
+// up to 32, so threads do not fight over one cache line; every failure or slow call first folds
+// in all pending successes from all threads, so the decision it triggers sees every call made so
+// far. A run of successes can therefore reach the window (and a minimum-calls decision) up to
+// one batch late. Rejections never throw and never allocate. State changes take a lock and call
+// listeners after releasing it, on the thread that caused the change (a recording thread, an
+// operator, or the clock's timer thread for OPEN → HALF_OPEN and the half-open time-out).
 #pragma once
 
 #include <array>
@@ -230,24 +230,44 @@ class CircuitBreaker {
   Clock& clock_;
   const std::uint64_t minimum_calls_;
 
+  // Read on every call, written only by transitions: nothing written per call may share its
+  // cache line.
   alignas(kNoFalseSharing) std::atomic<std::uint64_t> state_word_;
   std::atomic<std::int64_t> retry_at_ns_{0};
 
   // Exactly one of the two, per config_.window_type.
   std::unique_ptr<CountWindow> count_window_;
   std::unique_ptr<TimeWindow> time_window_;
-  std::atomic<std::uint32_t> consecutive_failures_{0};
+  alignas(kNoFalseSharing) std::atomic<std::uint32_t> consecutive_failures_{0};
 
   WindowTotals add_to_window(CallRecord call);
-  WindowTotals add_successes_to_window(std::uint32_t count) const;
+  WindowTotals add_successes_to_window(std::uint64_t count) const;
+  // A successful, fast call admitted in CLOSED or METRICS_ONLY in the current generation.
+  void record_fast_success(std::uint64_t word);
   void fold_pending_successes() const;
-  static constexpr std::size_t kStripes = 8;
-  struct alignas(kNoFalseSharing) PendingSuccesses {
+  // Drops the successes not yet in the window (the window is being emptied).
+  void discard_pending_successes();
+
+  // Successful, fast calls, per thread. The thread whose thread_slot_index() is i owns
+  // owned_[i]: it alone writes `recorded` (a running total, so a plain load and store suffice),
+  // and whoever adds the difference to the window advances `folded` to it with a
+  // compare-and-swap, so each call reaches the window exactly once however many threads fold.
+  // A thread that exits hands its index, and with it the running total, to the next thread.
+  static constexpr std::size_t kOwnedSlots = 16;
+  struct alignas(kNoFalseSharing) OwnedSlot {
+    std::atomic<std::uint64_t> recorded{0};
+    std::atomic<std::uint64_t> folded{0};
+  };
+  // Threads beyond the first kOwnedSlots share these, with an atomic add per call.
+  static constexpr std::size_t kSharedStripes = 4;
+  struct alignas(kNoFalseSharing) SharedStripe {
     std::atomic<std::uint32_t> count{0};
   };
   const std::uint32_t success_batch_;
-  mutable std::array<PendingSuccesses, kStripes> pending_;
+  mutable std::array<OwnedSlot, kOwnedSlots> owned_;
+  mutable std::array<SharedStripe, kSharedStripes> shared_;
 
+  // Successes counted in owned_ are not counted here again; metrics() adds the two.
   metrics::Counter successful_;
   metrics::Counter failed_;
   metrics::Counter slow_;

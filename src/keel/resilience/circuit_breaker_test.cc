@@ -414,6 +414,116 @@ TEST(CircuitBreaker, ManyThreadsRecordingKeepExactCounts) {
   EXPECT_LE(metrics.failed_calls, 1000u);
 }
 
+// Each of `threads` threads, all alive at once (so each has a slot of its own, or shares a
+// stripe once there are more threads than slots), records `calls` successes.
+void succeed_in_threads(CircuitBreaker& breaker, int threads, int calls) {
+  std::latch all_done(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < calls; ++i) call(breaker, Outcome::kSuccess, 1ms);
+      // Nobody exits before everyone has recorded, so no slot is handed over mid-test.
+      all_done.arrive_and_wait();
+    });
+  }
+  for (auto& worker : workers) worker.join();
+}
+
+CircuitBreakerConfig window_of(std::uint32_t size, std::uint32_t minimum_calls) {
+  CircuitBreakerConfig config;
+  config.window_size = size;
+  config.minimum_calls = minimum_calls;
+  config.failure_rate_threshold = 50;
+  return config;
+}
+
+TEST(CircuitBreaker, SuccessesPendingInSeveralThreadsSlotsCountBeforeAFailureDecides) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", window_of(100, 10), clock);
+  // 4 x 5 successes, each thread's under one batch, so none has reached the window yet.
+  succeed_in_threads(breaker, 4, 5);
+  // Then two threads one after the other: the second takes over the slot the first gave back,
+  // with the first one's pending successes still in it.
+  succeed_in_threads(breaker, 1, 5);
+  succeed_in_threads(breaker, 1, 5);
+  // 30 successes: the 30th failure makes 30/60 = 50%. Had the fold missed any thread's slot,
+  // an earlier failure would have tripped it.
+  for (int i = 0; i < 29; ++i) call(breaker, Outcome::kFailure);
+  EXPECT_EQ(breaker.state(), BreakerState::kClosed);
+  EXPECT_EQ(breaker.metrics().buffered_calls, 59u);
+  call(breaker, Outcome::kFailure);
+  EXPECT_EQ(breaker.state(), BreakerState::kOpen);
+  EXPECT_EQ(breaker.metrics().successful_calls_total, 30u);
+  EXPECT_EQ(breaker.metrics().failed_calls_total, 30u);
+}
+
+TEST(CircuitBreaker, BatchesFromConcurrentThreadsAddUpAndTheFailureTripsAtTheRightCall) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", window_of(1000, 100), clock);
+  // 100 calls per thread is three full batches flushed concurrently and 4 left pending each.
+  succeed_in_threads(breaker, 4, 100);
+  for (int i = 0; i < 399; ++i) call(breaker, Outcome::kFailure);
+  EXPECT_EQ(breaker.state(), BreakerState::kClosed);  // 399/799
+  call(breaker, Outcome::kFailure);                   // 400/800
+  EXPECT_EQ(breaker.state(), BreakerState::kOpen);
+}
+
+TEST(CircuitBreaker, ThreadsBeyondTheOwnedSlotsShareStripesWithoutLosingCalls) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", window_of(5000, 5000), clock);
+  succeed_in_threads(breaker, 24, 101);  // more threads than the breaker has slots
+  auto metrics = breaker.metrics();
+  EXPECT_EQ(metrics.buffered_calls, 24u * 101u);
+  EXPECT_EQ(metrics.successful_calls_total, 24u * 101u);
+  EXPECT_EQ(metrics.failed_calls, 0u);
+}
+
+TEST(CircuitBreaker, ClosingDropsSuccessesThatHadNotReachedTheWindow) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", window_of(100, 10), clock);
+  succeed_in_threads(breaker, 2, 5);
+  call(breaker, Outcome::kSuccess);
+  breaker.reset();
+  for (int i = 0; i < 9; ++i) call(breaker, Outcome::kFailure);
+  // Had the 11 successes from before the reset survived in the slots, 10 failures would be
+  // 10/21 and would not trip.
+  EXPECT_EQ(breaker.state(), BreakerState::kClosed);
+  call(breaker, Outcome::kFailure);
+  EXPECT_EQ(breaker.state(), BreakerState::kOpen);
+  EXPECT_EQ(breaker.metrics().successful_calls_total, 11u) << "totals are for the breaker's life";
+}
+
+TEST(CircuitBreaker, ConcurrentSuccessesAndFailuresKeepTheWindowConsistent) {
+  // For ThreadSanitizer as much as for the counts: owners store to their slots while other
+  // threads fold them, flush batches into the window and trip the breaker.
+  ManualClock clock;
+  CircuitBreaker breaker("b", window_of(500, 50), clock);
+  std::atomic<std::uint64_t> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5000; ++i) {
+        // Thread 3 resets every 1000 calls, so the breaker closes again whenever the
+        // interleaving (thread 0 fails every call, the others succeed) has tripped it.
+        if (t == 3 && i % 1000 == 999) breaker.reset();
+        if (t == 2 && i % 64 == 0) (void)breaker.metrics();
+        auto admission = breaker.acquire();
+        if (!admission) continue;
+        admitted.fetch_add(1, std::memory_order_relaxed);
+        Outcome outcome = t == 0 ? Outcome::kFailure : Outcome::kSuccess;
+        Duration latency = t == 1 && i % 3 == 0 ? 10min : 1ms;
+        breaker.record(std::move(admission).permit(), outcome, latency);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  auto metrics = breaker.metrics();
+  EXPECT_LE(metrics.buffered_calls, 500u);
+  EXPECT_LE(metrics.failed_calls, metrics.buffered_calls);
+  EXPECT_LE(metrics.slow_calls, metrics.buffered_calls);
+  EXPECT_EQ(metrics.successful_calls_total + metrics.failed_calls_total, admitted.load());
+}
+
 TEST(CircuitBreaker, ExposesPrometheusMetrics) {
   ManualClock clock;
   metrics::Registry registry;

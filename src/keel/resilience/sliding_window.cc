@@ -54,6 +54,10 @@ std::uint64_t CountWindow::replace_in_word(std::uint64_t first, std::uint32_t co
   const std::uint64_t fill = (kBit0 * code) & mask;
   std::atomic<std::uint64_t>& word = words_[first / 8];
   std::uint64_t old = word.load(std::memory_order_relaxed);
+  // When the slots already hold these calls (successes replacing successes, the steady state of
+  // a healthy dependency) the write would change nothing: skipping it keeps the cache line
+  // shared between the cores instead of pulling it over to this one on every batch.
+  if ((old & mask) == fill) return 0;
   while (!word.compare_exchange_weak(old, (old & ~mask) | fill, std::memory_order_relaxed)) {
   }
   const std::uint64_t removed = old & mask;
@@ -88,6 +92,8 @@ WindowTotals CountWindow::record_successes(std::uint32_t count) {
     count -= run;
     index = (index + run) % size_;
   }
+  // Likewise a batch that changed no slot leaves the totals as they are.
+  if (delta == 0) return unpack(packed_totals_.load(std::memory_order_relaxed));
   return unpack(packed_totals_.fetch_add(delta, std::memory_order_relaxed) + delta);
 }
 
