@@ -17,6 +17,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <future>
 #include <map>
@@ -33,6 +35,7 @@
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
 #include "keel/http/h1.h"
+#include "keel/proxy/access_log.h"
 #include "keel/resilience/circuit_breaker.h"
 
 namespace keel::proxy {
@@ -393,6 +396,7 @@ struct MirrorLane {
 
 // One request's record, for the access log. A session keeps one and reuses it.
 struct Exchange {
+  std::size_t worker = 0;  // whose access log buffer the line goes to
   std::string request_id;
   std::string method;  // method and path are copied only when there is an access log
   std::string path;
@@ -420,8 +424,8 @@ struct Exchange {
 
 struct Server::Impl {
   Clock& clock;
-  std::ostream* access_log;
-  std::mutex log_mutex;
+  std::ostream* access_log;  // null: no access log
+  std::unique_ptr<AccessLog> access_log_writer;
   metrics::Registry registry;
   std::unique_ptr<MigrationStore> migration_store;  // stages outlive reloads
   mutable std::mutex generation_mutex;
@@ -514,6 +518,13 @@ struct Server::Impl {
       worker->random =
           Random((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ w);
       workers.push_back(std::move(worker));
+    }
+    if (access_log != nullptr) {
+      AccessLog::Options options;
+      options.dropped_lines = &registry.counter(
+          "keel_proxy_access_log_dropped_total",
+          "Access log lines dropped because a worker's buffer was full (the disk was slow)", {});
+      access_log_writer = std::make_unique<AccessLog>(*access_log, workers.size(), clock, options);
     }
     auto built = build(std::move(initial));
     if (!built) return built.error();
@@ -695,8 +706,9 @@ struct Server::Impl {
     co_await stream.async_connect(shared.addresses[i], net::redirect_error(use_task, ec));
     bool passed = false;
     if (!ec) {
-      http::request<http::empty_body> request{http::verb::get, check.path, 11};
-      request.set(http::field::host, shared.config->endpoints[i].address);
+      http::request<http::empty_body> request{http::string_to_verb(check.method), check.path, 11};
+      request.set(http::field::host,
+                  check.host.empty() ? shared.config->endpoints[i].address : check.host);
       request.set(http::field::user_agent, "keel-health-check");
       request.keep_alive(false);
       co_await http::async_write(stream, request, net::redirect_error(use_task, ec));
@@ -706,8 +718,9 @@ struct Server::Impl {
       beast::flat_buffer buffer;
       http::response_parser<http::string_body> parser;
       parser.body_limit(64 * 1024);
+      if (check.method == "HEAD") parser.skip(true);  // no body follows a HEAD's answer
       co_await http::async_read(stream, buffer, parser, net::redirect_error(use_task, ec));
-      passed = !ec && parser.get().result_int() / 100 == 2;
+      passed = !ec && check.passes(parser.get().result_int());
     }
     if (current() != g) co_return;  // a reload came meanwhile
     auto change = g->worker_clusters[0][c]->health->record(i, passed);
@@ -792,6 +805,7 @@ struct Server::Impl {
       if (worker->thread.joinable()) worker->thread.join();
     }
     if (admin_worker && admin_worker->thread.joinable()) admin_worker->thread.join();
+    if (access_log_writer) access_log_writer->stop();  // after the last request's line
   }
 
   Task<void> accept_loop(Worker& worker, tcp::acceptor& acceptor, ListenerShared& listener) {
@@ -1003,6 +1017,7 @@ struct Server::Impl {
         generation_now.config.listeners[listener.index].forwarded_headers;
     Exchange& exchange = scratch.exchange;
     exchange.reset();
+    exchange.worker = worker.index;
     if (access_log != nullptr) {
       exchange.method = request.method;
       exchange.path = request.target;
@@ -1457,7 +1472,10 @@ struct Server::Impl {
       while (!idle.empty()) {
         std::unique_ptr<Upstream> pooled = std::move(idle.back());
         idle.pop_back();
-        if (pooled->conn.socket.is_open()) return pooled;
+        if (pooled->conn.socket.is_open()) {
+          pooled->conn.expires_never();  // the request sets its own deadlines
+          return pooled;
+        }
       }
       return nullptr;
     };
@@ -1656,8 +1674,10 @@ struct Server::Impl {
     // Bytes after the response are not an answer to anything: such a connection is not reused.
     if (upstream->conn.in.size() > 0 || !upstream->conn.socket.is_open()) return;
     auto& idle = worker.pool(*upstream->cluster, upstream->endpoint);
+    // Connections the sweep closed for idling too long (or the upstream closed) make room.
+    std::erase_if(idle, [](const auto& pooled) { return !pooled->conn.socket.is_open(); });
     if (idle.size() < upstream->cluster->config->max_idle_connections) {
-      upstream->conn.expires_never();
+      upstream->conn.expires_after(upstream->cluster->config->idle_timeout);
       idle.push_back(std::move(upstream));
     }
   }
@@ -1913,27 +1933,41 @@ struct Server::Impl {
     log(exchange);
   }
 
+  // One JSON line into the worker's access log buffer; written out by the log's own thread.
   void log(const Exchange& exchange) {
-    if (access_log == nullptr) return;
+    if (access_log_writer == nullptr) return;
+    thread_local std::string line;
+    line.clear();
     const auto now = std::chrono::system_clock::now();
-    nlohmann::json line = {
-        {"time_ms",
-         std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()},
-        {"request_id", exchange.request_id},
-        {"method", exchange.method},
-        {"path", exchange.path},
-        {"status", exchange.status},
-        {"duration_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                                  exchange.start)
-                            .count()},
-        {"cluster", exchange.cluster},
-        {"upstream", exchange.upstream},
-        {"attempts", exchange.attempts},
-        {"flags", flag_code(exchange.flag)}};
-    const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    std::lock_guard lock(log_mutex);
-    *access_log << text << '\n';
-    access_log->flush();
+    auto number = [&](auto value) {
+      char digits[32];
+      auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+      line.append(digits, ec == std::errc() ? end : digits);
+    };
+    auto text = [&](const char* key, std::string_view value) {
+      line.append(",\"").append(key).append("\":\"");
+      append_json_string(line, value);
+      line.push_back('"');
+    };
+    line.append("{\"time_ms\":");
+    number(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
+    text("request_id", exchange.request_id);
+    text("method", exchange.method);
+    text("path", exchange.path);
+    line.append(",\"status\":");
+    number(exchange.status);
+    line.append(",\"duration_ms\":");
+    const double milliseconds =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - exchange.start)
+            .count();
+    number(std::round(milliseconds * 1000) / 1000);
+    text("cluster", exchange.cluster);
+    text("upstream", exchange.upstream);
+    line.append(",\"attempts\":");
+    number(exchange.attempts);
+    text("flags", flag_code(exchange.flag));
+    line.push_back('}');
+    access_log_writer->append(exchange.worker, line);
   }
 
   // ------------------------------------------------------------------ admin
