@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # keel proxy beside HAProxy 2.6 and nginx 1.22 as reverse proxies, one run, same upstream (nginx
-# `return 200`, 100 B, two loopback ports), same CPU placement: ../shared/anchors/proxy_baseline.sh
-# measures all of them, with `keel proxy` as its extra target (1 worker thread, access log off,
-# round_robin over the two upstream ports, keep-alive to them). Then the memory of an idle
-# keep-alive client connection to keel proxy: RSS growth over IDLE_CONNECTIONS connections.
+# `return 200`, 100 B, two loopback ports), same CPU placement: bench/anchors/proxy_baseline.sh
+# measures all of them, with `keel proxy` as its extra target (1 worker thread, round_robin over
+# the two upstream ports, keep-alive to them) twice: access log off (`keel`) and on (`keel-log`,
+# its JSON lines to a file), beside HAProxy with its log off and on (`haproxy-log`, to a file).
+# Then the memory of an idle keep-alive client connection to keel proxy: RSS growth over
+# IDLE_CONNECTIONS connections.
 #
 #   bench/proxy_vs.sh [BUILD_DIR]            (BUILD_DIR defaults to build)
 #
-# Environment: ANCHORS=<dir of proxy_baseline.sh> (default ../shared/anchors beside the
-#   checkout), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, SHADOW_ONLY=1, SHADOW_ROUNDS=5
+# Environment: ANCHORS=<dir of proxy_baseline.sh> (default bench/anchors), DURATION=10s, REPEATS=3, CONNS="64 256", IDLE_CONNECTIONS=2000, SHADOW_ONLY=1, SHADOW_ROUNDS=5
 #   (only the Strangler Fig shadow comparison), and the anchor's
 #   WRK_CPU/UP_CPU/PROXY_CPU (default: wrk and the proxy on CPU 0, the upstream on CPU 1).
 # The last line is one JSON object keyed by proxy and connection count, each with rps, p50_ms,
@@ -17,7 +18,7 @@ set -euo pipefail
 
 BUILD_DIR=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ANCHORS=${ANCHORS:-$HERE/../../shared/anchors}
+ANCHORS=${ANCHORS:-$HERE/anchors}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
 KEEL=$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/keel
 
@@ -30,12 +31,12 @@ KEEL=$(cd "$(dirname "$BUILD_DIR/keel")" && pwd)/keel
 TMPD=$(mktemp -d -t keel_proxy_vs.XXXXXX)
 trap 'rm -rf "$TMPD"' EXIT
 
-# The launcher the anchor starts as `<launcher> PORT UP1 UP2`: a config, then exec (so that the
-# PID the anchor charges CPU to is keel's).
+# The launcher the anchor starts as `<launcher> PORT UP1 UP2 [ACCESS_LOG]`: a config, then exec
+# (so that the PID the anchor charges CPU to is keel's).
 cat >"$TMPD/keel-proxy" <<LAUNCHER
 #!/usr/bin/env bash
 cat >"$TMPD/keel-\$1.yaml" <<YAML
-access_log: false
+access_log: \${4:-false}
 listeners:
   - address: 127.0.0.1:\$1
     workers: 1
@@ -58,7 +59,8 @@ if [ "${SHADOW_ONLY:-0}" = 1 ]; then  # only the shadow comparison (a few minute
   : >"$TMPD/table.txt"
   echo "0 0 0" >"$TMPD/idle.txt"
 else
-EXTRA_NAME=keel EXTRA_CMD="$TMPD/keel-proxy {PORT} {UP1} {UP2}" \
+TARGETS="direct haproxy haproxy-log nginx" \
+  EXTRAS="keel=$TMPD/keel-proxy {PORT} {UP1} {UP2} false;keel-log=$TMPD/keel-proxy {PORT} {UP1} {UP2} true" \
   bash "$ANCHORS/proxy_baseline.sh" | tee "$TMPD/table.txt"
 
 # ---------------------------------------------------------------- idle connection memory
@@ -207,7 +209,8 @@ echo "$plain_rps $plain_p99 $shadow_rps $shadow_p99 $saturated_mirrored_pct $FIX
 python3 - "$TMPD/table.txt" "$idle_kib" "$TMPD/shadow.txt" <<'PY'
 import json, sys
 table, idle, shadow_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-names = {"keel": "keel", "haproxy": "haproxy", "nginx-proxy": "nginx", "direct": "direct"}
+names = {"keel": "keel", "keel-log": "keel_log", "haproxy": "haproxy", "haproxy-log": "haproxy_log",
+         "nginx-proxy": "nginx", "direct": "direct"}
 out = {}
 for line in open(table):
     f = line.split()
@@ -234,6 +237,22 @@ print("keel / HAProxy (targets: rps >= 1.0, cpu <= 1.0, p99 <= 1.2):")
 for conns, r in sorted(ratios.items(), key=lambda kv: int(kv[0])):
     print(f"  c={conns}: rps {r['rps_ratio']}, cpu/req {r['cpu_ratio']}, p99 {r['p99_ratio']}")
 out["keel_vs_haproxy"] = ratios
+# With the access log on, each to a file: keel against HAProxy (target rps >= 1.0).
+log_ratios = {}
+for conns, keel in out.get("keel_log", {}).items():
+    ha = out.get("haproxy_log", {}).get(conns)
+    plain = out.get("keel", {}).get(conns)
+    if not ha or not plain:
+        continue
+    log_ratios[conns] = {
+        "rps_ratio": round(keel["rps"] / ha["rps"], 3),
+        "cpu_ratio": round(keel["cpu_us_per_req"] / ha["cpu_us_per_req"], 3),
+        "keel_log_cost_pct": round(100 * (1 - keel["rps"] / plain["rps"]), 1)}
+print("keel / HAProxy, both with the access log on (target: rps >= 1.0):")
+for conns, r in sorted(log_ratios.items(), key=lambda kv: int(kv[0])):
+    print(f"  c={conns}: rps {r['rps_ratio']}, cpu/req {r['cpu_ratio']}, "
+          f"the log costs keel {r['keel_log_cost_pct']}% of its req/s")
+out["keel_vs_haproxy_access_log_on"] = log_ratios
 out["keel_idle_connection_kib"] = idle
 (plain_rps, plain_p99, shadow_rps, shadow_p99, saturated_mirrored, fixed_rate, fixed_plain_p50,
  fixed_plain_p99, fixed_shadow_p50, fixed_shadow_p99, fixed_shadow_rps, fixed_mirrored) = (
