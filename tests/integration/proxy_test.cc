@@ -278,6 +278,35 @@ TEST_F(ProxyTest, AFailingEndpointIsEjectedAndComesBack) {
   EXPECT_GT(seen["failing"], 0);
 }
 
+TEST_F(ProxyTest, HealthChecksTakeTheirMethodHostAndExpectedStatuses) {
+  // A 503 counts as healthy when the check says so; the probe is a HEAD with its own Host.
+  Upstream answering_503("busy", Behaviour::kFail);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&answering_503},
+                     "    endpoint_options: {panic_threshold_percent: 0}\n"
+                     "    health_check: {path: /ping, method: HEAD, host: health.internal,\n"
+                     "                   expected_statuses: \"200-299,503\", interval_ms: 50,\n"
+                     "                   healthy_threshold: 1, unhealthy_threshold: 1}\n"));
+  for (int i = 0; i < 100 && answering_503.requests() < 3; ++i) std::this_thread::sleep_for(20ms);
+  Message probe = answering_503.last_request();
+  EXPECT_EQ(probe.start_line, "HEAD /ping HTTP/1.1");
+  EXPECT_EQ(probe.header("host"), "health.internal");
+  EXPECT_TRUE(
+      nlohmann::json::parse(server->clusters_json())[0]["endpoints"][0]["healthy"].get<bool>());
+}
+
+TEST_F(ProxyTest, PooledUpstreamConnectionsCloseAfterTheirIdleTimeout) {
+  Upstream web("web");
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&web}, "    idle_timeout_ms: 100\n"));
+  EXPECT_EQ(get("/").status(), 200);
+  EXPECT_EQ(get("/").status(), 200);
+  EXPECT_EQ(web.connections(), 1);     // reused while fresh
+  std::this_thread::sleep_for(400ms);  // past the idle timeout and the 10 ms sweep
+  EXPECT_EQ(get("/").status(), 200);
+  EXPECT_EQ(web.connections(), 2);  // the idle one was closed, a new one opened
+}
+
 TEST_F(ProxyTest, ActiveHealthChecksTakeAnEndpointOutAndBringItBack) {
   Upstream sick("sick", Behaviour::kFail), well("well");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

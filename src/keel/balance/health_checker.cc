@@ -1,6 +1,9 @@
 #include "keel/balance/health_checker.h"
 
 #include <algorithm>
+#include <charconv>
+
+#include "keel/core/text.h"
 
 namespace keel::balance {
 
@@ -13,9 +16,50 @@ HealthCheckConfig HealthCheckConfig::read(const config::Node& node) {
   node.read_ms("timeout_ms", c.timeout, 1ms, 1h);
   node.read("healthy_threshold", c.healthy_threshold, 1, 100);
   node.read("unhealthy_threshold", c.unhealthy_threshold, 1, 100);
-  node.expect_only({"path", "interval_ms", "jitter_percent", "timeout_ms", "healthy_threshold",
-                    "unhealthy_threshold"});
+  node.read("method", c.method);
+  if (c.method != "GET" && c.method != "HEAD" && c.method != "OPTIONS") {
+    node.fail("method", "expected GET, HEAD or OPTIONS (a check must not change anything), got \"" +
+                            c.method + "\"");
+  }
+  node.read("host", c.host);
+  if (c.host.find_first_of(" \t\r\n") != std::string::npos) {
+    node.fail("host", "must not contain spaces or line breaks");
+  }
+  std::string statuses;
+  node.read("expected_statuses", statuses);
+  if (!statuses.empty()) {
+    c.expected_statuses.clear();
+    auto number = [](std::string_view text, unsigned& out) {
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+      return ec == std::errc() && end == text.data() + text.size() && out >= 100 && out <= 599;
+    };
+    for (const std::string& item : split_list(statuses)) {
+      const std::size_t dash = item.find('-');
+      unsigned low = 0, high = 0;
+      const bool ok = dash == std::string::npos
+                          ? number(item, low) && number(item, high)
+                          : number(std::string_view(item).substr(0, dash), low) &&
+                                number(std::string_view(item).substr(dash + 1), high) &&
+                                low <= high;
+      if (!ok) {
+        node.fail("expected_statuses",
+                  "expected statuses or ranges from 100 to 599 such as "
+                  "\"200-299,404\", got \"" +
+                      item + "\"");
+      } else {
+        c.expected_statuses.emplace_back(low, high);
+      }
+    }
+  }
+  node.expect_only({"path", "method", "host", "expected_statuses", "interval_ms", "jitter_percent",
+                    "timeout_ms", "healthy_threshold", "unhealthy_threshold"});
   return c;
+}
+
+bool HealthCheckConfig::passes(unsigned status) const {
+  return std::any_of(expected_statuses.begin(), expected_statuses.end(), [&](const auto& range) {
+    return status >= range.first && status <= range.second;
+  });
 }
 
 HealthChecker::HealthChecker(EndpointSet& endpoints, HealthCheckConfig config, Random& random)

@@ -17,7 +17,12 @@
 namespace keel::balance {
 
 struct HealthCheckConfig {
-  std::string path = "/healthz";  // what the prober GETs; a 2xx passes
+  std::string path = "/healthz";  // what the prober asks for
+  std::string method = "GET";     // GET, HEAD or OPTIONS: a check must not change anything
+  std::string host;               // the Host field; empty: the endpoint's address
+  // Statuses that pass, as inclusive ranges ("200-299,404" in the config; Envoy's
+  // expected_statuses). Default: 2xx.
+  std::vector<std::pair<unsigned, unsigned>> expected_statuses = {{200, 299}};
   Duration interval = 5s;
   // Each check is scheduled interval + uniform(0, interval x jitter_percent / 100) after the
   // last one started.
@@ -27,6 +32,7 @@ struct HealthCheckConfig {
   std::uint32_t unhealthy_threshold = 3;
 
   static HealthCheckConfig read(const config::Node& node);
+  bool passes(unsigned status) const;
 };
 
 class HealthChecker {

@@ -188,8 +188,9 @@ Route read_route(const Node& node, std::size_t index) {
 Cluster read_cluster(const Node& node) {
   Cluster cluster;
   node.expect_only({"name", "endpoints", "load_balancer", "endpoint_options", "connect_timeout_ms",
-                    "per_try_timeout_ms", "max_idle_connections", "retry", "retry_budget", "limits",
-                    "circuit_breaker", "health_check", "outlier_detection"});
+                    "per_try_timeout_ms", "max_idle_connections", "idle_timeout_ms", "retry",
+                    "retry_budget", "limits", "circuit_breaker", "health_check",
+                    "outlier_detection"});
   node.require("name");
   node.read("name", cluster.name);
   node.require("endpoints");
@@ -215,6 +216,7 @@ Cluster read_cluster(const Node& node) {
   node.read_ms("connect_timeout_ms", cluster.connect_timeout, 1ms, 600s);
   node.read_ms("per_try_timeout_ms", cluster.per_try_timeout, 1ms, 3600s);
   node.read("max_idle_connections", cluster.max_idle_connections, 0, 100000);
+  node.read_ms("idle_timeout_ms", cluster.idle_timeout, 1ms, 24h);
   if (Node retry = node.child("retry"); retry.present()) {
     cluster.retry = read_retry(retry, cluster.retry);
   }

@@ -137,6 +137,7 @@ struct Cluster {
   Duration connect_timeout = 1s;
   Duration per_try_timeout = 5s;
   std::uint32_t max_idle_connections = 64;  // kept per worker and endpoint
+  Duration idle_timeout = 60s;              // a pooled connection unused this long is closed
   RetryPolicy retry;
   // Retries as a share of requests (Finagle's and Linkerd's budget): on by default, 20% of the
   // requests of the last 10 s plus 3 a second, so a failing cluster is not hit with n × the load.

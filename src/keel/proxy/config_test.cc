@@ -200,11 +200,13 @@ clusters:
     connect_timeout_ms: 500
     per_try_timeout_ms: 1000
     max_idle_connections: 8
+    idle_timeout_ms: 30000
     retry: {num_retries: 1}
     retry_budget: {budget_ratio: 0.2, min_retries_per_second: 3, window_ms: 10000}
     limits: {max_connections: 10, max_pending: 10, max_requests: 100, max_retries: 5}
     circuit_breaker: {failure_rate_threshold: 50, minimum_calls: 10}
-    health_check: {path: /healthz, interval_ms: 1000}
+    health_check: {path: /healthz, method: HEAD, host: api.internal, expected_statuses: "200-299,404",
+                   interval_ms: 1000}
     outlier_detection: {consecutive_5xx: 5, interval_ms: 1000}
   - name: legacy
     endpoints: [{address: 127.0.0.1:8083}]
