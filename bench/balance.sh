@@ -48,6 +48,14 @@ figures = {
     "simulation": simulation,
     "peak_ewma_vs_round_robin_p999_ratio": round(
         simulation["round_robin"]["p999_ms"] / simulation["peak_ewma"]["p999_ms"], 1),
+    # Three endpoints, one stalled for 10 s then healthy again; and none stalled.
+    "peak_ewma_stall_recovery_ms": simulation["peak_ewma"]["three_stall_recovery_ms"],
+    "peak_ewma_three_stall_vs_round_robin_p999_ratio": round(
+        simulation["round_robin"]["three_stall_p999_ms"]
+        / simulation["peak_ewma"]["three_stall_p999_ms"], 1),
+    "peak_ewma_healthy_max_share_deviation_points": max(
+        simulation["peak_ewma"]["three_healthy_max_share_deviation_points"],
+        simulation["peak_ewma"]["three_quiet_max_share_deviation_points"]),
 }
 print(json.dumps(figures))
 PY

@@ -22,19 +22,28 @@ struct EndpointConfig {
 };
 
 // Peak-sensitive exponentially weighted moving average of latency (Finagle's PeakEwma, used by
-// Linkerd): a sample above the average replaces it at once; below it, the average moves toward
-// the sample with weight exp(-elapsed / decay). Read at a later time, the average has decayed
-// toward zero, so an endpoint that was slow a while ago gets another chance.
+// Linkerd): a sample above the average replaces it at once, unless a request sent later has
+// already answered (old news); below it, the average moves toward the sample with weight
+// 1 - exp(-elapsed / decay), at least 0.1. It does not decay on its own: what an estimate
+// nobody has refreshed is worth depends on the other endpoints, so EndpointSet decides
+// (latency_estimate_ns).
 class PeakEwma {
  public:
   void observe(Duration latency, TimePoint now, Duration decay);
-  // Nanoseconds, decayed to `now`; 0 before the first sample.
-  double value(TimePoint now, Duration decay) const;
+  // Starts over from `cost_ns` as if sampled at `now` from a request sent at `started`;
+  // clear() forgets every sample.
+  void reset(double cost_ns, TimePoint now, TimePoint started);
+  void clear() { *this = PeakEwma(); }
+  // Nanoseconds as of the last sample; 0 before the first.
+  double value() const { return cost_ns_; }
+  TimePoint last_sample() const { return stamp_; }
   bool has_samples() const { return stamp_ != TimePoint::min(); }
 
  private:
+  static constexpr double kMinimumWeight = 0.1;
   double cost_ns_ = 0;
   TimePoint stamp_ = TimePoint::min();
+  TimePoint newest_start_ = TimePoint::min();  // of the requests sampled so far
 };
 
 struct EndpointState {
@@ -61,8 +70,14 @@ class EndpointSet {
     Duration slow_start_window = Duration::zero();
     double slow_start_min_weight_percent = 10;
     double slow_start_aggression = 1.0;  // ramp = (elapsed / window) ^ (1 / aggression)
-    // Decay of the peak EWMA of latency.
+    // Decay of the peak EWMA of latency: how fast lower samples pull a peak down, and how fast
+    // an estimate with no new sample moves toward the cluster's typical one.
     Duration latency_decay = 10s;
+    // An endpoint with no latency sample for this long has a stale estimate: peak_ewma probes
+    // it now and then, and its next sample replaces the estimate. (Meanwhile the estimate
+    // drifts toward the median of the others': not toward zero, which would flood it, nor
+    // staying at its last peak, which starves it, as with no requests it gets no sample.)
+    Duration latency_stale_after = 500ms;
 
     static Options read(const config::Node& node);
   };
@@ -84,6 +99,16 @@ class EndpointSet {
   void on_start(std::size_t i);
   void on_complete(std::size_t i, bool success, Duration latency);
 
+  // Endpoint i's latency in nanoseconds as peak_ewma sees it now: its peak EWMA, moving toward
+  // the typical latency with the time since its last sample (exp(-age / decay)); the typical
+  // latency when it has no sample. 0 only when no endpoint has a sample.
+  double latency_estimate_ns(std::size_t i);
+  // Whether endpoint i has had no latency sample for latency_stale_after (or none at all).
+  bool latency_stale(std::size_t i) const;
+  // The median latency estimate of the endpoints other than i that are healthy and not
+  // ejected, preferring fresh ones; 0 when none has a sample.
+  double typical_latency_ns(std::size_t i);
+
   // The endpoints a policy may pick now: healthy and not ejected, or every endpoint when that
   // leaves fewer than the panic threshold. Recomputed when a verdict changes or an ejection
   // expires; reads the clock only while an ejection or a slow start is under way.
@@ -99,6 +124,13 @@ class EndpointSet {
 
  private:
   void refresh(TimePoint now);
+  // An endpoint back from unhealthy or ejection starts from the typical latency: its last
+  // sample, often the timeout that got it ejected, says nothing about it now.
+  void restart_latency(std::size_t i, TimePoint now);
+  void collect_typical(TimePoint now);
+  double median_without(std::size_t i) const;
+  double cached_typical_ns(std::size_t i, TimePoint now);
+  static constexpr Duration kTypicalRefresh = 10ms;
 
   std::vector<EndpointState> endpoints_;
   Options options_;
@@ -109,6 +141,11 @@ class EndpointSet {
   TimePoint next_expiry_ = TimePoint::max();
   TimePoint slow_start_until_ = TimePoint::min();
   std::uint64_t version_ = 0;
+  // The latency estimates the typical one is the median of (sorted), and whose they are.
+  std::vector<double> typical_values_;
+  std::vector<bool> typical_members_;
+  TimePoint typical_at_ = TimePoint::min();
+  bool typical_dirty_ = true;
 };
 
 }  // namespace keel::balance

@@ -9,7 +9,8 @@
 //   random         weighted random
 //   least_request  power of two choices on requests in flight, weighted by
 //                  weight / (active + 1) ^ active_request_bias (Envoy's)
-//   peak_ewma      power of two choices on peak EWMA latency x (active + 1) (Finagle, Linkerd)
+//   peak_ewma      power of two choices on peak EWMA latency x (active + 1) (Finagle, Linkerd);
+//                  a stale estimate drifts toward the cluster's median and is probed
 //   ring_hash      Ketama ring on the request's hash; optional bounded load (HAProxy's
 //                  hash-balance-factor)
 //   maglev         Maglev table on the request's hash; one array read per pick
@@ -54,6 +55,11 @@ struct PolicyConfig {
   // least_request
   std::uint32_t choice_count = 2;
   double active_request_bias = 1.0;
+  // peak_ewma: the share of picks, in percent, that go to an endpoint whose latency estimate is
+  // stale (EndpointSet::Options::latency_stale_after) and has nothing in flight, so that an
+  // endpoint that recovered on its own is seen to. At most one probe per endpoint per staleness
+  // period; 0 turns probing off.
+  double stale_probe_percent = 1.0;
   // ring_hash
   std::uint64_t minimum_ring_size = 1024;
   std::uint64_t maximum_ring_size = 8 * 1024 * 1024;

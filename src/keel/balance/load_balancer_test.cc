@@ -105,29 +105,80 @@ TEST(LeastRequest, RejectsFewerThanTwoChoices) {
   EXPECT_FALSE(make_load_balancer(config, set, random).ok());
 }
 
-TEST(PeakEwma, AvoidsTheSlowEndpoint) {
-  Fixture f(equal(4), "peak_ewma");
-  for (std::size_t i = 0; i < 4; ++i) {
-    f.set.on_start(i);
-    f.set.on_complete(i, true, i == 2 ? 500ms : 5ms);
+// Serves `requests` picks 10 ms apart, each answered at once in `latency(endpoint)`; returns the
+// picks per endpoint.
+template <typename Latency>
+std::map<std::size_t, int> serve(Fixture& f, int requests, Latency latency) {
+  std::map<std::size_t, int> picks;
+  for (int i = 0; i < requests; ++i) {
+    std::size_t chosen = f.pick();
+    ++picks[chosen];
+    f.set.on_start(chosen);
+    f.set.on_complete(chosen, true, latency(chosen));
+    f.clock.advance(10ms);
   }
-  // Traffic keeps flowing to the fast endpoints, 10 ms apart, each answering in 5 ms.
-  auto serve = [&](int requests) {
-    int to_slow = 0;
-    for (int i = 0; i < requests; ++i) {
-      std::size_t chosen = f.pick();
-      if (chosen == 2) {
-        ++to_slow;
-      } else {
-        f.set.on_start(chosen);
-        f.set.on_complete(chosen, true, 5ms);
-      }
-      f.clock.advance(10ms);
+  return picks;
+}
+
+TEST(PeakEwma, AvoidsTheSlowEndpointButProbesItNowAndThen) {
+  Fixture f(equal(4), "peak_ewma");
+  auto slow_is_2 = [](std::size_t i) { return i == 2 ? 500ms : 5ms; };
+  serve(f, 100, slow_is_2);
+  auto picks = serve(f, 2000, slow_is_2);  // 20 s
+  EXPECT_GT(picks[2], 0) << "a stale cost is probed, so a recovery would be seen";
+  EXPECT_LE(picks[2], 25) << "about one probe per second while it stays slow";
+}
+
+TEST(PeakEwma, AnEndpointThatRecoversOnItsOwnGetsItsShareBackWithinTwoSeconds) {
+  Fixture f(equal(3), "peak_ewma", 7);
+  auto all_fast = [](std::size_t) { return 5ms; };
+  serve(f, 300, all_fast);
+  // One per-try timeout: a 1 s sample. Then it answers fast again, but only if asked.
+  f.set.on_start(2);
+  f.set.on_complete(2, true, 1s);
+  serve(f, 200, all_fast);  // 2 s
+  auto picks = serve(f, 300, all_fast);
+  EXPECT_GE(picks[2], 80) << "a third is 100 of 300; old peak EWMA gave 0 for about a minute";
+}
+
+TEST(PeakEwma, AnEndpointBackFromUnhealthyOrEjectionStartsFromATypicalCost) {
+  enum class Return { kHealthy, kUnejected, kEjectionExpired };
+  for (Return way : {Return::kHealthy, Return::kUnejected, Return::kEjectionExpired}) {
+    Fixture f(equal(3), "peak_ewma", 11);
+    auto all_fast = [](std::size_t) { return 5ms; };
+    serve(f, 300, all_fast);
+    f.set.on_start(2);
+    f.set.on_complete(2, false, 1s);  // the per-try timeout that led to the verdict
+    if (way == Return::kHealthy) {
+      f.set.set_healthy(2, false);
+    } else {
+      f.set.eject(2, f.clock.now() + 3s);
     }
-    return to_slow;
-  };
-  EXPECT_EQ(serve(2000), 0) << "20 s: the 500 ms peak still outweighs 5 ms";
-  EXPECT_GT(serve(4000), 0) << "after ~46 s (10 s decay) it falls below 5 ms and gets a chance";
+    serve(f, 200, all_fast);
+    if (way == Return::kHealthy) f.set.set_healthy(2, true);
+    if (way == Return::kUnejected) f.set.uneject(2);
+    serve(f, 100, all_fast);               // the ejection has run out by now
+    auto picks = serve(f, 150, all_fast);  // the first 1.5 s back
+    EXPECT_GE(picks[2], 40) << "way " << static_cast<int>(way) << ": a third is 50 of 150";
+  }
+}
+
+TEST(PeakEwma, AnEndpointWithNoSamplesCostsTheTypicalLatency) {
+  Fixture f(equal(3), "peak_ewma", 5);
+  f.set.on_start(0);
+  f.set.on_complete(0, true, 50ms);
+  f.set.on_start(1);
+  f.set.on_complete(1, true, 50ms);
+  // Endpoint 2 has answered nothing yet: it costs what the others do, so it neither takes every
+  // request (a cost of zero) nor none (an infinite one); with a request in flight it costs
+  // twice the others and mostly loses.
+  std::map<std::size_t, int> picks;
+  for (int i = 0; i < 3000; ++i) ++picks[f.pick()];
+  EXPECT_NEAR(picks[2], 1000, 150);
+  f.set.on_start(2);
+  picks.clear();
+  for (int i = 0; i < 3000; ++i) ++picks[f.pick()];
+  EXPECT_LT(picks[2], 300) << "a third would be 1000";
 }
 
 TEST(RingHash, SameKeySameEndpointAndFewKeysMoveWhenOneLeaves) {

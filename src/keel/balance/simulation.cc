@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <optional>
 #include <queue>
 
 #include "keel/balance/load_balancer.h"
@@ -69,6 +70,11 @@ Result<SimulationResult> simulate(std::string_view policy, const SimulationConfi
   std::vector<double> latencies_ms;
   std::uint64_t sequence = 0;
   std::uint64_t to_stalled = 0;
+  // Picks per endpoint in each 100 ms slot of arrivals, for the share figures.
+  constexpr Duration kSlot = 100ms;
+  const std::size_t slots = static_cast<std::size_t>((config.duration + kSlot - 1ns) / kSlot);
+  std::vector<std::vector<std::uint32_t>> picks_per_slot(
+      slots, std::vector<std::uint32_t>(config.endpoints, 0));
 
   auto service_time = [&](std::size_t endpoint, TimePoint at) {
     // Box-Muller for a standard normal, then lognormal around the median.
@@ -99,6 +105,7 @@ Result<SimulationResult> simulate(std::string_view policy, const SimulationConfi
       auto pick = (*balancer)->pick({});
       if (!pick) return Error(keel::errc::invalid_argument, "simulation: no endpoint to pick");
       requests.push_back({event.at, *pick});
+      ++picks_per_slot[static_cast<std::size_t>((event.at - start) / kSlot)][*pick];
       if (*pick == 0 && event.at >= stall_from && event.at < stall_until) ++to_stalled;
       endpoints.on_start(*pick);
       if (busy[*pick] < config.endpoint_concurrency) {
@@ -152,6 +159,55 @@ Result<SimulationResult> simulate(std::string_view policy, const SimulationConfi
       stall_window_requests == 0
           ? 0
           : 100.0 * static_cast<double>(to_stalled) / static_cast<double>(stall_window_requests);
+
+  // Shares over windows of whole slots: share(endpoint, first slot, slot count), in percent.
+  auto share_pct = [&](std::size_t endpoint, std::size_t first, std::size_t count) {
+    std::uint64_t to_endpoint = 0;
+    std::uint64_t total = 0;
+    for (std::size_t slot = first; slot < first + count; ++slot) {
+      to_endpoint += picks_per_slot[slot][endpoint];
+      for (std::uint32_t picks : picks_per_slot[slot]) total += picks;
+    }
+    return total == 0 ? -1.0
+                      : 100.0 * static_cast<double>(to_endpoint) / static_cast<double>(total);
+  };
+  const double fair_pct = 100.0 / config.endpoints;
+  const bool stalls = config.stall_factor != 1 && stall_until > stall_from;
+  const auto slot_of = [&](TimePoint at) {
+    return static_cast<std::size_t>(std::max(Duration::zero(), at - start) / kSlot);
+  };
+  const auto window_slots = [&](Duration window) {
+    return static_cast<std::size_t>(std::max<std::int64_t>(1, window / kSlot));
+  };
+  if (stalls) {
+    // Scan backwards: the earliest window start from which every window stays near fair.
+    const std::size_t window = window_slots(config.recovery_window);
+    const std::size_t first = std::min(slots, (slot_of(stall_until - 1ns) + 1));
+    std::optional<std::size_t> recovered_from;
+    for (std::size_t slot = slots >= window ? slots - window + 1 : 0; slot-- > first;) {
+      double share = share_pct(0, slot, window);
+      if (share < 0 || std::abs(share - fair_pct) > config.recovery_tolerance_points) break;
+      recovered_from = slot;
+    }
+    if (recovered_from) {
+      TimePoint recovered_at = start + kSlot * static_cast<std::int64_t>(*recovered_from + window);
+      result.recovery_ms = to_ms(recovered_at - stall_until);
+    }
+  }
+  {
+    const std::size_t window = window_slots(config.balance_window);
+    for (std::size_t slot = 0; slot + window <= slots; ++slot) {
+      TimePoint from = start + kSlot * static_cast<std::int64_t>(slot);
+      TimePoint to = from + kSlot * static_cast<std::int64_t>(window);
+      if (stalls && from < stall_until && to > stall_from) continue;
+      for (std::size_t endpoint = 0; endpoint < config.endpoints; ++endpoint) {
+        double share = share_pct(endpoint, slot, window);
+        if (share < 0) continue;
+        result.max_share_deviation_points =
+            std::max(result.max_share_deviation_points, std::abs(share - fair_pct));
+      }
+    }
+  }
   return result;
 }
 

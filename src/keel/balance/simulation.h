@@ -29,6 +29,14 @@ struct SimulationConfig {
   double stall_end = 0.75;
   Duration deadline = 1s;  // a request answered later counts as failed
   std::uint64_t seed = 1;
+  // How the share of requests per endpoint is judged: in windows sliding by 100 ms. After the
+  // stall, endpoint 0 counts as recovered once its share in every later `recovery_window` stays
+  // within `recovery_tolerance_points` of a fair share (100 / endpoints percent).
+  Duration recovery_window = 500ms;
+  double recovery_tolerance_points = 5;
+  // Balance while nothing stalls: the largest distance of any endpoint's share from the fair
+  // share over any `balance_window` that does not overlap the stall.
+  Duration balance_window = 5s;
 };
 
 struct SimulationResult {
@@ -38,8 +46,14 @@ struct SimulationResult {
   double p99_ms = 0;
   double p999_ms = 0;
   double max_ms = 0;
-  double success_pct = 0;                // answered within the deadline
-  double stalled_share_pct = 0;          // of requests sent to the stalled endpoint
+  double success_pct = 0;        // answered within the deadline
+  double stalled_share_pct = 0;  // of requests sent to the stalled endpoint
+  // From the end of the stall until endpoint 0's share is back near a fair share for good (the
+  // end of the first window that qualifies); negative when it never is.
+  double recovery_ms = -1;
+  // Largest |share - fair share| of any endpoint over any balance window clear of the stall, in
+  // percentage points; negative when the run has no such window.
+  double max_share_deviation_points = -1;
   std::vector<std::uint64_t> histogram;  // counts per histogram_bounds_ms() bucket, then overflow
 
   static const std::vector<double>& histogram_bounds_ms();

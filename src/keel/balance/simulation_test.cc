@@ -23,6 +23,45 @@ TEST(Simulation, PeakEwmaKeepsTheTailFarBelowRoundRobinWhenAnEndpointStalls) {
   EXPECT_GT(peak_ewma->success_pct, round_robin->success_pct);
 }
 
+// Three endpoints, as in the acceptance test that found peak_ewma starving a recovered endpoint.
+SimulationConfig three_endpoints() {
+  SimulationConfig config;
+  config.endpoints = 3;
+  config.requests_per_second = 3000;
+  config.stall_start = 1.0 / 3;  // 10 s of a 30 s run
+  config.stall_end = 2.0 / 3;
+  return config;
+}
+
+TEST(Simulation, PeakEwmaGivesARecoveredEndpointItsShareBackWithinTwoSeconds) {
+  for (std::uint64_t seed : {1, 2, 3}) {
+    SimulationConfig config = three_endpoints();
+    config.seed = seed;
+    auto round_robin = simulate("round_robin", config);
+    auto peak_ewma = simulate("peak_ewma", config);
+    ASSERT_TRUE(round_robin.ok() && peak_ewma.ok());
+    EXPECT_GE(peak_ewma->recovery_ms, 0) << "seed " << seed << ": never recovered";
+    EXPECT_LE(peak_ewma->recovery_ms, 2000) << "seed " << seed;
+    EXPECT_LT(peak_ewma->p999_ms * 10, round_robin->p999_ms) << "seed " << seed;
+  }
+}
+
+TEST(Simulation, PeakEwmaKeepsThreeHealthyEndpointsNearAThird) {
+  for (double rate : {3000.0, 300.0}) {
+    for (std::uint64_t seed : {1, 2, 3}) {
+      SimulationConfig config = three_endpoints();
+      config.stall_factor = 1;
+      config.requests_per_second = rate;
+      config.seed = seed;
+      auto peak_ewma = simulate("peak_ewma", config);
+      ASSERT_TRUE(peak_ewma.ok());
+      EXPECT_GE(peak_ewma->max_share_deviation_points, 0);
+      EXPECT_LE(peak_ewma->max_share_deviation_points, 10)
+          << rate << " requests/s, seed " << seed << ": over some 5 s window";
+    }
+  }
+}
+
 TEST(Simulation, SameSeedSameResult) {
   auto a = simulate("least_request", short_run());
   auto b = simulate("least_request", short_run());

@@ -195,8 +195,9 @@ listeners:
 clusters:
   - name: api
     endpoints: [{address: 127.0.0.1:8081, weight: 2}]
-    load_balancer: {policy: least_request, choice_count: 2}
-    endpoint_options: {panic_threshold_percent: 50, latency_decay_ms: 10000}
+    load_balancer: {policy: peak_ewma, choice_count: 2, stale_probe_percent: 1}
+    endpoint_options: {panic_threshold_percent: 50, latency_decay_ms: 10000,
+                       latency_stale_after_ms: 500}
     connect_timeout_ms: 500
     per_try_timeout_ms: 1000
     max_idle_connections: 8
