@@ -295,6 +295,26 @@ TEST_F(ProxyTest, HealthChecksTakeTheirMethodHostAndExpectedStatuses) {
       nlohmann::json::parse(server->clusters_json())[0]["endpoints"][0]["healthy"].get<bool>());
 }
 
+TEST_F(ProxyTest, ClustersAndMetricsShowEachEndpointsCostAndInFlight) {
+  Upstream a("a"), slow("slow", Behaviour::kSlow);
+  slow.set_slow_delay(300ms);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&a, &slow}, "    load_balancer: {policy: peak_ewma}\n"));
+  auto in_flight_request = std::async(std::launch::async, [&] { return get("/"); });
+  for (int i = 0; i < 20; ++i) get("/");
+  auto endpoints = nlohmann::json::parse(server->clusters_json())[0]["endpoints"];
+  for (const auto& endpoint : endpoints) {
+    EXPECT_TRUE(endpoint.contains("in_flight")) << endpoint.dump();
+    EXPECT_TRUE(endpoint.contains("latency_cost_ms")) << endpoint.dump();
+  }
+  EXPECT_GT(endpoints[0]["latency_cost_ms"].get<double>(), 0);
+  EXPECT_EQ(in_flight_request.get().status(), 200);
+  endpoints = nlohmann::json::parse(server->clusters_json())[0]["endpoints"];
+  EXPECT_EQ(endpoints[0]["in_flight"].get<int>() + endpoints[1]["in_flight"].get<int>(), 0);
+  EXPECT_GT(endpoints[1]["latency_cost_ms"].get<double>(),
+            endpoints[0]["latency_cost_ms"].get<double>());
+}
+
 TEST_F(ProxyTest, PooledUpstreamConnectionsCloseAfterTheirIdleTimeout) {
   Upstream web("web");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

@@ -128,6 +128,36 @@ struct ClusterShared {
   metrics::Counter* health_changes_total = nullptr;
   // As seen by the health checker (worker 0), for /clusters and /metrics.
   std::unique_ptr<std::atomic<bool>[]> healthy;
+  // What each worker's balancer sees of each endpoint ([worker * endpoints + endpoint]),
+  // published by the worker as requests start and end, so that /clusters and /metrics can say
+  // why an endpoint gets the traffic it gets without reading a worker's state.
+  struct EndpointView {
+    std::atomic<std::uint32_t> in_flight{0};
+    std::atomic<double> latency_cost_ms{0};  // peak_ewma's latency estimate; 0: none yet
+  };
+  std::unique_ptr<EndpointView[]> views;
+  std::size_t view_workers = 0;
+  std::uint32_t in_flight(std::size_t endpoint) const {
+    std::uint32_t total = 0;
+    for (std::size_t w = 0; w < view_workers; ++w)
+      total +=
+          views[w * config->endpoints.size() + endpoint].in_flight.load(std::memory_order_relaxed);
+    return total;
+  }
+  // The mean over the workers that have an estimate.
+  double latency_cost_ms(std::size_t endpoint) const {
+    double sum = 0;
+    int count = 0;
+    for (std::size_t w = 0; w < view_workers; ++w) {
+      const double cost = views[w * config->endpoints.size() + endpoint].latency_cost_ms.load(
+          std::memory_order_relaxed);
+      if (cost > 0) {
+        sum += cost;
+        ++count;
+      }
+    }
+    return count == 0 ? 0 : sum / count;
+  }
   std::vector<metrics::CallbackRegistration> gauges;
 };
 
@@ -260,9 +290,11 @@ std::optional<Held> try_hold(std::atomic<std::uint32_t>& counter, std::uint32_t 
 
 // A worker's own view of a cluster: endpoint state, the balancer, idle connections.
 struct WorkerCluster {
-  WorkerCluster(std::shared_ptr<ClusterShared> s, Clock& clock, Random& random)
+  WorkerCluster(std::shared_ptr<ClusterShared> s, std::size_t worker, Clock& clock, Random& random)
       : shared(std::move(s)),
-        endpoints(shared->config->endpoints, shared->config->endpoint_options, clock) {
+        endpoints(shared->config->endpoints, shared->config->endpoint_options, clock),
+        views(&shared->views[worker * shared->config->endpoints.size()]),
+        publish_cost(shared->config->load_balancer.policy == "peak_ewma") {
     auto made = balance::make_load_balancer(shared->config->load_balancer, endpoints, random);
     balancer = std::move(*made);  // the config was checked; the policy exists
     if (shared->config->outlier_detection)
@@ -278,6 +310,24 @@ struct WorkerCluster {
   // every worker's set.
   std::optional<balance::OutlierDetector> outlier;
   std::optional<balance::HealthChecker> health;
+
+  // endpoints.on_start / on_complete, published for /clusters and /metrics.
+  void on_start(std::size_t i) {
+    endpoints.on_start(i);
+    views[i].in_flight.store(endpoints[i].active_requests, std::memory_order_relaxed);
+  }
+  void on_complete(std::size_t i, bool success, Duration latency) {
+    endpoints.on_complete(i, success, latency);
+    views[i].in_flight.store(endpoints[i].active_requests, std::memory_order_relaxed);
+    if (publish_cost) {
+      views[i].latency_cost_ms.store(endpoints.latency_estimate_ns(i) / 1e6,
+                                     std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  ClusterShared::EndpointView* views;  // this worker's row
+  bool publish_cost;                   // only peak_ewma keeps a latency estimate
 };
 
 struct Worker {
@@ -488,7 +538,8 @@ struct Server::Impl {
     for (auto& worker : workers) {
       auto& own = next->worker_clusters.emplace_back();
       for (auto& cluster : next->clusters) {
-        own.push_back(std::make_unique<WorkerCluster>(cluster, clock, worker->random));
+        own.push_back(
+            std::make_unique<WorkerCluster>(cluster, worker->index, clock, worker->random));
       }
     }
     return std::shared_ptr<const Generation>(std::move(next));
@@ -616,6 +667,9 @@ struct Server::Impl {
     c.health_changes_total = &registry.counter("keel_proxy_health_changes_total",
                                                "Endpoints turning healthy or unhealthy", labels);
     c.healthy = std::make_unique<std::atomic<bool>[]>(c.config->endpoints.size());
+    c.view_workers = workers.size();
+    c.views = std::make_unique<ClusterShared::EndpointView[]>(workers.size() *
+                                                              c.config->endpoints.size());
     for (std::size_t i = 0; i < c.config->endpoints.size(); ++i) {
       const auto& endpoint = c.config->endpoints[i];
       c.healthy[i] = true;
@@ -630,6 +684,15 @@ struct Server::Impl {
       c.gauges.push_back(registry.gauge_callback(
           "keel_proxy_endpoint_healthy", "1 when the active health check passes", with,
           [&c, i] { return c.healthy[i].load() ? 1.0 : 0.0; }));
+      c.gauges.push_back(registry.gauge_callback(
+          "keel_proxy_endpoint_in_flight", "Attempts in flight to the endpoint, all workers", with,
+          [&c, i] { return static_cast<double>(c.in_flight(i)); }));
+      if (c.config->load_balancer.policy == "peak_ewma") {
+        c.gauges.push_back(registry.gauge_callback(
+            "keel_proxy_endpoint_latency_cost_ms",
+            "peak_ewma's latency estimate for the endpoint (mean over workers; 0: none yet)", with,
+            [&c, i] { return c.latency_cost_ms(i); }));
+      }
       c.endpoint_requests.push_back(&registry.counter("keel_proxy_endpoint_requests_total",
                                                       "Attempts sent to the endpoint", with));
       c.endpoint_failures.push_back(
@@ -1255,7 +1318,7 @@ struct Server::Impl {
       const std::size_t endpoint = *picked;
       exchange.upstream = cluster_config.endpoints[endpoint].address;
       cluster.shared->endpoint_requests[endpoint]->inc();
-      cluster.endpoints.on_start(endpoint);
+      cluster.on_start(endpoint);
       const auto try_start = std::chrono::steady_clock::now();
       const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
       Flag failure = Flag::kNone;
@@ -1267,7 +1330,7 @@ struct Server::Impl {
       const bool server_error = status >= 500;
       const bool gateway_error = status == 502 || status == 503 || status == 504;
       const bool failed = failure != Flag::kNone || server_error;
-      cluster.endpoints.on_complete(endpoint, !failed, latency);
+      cluster.on_complete(endpoint, !failed, latency);
       cluster.shared->endpoint_latency[endpoint]->observe(
           std::chrono::duration<double>(latency).count());
       if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
@@ -1332,12 +1395,12 @@ struct Server::Impl {
         Flag failure = Flag::kNone;
         const auto try_start = std::chrono::steady_clock::now();
         legacy.shared->requests_total->inc();
-        legacy.endpoints.on_start(*picked);
+        legacy.on_start(*picked);
         upstream = co_await send(worker, legacy, *picked, out, held_body, &client, body,
                                  head_request, response, deadline, failure);
         const unsigned status = upstream ? response.status : 0;
-        legacy.endpoints.on_complete(*picked, failure == Flag::kNone && status < 500,
-                                     std::chrono::steady_clock::now() - try_start);
+        legacy.on_complete(*picked, failure == Flag::kNone && status < 500,
+                           std::chrono::steady_clock::now() - try_start);
         answering = &legacy;
         answered_by = *picked;
         to_modern = false;  // legacy traffic at modern: it keeps the route from being retired
@@ -1781,7 +1844,7 @@ struct Server::Impl {
                                     const Mirror& mirror, std::size_t capture_limit,
                                     Duration timeout) {
     Flag failure = Flag::kNone;
-    cluster.endpoints.on_start(endpoint);
+    cluster.on_start(endpoint);
     const auto started = std::chrono::steady_clock::now();
     BodyLeft held;  // the copy's body is held: nothing streams
     h1::Head response;
@@ -1800,8 +1863,8 @@ struct Server::Impl {
         answer.reset();
       }
     }
-    cluster.endpoints.on_complete(endpoint, answer && answer->status < 500,
-                                  std::chrono::steady_clock::now() - started);
+    cluster.on_complete(endpoint, answer && answer->status < 500,
+                        std::chrono::steady_clock::now() - started);
     co_return answer;
   }
 
@@ -2136,7 +2199,9 @@ struct Server::Impl {
                              {"healthy", cluster->healthy[i].load()},
                              {"ejections", cluster->endpoint_ejections[i]->value()},
                              {"requests", cluster->endpoint_requests[i]->value()},
-                             {"failures", cluster->endpoint_failures[i]->value()}});
+                             {"failures", cluster->endpoint_failures[i]->value()},
+                             {"in_flight", cluster->in_flight(i)},
+                             {"latency_cost_ms", cluster->latency_cost_ms(i)}});
       }
       out.push_back({{"name", cluster->config->name},
                      {"policy", cluster->config->load_balancer.policy},
