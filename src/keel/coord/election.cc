@@ -172,12 +172,26 @@ Result<std::unique_ptr<WatchHandle>> Elector::observe(
                             [report](const WatchEvent&) { report(false); });
 }
 
-Result<TransactionResult> fenced_transact(Coordinator& coordinator, const Leadership& leadership,
-                                          std::vector<Operation> operations) {
+Transaction fenced_transaction(const Leadership& leadership, std::vector<Operation> operations) {
   Transaction transaction;
   transaction.compare.push_back({leadership.key(), Compare::Target::kCreateRevision,
                                  Compare::Op::kEqual, leadership.token(), ""});
   transaction.success = std::move(operations);
+  return transaction;
+}
+
+Result<TransactionResult> fenced_transact(Coordinator& coordinator, const Leadership& leadership,
+                                          std::vector<Operation> operations) {
+  // A leader acts only until its local deadline: a write sent later, or answered later, could
+  // land after it has told everyone (and itself) that it no longer leads.
+  const Duration time_left = leadership.time_left();
+  if (time_left <= Duration::zero()) {
+    return Error(errc::not_leader, "fenced write not sent: " + leadership.key() + " (token " +
+                                       std::to_string(leadership.token()) +
+                                       ") is lost or past its local deadline");
+  }
+  Transaction transaction = fenced_transaction(leadership, std::move(operations));
+  transaction.timeout = time_left;
   auto result = coordinator.transact(transaction);
   if (!result) return result.error();
   if (!result->succeeded) {
