@@ -216,7 +216,8 @@ TEST_F(ElectionTest, AnEtcdPauseEndsLeadershipAtTheLocalDeadline) {
 }
 
 // Runs `keel ctl ARGS...` against the test's etcd to its end: exit code and output.
-std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::string> args) {
+std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::string> args,
+                                Duration timeout = 20s) {
   args.insert(args.begin(), {KEEL_BINARY, "ctl", "--endpoints", endpoint});
   std::string output;
   std::mutex mutex;
@@ -225,7 +226,7 @@ std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::st
     output += std::string(line) + "\n";
   });
   if (!child) return {-1, child.error().message()};
-  auto code = (*child)->wait(20s);
+  auto code = (*child)->wait(timeout);
   child->reset();
   return {code.value_or(-1), output};
 }
@@ -260,6 +261,26 @@ TEST_F(ElectionTest, CtlJoinsListsMembersAndLeavesOnSigterm) {
   std::tie(code, listed) = ctl(etcd_->endpoint(), {"leader", "e2e/nobody"});
   EXPECT_EQ(code, 3);
   EXPECT_EQ(listed, "no leader\n");
+}
+
+TEST_F(ElectionTest, ABadElectionNameIsAUsageErrorThatNamesIt) {
+  // A key that an empty name's prefix ("/") would otherwise find, as `leader ""` once did.
+  auto etcd = EtcdCoordinator::connect({.endpoints = {etcd_->endpoint()}});
+  ASSERT_TRUE(etcd);
+  ASSERT_TRUE((*etcd)->put("/unrelated", "not a leader"));
+  for (const std::string name : {"", "/jobs", "jobs/", "a//b", "tab\there"}) {
+    for (const std::string command : {"elect", "leader"}) {
+      auto [code, output] = ctl(etcd_->endpoint(), {command, name}, 5s);
+      EXPECT_EQ(code, 2) << command << " \"" << name << "\": " << output;
+      EXPECT_NE(output.find("election name"), std::string::npos) << output;
+      EXPECT_EQ(output.find("not a leader"), std::string::npos) << output;
+    }
+  }
+  auto [code, output] = ctl(etcd_->endpoint(), {"leader", ""}, 5s);
+  EXPECT_NE(output.find("\"\""), std::string::npos) << "names the bad name: " << output;
+  std::tie(code, output) = ctl(etcd_->endpoint(), {"elect", "a//b"}, 5s);
+  EXPECT_NE(output.find("\"a//b\""), std::string::npos) << "names the bad name: " << output;
+  ASSERT_TRUE((*etcd)->erase("/unrelated"));
 }
 
 TEST_F(ElectionTest, AWrongAddressIsAClearErrorNotAHang) {

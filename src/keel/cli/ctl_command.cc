@@ -84,7 +84,15 @@ class Lines {
   std::mutex mutex_;
 };
 
+// A bad election name is a usage error (exit 2), found before etcd is asked anything.
+bool valid_name(const CtlCommand::State& state, const char* command, std::ostream& err) {
+  auto valid = coord::validate_election_name(state.name);
+  if (!valid) err << "keel ctl " << command << ": " << valid.error().message() << "\n";
+  return valid.ok();
+}
+
 int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  if (!valid_name(state, "elect", err)) return 2;
   coord::CancelToken cancel;
   StopSignal stop([&] { cancel.cancel(); });  // first: the threads started later inherit its mask
   auto etcd = connect(state, "elect", err);
@@ -189,6 +197,7 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
 }
 
 int run_leader(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  if (!valid_name(state, "leader", err)) return 2;
   auto etcd = connect(state, "leader", err);
   if (!etcd) return 1;
   SteadyClock clock;

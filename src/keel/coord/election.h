@@ -11,6 +11,11 @@
 // expire the lease — or as soon as its key is gone. Destroying a Leadership resigns (revokes
 // the lease), so a graceful hand-over costs one round trip. The deadline also bounds what the
 // leader does: a fenced write waits for its answer only until then, and is not sent after it.
+//
+// An election's name is 1 to 255 bytes without ASCII control characters (DEL included), in
+// segments separated by single slashes: none at the start or the end, never two in a row. The
+// candidates' keys live under "<name>/"; an empty name would put them under "/", among
+// unrelated keys, so a bad name is refused (errc::invalid_argument) rather than campaigned on.
 #pragma once
 
 #include <atomic>
@@ -20,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "keel/coord/coordinator.h"
 #include "keel/coord/lease_keeper.h"
@@ -76,8 +82,13 @@ class Leadership {
   std::unique_ptr<WatchHandle> own_key_watch_;
 };
 
+// Whether `name` may name an election (the rule above); the error names it and says why.
+Status validate_election_name(std::string_view name);
+
 class Elector {
  public:
+  // A bad `election` name (validate_election_name) makes every call below fail with that
+  // error, before anything is sent to the coordinator.
   Elector(Coordinator& coordinator, Clock& clock, std::string election,
           ElectionOptions options = {});
 
@@ -95,6 +106,7 @@ class Elector {
  private:
   Coordinator& coordinator_;
   Clock& clock_;
+  Status valid_name_;   // before prefix_: checks the name before it is moved into prefix_
   std::string prefix_;  // "<election>/"
   ElectionOptions options_;
 };

@@ -207,6 +207,53 @@ TEST(Election, AFencedWriteWaitsNoLongerThanTheLocalDeadlineAndIsNotSentAfterIt)
       << "the backend would still have taken it: its lease has not expired";
 }
 
+TEST(Election, ANameIsOneToTwoHundredFiftyFiveBytesOfSegmentsWithoutControlCharacters) {
+  for (std::string_view good :
+       {"jobs", "keel/controller", "a/b/c", "with space", "é/ü", "x.y-z_1"}) {
+    EXPECT_TRUE(validate_election_name(good).ok()) << good;
+  }
+  EXPECT_TRUE(validate_election_name(std::string(255, 'n')).ok());
+  struct Bad {
+    std::string name;
+    std::string why;
+  };
+  for (const Bad& bad :
+       {Bad{"", "empty"}, Bad{"/jobs", "starts with a slash"}, Bad{"jobs/", "ends with a slash"},
+        Bad{"/", "starts with a slash"}, Bad{"a//b", "\"//\""},
+        Bad{"tab\there", "control character"}, Bad{std::string("nul\0x", 5), "control character"},
+        Bad{"del\x7f", "control character"}, Bad{std::string(256, 'n'), "256 bytes long"}}) {
+    auto valid = validate_election_name(bad.name);
+    ASSERT_FALSE(valid.ok()) << bad.name;
+    EXPECT_TRUE(valid.error().is(errc::invalid_argument));
+    EXPECT_NE(valid.error().message().find(bad.why), std::string::npos) << valid.error().message();
+  }
+  EXPECT_NE(validate_election_name("a//b").error().message().find("election name \"a//b\""),
+            std::string::npos)
+      << "names the bad name";
+  EXPECT_NE(validate_election_name("tab\there").error().message().find("\"tab\\x09here\""),
+            std::string::npos)
+      << "control characters escaped";
+}
+
+TEST(Election, AnElectorWithABadNameRefusesEverythingAndTouchesNothing) {
+  ManualClock clock;
+  InProcessCoordinator inner(clock);
+  Unreliable store(inner);
+  ASSERT_TRUE(inner.put("/unrelated", "not a leader").ok());  // what prefix "/" would find
+  Elector elector(store, clock, "");
+  auto campaign = elector.campaign("node-a");
+  ASSERT_FALSE(campaign.ok());
+  EXPECT_TRUE(campaign.error().is(errc::invalid_argument)) << campaign.error().to_string();
+  EXPECT_TRUE(store.sent.empty()) << "no key created";
+  auto leader = elector.leader();
+  ASSERT_FALSE(leader.ok()) << "not the unrelated key";
+  EXPECT_TRUE(leader.error().is(errc::invalid_argument));
+  auto observer = elector.observe([](const std::optional<KeyValue>&) {});
+  ASSERT_FALSE(observer.ok());
+  EXPECT_TRUE(observer.error().is(errc::invalid_argument));
+  EXPECT_EQ(inner.range("", true)->first.size(), 1u);
+}
+
 TEST(FencingGuard, RefusesTokensLowerThanTheHighestSeen) {
   FencingGuard guard;
   EXPECT_TRUE(guard.admit(5));
