@@ -9,9 +9,11 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "keel/coord/candidates.h"
+#include "keel/coord/etcd_coordinator.h"
 #include "keel/coord/local_etcd.h"
 
 namespace keel::coord {
@@ -148,8 +150,74 @@ TEST_F(ElectionTest, CandidatesRecoverFromAnEtcdRestartWithOneLeader) {
       << candidates->dump();
 }
 
+// etcd itself paused (SIGSTOP) under a leader that writes: the leader's local deadline still
+// bounds what it does. It prints `lost` at the deadline — not when etcd comes back or a request
+// times out — and etcd ends up holding only a write the leader sent before that.
+TEST_F(ElectionTest, AnEtcdPauseEndsLeadershipAtTheLocalDeadline) {
+  constexpr Duration kPause = 4s;  // past the deadline (1.33 s), short of the request timeout
+  const std::string election = "e2e/etcd-paused";
+  candidates = std::make_unique<Candidates>(CandidateOptions{.keel_binary = KEEL_BINARY,
+                                                             .endpoint = etcd_->endpoint(),
+                                                             .election = election,
+                                                             .ttl = kTtl,
+                                                             .write_interval = 20ms,
+                                                             .once = true});
+  ASSERT_TRUE(candidates->add());
+  ASSERT_TRUE(candidates->wait_settled(1, 10s));
+  ASSERT_TRUE(candidates->wait_for(Candidates::is(Kind::kWriteAccepted, 0), 0, 5s))
+      << candidates->dump();
+
+  // Resumes etcd however the test ends: the other tests share it.
+  struct Resume {
+    pid_t pid;
+    void now() const { ::kill(pid, SIGCONT); }
+    ~Resume() { now(); }
+  } resume{etcd_->pid()};
+  const std::size_t from = candidates->size();
+  const auto paused_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(etcd_->pid(), SIGSTOP), 0);
+  // The last renewal that worked was asked before the pause, so the deadline is at most 2/3 of
+  // the TTL from now. A generous second on top: this checks the rule, not the timing.
+  const Duration bound = kTtl * 2 / 3 + 1s;
+  auto lost = candidates->wait_for(Candidates::is(Kind::kLost, 0), from, kPause);
+  std::this_thread::sleep_until(paused_at + kPause);
+  resume.now();
+  if (!lost) lost = candidates->wait_for(Candidates::is(Kind::kLost, 0), from, 10s);
+  ASSERT_TRUE(lost) << candidates->dump();
+  EXPECT_LE(lost->seen - paused_at, bound)
+      << "lost printed " << (lost->seen - paused_at) / 1ms << " ms into the pause\n"
+      << candidates->dump();
+  EXPECT_EQ(candidates->process(0).wait(20s), 3) << "--once: exits after losing";
+
+  // Every write it printed as accepted was acknowledged before it reported the loss, and the
+  // value etcd holds comes from a write sent before the loss (one left in flight at the
+  // deadline may still have been applied when etcd resumed; nothing sent later may be).
+  std::set<std::string> sent_before_loss;
+  bool after_loss = false;
+  for (const auto& event : candidates->events()) {
+    if (event.kind == Kind::kLost) after_loss = true;
+    if (event.kind != Kind::kWriteAccepted && event.kind != Kind::kWriteRejected) continue;
+    EXPECT_FALSE(after_loss && event.kind == Kind::kWriteAccepted) << event.line;
+    const auto seq = event.line.find("seq=");
+    if (!after_loss && event.line.find("not sent") == std::string::npos) {
+      sent_before_loss.insert(event.line.substr(seq, event.line.find(' ', seq) - seq));
+    }
+  }
+  auto etcd = EtcdCoordinator::connect({.endpoints = {etcd_->endpoint()}});
+  ASSERT_TRUE(etcd) << etcd.error().message();
+  auto written = (*etcd)->get(election + "-resource");
+  ASSERT_TRUE(written && written->has_value());
+  const std::string& value = (*written)->value;
+  const auto seq = value.find("seq=");
+  ASSERT_NE(seq, std::string::npos) << value;
+  EXPECT_TRUE(sent_before_loss.count(value.substr(seq)))
+      << "etcd holds \"" << value << "\", not a write sent before the loss\n"
+      << candidates->dump();
+}
+
 // Runs `keel ctl ARGS...` against the test's etcd to its end: exit code and output.
-std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::string> args) {
+std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::string> args,
+                                Duration timeout = 20s) {
   args.insert(args.begin(), {KEEL_BINARY, "ctl", "--endpoints", endpoint});
   std::string output;
   std::mutex mutex;
@@ -158,7 +226,7 @@ std::pair<int, std::string> ctl(const std::string& endpoint, std::vector<std::st
     output += std::string(line) + "\n";
   });
   if (!child) return {-1, child.error().message()};
-  auto code = (*child)->wait(20s);
+  auto code = (*child)->wait(timeout);
   child->reset();
   return {code.value_or(-1), output};
 }
@@ -193,6 +261,26 @@ TEST_F(ElectionTest, CtlJoinsListsMembersAndLeavesOnSigterm) {
   std::tie(code, listed) = ctl(etcd_->endpoint(), {"leader", "e2e/nobody"});
   EXPECT_EQ(code, 3);
   EXPECT_EQ(listed, "no leader\n");
+}
+
+TEST_F(ElectionTest, ABadElectionNameIsAUsageErrorThatNamesIt) {
+  // A key that an empty name's prefix ("/") would otherwise find, as `leader ""` once did.
+  auto etcd = EtcdCoordinator::connect({.endpoints = {etcd_->endpoint()}});
+  ASSERT_TRUE(etcd);
+  ASSERT_TRUE((*etcd)->put("/unrelated", "not a leader"));
+  for (const std::string name : {"", "/jobs", "jobs/", "a//b", "tab\there"}) {
+    for (const std::string command : {"elect", "leader"}) {
+      auto [code, output] = ctl(etcd_->endpoint(), {command, name}, 5s);
+      EXPECT_EQ(code, 2) << command << " \"" << name << "\": " << output;
+      EXPECT_NE(output.find("election name"), std::string::npos) << output;
+      EXPECT_EQ(output.find("not a leader"), std::string::npos) << output;
+    }
+  }
+  auto [code, output] = ctl(etcd_->endpoint(), {"leader", ""}, 5s);
+  EXPECT_NE(output.find("\"\""), std::string::npos) << "names the bad name: " << output;
+  std::tie(code, output) = ctl(etcd_->endpoint(), {"elect", "a//b"}, 5s);
+  EXPECT_NE(output.find("\"a//b\""), std::string::npos) << "names the bad name: " << output;
+  ASSERT_TRUE((*etcd)->erase("/unrelated"));
 }
 
 TEST_F(ElectionTest, AWrongAddressIsAClearErrorNotAHang) {

@@ -5,6 +5,7 @@
 #include "keel/coord/etcd_coordinator.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <future>
@@ -283,6 +284,93 @@ TEST_F(EtcdCoordinatorTest, ElectionHandsOverAndFencesTheOldLeader) {
   EXPECT_TRUE(
       fenced_transact(**other, **second, {{Operation::Kind::kPut, prefix + "r", "b", 0, false}}));
   EXPECT_FALSE((*first)->proclaim("too late"));
+}
+
+// SIGSTOPs the suite's etcd, and SIGCONTs it when done or destroyed (the other tests share it):
+// a server that accepts connections and requests and answers nothing.
+class Paused {
+ public:
+  explicit Paused(pid_t pid) : pid_(pid) { running_ = ::kill(pid_, SIGSTOP) != 0; }
+  ~Paused() { resume(); }
+  bool paused() const { return !running_; }
+  void resume() {
+    if (!running_) ::kill(pid_, SIGCONT);
+    running_ = true;
+  }
+
+ private:
+  pid_t pid_;
+  bool running_;
+};
+
+TEST_F(EtcdCoordinatorTest, ATransactionWaitsNoLongerThanItsTimeoutOrTheRequestTimeout) {
+  auto short_requests =
+      EtcdCoordinator::connect({.endpoints = {etcd_->endpoint()}, .request_timeout = 300ms});
+  ASSERT_TRUE(short_requests);
+  ASSERT_TRUE(etcd->put(prefix + "k", "v"));  // an idle connection each, opened before the pause
+  ASSERT_TRUE((*short_requests)->put(prefix + "k", "v"));
+  Paused paused(etcd_->pid());
+  ASSERT_TRUE(paused.paused());
+  auto timed = [](Coordinator& coordinator, Duration timeout) {
+    Transaction put;
+    put.success.push_back({Operation::Kind::kPut, "k", "v", 0, false});
+    put.timeout = timeout;
+    const auto started = std::chrono::steady_clock::now();
+    auto result = coordinator.transact(put);
+    EXPECT_FALSE(result);
+    if (!result) {
+      EXPECT_TRUE(result.error().is(errc::unavailable)) << result.error().to_string();
+    }
+    return std::chrono::steady_clock::now() - started;
+  };
+  // The transaction's own timeout, shorter than the 5 s request timeout.
+  const auto own = timed(*etcd, 300ms);
+  EXPECT_GE(own, 300ms);
+  EXPECT_LT(own, 1300ms);
+  // The request timeout, shorter than the transaction's.
+  const auto request = timed(**short_requests, 5s);
+  EXPECT_GE(request, 300ms);
+  EXPECT_LT(request, 1300ms);
+}
+
+TEST_F(EtcdCoordinatorTest, AFencedWriteEndsAtTheLocalDeadlineWhileEtcdIsPaused) {
+  constexpr Duration kTtl = 2s;
+  Elector elector(*etcd, clock, prefix + "election", {.ttl = kTtl});
+  auto leader = elector.campaign("a");
+  ASSERT_TRUE(leader) << leader.error().to_string();
+  const std::string key = prefix + "resource";
+  auto fenced_put = [&](const std::string& value) {
+    return fenced_transact(*etcd, **leader, {{Operation::Kind::kPut, key, value, 0, false}});
+  };
+  ASSERT_TRUE(fenced_put("before"));
+
+  Paused paused(etcd_->pid());
+  ASSERT_TRUE(paused.paused());
+  const auto paused_at = std::chrono::steady_clock::now();
+  // The last renewal that worked was asked before the pause: the deadline is at most 2/3 of the
+  // TTL from now. Without the deadline the write would wait for the 5 s request timeout.
+  const Duration deadline_at_the_latest = kTtl * 2 / 3;
+  auto in_flight = fenced_put("in flight");
+  const auto returned = std::chrono::steady_clock::now() - paused_at;
+  ASSERT_FALSE(in_flight);
+  EXPECT_TRUE(in_flight.error().is(errc::unavailable)) << in_flight.error().to_string();
+  EXPECT_LT(returned, deadline_at_the_latest + 500ms)
+      << "returned " << returned / 1ms << " ms into the pause";
+  EXPECT_TRUE((*leader)->wait_lost(500ms)) << "its timeout was the time left until the deadline";
+
+  const auto started = std::chrono::steady_clock::now();
+  auto after = fenced_put("after");
+  ASSERT_FALSE(after);
+  EXPECT_TRUE(after.error().is(errc::not_leader)) << after.error().to_string();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 100ms) << "not sent to the paused etcd";
+
+  paused.resume();
+  // The write in flight at the deadline may have been applied when etcd resumed; the one after
+  // it was never sent.
+  std::this_thread::sleep_for(500ms);
+  auto held = etcd->get(key);
+  ASSERT_TRUE(held && held->has_value());
+  EXPECT_NE((*held)->value, "after");
 }
 
 TEST_F(EtcdCoordinatorTest, ACancelledCampaignWithdraws) {

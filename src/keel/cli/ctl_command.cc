@@ -1,6 +1,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -84,7 +85,15 @@ class Lines {
   std::mutex mutex_;
 };
 
+// A bad election name is a usage error (exit 2), found before etcd is asked anything.
+bool valid_name(const CtlCommand::State& state, const char* command, std::ostream& err) {
+  auto valid = coord::validate_election_name(state.name);
+  if (!valid) err << "keel ctl " << command << ": " << valid.error().message() << "\n";
+  return valid.ok();
+}
+
 int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  if (!valid_name(state, "elect", err)) return 2;
   coord::CancelToken cancel;
   StopSignal stop([&] { cancel.cancel(); });  // first: the threads started later inherit its mask
   auto etcd = connect(state, "elect", err);
@@ -95,8 +104,19 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
   Lines lines(out);
   const std::string value = state.value.empty() ? "pid-" + std::to_string(::getpid()) : state.value;
   std::uint64_t sequence = 0;
+  // One term of leadership, as the loss report sees it. The report runs on whichever thread
+  // notices the loss (the deadline's timer, the key's watch), not on the loop below, so
+  // `lost` is printed at the deadline even while a write is in flight. It waits for that write
+  // (which ends by the deadline: fenced_transact's timeout) so that every write line before
+  // `lost` was sent before the loss and every one after it, after.
+  struct Term {
+    std::mutex writing;  // held by a write from before it is sent until its line is printed
+    std::atomic<bool> resigning{false};
+    std::atomic<bool> reported{false};
+  };
   // A fenced write carrying `leadership`'s token; prints whether etcd accepted it.
-  auto write = [&](const coord::Leadership& leadership) {
+  auto write = [&](Term& term, const coord::Leadership& leadership) {
+    std::lock_guard lock(term.writing);
     const std::string tag =
         "token=" + std::to_string(leadership.token()) + " seq=" + std::to_string(++sequence);
     auto written = coord::fenced_transact(
@@ -108,9 +128,28 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
       lines.print("write ", tag, " rejected: ", written.error().message());
     }
   };
+  // The same write with the old token after the loss, sent on purpose although the local
+  // deadline has passed (fenced_transact would not send it): it shows etcd's own fence refusing
+  // a deposed leader.
+  auto write_after_loss = [&](const coord::Leadership& leadership) {
+    const std::string tag =
+        "token=" + std::to_string(leadership.token()) + " seq=" + std::to_string(++sequence);
+    auto written = etcd->transact(coord::fenced_transaction(
+        leadership,
+        {{coord::Operation::Kind::kPut, state.fenced_key, value + " " + tag, 0, false}}));
+    if (written && written->succeeded) {
+      lines.print("write ", tag, " accepted revision=", written->revision);
+    } else {
+      lines.print("write ", tag, " rejected: ",
+                  written ? "fenced write refused by etcd: " + leadership.key() +
+                                " no longer leads with token " + std::to_string(leadership.token())
+                          : written.error().message());
+    }
+  };
   Duration retry = 100ms;
   while (!stop.stopping()) {
     lines.print("campaigning election=", state.name, " value=", value);
+    Term term;  // outlives the leadership below, whose loss report refers to it
     auto leadership = elector.campaign(value, &cancel);
     if (!leadership) {
       if (leadership.error().is(coord::errc::cancelled)) break;
@@ -123,29 +162,43 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
     auto& leader = **leadership;
     const auto elected_at = std::chrono::steady_clock::now();
     lines.print("elected token=", leader.token(), " key=", leader.key(), " lease=", leader.lease());
-    leader.on_lost([&] { stop.notify(); });
+    leader.on_lost([&term, &lines, &stop, &leader, elected_at] {
+      if (!term.resigning) {
+        std::lock_guard wait_for_the_write(term.writing);
+        const auto held = std::chrono::steady_clock::now() - elected_at;
+        lines.print("lost token=", leader.token(), " held_ms=", held / 1ms);
+        term.reported = true;
+      }
+      stop.notify();
+    });
     while (!stop.stopping() && !leader.lost()) {
-      if (!state.fenced_key.empty()) write(leader);
+      if (!state.fenced_key.empty()) write(term, leader);
       const Duration pause = state.fenced_key.empty()
                                  ? Duration(1s)
                                  : std::chrono::milliseconds(state.write_interval_ms);
       stop.wait_for(pause, [&] { return leader.lost(); });
     }
     if (stop.stopping()) {
-      auto resigned = leader.resign();
-      lines.print("resigned token=", leader.token(),
-                  resigned ? "" : " (revoke failed: " + resigned.error().message() + ")");
+      term.resigning = true;
+      if (!term.reported) {
+        auto resigned = leader.resign();
+        lines.print("resigned token=", leader.token(),
+                    resigned ? "" : " (revoke failed: " + resigned.error().message() + ")");
+      }
       break;
     }
-    const auto held = std::chrono::steady_clock::now() - elected_at;
-    lines.print("lost token=", leader.token(), " held_ms=", held / 1ms);
-    for (int i = 0; i < state.writes_after_loss && !state.fenced_key.empty(); ++i) write(leader);
+    // lost() turns true at the deadline by itself; the report follows from the deadline's timer.
+    if (stop.wait([&] { return term.reported.load(); })) break;
+    for (int i = 0; i < state.writes_after_loss && !state.fenced_key.empty(); ++i) {
+      write_after_loss(leader);
+    }
     if (state.once) return 3;
   }
   return 0;
 }
 
 int run_leader(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
+  if (!valid_name(state, "leader", err)) return 2;
   auto etcd = connect(state, "leader", err);
   if (!etcd) return 1;
   SteadyClock clock;
@@ -309,8 +362,8 @@ CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
       ->check(CLI::Range(1, 60000));
   s.elect
       ->add_option("--writes-after-loss", s.writes_after_loss,
-                   "After losing, try this many more fenced writes with the old token (they "
-                   "must all be rejected)")
+                   "After losing, try this many more fenced writes with the old token, sent "
+                   "although the local deadline has passed (etcd must reject them all)")
       ->check(CLI::Range(0, 1000));
   s.elect->add_flag("--once", s.once,
                     "Exit (code 3) when leadership is lost instead of "

@@ -44,17 +44,18 @@ Result<int> Candidates::add() {
   auto to_ms = [](Duration d) {
     return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   };
-  auto process = Subprocess::spawn(
+  auto argv = std::vector<std::string>(
       {options_.keel_binary, "ctl", "--endpoints", options_.endpoint, "elect", options_.election,
        "candidate-" + std::to_string(index), "--ttl-ms", to_ms(options_.ttl), "--fenced-key",
        options_.election + "-resource", "--write-interval-ms", to_ms(options_.write_interval),
-       "--writes-after-loss", std::to_string(options_.writes_after_loss)},
-      [this, index](std::string_view line) {
-        auto event = parse_candidate_line(index, line);
-        std::lock_guard lock(mutex_);
-        events_.push_back(std::move(event));
-        changed_.notify_all();
-      });
+       "--writes-after-loss", std::to_string(options_.writes_after_loss)});
+  if (options_.once) argv.push_back("--once");
+  auto process = Subprocess::spawn(std::move(argv), [this, index](std::string_view line) {
+    auto event = parse_candidate_line(index, line);
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(event));
+    changed_.notify_all();
+  });
   if (!process) return process.error();
   processes_.push_back(std::move(*process));
   return index;

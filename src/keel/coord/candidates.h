@@ -48,6 +48,7 @@ struct CandidateOptions {
   Duration ttl = 2s;
   Duration write_interval = 20ms;  // between fenced writes while leading
   int writes_after_loss = 0;       // old-token writes tried after losing
+  bool once = false;               // exit after losing instead of campaigning again
 };
 
 class Candidates {

@@ -69,6 +69,11 @@ struct Transaction {
   std::vector<Compare> compare;
   std::vector<Operation> success;
   std::vector<Operation> failure;
+  // How long the caller waits for the answer at most, when it has a deadline of its own (a
+  // fenced write: the time left until its leadership's local deadline). A network backend's
+  // request timeout still applies when it is shorter. Running out is errc::unavailable: the
+  // transaction may or may not have been applied.
+  std::optional<Duration> timeout;
 };
 
 struct TransactionResult {

@@ -26,14 +26,63 @@ Status Leadership::resign() {
   return keeper_->release();
 }
 
+namespace {
+
+constexpr std::size_t kMaxElectionName = 255;
+
+// `name` in quotes for an error message, control characters escaped, cut short when long.
+std::string quoted(std::string_view name) {
+  std::string text = "\"";
+  for (std::size_t i = 0; i < name.size() && i < 64; ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c == '"' || c == '\\') {
+      text += '\\';
+      text += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      text += escaped;
+    } else {
+      text += static_cast<char>(c);
+    }
+  }
+  if (name.size() > 64) text += "...";
+  return text + "\"";
+}
+
+}  // namespace
+
+Status validate_election_name(std::string_view name) {
+  auto refuse = [&](const std::string& why) {
+    return Error(errc::invalid_argument, "election name " + quoted(name) + " is invalid: " + why +
+                                             " (1 to " + std::to_string(kMaxElectionName) +
+                                             " bytes, no control characters, segments "
+                                             "separated by single slashes)");
+  };
+  if (name.empty()) return refuse("it is empty");
+  if (name.size() > kMaxElectionName) {
+    return refuse("it is " + std::to_string(name.size()) + " bytes long");
+  }
+  for (char c : name) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) return refuse("it contains a control character");
+  }
+  if (name.front() == '/') return refuse("it starts with a slash");
+  if (name.back() == '/') return refuse("it ends with a slash");
+  if (name.find("//") != std::string_view::npos) return refuse("it contains \"//\"");
+  return {};
+}
+
 Elector::Elector(Coordinator& coordinator, Clock& clock, std::string election,
                  ElectionOptions options)
     : coordinator_(coordinator),
       clock_(clock),
+      valid_name_(validate_election_name(election)),
       prefix_(std::move(election) + "/"),
       options_(options) {}
 
 Result<std::shared_ptr<Leadership>> Elector::campaign(std::string value, CancelToken* cancel) {
+  if (!valid_name_) return valid_name_.error();
   auto keeper = LeaseKeeper::start(coordinator_, clock_, options_.ttl, options_.deadline_fraction);
   if (!keeper) return keeper.error();
   const LeaseId lease = (*keeper)->lease();
@@ -142,6 +191,7 @@ Status Leadership::proclaim(std::string value) {
 }
 
 Result<std::optional<KeyValue>> Elector::leader() {
+  if (!valid_name_) return valid_name_.error();
   auto listing = coordinator_.range(prefix_, true);
   if (!listing) return listing.error();
   const auto& kvs = listing->first;
@@ -153,6 +203,7 @@ Result<std::optional<KeyValue>> Elector::leader() {
 
 Result<std::unique_ptr<WatchHandle>> Elector::observe(
     std::function<void(const std::optional<KeyValue>&)> on_change) {
+  if (!valid_name_) return valid_name_.error();
   auto listing = coordinator_.range(prefix_, true);
   if (!listing) return listing.error();
   auto last = std::make_shared<std::optional<KeyValue>>();
@@ -172,12 +223,26 @@ Result<std::unique_ptr<WatchHandle>> Elector::observe(
                             [report](const WatchEvent&) { report(false); });
 }
 
-Result<TransactionResult> fenced_transact(Coordinator& coordinator, const Leadership& leadership,
-                                          std::vector<Operation> operations) {
+Transaction fenced_transaction(const Leadership& leadership, std::vector<Operation> operations) {
   Transaction transaction;
   transaction.compare.push_back({leadership.key(), Compare::Target::kCreateRevision,
                                  Compare::Op::kEqual, leadership.token(), ""});
   transaction.success = std::move(operations);
+  return transaction;
+}
+
+Result<TransactionResult> fenced_transact(Coordinator& coordinator, const Leadership& leadership,
+                                          std::vector<Operation> operations) {
+  // A leader acts only until its local deadline: a write sent later, or answered later, could
+  // land after it has told everyone (and itself) that it no longer leads.
+  const Duration time_left = leadership.time_left();
+  if (time_left <= Duration::zero()) {
+    return Error(errc::not_leader, "fenced write not sent: " + leadership.key() + " (token " +
+                                       std::to_string(leadership.token()) +
+                                       ") is lost or past its local deadline");
+  }
+  Transaction transaction = fenced_transaction(leadership, std::move(operations));
+  transaction.timeout = time_left;
   auto result = coordinator.transact(transaction);
   if (!result) return result.error();
   if (!result->succeeded) {

@@ -27,7 +27,12 @@ class Unreliable final : public Coordinator {
     return inner_.revoke(lease);
   }
   Result<Duration> time_to_live(LeaseId lease) override { return inner_.time_to_live(lease); }
-  Result<TransactionResult> transact(const Transaction& t) override { return inner_.transact(t); }
+  Result<TransactionResult> transact(const Transaction& t) override {
+    sent.push_back(t.timeout);
+    return inner_.transact(t);
+  }
+  // The timeout of every transaction that reached the backend, in order.
+  std::vector<std::optional<Duration>> sent;
   Result<std::pair<std::vector<KeyValue>, Revision>> range(std::string_view key,
                                                            bool prefix) override {
     return inner_.range(key, prefix);
@@ -171,6 +176,82 @@ TEST(Election, ObserversSeeEveryChangeOfLeader) {
   ASSERT_TRUE((*a)->resign().ok());
   auto b = elector.campaign("node-b");
   EXPECT_EQ(seen, (std::vector<std::string>{"(none)", "node-a", "(none)", "node-b"}));
+}
+
+TEST(Election, AFencedWriteWaitsNoLongerThanTheLocalDeadlineAndIsNotSentAfterIt) {
+  ManualClock clock;
+  InProcessCoordinator inner(clock);
+  Unreliable store(inner);
+  Elector elector(store, clock, "controller", {.ttl = 3s});
+  auto leader = elector.campaign("node-a");
+  ASSERT_TRUE(leader.ok());
+  store.renewals_fail = true;  // the local deadline stays 2 s after the grant
+  clock.advance(1500ms);
+  EXPECT_EQ((*leader)->time_left(), 500ms);
+  auto written =
+      fenced_transact(store, **leader, {{Operation::Kind::kPut, "config", "in time", 0, false}});
+  ASSERT_TRUE(written.ok()) << written.error().to_string();
+  ASSERT_FALSE(store.sent.empty());
+  EXPECT_EQ(store.sent.back(), std::optional<Duration>(500ms))
+      << "the backend waits for the answer only until the local deadline";
+
+  clock.advance(500ms);  // 2 s: the deadline; the lease lives on at the backend until 3 s
+  EXPECT_EQ((*leader)->time_left(), Duration::zero());
+  const std::size_t sent_before = store.sent.size();
+  auto late =
+      fenced_transact(store, **leader, {{Operation::Kind::kPut, "config", "too late", 0, false}});
+  ASSERT_FALSE(late.ok());
+  EXPECT_TRUE(late.error().is(errc::not_leader)) << late.error().to_string();
+  EXPECT_EQ(store.sent.size(), sent_before) << "not sent at all";
+  EXPECT_EQ((*inner.get("config"))->value, "in time")
+      << "the backend would still have taken it: its lease has not expired";
+}
+
+TEST(Election, ANameIsOneToTwoHundredFiftyFiveBytesOfSegmentsWithoutControlCharacters) {
+  for (std::string_view good :
+       {"jobs", "keel/controller", "a/b/c", "with space", "é/ü", "x.y-z_1"}) {
+    EXPECT_TRUE(validate_election_name(good).ok()) << good;
+  }
+  EXPECT_TRUE(validate_election_name(std::string(255, 'n')).ok());
+  struct Bad {
+    std::string name;
+    std::string why;
+  };
+  for (const Bad& bad :
+       {Bad{"", "empty"}, Bad{"/jobs", "starts with a slash"}, Bad{"jobs/", "ends with a slash"},
+        Bad{"/", "starts with a slash"}, Bad{"a//b", "\"//\""},
+        Bad{"tab\there", "control character"}, Bad{std::string("nul\0x", 5), "control character"},
+        Bad{"del\x7f", "control character"}, Bad{std::string(256, 'n'), "256 bytes long"}}) {
+    auto valid = validate_election_name(bad.name);
+    ASSERT_FALSE(valid.ok()) << bad.name;
+    EXPECT_TRUE(valid.error().is(errc::invalid_argument));
+    EXPECT_NE(valid.error().message().find(bad.why), std::string::npos) << valid.error().message();
+  }
+  EXPECT_NE(validate_election_name("a//b").error().message().find("election name \"a//b\""),
+            std::string::npos)
+      << "names the bad name";
+  EXPECT_NE(validate_election_name("tab\there").error().message().find("\"tab\\x09here\""),
+            std::string::npos)
+      << "control characters escaped";
+}
+
+TEST(Election, AnElectorWithABadNameRefusesEverythingAndTouchesNothing) {
+  ManualClock clock;
+  InProcessCoordinator inner(clock);
+  Unreliable store(inner);
+  ASSERT_TRUE(inner.put("/unrelated", "not a leader").ok());  // what prefix "/" would find
+  Elector elector(store, clock, "");
+  auto campaign = elector.campaign("node-a");
+  ASSERT_FALSE(campaign.ok());
+  EXPECT_TRUE(campaign.error().is(errc::invalid_argument)) << campaign.error().to_string();
+  EXPECT_TRUE(store.sent.empty()) << "no key created";
+  auto leader = elector.leader();
+  ASSERT_FALSE(leader.ok()) << "not the unrelated key";
+  EXPECT_TRUE(leader.error().is(errc::invalid_argument));
+  auto observer = elector.observe([](const std::optional<KeyValue>&) {});
+  ASSERT_FALSE(observer.ok());
+  EXPECT_TRUE(observer.error().is(errc::invalid_argument));
+  EXPECT_EQ(inner.range("", true)->first.size(), 1u);
 }
 
 TEST(FencingGuard, RefusesTokensLowerThanTheHighestSeen) {

@@ -218,13 +218,13 @@ struct EtcdCoordinator::Impl {
   std::map<LeaseId, Duration> lease_ttls;               // leases granted here, for timeouts
   std::list<std::weak_ptr<WatchState>> watches;
 
-  // A connection to endpoint `index`: an idle one, else a new one.
+  // A connection to endpoint `index`: an idle one, else a new one (within `connect_timeout`).
   struct Lease {
     std::unique_ptr<http::Connection> connection;
     std::size_t index;
     bool reused;
   };
-  Result<Lease> take(std::size_t index) {
+  Result<Lease> take(std::size_t index, Duration connect_timeout) {
     {
       std::lock_guard lock(mutex);
       if (index == current && !idle.empty()) {
@@ -233,7 +233,7 @@ struct EtcdCoordinator::Impl {
         return Lease{std::move(connection), index, true};
       }
     }
-    auto opened = http::Connection::open(urls[index], options.connect_timeout);
+    auto opened = http::Connection::open(urls[index], connect_timeout);
     if (!opened) return opened.error();
     return Lease{std::move(*opened), index, false};
   }
@@ -255,26 +255,45 @@ struct EtcdCoordinator::Impl {
 
   // POSTs `request` to `path` and returns the answer's JSON object. Retries on the next
   // endpoint when the request was not sent, or always with Retry::kAlways (safe to repeat).
+  // `timeout` bounds each attempt (default: the request timeout). With `until`, the whole call
+  // — every attempt, connecting included — also ends by then: the caller's own deadline, which
+  // a retry on another endpoint must not run past either.
   Result<json> call(std::string_view path, const json& request, Retry retry,
-                    std::optional<Duration> timeout = std::nullopt) {
+                    std::optional<Duration> timeout = std::nullopt,
+                    std::optional<std::chrono::steady_clock::time_point> until = std::nullopt) {
     const std::string body = request.dump();
     std::string failures;
     auto add_failure = [&](const Error& error) {
       failures += (failures.empty() ? "" : "; ") + error.message();
     };
+    // Real time, not an injected clock: these bound socket calls (see etcd_coordinator.h).
+    auto out_of_time = [&] { return until && std::chrono::steady_clock::now() >= *until; };
+    auto bounded = [&](Duration limit) {
+      if (!until) return limit;
+      return std::min<Duration>(limit, *until - std::chrono::steady_clock::now());
+    };
     std::size_t unreachable = 0;  // endpoints that refused or timed out the connection
     bool retried_stale = false;
+    bool maybe_sent = false;
     while (unreachable < urls.size()) {
+      if (out_of_time()) {
+        return Error(errc::unavailable,
+                     "POST " + std::string(path) + ": timed out at the caller's deadline" +
+                         (failures.empty() ? "" : " (" + failures + ")") +
+                         (maybe_sent ? "; the request may or may not have been applied"
+                                     : "; it was not sent"));
+      }
       const std::size_t index = current_index();
-      auto lease = take(index);
+      auto lease = take(index, bounded(options.connect_timeout));
       if (!lease) {  // nothing was sent: the next endpoint may take it
         add_failure(lease.error());
         fail_over(index);
         ++unreachable;
         continue;
       }
+      maybe_sent = true;
       auto response =
-          lease->connection->post(path, body, timeout.value_or(options.request_timeout));
+          lease->connection->post(path, body, bounded(timeout.value_or(options.request_timeout)));
       if (!response) {
         add_failure(response.error());
         // An idle connection the server had closed: the request never reached it.
@@ -416,7 +435,16 @@ Result<TransactionResult> EtcdCoordinator::transact(const Transaction& transacti
     request["failure"].push_back(operation_json(operation));
     read_only = read_only && operation.kind == Operation::Kind::kGet;
   }
-  auto answer = impl_->call("/v3/kv/txn", request, read_only ? Retry::kAlways : Retry::kIfNotSent);
+  // A caller's own timeout (a fenced write's time left until its local deadline) bounds the
+  // whole call, retries included, as well as the request timeout does.
+  std::optional<Duration> timeout;
+  std::optional<std::chrono::steady_clock::time_point> until;
+  if (transaction.timeout) {
+    timeout = std::min(impl_->options.request_timeout, *transaction.timeout);
+    until = std::chrono::steady_clock::now() + *timeout;
+  }
+  auto answer = impl_->call("/v3/kv/txn", request, read_only ? Retry::kAlways : Retry::kIfNotSent,
+                            timeout, until);
   if (!answer) return answer.error();
   TransactionResult result;
   result.succeeded = answer->value("succeeded", false);  // omitted when false

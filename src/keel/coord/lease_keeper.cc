@@ -1,5 +1,7 @@
 #include "keel/coord/lease_keeper.h"
 
+#include <algorithm>
+
 namespace keel::coord {
 
 Result<std::shared_ptr<LeaseKeeper>> LeaseKeeper::start(Coordinator& coordinator, Clock& clock,
@@ -70,6 +72,12 @@ bool LeaseKeeper::lost() const {
   std::lock_guard lock(mutex_);
   // The deadline also counts before its timer has run (the timer thread may be busy).
   return lost_ || clock_.now() >= deadline_;
+}
+
+Duration LeaseKeeper::time_left() const {
+  std::lock_guard lock(mutex_);
+  if (lost_) return Duration::zero();
+  return std::max(Duration::zero(), deadline_ - clock_.now());
 }
 
 void LeaseKeeper::mark_lost() {

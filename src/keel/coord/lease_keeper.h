@@ -26,6 +26,9 @@ class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
   LeaseId lease() const { return lease_; }
   // True from the local deadline on, even before its timer has run.
   bool lost() const;
+  // Until the local deadline, on the clock; zero once lost. What a request made on the lease's
+  // behalf may wait at most (a fenced write).
+  Duration time_left() const;
   // Blocks until lost or until `timeout` passes on the clock; returns lost().
   bool wait_lost(Duration timeout);
   // Called once when the lease is lost (at once if it already is).
