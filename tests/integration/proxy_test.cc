@@ -315,6 +315,38 @@ TEST_F(ProxyTest, ClustersAndMetricsShowEachEndpointsCostAndInFlight) {
             endpoints[0]["latency_cost_ms"].get<double>());
 }
 
+TEST_F(ProxyTest, AdaptiveConcurrencyShrinksWhenLatencyGrowsAndGrowsBackWhenItFalls) {
+  // aimd: an answer slower than timeout_ms is a drop; drops halve the limit, fast answers
+  // raise it by one.
+  Upstream web("web", Behaviour::kSlow);
+  web.set_slow_delay(150ms);
+  start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +
+        cluster_yaml("web", {&web},
+                     "    adaptive_concurrency: {aimd: {initial_limit: 8, min_limit: 1,\n"
+                     "                                  backoff_ratio: 0.5, timeout_ms: 50}}\n"));
+  auto limit = [&] {
+    return nlohmann::json::parse(server->clusters_json())[0]["concurrency_limit"].get<int>();
+  };
+  EXPECT_EQ(limit(), 8);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(get("/").status(), 200);  // slow: 8 → 4 → 2 → 1 → 1
+  EXPECT_EQ(limit(), 1);
+  std::vector<std::future<Message>> at_once;
+  for (int i = 0; i < 3; ++i)
+    at_once.push_back(std::async(std::launch::async, [&] { return get("/"); }));
+  int refused = 0;
+  for (auto& answer : at_once) {
+    Message message = answer.get();
+    if (message.status() == 503) {
+      EXPECT_EQ(message.header("x-keel-reason"), "overflow");
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 1) << "three at once through a limit of one";
+  web.set(Behaviour::kOk);  // fast again
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(get("/").status(), 200);
+  EXPECT_GT(limit(), 1);
+}
+
 TEST_F(ProxyTest, PooledUpstreamConnectionsCloseAfterTheirIdleTimeout) {
   Upstream web("web");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

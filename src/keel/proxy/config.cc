@@ -189,8 +189,8 @@ Cluster read_cluster(const Node& node) {
   Cluster cluster;
   node.expect_only({"name", "endpoints", "load_balancer", "endpoint_options", "connect_timeout_ms",
                     "per_try_timeout_ms", "max_idle_connections", "idle_timeout_ms", "retry",
-                    "retry_budget", "limits", "circuit_breaker", "health_check",
-                    "outlier_detection"});
+                    "retry_budget", "limits", "adaptive_concurrency", "circuit_breaker",
+                    "health_check", "outlier_detection"});
   node.require("name");
   node.read("name", cluster.name);
   node.require("endpoints");
@@ -235,6 +235,19 @@ Cluster read_cluster(const Node& node) {
   }
   if (Node check = node.child("health_check"); check.present()) {
     cluster.health_check = balance::HealthCheckConfig::read(check);
+  }
+  if (Node adaptive = node.child("adaptive_concurrency"); adaptive.present()) {
+    // One algorithm, named by its key: {gradient: {...}} or {aimd: {...}}.
+    adaptive.expect_only({"gradient", "aimd"});
+    const Node gradient = adaptive.child("gradient");
+    const Node aimd = adaptive.child("aimd");
+    if (gradient.present() == aimd.present()) {
+      adaptive.fail("", "needs exactly one of gradient: {...} or aimd: {...}");
+    } else if (gradient.present()) {
+      cluster.adaptive_concurrency = resilience::GradientLimit::read_config(gradient);
+    } else {
+      cluster.adaptive_concurrency = resilience::AimdLimit::read_config(aimd);
+    }
   }
   if (Node outlier = node.child("outlier_detection"); outlier.present()) {
     cluster.outlier_detection = balance::OutlierConfig::read(outlier);

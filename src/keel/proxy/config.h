@@ -7,6 +7,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "keel/balance/endpoint_set.h"
@@ -16,6 +17,7 @@
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
 #include "keel/proxy/migration.h"
+#include "keel/resilience/adaptive_limiter.h"
 #include "keel/resilience/circuit_breaker.h"
 #include "keel/resilience/retry.h"
 
@@ -146,6 +148,10 @@ struct Cluster {
   std::optional<resilience::CircuitBreakerConfig> circuit_breaker;
   std::optional<balance::HealthCheckConfig> health_check;  // active HTTP checks
   std::optional<balance::OutlierConfig> outlier_detection;
+  // Envoy's adaptive concurrency: a limit on requests in flight to the cluster that follows
+  // their latency (gradient) or their drops (aimd); over it, 503 overflow at once.
+  std::optional<std::variant<resilience::GradientLimit::Config, resilience::AimdLimit::Config>>
+      adaptive_concurrency;
 };
 
 struct ProxyConfig {

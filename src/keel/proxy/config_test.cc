@@ -209,7 +209,9 @@ clusters:
     health_check: {path: /healthz, method: HEAD, host: api.internal, expected_statuses: "200-299,404",
                    interval_ms: 1000}
     outlier_detection: {consecutive_5xx: 5, interval_ms: 1000}
+    adaptive_concurrency: {gradient: {initial_limit: 20, max_limit: 200}}
   - name: legacy
+    adaptive_concurrency: {aimd: {initial_limit: 10, timeout_ms: 500}}
     endpoints: [{address: 127.0.0.1:8083}]
 )";
 

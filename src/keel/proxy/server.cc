@@ -109,6 +109,7 @@ struct ClusterShared {
   const Cluster* config = nullptr;
   std::unique_ptr<resilience::CircuitBreaker> breaker;
   std::unique_ptr<resilience::RetryBudget> retry_budget;
+  std::unique_ptr<resilience::ConcurrencyLimiter> concurrency;  // adaptive_concurrency
   std::atomic<std::uint32_t> connections{0};
   std::atomic<std::uint32_t> requests{0};
   std::atomic<std::uint32_t> retries{0};
@@ -525,6 +526,21 @@ struct Server::Impl {
       shared->retry_budget =
           std::make_unique<resilience::RetryBudget>(cluster.name, cluster.retry_budget, clock);
       shared->retry_budget->bind_metrics(registry);
+      if (cluster.adaptive_concurrency) {
+        std::unique_ptr<resilience::LimitAlgorithm> algorithm = std::visit(
+            [](const auto& settings) -> std::unique_ptr<resilience::LimitAlgorithm> {
+              using Settings = std::decay_t<decltype(settings)>;
+              if constexpr (std::is_same_v<Settings, resilience::GradientLimit::Config>) {
+                return std::make_unique<resilience::GradientLimit>(settings);
+              } else {
+                return std::make_unique<resilience::AimdLimit>(settings);
+              }
+            },
+            *cluster.adaptive_concurrency);
+        shared->concurrency = std::make_unique<resilience::ConcurrencyLimiter>(
+            cluster.name, std::move(algorithm), clock);
+        shared->concurrency->bind_metrics(registry);
+      }
       bind_cluster_metrics(*shared);
       next->clusters.push_back(std::move(shared));
     }
@@ -1294,6 +1310,18 @@ struct Server::Impl {
       cluster.shared->overflow_total->inc();
       exchange.flag = Flag::kOverflow;
     }
+    // Adaptive concurrency: one sample per request, its latency to the final answer's head.
+    std::optional<resilience::LimiterPermit> concurrency_permit;
+    if (request_slot && cluster.shared->concurrency) {
+      auto admission = cluster.shared->concurrency->acquire();
+      if (admission) {
+        concurrency_permit.emplace(std::move(admission).permit());
+      } else {
+        request_slot.reset();
+        cluster.shared->overflow_total->inc();
+        exchange.flag = Flag::kOverflow;
+      }
+    }
     std::optional<Held> retry_slot;
     if (request_slot) cluster.shared->retry_budget->deposit();
     while (request_slot) {
@@ -1376,6 +1404,14 @@ struct Server::Impl {
       upstream.reset();  // its response (if any) is dropped with the connection
       avoid.push_back(endpoint);
       co_await backoff(worker, retry, exchange.attempts, deadline);
+    }
+
+    if (concurrency_permit) {
+      const auto outcome = exchange.flag == Flag::kDownstreamReset ? resilience::Outcome::kIgnored
+                           : upstream && response.status < 500     ? resilience::Outcome::kSuccess
+                                                                   : resilience::Outcome::kFailure;
+      cluster.shared->concurrency->record(std::move(*concurrency_permit), outcome,
+                                          std::chrono::steady_clock::now() - exchange.start);
     }
 
     // A route at modern with fallback_to_legacy: when modern failed, legacy answers instead.
@@ -2207,6 +2243,9 @@ struct Server::Impl {
                      {"policy", cluster->config->load_balancer.policy},
                      {"breaker", cluster->breaker ? to_string(cluster->breaker->state()) : "none"},
                      {"active_requests", cluster->requests.load()},
+                     {"concurrency_limit", cluster->concurrency
+                                               ? nlohmann::json(cluster->concurrency->limit())
+                                               : nlohmann::json(nullptr)},
                      {"connections", cluster->connections.load()},
                      {"requests", cluster->requests_total->value()},
                      {"retries", cluster->retries_total->value()},
