@@ -142,6 +142,15 @@ TEST_F(ProxyTest, AbsoluteFormTargetsAreRoutedOnTheirPathAndForwardedInOriginFor
   EXPECT_EQ(request("GET http://user@example.com/x HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
 }
 
+TEST_F(ProxyTest, ARouteRegexTakesLinearTimeOnAHostilePath) {
+  // (a*)*b backtracks exponentially in a backtracking engine; RE2 matches in linear time.
+  Upstream web("web");
+  start(std::string(kListener) + "      - {match: {regex: \"/(a*)*b\"}, cluster: web}\n" +
+        "      - {match: {prefix: /}, cluster: web}\nclusters:\n" + cluster_yaml("web", {&web}));
+  EXPECT_EQ(get("/" + std::string(1500, 'a')).status(), 200);  // the prefix route
+  EXPECT_EQ(get("/aab").status(), 200);
+}
+
 TEST_F(ProxyTest, ForwardingHeadersCanEachBeTurnedOff) {
   Upstream echo("echo", Behaviour::kEcho);
   std::string listener = kListener;

@@ -1,5 +1,7 @@
 #include "keel/proxy/config.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -130,10 +132,13 @@ Route read_route(const Node& node, std::size_t index) {
     if (!path->empty() && (*path)[0] != '/') match.fail("", "a path must start with '/'");
   }
   if (!route.regex_text.empty()) {
-    try {
-      route.regex.emplace(route.regex_text, std::regex::ECMAScript | std::regex::optimize);
-    } catch (const std::regex_error& e) {
-      match.fail("regex", std::string("not a valid regular expression: ") + e.what());
+    re2::RE2::Options options;
+    options.set_log_errors(false);
+    auto regex = std::make_shared<const re2::RE2>(route.regex_text, options);
+    if (regex->ok()) {
+      route.regex = std::move(regex);
+    } else {
+      match.fail("regex", "not a valid regular expression (RE2 syntax): " + regex->error());
     }
   }
   match.read("method", route.method);

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -20,6 +20,10 @@
 #include "keel/resilience/adaptive_limiter.h"
 #include "keel/resilience/circuit_breaker.h"
 #include "keel/resilience/retry.h"
+
+namespace re2 {
+class RE2;
+}  // namespace re2
 
 namespace keel::proxy {
 
@@ -95,7 +99,8 @@ struct Route {
   std::string prefix;
   std::string exact;
   std::string regex_text;
-  std::optional<std::regex> regex;
+  // RE2, matched against the whole path (no query): linear in the path, whatever the pattern.
+  std::shared_ptr<const re2::RE2> regex;
   std::string method;  // empty: any
   std::vector<HeaderMatch> headers;
   std::vector<WeightedCluster> clusters;  // one entry for `cluster:`

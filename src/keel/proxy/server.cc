@@ -4,6 +4,7 @@
 #include <utility>
 //
 #include <pthread.h>
+#include <re2/re2.h>
 #include <sched.h>
 
 #include <array>
@@ -1928,7 +1929,8 @@ struct Server::Impl {
     std::string_view path = target.substr(0, target.find('?'));
     if (!route.prefix.empty()) return path.substr(0, route.prefix.size()) == route.prefix;
     if (!route.exact.empty()) return path == route.exact;
-    return route.regex && std::regex_match(path.begin(), path.end(), *route.regex);
+    return route.regex &&
+           re2::RE2::FullMatch(re2::StringPiece(path.data(), path.size()), *route.regex);
   }
 
   static const Route* match(const Listener& listener, const h1::Head& request) {
