@@ -1,10 +1,32 @@
 // `keel demo`: shows the patterns working, with faults injected. Each capability adds a part.
 #pragma once
 
+#include <spdlog/spdlog.h>
+
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
+
+#include "keel/core/log.h"
 
 namespace keel::cli {
+
+// While it lives, an area's log says only errors: for a demo part that narrates the events the
+// area would also log, so that the log lines do not land in the middle of its output.
+class QuietLog {
+ public:
+  explicit QuietLog(std::string_view area) : logger_(log::get(area)), level_(logger_->level()) {
+    logger_->set_level(spdlog::level::err);
+  }
+  ~QuietLog() { logger_->set_level(level_); }
+  QuietLog(const QuietLog&) = delete;
+  QuietLog& operator=(const QuietLog&) = delete;
+
+ private:
+  std::shared_ptr<spdlog::logger> logger_;
+  spdlog::level::level_enum level_;
+};
 
 struct DemoOptions {
   int seconds = 15;

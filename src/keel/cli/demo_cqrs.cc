@@ -2,6 +2,7 @@
 // events; a projection keeps SQL tables current and a query waits for its own write; a consumer
 // group of three "shipping" workers shares the order events, one worker dies holding some, and
 // a poison event is parked; finally the read model is rebuilt from zero with a progress bar.
+
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -86,6 +87,7 @@ int run_cqrs_demo(const DemoOptions&) {
 
   std::printf(
       "\nconsumer group 'shipping' over category order (pinned by stream), three workers:\n");
+  const QuietLog quiet("pubsub");  // the group's parking warning: shown below, as it happens
   auto group = pubsub::ConsumerGroup::open(**store,
                                            {.name = "shipping",
                                             .filter = {.categories = {"order"}},
@@ -154,10 +156,12 @@ int run_cqrs_demo(const DemoOptions&) {
     std::fprintf(stderr, "demo: %s\n", rebuilt.error().to_string().c_str());
     return 1;
   }
-  while (true) {
+  // One line per batch that did something: the last step, which finds nothing left, would
+  // print 100% a second time.
+  for (;;) {
     auto stepped = (*runner)->step();
-    std::printf("  %s\n", cqrs::progress_bar((*runner)->progress()).c_str());
     if (!stepped || !*stepped) break;
+    std::printf("  %s\n", cqrs::progress_bar((*runner)->progress()).c_str());
   }
   auto view = orders::find_order(**model, "A-2");
   std::printf("  after the rebuild, order A-2 is %s\n",

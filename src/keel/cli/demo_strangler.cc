@@ -31,6 +31,7 @@ std::string admin(std::uint16_t port, const std::string& method, const std::stri
 }  // namespace
 
 int run_strangler_demo(const DemoOptions&) {
+  const QuietLog quiet("proxy");  // stage changes and rollbacks: narrated below
   std::printf(
       "\nStrangler Fig: route /price moves from legacy to modern in stages; modern rounds one "
       "price differently, and both stamp their answers with a time (noise)\n");

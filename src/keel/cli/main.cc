@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (demo->parsed()) {
+    // Line by line even into a pipe, so that the demo's lines and the log lines on stderr come
+    // out in the order they happened.
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     const std::pair<const char*, int (*)(const keel::cli::DemoOptions&)> parts[] = {
         {"resilience", keel::cli::run_resilience_demo},
         {"balance", keel::cli::run_balance_demo},

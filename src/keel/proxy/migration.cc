@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "keel/core/config.h"
+#include "keel/core/log.h"
 #include "keel/core/text.h"
 #include "keel/shard/hash.h"
 
@@ -438,7 +439,7 @@ std::shared_ptr<MigrationState> MigrationStore::state(const std::string& route,
     }
     // A rollback or a ramp step is logged and saved like an operator's change.
     slot->on_change([this](const std::string& what) {
-      std::fprintf(stderr, "keel proxy: migration: %s\n", what.c_str());
+      log::get("proxy")->warn("migration: {}", what);
       (void)save();
     });
   }

@@ -30,6 +30,7 @@
 
 #include "keel/balance/endpoint_set.h"
 #include "keel/balance/load_balancer.h"
+#include "keel/core/log.h"
 #include "keel/core/metrics.h"
 #include "keel/core/random.h"
 #include "keel/core/spsc_ring.h"
@@ -2223,7 +2224,7 @@ struct Server::Impl {
 
   // An operator's change, on stderr (the access log is for requests).
   static void log_event(const char* what, const std::string& text) {
-    std::fprintf(stderr, "keel proxy: %s: %s\n", what, text.c_str());
+    log::get("proxy")->info("{}: {}", what, text);
   }
 
   std::string clusters_json() const {
