@@ -1,34 +1,32 @@
 #include "keel/coord/coordinator.h"
 
+#include "keel/core/error_category.h"
+
 namespace keel::coord {
 namespace {
 
-class Category final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "coord"; }
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::lease_not_found:
-        return "lease not found";
-      case errc::compacted:
-        return "revision compacted";
-      case errc::unavailable:
-        return "coordinator unavailable";
-      case errc::cancelled:
-        return "cancelled";
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::not_leader:
-        return "not the leader";
-    }
-    return "unknown error";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::lease_not_found:
+      return "lease not found";
+    case errc::compacted:
+      return "revision compacted";
+    case errc::unavailable:
+      return "coordinator unavailable";
+    case errc::cancelled:
+      return "cancelled";
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::not_leader:
+      return "not the leader";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
 const std::error_category& coord_category() {
-  static const Category category;
+  static const ErrorCategory<errc> category("coord", describe);
   return category;
 }
 

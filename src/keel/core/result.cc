@@ -1,28 +1,26 @@
 #include "keel/core/result.h"
 
+#include "keel/core/error_category.h"
+
 namespace keel {
 namespace {
 
-class CoreCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "keel"; }
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::config_invalid:
-        return "invalid configuration";
-      case errc::io_error:
-        return "input/output error";
-    }
-    return "unknown error";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::config_invalid:
+      return "invalid configuration";
+    case errc::io_error:
+      return "input/output error";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
 const std::error_category& core_category() {
-  static const CoreCategory category;
+  static const ErrorCategory<errc> category("core", describe);
   return category;
 }
 

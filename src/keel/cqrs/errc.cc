@@ -2,38 +2,35 @@
 
 #include <string>
 
+#include "keel/core/error_category.h"
 #include "keel/cqrs/read_model.h"
 
 namespace keel::cqrs {
 
 namespace {
-class Category final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "cqrs"; }
-  std::string message(int code) const override {
-    switch (static_cast<errc>(code)) {
-      case errc::rejected:
-        return "command rejected";
-      case errc::concurrency:
-        return "lost to concurrent writers";
-      case errc::database:
-        return "read model database error";
-      case errc::projection_failed:
-        return "projection failed";
-      case errc::timeout:
-        return "timed out";
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::unknown_command:
-        return "unknown command";
-    }
-    return "unknown";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::rejected:
+      return "command rejected";
+    case errc::concurrency:
+      return "lost to concurrent writers";
+    case errc::database:
+      return "read model database error";
+    case errc::projection_failed:
+      return "projection failed";
+    case errc::timeout:
+      return "timed out";
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::unknown_command:
+      return "unknown command";
   }
-};
+  return nullptr;
+}
 }  // namespace
 
 const std::error_category& cqrs_category() {
-  static const Category category;
+  static const ErrorCategory<errc> category("cqrs", describe);
   return category;
 }
 

@@ -10,6 +10,8 @@
 #include <optional>
 #include <utility>  // before Asio: Boost 1.74's headers use std::exchange without including it
 
+#include "keel/core/error_category.h"
+
 namespace keel::http {
 namespace {
 
@@ -18,32 +20,28 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = asio::ip::tcp;
 
-class HttpCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "http"; }
-  std::string message(int code) const override {
-    switch (static_cast<errc>(code)) {
-      case errc::invalid_url:
-        return "invalid URL";
-      case errc::connect_failed:
-        return "cannot connect";
-      case errc::timeout:
-        return "timed out";
-      case errc::cancelled:
-        return "cancelled";
-      case errc::closed:
-        return "connection closed";
-      case errc::bad_response:
-        return "bad response";
-    }
-    return "unknown http error";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::invalid_url:
+      return "invalid URL";
+    case errc::connect_failed:
+      return "cannot connect";
+    case errc::timeout:
+      return "timed out";
+    case errc::cancelled:
+      return "cancelled";
+    case errc::closed:
+      return "connection closed";
+    case errc::bad_response:
+      return "bad response";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
 const std::error_category& http_category() {
-  static const HttpCategory category;
+  static const ErrorCategory<errc> category("http", describe);
   return category;
 }
 

@@ -2,40 +2,38 @@
 
 #include <cmath>
 
+#include "keel/core/error_category.h"
+
 namespace keel::resilience {
 namespace {
 
-class ResilienceCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "resilience"; }
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::circuit_open:
-        return "circuit breaker is open";
-      case errc::circuit_forced_open:
-        return "circuit breaker is forced open";
-      case errc::half_open_full:
-        return "circuit breaker is half-open and all probe calls are taken";
-      case errc::bulkhead_full:
-        return "bulkhead is full";
-      case errc::bulkhead_timeout:
-        return "timed out waiting for a bulkhead permit";
-      case errc::limit_exceeded:
-        return "concurrency limit reached";
-      case errc::rate_limited:
-        return "rate limit reached";
-      case errc::retry_budget_exhausted:
-        return "retry budget exhausted";
-      case errc::retries_exhausted:
-        return "all attempts failed";
-      case errc::timeout:
-        return "deadline exceeded";
-      case errc::stopped:
-        return "stopped";
-    }
-    return "unknown error";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::circuit_open:
+      return "circuit breaker is open";
+    case errc::circuit_forced_open:
+      return "circuit breaker is forced open";
+    case errc::half_open_full:
+      return "circuit breaker is half-open and all probe calls are taken";
+    case errc::bulkhead_full:
+      return "bulkhead is full";
+    case errc::bulkhead_timeout:
+      return "timed out waiting for a bulkhead permit";
+    case errc::limit_exceeded:
+      return "concurrency limit reached";
+    case errc::rate_limited:
+      return "rate limit reached";
+    case errc::retry_budget_exhausted:
+      return "retry budget exhausted";
+    case errc::retries_exhausted:
+      return "all attempts failed";
+    case errc::timeout:
+      return "deadline exceeded";
+    case errc::stopped:
+      return "stopped";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
@@ -54,7 +52,7 @@ const char* to_string(Outcome outcome) {
 }
 
 const std::error_category& resilience_category() {
-  static const ResilienceCategory category;
+  static const ErrorCategory<errc> category("resilience", describe);
   return category;
 }
 

@@ -2,27 +2,25 @@
 
 #include <string>
 
+#include "keel/core/error_category.h"
+
 namespace keel::shard {
 namespace {
 
-class ShardCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "shard"; }
-  std::string message(int value) const override {
-    switch (static_cast<errc>(value)) {
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::invalid_slot_map:
-        return "invalid slot map";
-    }
-    return "unknown error";
+const char* describe(errc code) {
+  switch (code) {
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::invalid_slot_map:
+      return "invalid slot map";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
 const std::error_category& shard_category() {
-  static const ShardCategory category;
+  static const ErrorCategory<errc> category("shard", describe);
   return category;
 }
 
