@@ -20,7 +20,7 @@ const char* describe(errc code) {
 }  // namespace
 
 const std::error_category& core_category() {
-  static const ErrorCategory<errc> category("core", describe);
+  static const ErrorCategory<errc> category("keel", describe);
   return category;
 }
 
