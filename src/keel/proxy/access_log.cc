@@ -31,17 +31,11 @@ void AccessLog::append(std::size_t worker, std::string_view line) {
 void AccessLog::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    due_ = false;
     // The interval runs on the injected clock, so tests drive it with advance().
-    TimerId timer = clock_.schedule_after(options_.flush_interval, [this] {
-      std::lock_guard wake(mutex_);
-      due_ = true;
-      wake_.notify_all();
-    });
-    wake_.wait(lock, [&] { return stopping_ || due_ || flush_requests_ > flushes_done_; });
+    wait_until(clock_, wake_, lock, clock_.now() + options_.flush_interval,
+               [&] { return stopping_ || flush_requests_ > flushes_done_; });
     const std::uint64_t requested = flush_requests_;
     lock.unlock();
-    clock_.cancel(timer);  // never under mutex_: a running callback takes it
     write_out();
     lock.lock();
     flushes_done_ = requested;

@@ -67,7 +67,6 @@ class AccessLog {
   std::condition_variable wake_;
   std::condition_variable flushed_;
   bool stopping_ = false;
-  bool due_ = false;
   std::uint64_t flush_requests_ = 0;
   std::uint64_t flushes_done_ = 0;
   std::thread thread_;
