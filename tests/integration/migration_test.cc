@@ -160,7 +160,8 @@ TEST_F(MigrationTest, ShadowCopiesReachModernAreComparedAndNeverTouchTheClient) 
     ASSERT_EQ(answer.status(), 200);
     EXPECT_NE(answer.body.find("\"served_by\": \"legacy\""), std::string::npos);  // legacy's
   }
-  for (int i = 0; i < 200 && report()["differed"].get<int>() < 20; ++i) {
+  // Copies run on an idle-priority thread: on a busy machine they can take seconds.
+  for (int i = 0; i < 1500 && report()["differed"].get<int>() < 20; ++i) {
     std::this_thread::sleep_for(10ms);
   }
   auto shadow = report();
@@ -176,7 +177,7 @@ TEST_F(MigrationTest, ShadowCopiesReachModernAreComparedAndNeverTouchTheClient) 
   const auto started = std::chrono::steady_clock::now();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(get().status(), 200);
   EXPECT_LT(std::chrono::steady_clock::now() - started, 2500ms);
-  for (int i = 0; i < 200 && report()["mirror_failed"].get<int>() < 10; ++i) {
+  for (int i = 0; i < 1500 && report()["mirror_failed"].get<int>() < 10; ++i) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(report()["mirror_failed"], 10);
