@@ -86,6 +86,11 @@ void EndpointSet::on_complete(std::size_t i, bool success, Duration latency) {
   endpoint.latency.observe(latency, clock_.now(), options_.latency_decay);
 }
 
+void EndpointSet::on_cancel(std::size_t i) {
+  EndpointState& endpoint = endpoints_[i];
+  if (endpoint.active_requests > 0) --endpoint.active_requests;
+}
+
 void EndpointSet::refresh(TimePoint now) {
   if (!dirty_ && now < next_expiry_) return;
   std::vector<std::size_t> fresh;
