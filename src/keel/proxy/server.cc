@@ -1596,6 +1596,7 @@ struct Server::Impl {
     } forget{handle};
     auto upstream = co_await acquire(worker, cluster, endpoint, deadline, failure, handle);
     if (!upstream) co_return nullptr;
+    if (handle != nullptr) handle->conn = &upstream->conn;  // a pooled one, too
     Conn& conn = upstream->conn;
     conn.deadline = deadline;
     error_code ec;
