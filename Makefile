@@ -45,6 +45,7 @@ bench: deps build
 	bench/eventlog.sh $(BUILD_DIR)
 	bench/election.sh $(BUILD_DIR)
 	bench/proxy_vs.sh $(BUILD_DIR)
+	bench/proxy_faults.sh $(BUILD_DIR)
 	bench/pubsub.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.

@@ -8,7 +8,8 @@
 //                               [--seconds 10] [--warmup 2]
 //
 // Prints a summary and, as its last line, one JSON object: rate_per_s, achieved_per_s, p50_ms,
-// p99_ms, p999_ms, max_ms, errors, max_queue.
+// p99_ms, p999_ms, max_ms, errors, max_queue, and for the measured window `due` (requests due)
+// and `ok` (of those, answered 200): the success rate a fault benchmark needs.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
   std::vector<double> latencies;
   latencies.reserve(static_cast<std::size_t>(rate * seconds * 1.1) + 16);
   std::uint64_t errors = 0, outstanding = 0;
+  std::uint64_t due_measured = 0, ok_measured = 0;
 
   auto send_on = [&](int c, Clock::time_point due) {
     Connection& conn = pool[c];
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
   while (true) {
     const Clock::time_point now = Clock::now();
     while (next_due <= now && next_due < stop_sending) {
+      if (next_due >= measure_from) ++due_measured;
       queue.push_back(next_due);
       next_due += interval;
     }
@@ -191,7 +194,9 @@ int main(int argc, char** argv) {
       if (!conn.busy) continue;
       if (const std::size_t size = response_size(conn.in)) {
         const Clock::time_point done = Clock::now();
-        if (conn.in.compare(9, 3, "200") != 0) ++errors;
+        const bool ok = conn.in.compare(9, 3, "200") == 0;
+        if (!ok) ++errors;
+        if (ok && conn.due >= measure_from) ++ok_measured;
         if (conn.due >= measure_from) latencies.push_back(ms(done - conn.due));
         conn.in.erase(0, size);
         conn.busy = false;
@@ -218,8 +223,9 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"rate_per_s\":%.0f,\"achieved_per_s\":%.0f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%."
       "4f,"
-      "\"max_ms\":%.4f,\"errors\":%llu,\"max_queue\":%zu}\n",
+      "\"max_ms\":%.4f,\"errors\":%llu,\"max_queue\":%zu,\"due\":%llu,\"ok\":%llu}\n",
       rate, achieved, pct(0.5), pct(0.99), pct(0.999), latencies.empty() ? 0.0 : latencies.back(),
-      static_cast<unsigned long long>(errors), max_queue);
+      static_cast<unsigned long long>(errors), max_queue,
+      static_cast<unsigned long long>(due_measured), static_cast<unsigned long long>(ok_measured));
   return 0;
 }

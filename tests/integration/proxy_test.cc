@@ -444,6 +444,120 @@ TEST_F(ProxyTest, APerTryTimeoutIsRetriedUnderGatewayErrorAsInEnvoy) {
   EXPECT_GE(slow.requests(), 1);
 }
 
+// ---------------------------------------------------------------- hedged requests
+// A cluster of one upstream that takes far too long (kSlow, 2 s: a hang as far as these tests
+// go) and one healthy, round robin, hedged after 50 ms. Only correctness is asserted, no times.
+class HedgeTest : public ProxyTest {
+ protected:
+  static constexpr int kHangMs = 2000;
+  Upstream hanging{"hanging", Behaviour::kSlow};
+  Upstream healthy{"healthy"};
+  void SetUp() override { hanging.set_slow_delay(std::chrono::milliseconds(kHangMs)); }
+  void start_hedged(const std::string& route_extra, const std::string& cluster_extra) {
+    start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web" + route_extra +
+          "}\nclusters:\n" +
+          cluster_yaml("web", {&hanging, &healthy},
+                       "    load_balancer: {policy: round_robin}\n"
+                       "    per_try_timeout_ms: 10000\n" +
+                           cluster_extra));
+  }
+  nlohmann::json cluster() { return nlohmann::json::parse(server->clusters_json())[0]; }
+  Message post(const std::string& body) {
+    return request("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+                   "\r\n\r\n" + body);
+  }
+};
+
+TEST_F(HedgeTest, AHangingEndpointIsHedgedToTheHealthyOne) {
+  start_hedged("", "    hedge: {after_ms: 50}\n");
+  for (int i = 0; i < 10; ++i) {
+    Message response = get("/");
+    EXPECT_EQ(response.status(), 200) << i << " " << response.header("x-keel-reason");
+    EXPECT_EQ(response.body, "healthy") << i;
+  }
+  EXPECT_GT(hanging.requests(), 0);  // first tries went there, and lost to their hedges
+  const auto web = cluster();
+  EXPECT_GT(web["hedges"].get<int>(), 0);
+  EXPECT_EQ(web["hedge_wins"], web["hedges"]);
+  EXPECT_EQ(web["retries"], 0);
+  // A cancelled try is neither a success nor a failure of its endpoint.
+  EXPECT_EQ(web["endpoints"][0]["failures"], 0);
+  EXPECT_EQ(web["endpoints"][0]["requests"].get<int>(), hanging.requests());
+  server->stop(1s);  // the access log is complete once the server stopped
+  EXPECT_NE(log.str().find("\"attempts\":2"), std::string::npos) << log.str();
+}
+
+TEST_F(HedgeTest, ARouteHedgeOverridesTheClustersAndAPercentileDelayWorksToo) {
+  // The cluster's hedge would wait longer than the hang; the route's, a percentile of the
+  // cluster's recent tries (the initial delay until there are enough), does not.
+  start_hedged(", hedge: {after_percentile: 95, initial_after_ms: 50, max_extra: 1}",
+               "    hedge: {after_ms: 60000}\n");
+  for (int i = 0; i < 6; ++i) {
+    Message response = get("/");
+    EXPECT_EQ(response.status(), 200) << i;
+    EXPECT_EQ(response.body, "healthy") << i;
+  }
+  EXPECT_GT(hanging.requests(), 0);
+  EXPECT_GT(cluster()["hedge_wins"].get<int>(), 0);
+}
+
+TEST_F(HedgeTest, ANonIdempotentPostIsNotHedged) {
+  // Even where the route lets a POST be retried: a hedge would run beside the first try.
+  hanging.set_slow_delay(300ms);
+  start_hedged(", retry: {allow_non_idempotent: true}", "    hedge: {after_ms: 50}\n");
+  std::map<std::string, int> answered_by;
+  for (int i = 0; i < 4; ++i) {
+    Message response = post("hi");
+    EXPECT_EQ(response.status(), 200);
+    ++answered_by[response.body];
+  }
+  EXPECT_EQ(answered_by, (std::map<std::string, int>{{"hanging", 2}, {"healthy", 2}}));
+  EXPECT_EQ(cluster()["hedges"], 0);
+  EXPECT_EQ(get("/").status(), 200);  // a GET after them is hedged as usual
+}
+
+TEST_F(HedgeTest, TheRetryLimitStopsHedges) {
+  hanging.set_slow_delay(300ms);
+  start_hedged("", "    hedge: {after_ms: 50}\n    limits: {max_retries: 0}\n");
+  std::map<std::string, int> answered_by;
+  for (int i = 0; i < 4; ++i) ++answered_by[get("/").body];
+  EXPECT_EQ(answered_by, (std::map<std::string, int>{{"hanging", 2}, {"healthy", 2}}));
+  EXPECT_EQ(cluster()["hedges"], 0);
+}
+
+TEST_F(HedgeTest, TheRetryBudgetStopsHedges) {
+  hanging.set_slow_delay(300ms);
+  start_hedged("",
+               "    hedge: {after_ms: 50, max_extra: 3}\n"
+               "    retry_budget: {budget_ratio: 0.0, min_retries_per_second: 0}\n");
+  std::map<std::string, int> answered_by;
+  for (int i = 0; i < 4; ++i) ++answered_by[get("/").body];
+  EXPECT_EQ(answered_by, (std::map<std::string, int>{{"hanging", 2}, {"healthy", 2}}));
+  EXPECT_EQ(cluster()["hedges"], 0);
+}
+
+TEST_F(HedgeTest, ACancelledTrysConnectionIsClosedNotReused) {
+  start_hedged("", "    hedge: {after_ms: 50}\n");
+  // One client connection, so that the proxy's pool is the only thing that could reuse one.
+  int fd = connect_to(port);
+  std::string buffer;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+    Message response = read_message(fd, buffer, true);
+    EXPECT_EQ(response.status(), 200);
+    EXPECT_EQ(response.body, "healthy");
+  }
+  ::close(fd);
+  // Every try to the hanging endpoint was cancelled, each on a connection of its own: had a
+  // cancelled one gone back to the pool, a later try would have sent its request on it, behind
+  // the one still being answered (and would have read that answer as its own).
+  const int tries = cluster()["endpoints"][0]["requests"].get<int>();
+  EXPECT_GT(tries, 0);
+  EXPECT_EQ(hanging.connections(), tries);
+  EXPECT_EQ(hanging.requests(), tries);
+  EXPECT_EQ(healthy.connections(), 1);  // the winners' connections are pooled as usual
+}
+
 TEST_F(ProxyTest, AtTheConnectionLimitRequestsWaitUpToMaxPendingThenOverflow) {
   Upstream slow("slow", Behaviour::kSlow);
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

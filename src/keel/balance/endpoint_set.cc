@@ -199,6 +199,11 @@ void EndpointSet::restart_latency(std::size_t i, TimePoint now) {
   }
 }
 
+void EndpointSet::on_cancel(std::size_t i) {
+  EndpointState& endpoint = endpoints_[i];
+  if (endpoint.active_requests > 0) --endpoint.active_requests;
+}
+
 void EndpointSet::refresh(TimePoint now) {
   if (!dirty_ && now < next_expiry_) return;
   std::vector<std::size_t> fresh;

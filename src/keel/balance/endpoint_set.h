@@ -98,6 +98,9 @@ class EndpointSet {
   // Decide → act → record: a request sent to endpoint i, and how it ended.
   void on_start(std::size_t i);
   void on_complete(std::size_t i, bool success, Duration latency);
+  // A request to endpoint i abandoned by the caller (a hedged try that lost the race): no
+  // longer in flight, and no sample — its latency and outcome say nothing about the endpoint.
+  void on_cancel(std::size_t i);
 
   // Endpoint i's latency in nanoseconds as peak_ewma sees it now: its peak EWMA, moving toward
   // the typical latency with the time since its last sample (exp(-age / decay)); the typical

@@ -113,10 +113,34 @@ RetryPolicy read_retry(const Node& node, RetryPolicy policy) {
   return policy;
 }
 
+// Exactly one of after_ms and after_percentile; the floor and the initial delay only go with a
+// percentile (with a fixed delay they would mean nothing, and silently so).
+HedgePolicy read_hedge(const Node& node) {
+  HedgePolicy hedge;
+  node.expect_only(
+      {"after_ms", "after_percentile", "min_after_ms", "initial_after_ms", "max_extra"});
+  const bool fixed = node.child("after_ms").present();
+  const bool percentile = node.child("after_percentile").present();
+  if (fixed == percentile) node.fail("", "give exactly one of after_ms or after_percentile");
+  if (fixed) {
+    Duration after = 0ms;
+    node.read_ms("after_ms", after, 1ms, 60s);
+    hedge.after = after;
+  }
+  if (percentile) node.read("after_percentile", hedge.after_percentile, 50.0, 99.9);
+  for (std::string_view key : {"min_after_ms", "initial_after_ms"}) {
+    if (node.child(key).present() && !percentile) node.fail(key, "goes with after_percentile only");
+  }
+  node.read_ms("min_after_ms", hedge.min_after, 1ms, 60s);
+  node.read_ms("initial_after_ms", hedge.initial_after, 1ms, 60s);
+  node.read("max_extra", hedge.max_extra, 1, 3);
+  return hedge;
+}
+
 Route read_route(const Node& node, std::size_t index) {
   Route route;
-  node.expect_only(
-      {"name", "match", "cluster", "weighted_clusters", "migration", "timeout_ms", "retry"});
+  node.expect_only({"name", "match", "cluster", "weighted_clusters", "migration", "timeout_ms",
+                    "retry", "hedge"});
   node.read("name", route.name);
   const Node match = node.child("match");
   if (!match.present()) node.require("match");
@@ -181,6 +205,7 @@ Route read_route(const Node& node, std::size_t index) {
   }
   node.read_ms("timeout_ms", route.timeout, 1ms, 3600s);
   if (Node retry = node.child("retry"); retry.present()) route.retry = read_retry(retry, {});
+  if (Node hedge = node.child("hedge"); hedge.present()) route.hedge = read_hedge(hedge);
   if (route.name.empty()) {
     route.name = !route.prefix.empty()  ? "prefix:" + route.prefix
                  : !route.exact.empty() ? "exact:" + route.exact
@@ -194,7 +219,7 @@ Cluster read_cluster(const Node& node) {
   Cluster cluster;
   node.expect_only({"name", "endpoints", "load_balancer", "endpoint_options", "connect_timeout_ms",
                     "per_try_timeout_ms", "max_idle_connections", "idle_timeout_ms", "retry",
-                    "retry_budget", "limits", "adaptive_concurrency", "circuit_breaker",
+                    "hedge", "retry_budget", "limits", "adaptive_concurrency", "circuit_breaker",
                     "health_check", "outlier_detection"});
   node.require("name");
   node.read("name", cluster.name);
@@ -225,6 +250,7 @@ Cluster read_cluster(const Node& node) {
   if (Node retry = node.child("retry"); retry.present()) {
     cluster.retry = read_retry(retry, cluster.retry);
   }
+  if (Node hedge = node.child("hedge"); hedge.present()) cluster.hedge = read_hedge(hedge);
   if (Node budget = node.child("retry_budget"); budget.present()) {
     cluster.retry_budget = resilience::RetryBudget::read_config(budget);
   }

@@ -93,6 +93,27 @@ struct RetryPolicy {
   bool retries(TryEnd end, unsigned status) const;
 };
 
+// Hedged requests (Envoy's hedge_policy, Finagle's backup requests): when a try has produced no
+// response head after a delay, another try goes to a different endpoint, and the first answer
+// wins; the others are cancelled. For idempotent requests with a held body only. A hedge is a
+// retry as far as the retry budget and the cluster's max_retries go (one that cannot get them
+// is not sent), but does not use up num_retries.
+struct HedgePolicy {
+  // The delay: fixed (after_ms), or this percentile (after_percentile, e.g. 95) of the recent
+  // try latencies to the cluster as one worker saw them — never below min_after, and
+  // initial_after until the worker has enough samples.
+  std::optional<Duration> after;
+  double after_percentile = 0;
+  Duration min_after = 5ms;
+  Duration initial_after = 50ms;
+  std::uint32_t max_extra = 1;  // hedges per request, 1..3
+
+  Duration delay_for(std::optional<Duration> percentile_value) const {
+    if (after) return *after;
+    return percentile_value ? std::max(*percentile_value, min_after) : initial_after;
+  }
+};
+
 struct Route {
   std::string name;  // for logs: the match, when no name is given
   // Path match: exactly one of these.
@@ -106,6 +127,7 @@ struct Route {
   std::vector<WeightedCluster> clusters;  // one entry for `cluster:`
   Duration timeout = 15s;                 // the whole request, across retries
   std::optional<RetryPolicy> retry;       // overrides the cluster's
+  std::optional<HedgePolicy> hedge;       // overrides the cluster's
   // A Strangler Fig route: legacy and modern clusters and a stage, instead of `cluster`.
   std::optional<MigrationConfig> migration;
 };
@@ -146,6 +168,7 @@ struct Cluster {
   std::uint32_t max_idle_connections = 64;  // kept per worker and endpoint
   Duration idle_timeout = 60s;              // a pooled connection unused this long is closed
   RetryPolicy retry;
+  std::optional<HedgePolicy> hedge;  // off unless given
   // Retries as a share of requests (Finagle's and Linkerd's budget): on by default, 20% of the
   // requests of the last 10 s plus 3 a second, so a failing cluster is not hit with n × the load.
   resilience::RetryBudget::Config retry_budget;

@@ -154,6 +154,63 @@ TEST(ProxyConfigTest, RetryConditionsMeanWhatTheyMeanInEnvoy) {
             std::string::npos);
 }
 
+// hedge: exactly one of after_ms / after_percentile, max_extra 1..3, the percentile's floor and
+// initial delay only with a percentile; a route's overrides its cluster's.
+TEST(ProxyConfigTest, HedgingIsReadAndValidated) {
+  auto parse = [](const std::string& route_hedge, const std::string& cluster_hedge) {
+    return parse_config(
+        "listeners: [{address: 127.0.0.1:1, routes: [{match: {prefix: /a}, cluster: c" +
+            (route_hedge.empty() ? "" : ", hedge: " + route_hedge) +
+            "}, {match: {prefix: /}, cluster: c}]}]\n"
+            "clusters: [{name: c, endpoints: [{address: 127.0.0.1:2}]" +
+            (cluster_hedge.empty() ? "" : ", hedge: " + cluster_hedge) + "}]\n",
+        "hedge.yaml");
+  };
+  auto config = parse("{after_ms: 50, max_extra: 3}",
+                      "{after_percentile: 95, min_after_ms: 2, initial_after_ms: 30}");
+  ASSERT_TRUE(config) << config.error().message();
+  const HedgePolicy& route = *config->listeners[0].routes[0].hedge;
+  EXPECT_EQ(route.after, 50ms);
+  EXPECT_EQ(route.max_extra, 3u);
+  EXPECT_EQ(route.delay_for(7ms), 50ms);               // fixed: the window does not matter
+  EXPECT_FALSE(config->listeners[0].routes[1].hedge);  // the cluster's applies
+  const HedgePolicy& cluster = *config->clusters[0].hedge;
+  EXPECT_FALSE(cluster.after);
+  EXPECT_EQ(cluster.after_percentile, 95);
+  EXPECT_EQ(cluster.max_extra, 1u);                  // the default
+  EXPECT_EQ(cluster.delay_for(std::nullopt), 30ms);  // too few samples yet
+  EXPECT_EQ(cluster.delay_for(1ms), 2ms);            // the floor
+  EXPECT_EQ(cluster.delay_for(80ms), 80ms);
+  EXPECT_FALSE(parse("", "")->clusters[0].hedge);  // off unless given
+
+  struct Bad {
+    std::string hedge;
+    std::string says;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {"{max_extra: 1}", "exactly one of after_ms or after_percentile"},
+           {"{after_ms: 50, after_percentile: 95}", "exactly one of after_ms or after_percentile"},
+           {"{after_ms: 50, max_extra: 0}", "max_extra"},
+           {"{after_ms: 50, max_extra: 4}", "max_extra"},
+           {"{after_ms: 0}", "after_ms"},
+           {"{after_percentile: 100}", "after_percentile"},
+           {"{after_percentile: 10}", "after_percentile"},
+           {"{after_ms: 50, min_after_ms: 5}", "goes with after_percentile only"},
+           {"{after_ms: 50, initial_after_ms: 5}", "goes with after_percentile only"},
+           {"{after_ms: 50, delay_ms: 5}", "delay_ms: unknown field"},
+       }) {
+    SCOPED_TRACE(bad.hedge);
+    for (bool on_route : {true, false}) {
+      auto refused = on_route ? parse(bad.hedge, "") : parse("", bad.hedge);
+      ASSERT_FALSE(refused);
+      EXPECT_NE(refused.error().message().find(bad.says), std::string::npos)
+          << refused.error().message();
+      EXPECT_NE(refused.error().message().find("hedge"), std::string::npos)
+          << refused.error().message();
+    }
+  }
+}
+
 // Every section the proxy's config has, each at least once. A new section goes here too: the
 // test below then checks that a typo in it is reported.
 constexpr const char* kEverySection = R"(
@@ -174,6 +231,7 @@ listeners:
         timeout_ms: 500
         retry: {num_retries: 2, retry_on: "5xx,retriable-status-codes", retriable_status_codes: "429",
                 allow_non_idempotent: false, base_interval_ms: 25, max_interval_ms: 250}
+        hedge: {after_ms: 50, max_extra: 2}
       - match: {regex: "/v[0-9]+/.*"}
         weighted_clusters: [{cluster: api, weight: 90}, {cluster: legacy, weight: 10}]
       - name: prices
@@ -203,6 +261,7 @@ clusters:
     max_idle_connections: 8
     idle_timeout_ms: 30000
     retry: {num_retries: 1}
+    hedge: {after_percentile: 95, min_after_ms: 5, initial_after_ms: 40, max_extra: 1}
     retry_budget: {budget_ratio: 0.2, min_retries_per_second: 3, window_ms: 10000}
     limits: {max_connections: 10, max_pending: 10, max_requests: 100, max_retries: 5}
     circuit_breaker: {failure_rate_threshold: 50, minimum_calls: 10}

@@ -119,6 +119,8 @@ struct ClusterShared {
   std::vector<tcp::endpoint> addresses;   // resolved once, at start
   metrics::Counter* requests_total = nullptr;
   metrics::Counter* retries_total = nullptr;
+  metrics::Counter* hedges_total = nullptr;
+  metrics::Counter* hedge_wins_total = nullptr;
   metrics::Counter* overflow_total = nullptr;
   metrics::Counter* breaker_rejections_total = nullptr;
   metrics::Counter* connect_failures_total = nullptr;
@@ -254,6 +256,13 @@ bool send_now(Conn& conn, std::array<net::const_buffer, N>& buffers, error_code&
   return all;
 }
 
+// A hedged try's connection while send() works on it, so that the race can cancel the try by
+// closing it: the operation waiting on the socket then ends at once.
+struct TryHandle {
+  Conn* conn = nullptr;
+  bool cancelled = false;
+};
+
 // An upstream connection. Counted in its cluster's `connections` while it exists; bytes after
 // one response in its buffer would belong to the next, so a connection with any is not reused.
 struct Upstream {
@@ -291,6 +300,46 @@ std::optional<Held> try_hold(std::atomic<std::uint32_t>& counter, std::uint32_t 
   return Held(counter);
 }
 
+// The latencies of a worker's recent tries to a cluster (to the response head; failed tries and
+// cancelled hedges left out), for a hedge delay given as a percentile. Bounded: the last kSize
+// only, and the percentile is worked out again after every kEvery new samples, not per request.
+class LatencyWindow {
+ public:
+  static constexpr std::size_t kSize = 256;
+  static constexpr std::size_t kMinSamples = 32;  // fewer: the hedge policy's initial delay
+  static constexpr std::size_t kEvery = 16;
+
+  void add(Duration latency) {
+    samples_[next_] = latency;
+    next_ = (next_ + 1) % kSize;
+    count_ = std::min(count_ + 1, kSize);
+    ++since_;
+  }
+  // The p-th percentile (0 < p < 100) of the window, or nullopt while it has too few samples.
+  std::optional<Duration> percentile(double p) {
+    if (count_ < kMinSamples) return std::nullopt;
+    if (since_ < kEvery && p == cached_percentile_) return cached_;
+    std::array<Duration, kSize> sorted;
+    std::copy_n(samples_.begin(), count_, sorted.begin());
+    const auto rank =
+        std::min(count_ - 1, static_cast<std::size_t>(p / 100.0 * static_cast<double>(count_)));
+    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank),
+                     sorted.begin() + static_cast<std::ptrdiff_t>(count_));
+    cached_ = sorted[rank];
+    cached_percentile_ = p;
+    since_ = 0;
+    return cached_;
+  }
+
+ private:
+  std::array<Duration, kSize> samples_{};
+  std::size_t count_ = 0;
+  std::size_t next_ = 0;
+  std::size_t since_ = 0;
+  double cached_percentile_ = -1;
+  Duration cached_{};
+};
+
 // A worker's own view of a cluster: endpoint state, the balancer, idle connections.
 struct WorkerCluster {
   WorkerCluster(std::shared_ptr<ClusterShared> s, std::size_t worker, Clock& clock, Random& random)
@@ -313,10 +362,16 @@ struct WorkerCluster {
   // every worker's set.
   std::optional<balance::OutlierDetector> outlier;
   std::optional<balance::HealthChecker> health;
+  LatencyWindow latencies;  // for hedge delays given as a percentile
 
   // endpoints.on_start / on_complete, published for /clusters and /metrics.
   void on_start(std::size_t i) {
     endpoints.on_start(i);
+    views[i].in_flight.store(endpoints[i].active_requests, std::memory_order_relaxed);
+  }
+  // A hedged try that lost: no sample, only the in-flight count goes back.
+  void on_cancel(std::size_t i) {
+    endpoints.on_cancel(i);
     views[i].in_flight.store(endpoints[i].active_requests, std::memory_order_relaxed);
   }
   void on_complete(std::size_t i, bool success, Duration latency) {
@@ -667,6 +722,9 @@ struct Server::Impl {
     c.requests_total =
         &registry.counter("keel_proxy_requests_total", "Requests routed to the cluster", labels);
     c.retries_total = &registry.counter("keel_proxy_retries_total", "Retries sent", labels);
+    c.hedges_total = &registry.counter("keel_proxy_hedges_total", "Hedged tries sent", labels);
+    c.hedge_wins_total = &registry.counter("keel_proxy_hedge_wins_total",
+                                           "Hedged tries whose answer was the one given", labels);
     c.overflow_total = &registry.counter("keel_proxy_overflow_total",
                                          "Requests refused by a cluster limit (bulkhead)", labels);
     c.breaker_rejections_total = &registry.counter("keel_proxy_breaker_rejections_total",
@@ -925,6 +983,20 @@ struct Server::Impl {
     }
   }
 
+  // One try of a hedged request's race, as the race sees it.
+  struct Try {
+    std::size_t endpoint = 0;
+    std::optional<resilience::BreakerPermit> permit;
+    std::chrono::steady_clock::time_point start;
+    h1::Head response;  // points into the upstream's buffer
+    Flag failure = Flag::kNone;
+    std::unique_ptr<Upstream> upstream;  // the answer's connection, once send() gave one
+    TryHandle handle;                    // its connection while send() works: closed to cancel
+    bool done = false;                   // send() returned
+    bool settled = false;                // its outcome was taken: recorded, or cancelled
+  };
+  static constexpr std::size_t kMaxTries = 4;  // the first and up to 3 hedges (max_extra)
+
   // What a session keeps from one request to the next, so that a request allocates nothing
   // once these have grown.
   struct Scratch {
@@ -937,6 +1009,7 @@ struct Server::Impl {
     std::string request_line;   // for a shadow copy's diff sample
     std::string forwarded_for;  // the client's X-Forwarded-For lines, joined
     Exchange exchange;
+    std::array<Try, kMaxTries> tries;  // a hedged request's
   };
 
   // A request body still on its way from the client (not held): how much is left of it.
@@ -1275,6 +1348,12 @@ struct Server::Impl {
 
     const RetryPolicy& retry = route->retry ? *route->retry : cluster_config.retry;
     const bool may_retry = replayable && (method_idempotent || retry.allow_non_idempotent);
+    // Hedged only when idempotent, even where the route lets other methods be retried: a hedge
+    // goes out while the first try may still be under way, so both could take effect.
+    const HedgePolicy* hedge = route->hedge           ? &*route->hedge
+                               : cluster_config.hedge ? &*cluster_config.hedge
+                                                      : nullptr;
+    if (!replayable || !method_idempotent) hedge = nullptr;
 
     // Shadow: a copy of the request goes to modern once legacy has answered, and the two
     // answers are compared. The copy is kept now, before the request goes upstream.
@@ -1326,7 +1405,10 @@ struct Server::Impl {
     }
     std::optional<Held> retry_slot;
     if (request_slot) cluster.shared->retry_budget->deposit();
+    std::uint32_t rounds = 0;       // the first try and each retry: what num_retries counts
+    std::uint32_t hedges_sent = 0;  // over the whole request, up to the policy's max_extra
     while (request_slot) {
+      ++rounds;
       ++exchange.attempts;
       std::optional<resilience::BreakerPermit> permit;
       if (cluster.shared->breaker) {
@@ -1346,39 +1428,24 @@ struct Server::Impl {
         break;
       }
       const std::size_t endpoint = *picked;
-      exchange.upstream = cluster_config.endpoints[endpoint].address;
-      cluster.shared->endpoint_requests[endpoint]->inc();
-      cluster.on_start(endpoint);
-      const auto try_start = std::chrono::steady_clock::now();
-      const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
       Flag failure = Flag::kNone;
-      upstream = co_await send(worker, cluster, endpoint, out, held_body, &client, body,
-                               head_request, response, try_deadline, failure);
-      answered_by = endpoint;
-      const auto latency = std::chrono::steady_clock::now() - try_start;
-      unsigned status = upstream ? response.status : 0;
-      const bool server_error = status >= 500;
-      const bool gateway_error = status == 502 || status == 503 || status == 504;
-      const bool failed = failure != Flag::kNone || server_error;
-      cluster.on_complete(endpoint, !failed, latency);
-      cluster.shared->endpoint_latency[endpoint]->observe(
-          std::chrono::duration<double>(latency).count());
-      if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
-      if (cluster.outlier && failure != Flag::kOverflow && failure != Flag::kDownstreamReset &&
-          failure != Flag::kBadRequest) {
-        const auto kind = (failure != Flag::kNone || gateway_error)
-                              ? balance::ResponseClass::kGatewayError
-                          : server_error ? balance::ResponseClass::kServerError
-                                         : balance::ResponseClass::kSuccess;
-        if (cluster.outlier->record(endpoint, kind)) {
-          cluster.shared->endpoint_ejections[endpoint]->inc();
-        }
+      if (hedge != nullptr && hedges_sent < hedge->max_extra) {
+        upstream = co_await race(worker, cluster, *hedge, retry, scratch.tries, endpoint,
+                                 std::move(permit), out, held_body, head_request, deadline, avoid,
+                                 exchange, hedges_sent, retry_slot, response, failure, answered_by);
+      } else {
+        cluster.shared->endpoint_requests[endpoint]->inc();
+        cluster.on_start(endpoint);
+        const auto try_start = std::chrono::steady_clock::now();
+        const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
+        upstream = co_await send(worker, cluster, endpoint, out, held_body, &client, body,
+                                 head_request, response, try_deadline, failure);
+        answered_by = endpoint;
+        record_try(cluster, endpoint, failure, upstream ? response.status : 0,
+                   std::chrono::steady_clock::now() - try_start, permit);
       }
-      if (permit) {
-        cluster.shared->breaker->record(
-            std::move(*permit),
-            failed ? resilience::Outcome::kFailure : resilience::Outcome::kSuccess, latency);
-      }
+      exchange.upstream = cluster_config.endpoints[answered_by].address;
+      const unsigned status = upstream ? response.status : 0;
       const TryEnd end = failure == Flag::kConnectFailure ? TryEnd::kConnectFailure
                          : failure == Flag::kReset        ? TryEnd::kReset
                          : failure == Flag::kTimeout      ? TryEnd::kTimeout
@@ -1386,7 +1453,7 @@ struct Server::Impl {
       const bool retriable =
           (failure == Flag::kNone || end != TryEnd::kResponse) && retry.retries(end, status);
       const bool time_left = std::chrono::steady_clock::now() < deadline;
-      if (!retriable || !may_retry || exchange.attempts > retry.num_retries || !time_left) {
+      if (!retriable || !may_retry || rounds > retry.num_retries || !time_left) {
         exchange.flag = failure;
         break;
       }
@@ -1404,8 +1471,8 @@ struct Server::Impl {
       }
       cluster.shared->retries_total->inc();
       upstream.reset();  // its response (if any) is dropped with the connection
-      avoid.push_back(endpoint);
-      co_await backoff(worker, retry, exchange.attempts, deadline);
+      avoid.push_back(answered_by);
+      co_await backoff(worker, retry, rounds, deadline);
     }
 
     if (concurrency_permit) {
@@ -1566,7 +1633,7 @@ struct Server::Impl {
   static Task<std::unique_ptr<Upstream>> acquire(Worker& worker, WorkerCluster& cluster,
                                                  std::size_t endpoint,
                                                  std::chrono::steady_clock::time_point deadline,
-                                                 Flag& failure) {
+                                                 Flag& failure, TryHandle* handle) {
     const Cluster& cluster_config = *cluster.shared->config;
     auto& idle = worker.pool(*cluster.shared, endpoint);
     auto take_idle = [&]() -> std::unique_ptr<Upstream> {
@@ -1596,11 +1663,16 @@ struct Server::Impl {
       const auto give_up =
           std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
       net::steady_timer timer(worker.io);
-      while (full() && std::chrono::steady_clock::now() < give_up) {
+      while (full() && std::chrono::steady_clock::now() < give_up &&
+             (handle == nullptr || !handle->cancelled)) {
         timer.expires_after(std::chrono::milliseconds(2));
         error_code ignored;
         co_await timer.async_wait(net::redirect_error(use_task, ignored));
         if (auto pooled = take_idle()) co_return pooled;
+      }
+      if (handle != nullptr && handle->cancelled) {
+        failure = Flag::kReset;
+        co_return nullptr;
       }
       if (full()) {
         failure = Flag::kOverflow;
@@ -1608,13 +1680,15 @@ struct Server::Impl {
       }
     }
     auto upstream = std::make_unique<Upstream>(worker, cluster.shared, endpoint);
+    if (handle != nullptr) handle->conn = &upstream->conn;
     error_code ec;
     upstream->conn.deadline =
         std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
     co_await upstream->conn.socket.async_connect(cluster.shared->addresses[endpoint],
                                                  net::redirect_error(use_task, ec));
     if (ec) {
-      cluster.shared->connect_failures_total->inc();
+      if (handle != nullptr) handle->conn = nullptr;  // goes with `upstream`, now
+      if (handle == nullptr || !handle->cancelled) cluster.shared->connect_failures_total->inc();
       failure = Flag::kConnectFailure;
       co_return nullptr;
     }
@@ -1625,16 +1699,28 @@ struct Server::Impl {
 
   // Sends the request (the head, then the held body or the client's body as it comes) on a
   // pooled or new connection and reads the response head into `response`. `client` is read
-  // only while `body` streams. Null, with `failure`
-  // set, when that did not work out.
+  // only while `body` streams. Null, with `failure` set, when that did not work out. A hedged
+  // try passes `handle`: its connection is there while this runs, for the race to close.
   Task<std::unique_ptr<Upstream>> send(Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
                                        const std::string& head, const std::string& held_body,
                                        Conn* client, BodyLeft& body, bool head_request,
                                        h1::Head& response,
                                        std::chrono::steady_clock::time_point deadline,
-                                       Flag& failure) {
-    auto upstream = co_await acquire(worker, cluster, endpoint, deadline, failure);
+                                       Flag& failure, TryHandle* handle = nullptr) {
+    // Cancelled before it began (the race was decided before this coroutine first ran).
+    if (handle != nullptr && handle->cancelled) {
+      failure = Flag::kReset;
+      co_return nullptr;
+    }
+    struct Forget {  // the connection is the caller's, or closed, once this returns
+      TryHandle* handle;
+      ~Forget() {
+        if (handle != nullptr) handle->conn = nullptr;
+      }
+    } forget{handle};
+    auto upstream = co_await acquire(worker, cluster, endpoint, deadline, failure, handle);
     if (!upstream) co_return nullptr;
+    if (handle != nullptr) handle->conn = &upstream->conn;  // a pooled one, too
     Conn& conn = upstream->conn;
     conn.deadline = deadline;
     error_code ec;
@@ -1711,6 +1797,206 @@ struct Server::Impl {
       co_return nullptr;
     }
     co_return upstream;
+  }
+
+  // What a finished try says about its endpoint: its latency and failure counts, the outlier
+  // detector, the breaker, and the cluster's window of try latencies (for hedge delays).
+  static void record_try(WorkerCluster& cluster, std::size_t endpoint, Flag failure,
+                         unsigned status, Duration latency,
+                         std::optional<resilience::BreakerPermit>& permit) {
+    const bool server_error = status >= 500;
+    const bool gateway_error = status == 502 || status == 503 || status == 504;
+    const bool failed = failure != Flag::kNone || server_error;
+    cluster.on_complete(endpoint, !failed, latency);
+    cluster.shared->endpoint_latency[endpoint]->observe(
+        std::chrono::duration<double>(latency).count());
+    if (failed) cluster.shared->endpoint_failures[endpoint]->inc();
+    if (cluster.outlier && failure != Flag::kOverflow && failure != Flag::kDownstreamReset &&
+        failure != Flag::kBadRequest) {
+      const auto kind = (failure != Flag::kNone || gateway_error)
+                            ? balance::ResponseClass::kGatewayError
+                        : server_error ? balance::ResponseClass::kServerError
+                                       : balance::ResponseClass::kSuccess;
+      if (cluster.outlier->record(endpoint, kind)) {
+        cluster.shared->endpoint_ejections[endpoint]->inc();
+      }
+    }
+    if (permit) {
+      cluster.shared->breaker->record(
+          std::move(*permit),
+          failed ? resilience::Outcome::kFailure : resilience::Outcome::kSuccess, latency);
+      permit.reset();
+    }
+    if (failure == Flag::kNone) cluster.latencies.add(latency);
+  }
+
+  // One round of a hedged request: a try to `first` (picked, with its breaker permit) and,
+  // while no answer has come, a hedge to another endpoint after each hedge delay — up to the
+  // policy's max_extra over the whole request (`hedges_sent`), each within the cluster's
+  // max_retries (the request's `retry_slot`), the retry budget and the breaker; one that
+  // cannot have them is not sent. The first answer that would not be retried wins. A try that
+  // fails, or answers with what would be retried, while others are still out is recorded and
+  // dropped; when none is left, the last one's outcome is the round's, for the caller's retry
+  // decision. The losers are cancelled: their connections closed, never pooled (a response may
+  // be on its way), and their endpoints get no sample (a cancelled try is neither a success
+  // nor a failure) — only their in-flight count goes back. Returns the answer's connection,
+  // its head in `response`, or null with `failure`; `answered_by` is its endpoint either way.
+  Task<std::unique_ptr<Upstream>> race(
+      Worker& worker, WorkerCluster& cluster, const HedgePolicy& hedge, const RetryPolicy& retry,
+      std::array<Try, kMaxTries>& tries, std::size_t first,
+      std::optional<resilience::BreakerPermit> permit, const std::string& head,
+      const std::string& held_body, bool head_request,
+      std::chrono::steady_clock::time_point deadline, std::vector<std::size_t>& avoid,
+      Exchange& exchange, std::uint32_t& hedges_sent, std::optional<Held>& retry_slot,
+      h1::Head& response, Flag& failure, std::size_t& answered_by) {
+    const Cluster& config = *cluster.shared->config;
+    ClusterShared& shared = *cluster.shared;
+    // Woken by every try that ends, and at the next hedge's time.
+    net::steady_timer wake(worker.io);
+    BodyLeft no_body;  // a hedged request's body is held: nothing streams from the client
+    std::size_t started = 0;
+    std::size_t running = 0;
+    auto start_try = [&](std::size_t endpoint, std::optional<resilience::BreakerPermit> admitted) {
+      Try& t = tries[started++];
+      t.endpoint = endpoint;
+      t.permit = std::move(admitted);
+      t.failure = Flag::kNone;
+      t.upstream.reset();
+      t.handle = {};
+      t.done = t.settled = false;
+      t.start = std::chrono::steady_clock::now();
+      shared.endpoint_requests[endpoint]->inc();
+      cluster.on_start(endpoint);
+      ++running;
+      net::co_spawn(worker.io,
+                    run_try(worker, cluster, t, head, held_body, head_request,
+                            std::min(deadline, t.start + config.per_try_timeout), no_body, wake),
+                    net::detached);
+    };
+    // A hedge: to an endpoint no try of this request went to, with the retry limit's slot, a
+    // retry from the budget and the breaker's permit. False when one of them is not to be had.
+    auto start_hedge = [&] {
+      // The limit and the budget first: a pick that is not used would still move the
+      // balancer on (round robin's next turn), skewing what other requests get.
+      if (!retry_slot) {
+        retry_slot = try_hold(shared.retries, config.limits.max_retries);
+        if (!retry_slot) return false;
+      }
+      if (shared.retry_budget->balance() < 1.0) return false;
+      const std::size_t settled = avoid.size();
+      for (std::size_t i = 0; i < started; ++i) {
+        if (!tries[i].settled) avoid.push_back(tries[i].endpoint);
+      }
+      auto picked = cluster.balancer->pick({.hash = std::nullopt, .avoid = avoid});
+      const bool elsewhere =
+          picked && std::find(avoid.begin(), avoid.end(), *picked) == avoid.end();
+      avoid.resize(settled);
+      if (!elsewhere) return false;
+      std::optional<resilience::BreakerPermit> admitted;
+      if (shared.breaker) {
+        auto admission = shared.breaker->acquire();
+        if (!admission) return false;
+        admitted.emplace(std::move(admission).permit());
+      }
+      if (!shared.retry_budget->try_withdraw()) {  // another worker took the last of it
+        if (admitted) {
+          shared.breaker->record(std::move(*admitted), resilience::Outcome::kIgnored, {});
+        }
+        return false;
+      }
+      ++hedges_sent;
+      ++exchange.attempts;
+      shared.hedges_total->inc();
+      start_try(*picked, std::move(admitted));
+      return true;
+    };
+
+    start_try(first, std::move(permit));
+    const Duration delay =
+        hedge.after ? *hedge.after
+                    : hedge.delay_for(cluster.latencies.percentile(hedge.after_percentile));
+    auto next_hedge = std::chrono::steady_clock::now() + delay;
+    std::optional<std::size_t> winner;
+    std::size_t last = 0;
+    while (running > 0) {
+      for (std::size_t i = 0; i < started && !winner; ++i) {
+        Try& t = tries[i];
+        if (!t.done || t.settled) continue;
+        t.settled = true;
+        --running;
+        const unsigned status = t.upstream ? t.response.status : 0;
+        record_try(cluster, t.endpoint, t.failure, status,
+                   std::chrono::steady_clock::now() - t.start, t.permit);
+        avoid.push_back(t.endpoint);
+        if (t.upstream && !retry.retries(TryEnd::kResponse, status)) {
+          winner = i;
+        } else {
+          last = i;
+          if (running > 0) t.upstream.reset();  // others are still out: this one is dropped
+        }
+      }
+      if (winner || running == 0) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_hedge) {
+        const bool sent =
+            hedges_sent < hedge.max_extra && started < kMaxTries && now < deadline && start_hedge();
+        // Not sent: not later either (what stopped it will not have changed within a round).
+        next_hedge = sent ? now + delay : std::chrono::steady_clock::time_point::max();
+      }
+      wake.expires_at(next_hedge);
+      error_code ignored;
+      co_await wake.async_wait(net::redirect_error(use_task, ignored));
+    }
+
+    // The rest are cancelled, and waited for: they use this frame and the request's buffers.
+    for (std::size_t i = 0; i < started; ++i) {
+      Try& t = tries[i];
+      if (t.settled) continue;
+      t.handle.cancelled = true;
+      if (t.handle.conn != nullptr) {
+        error_code ignored;
+        t.handle.conn->socket.close(ignored);
+      }
+    }
+    auto all_done = [&] {
+      for (std::size_t i = 0; i < started; ++i) {
+        if (!tries[i].done) return false;
+      }
+      return true;
+    };
+    while (!all_done()) {
+      wake.expires_at(std::chrono::steady_clock::time_point::max());
+      error_code ignored;
+      co_await wake.async_wait(net::redirect_error(use_task, ignored));
+    }
+    for (std::size_t i = 0; i < started; ++i) {
+      Try& t = tries[i];
+      if (t.settled) continue;
+      t.settled = true;
+      t.upstream.reset();  // closed, not pooled: its answer may be half read, or on its way
+      cluster.on_cancel(t.endpoint);
+      if (t.permit) {
+        shared.breaker->record(std::move(*t.permit), resilience::Outcome::kIgnored, {});
+        t.permit.reset();
+      }
+    }
+    Try& chosen = tries[winner ? *winner : last];
+    if (winner && *winner > 0) shared.hedge_wins_total->inc();
+    answered_by = chosen.endpoint;
+    failure = chosen.failure;
+    std::swap(response, chosen.response);
+    co_return std::move(chosen.upstream);
+  }
+
+  // A hedged request's try: send() into its Try, then wakes the race.
+  Task<void> run_try(Worker& worker, WorkerCluster& cluster, Try& t, const std::string& head,
+                     const std::string& held_body, bool head_request,
+                     std::chrono::steady_clock::time_point deadline, BodyLeft& no_body,
+                     net::steady_timer& wake) {
+    t.upstream = co_await send(worker, cluster, t.endpoint, head, held_body, nullptr, no_body,
+                               head_request, t.response, deadline, t.failure, &t.handle);
+    t.done = true;
+    wake.cancel();
   }
 
   // Sends `head` and streams the response body upstream → client. False when either side
@@ -2252,6 +2538,8 @@ struct Server::Impl {
                      {"connections", cluster->connections.load()},
                      {"requests", cluster->requests_total->value()},
                      {"retries", cluster->retries_total->value()},
+                     {"hedges", cluster->hedges_total->value()},
+                     {"hedge_wins", cluster->hedge_wins_total->value()},
                      {"overflow", cluster->overflow_total->value()},
                      {"endpoints", endpoints}});
     }

@@ -5,7 +5,8 @@
 // Per request, in order: route match (404 when none) → cluster limits (Envoy's thresholds,
 // 503) → circuit breaker (503) → load-balancer pick among eligible endpoints (503) → an
 // upstream connection from the worker's pool, or a new one (502 when it cannot be made) → the
-// per-try timeout → retries (retry_on conditions; idempotent methods unless the route allows
+// per-try timeout, or a hedge to another endpoint when the try is late (idempotent requests,
+// first answer wins) → retries (retry_on conditions; idempotent methods unless the route allows
 // more; another endpoint; with jittered backoff) → the route's overall timeout (504). A local
 // reply carries `x-keel-reason` and the access log its flag.
 #pragma once
