@@ -1,40 +1,33 @@
 // Internals of EventStore, shared by its .cc files. Not part of the public API.
+//
+// EventStore::Impl is one object whose parts live in one file each:
+//   event_store.cc  the public methods, open() and close(), commit listeners, wait_for()
+//   recovery.cc     what open() does to the log: listing, the checkpoint and its checks, replay,
+//                   the torn-tail cut (the walk itself is LogScanner's, log_scanner.h)
+//   writer.cc       append(), group commit, rolling segments, index checkpoints, the syncer
+//   reader.cc       read_at() and the stream, $all, category and type reads; visibility rules
+//   metadata.cc     stream metadata: its JSON, set_metadata() and delete_stream()
+//   snapshot.cc     save_snapshot() and load_snapshot() (the file format is snapshot.h's)
+//   scavenge.cc     scavenge()
+//   checkpoint.cc   the index.chk format
+// Every segment byte goes through SegmentFiles (segment_file.h); every file name is layout.h's.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
 #include <unordered_set>
 
 #include "keel/eventlog/event_store.h"
+#include "keel/eventlog/layout.h"
 #include "keel/eventlog/record.h"
+#include "keel/eventlog/segment_file.h"
 
 namespace keel::eventlog {
-
-inline constexpr std::uint64_t kRemoved = ~0ull;
-inline constexpr int kOffsetBits = 40;
-
-inline std::uint64_t pack_location(std::uint64_t segment, std::uint64_t offset) {
-  return (segment << kOffsetBits) | offset;
-}
-inline std::uint64_t location_segment(std::uint64_t location) { return location >> kOffsetBits; }
-inline std::uint64_t location_offset(std::uint64_t location) {
-  return location & ((1ull << kOffsetBits) - 1);
-}
-
-// One segment file, mapped read-only in full.
-struct Segment {
-  std::uint64_t number = 0;
-  std::string path;
-  int fd = -1;
-  const char* map = nullptr;
-  std::uint64_t capacity = 0;      // file size
-  std::uint64_t end = 0;           // end of the records readers may see
-  std::atomic<bool> dirty{false};  // written since the last sync
-  ~Segment();
-  std::string_view bytes_from(std::uint64_t offset) const {
-    return {map + offset, static_cast<std::size_t>(capacity - offset)};
-  }
-};
 
 // Stream state as stored in metadata records: the user's rules plus deletion.
 struct StoredMetadata {
@@ -47,7 +40,7 @@ struct StoredMetadata {
 
 // What readers see of a stream.
 struct StreamIndex {
-  std::vector<std::uint64_t> positions;  // by version; kRemoved where scavenged
+  std::vector<std::uint64_t> positions;  // by version; kRemovedLocation where scavenged
   StoredMetadata metadata;
   bool has_rules() const {
     const auto& r = metadata.rules;
@@ -109,9 +102,134 @@ using LoadedCheckpoint =
     std::optional<std::pair<Index, std::vector<std::pair<Uuid, std::uint64_t>>>>;
 Result<LoadedCheckpoint> read_checkpoint(const std::string& path);
 
-// File helpers that report errno with the path.
-Error io_error(const std::string& what, const std::string& path, int error_number);
-Status sync_directory(const std::string& directory);
-Status write_file_atomically(const std::string& path, std::string_view bytes);
+// Computes a stream's new metadata from its writer state, under the writer lock, so that
+// concurrent metadata changes and deletes build on each other instead of on a stale read.
+using MetadataChange = std::function<std::optional<StoredMetadata>(const StreamWriterState&)>;
+
+struct ScannedAppend;
+
+class EventStore::Impl {
+ public:
+  Impl(std::string directory, StoreOptions options, Clock& clock);
+  ~Impl();
+
+  // event_store.cc
+  Status open();
+  Status close();
+  std::uint64_t next_position() const;
+  bool wait_for(std::uint64_t position, Duration timeout);
+  std::uint64_t add_commit_listener(std::function<void(std::uint64_t)> listener);
+  void remove_commit_listener(std::uint64_t id);
+  const StoreOptions& options() const { return options_; }
+
+  // writer.cc
+  Result<AppendResult> append(std::string_view stream, ExpectedVersion expected,
+                              std::span<const EventData> events,
+                              const MetadataChange& change_metadata);
+  Status checkpoint_now();
+
+  // reader.cc
+  Result<std::vector<RecordedEvent>> read_stream(std::string_view stream, std::uint64_t from,
+                                                 std::size_t max_count, Direction direction);
+  Result<std::vector<RecordedEvent>> read_all(std::uint64_t position, std::size_t max_count,
+                                              Direction direction);
+  Result<std::vector<RecordedEvent>> read_indexed(bool category, std::string_view name,
+                                                  std::uint64_t position, std::size_t max_count);
+  std::optional<std::uint64_t> stream_version(std::string_view stream);
+  StoredMetadata stored_metadata(std::string_view stream);
+
+  // metadata.cc
+  Status delete_stream(std::string_view stream, ExpectedVersion expected, bool hard);
+  Status set_metadata(std::string_view stream, const StreamMetadata& metadata);
+
+  // snapshot.cc
+  Status save_snapshot(std::string_view stream, const Snapshot& snapshot);
+  Result<std::optional<Snapshot>> load_snapshot(std::string_view stream);
+
+  // scavenge.cc
+  Result<ScavengeReport> scavenge();
+
+ private:
+  class Replay;  // recovery.cc
+
+  std::string path(std::string_view name) const { return path_in(directory_, name); }
+
+  // event_store.cc
+  void notify_listeners(std::uint64_t committed);
+
+  // recovery.cc
+  Status recover();
+  void load_checkpoint();
+  Status check_checkpoint_segments() const;
+  Status apply_recovered(const ScannedAppend& append);
+  void start_writing_after_recovery();
+
+  // writer.cc
+  Status roll_segment_locked();
+  Status check_expected(const std::string& stream, const StreamWriterState& state,
+                        ExpectedVersion expected) const;
+  std::optional<Result<AppendResult>> find_duplicate(std::string_view stream,
+                                                     std::span<const EventData> events);
+  Status flush_as_leader(std::unique_lock<std::mutex>& lock);
+  void publish(std::vector<PendingItem>& items);
+  void remember_id(const Uuid& id, std::uint64_t position);
+  std::vector<std::pair<Uuid, std::uint64_t>> ids_snapshot() const;
+  Status write_checkpoint_locked();
+  // fdatasync every segment written since its last sync (kInterval, kNone, before checkpoints).
+  Status sync_dirty_segments();
+  void syncer_loop();
+
+  // reader.cc
+  Result<RecordedEvent> read_at(std::uint64_t position) const;  // index lock held
+  bool visible(const StreamIndex& stream, const RecordedEvent& event) const;
+  // For reads across streams ($all, category, type): the event's stream metadata hides it.
+  bool hidden_by_metadata(const RecordedEvent& event) const;
+
+  const std::string directory_;
+  const StoreOptions options_;
+  Clock& clock_;
+  const SegmentFiles files_;
+  int lock_fd_ = -1;
+  bool open_ = false;
+
+  // Readers' view; guarded by index_mutex_.
+  mutable std::shared_mutex index_mutex_;
+  Index index_;
+  std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
+  std::uint64_t committed_position_ = 0;  // positions below this are visible
+
+  // Called after each commit with the new committed position; guarded by listeners_mutex_.
+  std::mutex listeners_mutex_;
+  std::map<std::uint64_t, std::function<void(std::uint64_t)>> listeners_;
+  std::uint64_t next_listener_ = 1;
+
+  // Writers' view; guarded by mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable flushed_;
+  std::unordered_map<std::string, StreamWriterState> writers_;
+  std::unordered_map<Uuid, std::uint64_t, UuidHash> ids_;  // event id -> position
+  std::deque<Uuid> id_order_;
+  std::uint64_t next_position_ = 0;
+  std::shared_ptr<Segment> active_;
+  std::uint64_t write_offset_ = 0;  // in active_
+  std::vector<PendingChunk> pending_chunks_;
+  std::vector<PendingItem> pending_items_;
+  std::uint64_t encoded_ticket_ = 0;
+  std::uint64_t flushed_ticket_ = 0;
+  bool flushing_ = false;
+  std::optional<Error> failed_;
+  std::uint64_t events_since_checkpoint_ = 0;
+
+  std::condition_variable tail_;  // with mutex_: committed position moved
+
+  std::mutex scavenge_mutex_;
+  std::atomic<std::uint32_t> appenders_{0};  // threads inside append()
+  Duration last_sync_ = Duration::zero();    // how long the last write and sync took
+
+  std::thread syncer_;
+  bool stopping_ = false;
+  bool sync_due_ = false;
+  std::condition_variable syncer_wake_;
+};
 
 }  // namespace keel::eventlog

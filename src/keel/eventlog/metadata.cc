@@ -1,3 +1,5 @@
+// Stream metadata: its JSON form in metadata records and index.chk, and the appends that change
+// it (set_metadata(), delete_stream()).
 #include <nlohmann/json.hpp>
 
 #include "keel/eventlog/event_store_impl.h"
@@ -96,6 +98,34 @@ Result<StoredMetadata> StoredMetadata::from_json(std::string_view text) {
   stored.soft_deleted = flag("soft_deleted");
   stored.tombstone = flag("tombstone");
   return stored;
+}
+
+Status EventStore::Impl::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
+  auto result = append(stream, ExpectedVersion::any(), {}, [&](const StreamWriterState& state) {
+    StoredMetadata stored = state.metadata;
+    stored.rules = metadata;
+    return std::optional<StoredMetadata>(stored);
+  });
+  if (!result) return result.error();
+  return {};
+}
+
+Status EventStore::Impl::delete_stream(std::string_view stream, ExpectedVersion expected,
+                                       bool hard) {
+  auto result = append(stream, expected, {}, [&](const StreamWriterState& state) {
+    StoredMetadata stored = state.metadata;
+    if (hard) {
+      stored.tombstone = true;
+    } else {
+      stored.soft_deleted = true;
+      // Everything up to now (appends not yet durable included) stays hidden, even after the
+      // stream is recreated.
+      stored.rules.truncate_before = state.next_version;
+    }
+    return std::optional<StoredMetadata>(stored);
+  });
+  if (!result) return result.error();
+  return {};
 }
 
 }  // namespace keel::eventlog

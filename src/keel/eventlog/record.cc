@@ -199,30 +199,10 @@ Result<RemovedRange> decode_removed(const RecordView& frame) {
   return range;
 }
 
-std::string segment_file_name(std::uint64_t number) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%08llu.seg", static_cast<unsigned long long>(number));
-  return name;
-}
-
 std::uint64_t written_end(std::string_view segment, std::uint64_t from) {
   std::uint64_t end = segment.size();
   while (end > from && segment[end - 1] == 0) --end;
   return std::max(end, from);
-}
-
-std::uint64_t data_extent_end(int fd, std::uint64_t size) {
-  std::uint64_t end = 0;
-  off_t at = 0;
-  while (static_cast<std::uint64_t>(at) < size) {
-    off_t data = ::lseek(fd, at, SEEK_DATA);
-    if (data < 0) return errno == ENXIO ? end : size;  // ENXIO: no data after `at`
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0) return size;
-    end = static_cast<std::uint64_t>(hole);
-    at = hole;
-  }
-  return std::min(end, size);
 }
 
 bool plausible_header(std::string_view bytes) {

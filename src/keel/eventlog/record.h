@@ -70,14 +70,8 @@ Result<RemovedRange> decode_removed(const RecordView& frame);
 // Just the position of an event frame (cheap; for scans).
 std::uint64_t event_position(const RecordView& frame);
 
-// The file name of segment `number`: "00000001.seg".
-std::string segment_file_name(std::uint64_t number);
 // Offset just past the last non-zero byte of `segment` at or after `from`; `from` when none.
 std::uint64_t written_end(std::string_view segment, std::uint64_t from);
-// Where the file's last data extent ends (SEEK_DATA / SEEK_HOLE), so that scans for non-zero
-// bytes skip what the file system knows is unwritten: a huge sparse file costs nothing. `size`
-// when the file system cannot tell.
-std::uint64_t data_extent_end(int fd, std::uint64_t size);
 // Whether the 8 bytes at the start of `bytes` could be a record header written by the store:
 // a length of 4 to 64 MiB, a known kind, no unknown flag, zero padding. (Neither the CRC nor
 // whether the record fits in `bytes` is checked.)
