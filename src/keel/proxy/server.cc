@@ -38,6 +38,7 @@
 #include "keel/core/uuid.h"
 #include "keel/http/h1.h"
 #include "keel/proxy/access_log.h"
+#include "keel/proxy/router.h"
 #include "keel/resilience/circuit_breaker.h"
 
 namespace keel::proxy {
@@ -1199,7 +1200,7 @@ struct Server::Impl {
       co_return false;
     }
 
-    const Route* route = match(generation_now.config.listeners[listener.index], request);
+    const Route* route = match_route(generation_now.config.listeners[listener.index], request);
     if (route == nullptr) {
       exchange.flag = Flag::kNoRoute;
       // The body (if any) is not read: close after the reply unless there is none.
@@ -2212,76 +2213,9 @@ struct Server::Impl {
   }
 
   // ------------------------------------------------------------------ helpers
-  static bool path_matches(const Route& route, std::string_view target) {
-    std::string_view path = target.substr(0, target.find('?'));
-    if (!route.prefix.empty()) return path.substr(0, route.prefix.size()) == route.prefix;
-    if (!route.exact.empty()) return path == route.exact;
-    return route.regex &&
-           re2::RE2::FullMatch(re2::StringPiece(path.data(), path.size()), *route.regex);
-  }
-
-  static const Route* match(const Listener& listener, const h1::Head& request) {
-    for (const auto& route : listener.routes) {
-      if (!route.method.empty() && request.method != route.method) continue;
-      if (!path_matches(route, request.target)) continue;
-      bool headers_match = true;
-      for (const auto& header : route.headers) {
-        if (!request.has(header.name) ||
-            (!header.present && request.find(header.name) != header.value)) {
-          headers_match = false;
-          break;
-        }
-      }
-      if (headers_match) return &route;
-    }
-    return nullptr;
-  }
-
   static std::size_t pick_cluster(Worker& worker, const ProxyConfig& config, const Route& route) {
-    const WeightedCluster* chosen = &route.clusters.front();
-    if (route.clusters.size() > 1) {
-      std::uint64_t total = 0;
-      for (const auto& c : route.clusters) total += c.weight;
-      std::uint64_t ticket = worker.random.uniform(total);
-      for (const auto& c : route.clusters) {
-        if (ticket < c.weight) {
-          chosen = &c;
-          break;
-        }
-        ticket -= c.weight;
-      }
-    }
-    return cluster_index(config, chosen->cluster);
-  }
-
-  static std::size_t cluster_index(const ProxyConfig& config, const std::string& name) {
-    for (std::size_t i = 0; i < config.clusters.size(); ++i) {
-      if (config.clusters[i].name == name) return i;
-    }
-    return 0;  // unreachable: the config was checked
-  }
-
-  // The canary's sticky key: the configured header or cookie, else the client's address.
-  static std::string_view sticky_key(const MigrationConfig& migration, const h1::Head& request,
-                                     const std::string& peer) {
-    if (migration.sticky.kind == StickyKey::Kind::kHeader) {
-      if (auto value = request.find(migration.sticky.name); !value.empty()) return value;
-    } else if (migration.sticky.kind == StickyKey::Kind::kCookie) {
-      const std::string_view cookies = request.find("cookie");
-      const std::string_view wanted = migration.sticky.name;
-      for (std::size_t at = 0; at < cookies.size();) {
-        std::size_t end = cookies.find(';', at);
-        if (end == std::string_view::npos) end = cookies.size();
-        std::string_view pair = cookies.substr(at, end - at);
-        pair.remove_prefix(std::min(pair.find_first_not_of(' '), pair.size()));
-        if (pair.size() > wanted.size() && pair.substr(0, wanted.size()) == wanted &&
-            pair[wanted.size()] == '=') {
-          return pair.substr(wanted.size() + 1);
-        }
-        at = end + 1;
-      }
-    }
-    return peer;
+    if (route.clusters.size() == 1) return cluster_index(config, route.clusters.front().cluster);
+    return pick_weighted_cluster(config, route, worker.random.uniform(total_weight(route)));
   }
 
   // A reply made here: text/plain, the reason in x-keel-reason (up to its first colon) and in
