@@ -13,12 +13,14 @@
 #include <thread>
 
 #include "keel/coord/election.h"
-#include "keel/coord/local_etcd.h"
 #include "keel/coord/membership.h"
 #include "keel/http/client.h"
+#include "keel/testing/local_etcd.h"
 
 namespace keel::coord {
 namespace {
+
+using keel::testing::LocalEtcd;
 
 // Polls `done` every 10 ms until it holds or `timeout` passes (real time: etcd runs in it).
 template <typename Predicate>

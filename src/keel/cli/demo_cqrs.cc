@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "keel/cli/demo.h"
+#include "keel/cli/progress.h"
 #include "keel/cqrs/sqlite_read_model.h"
 #include "keel/pubsub/consumer_group.h"
 #include "orders.h"
@@ -156,7 +157,7 @@ int run_cqrs_demo(const DemoOptions&) {
   }
   while (true) {
     auto stepped = (*runner)->step();
-    std::printf("  %s\n", cqrs::progress_bar((*runner)->progress()).c_str());
+    std::printf("  %s\n", progress_bar((*runner)->progress()).c_str());
     if (!stepped || !*stepped) break;
   }
   auto view = orders::find_order(**model, "A-2");
