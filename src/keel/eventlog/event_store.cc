@@ -14,10 +14,10 @@
 #include <sstream>
 #include <utility>
 
+#include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/eventlog/crc32c.h"
 #include "keel/eventlog/event_store_impl.h"
-#include "keel/shard/hash.h"
 
 namespace keel::eventlog {
 
@@ -1238,7 +1238,7 @@ namespace {
 std::string snapshot_file(std::string_view stream) {
   char name[40];
   std::snprintf(name, sizeof name, "snapshots/%016llx.snap",
-                static_cast<unsigned long long>(shard::hash64(stream)));
+                static_cast<unsigned long long>(hash64(stream)));
   return name;
 }
 }  // namespace

@@ -16,10 +16,10 @@
 #include <new>
 #include <stdexcept>
 
+#include "keel/core/hash.h"
 #include "keel/eventlog/crc32c.h"
 #include "keel/eventlog/event_store_impl.h"
 #include "keel/eventlog/record.h"
-#include "keel/shard/hash.h"
 
 namespace keel::eventlog {
 namespace {
@@ -37,8 +37,7 @@ std::string join(const std::string& directory, const std::string& name) {
 
 std::string snapshot_file_name(std::string_view stream) {
   char name[32];
-  std::snprintf(name, sizeof name, "%016llx.snap",
-                static_cast<unsigned long long>(shard::hash64(stream)));
+  std::snprintf(name, sizeof name, "%016llx.snap", static_cast<unsigned long long>(hash64(stream)));
   return name;
 }
 
