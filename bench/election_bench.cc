@@ -25,14 +25,14 @@
 #include <thread>
 #include <vector>
 
-#include "keel/coord/candidates.h"
-#include "keel/coord/local_etcd.h"
 #include "keel/core/random.h"
+#include "keel/testing/candidates.h"
+#include "keel/testing/local_etcd.h"
 
 namespace {
 
 using namespace keel;
-using namespace keel::coord;
+using namespace keel::testing;
 using Wall = std::chrono::steady_clock;
 using Kind = CandidateEvent::Kind;
 

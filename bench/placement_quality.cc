@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 #include "keel/shard/hash_ring.h"
 #include "keel/shard/maglev.h"
 #include "keel/shard/rendezvous.h"
@@ -103,7 +103,7 @@ int main() {
   std::vector<std::uint64_t> hashes(kKeys);
   for (std::size_t key = 0; key < kKeys; ++key) {
     names[key] = "key-" + std::to_string(key);
-    hashes[key] = keel::shard::hash64(names[key]);
+    hashes[key] = keel::hash64(names[key]);
   }
 
   auto ring = [&](std::size_t points_per_node) -> Scheme {
@@ -126,7 +126,7 @@ int main() {
   };
   Scheme jump = [&](int node_count) -> Placement {
     return [&, node_count](std::size_t key) {
-      return static_cast<std::size_t>(keel::shard::jump_consistent_hash(hashes[key], node_count));
+      return static_cast<std::size_t>(keel::jump_consistent_hash(hashes[key], node_count));
     };
   };
 

@@ -34,13 +34,13 @@
 #include <vector>
 
 #include "keel/core/random.h"
-#include "keel/cqrs/local_postgres.h"
 #include "keel/cqrs/postgres_read_model.h"
 #include "keel/cqrs/projection_runner.h"
 #include "keel/cqrs/sqlite_read_model.h"
 #include "keel/eventlog/event_store.h"
 #include "keel/pubsub/consumer_group.h"
 #include "keel/pubsub/subscription.h"
+#include "keel/testing/local_postgres.h"
 
 namespace {
 
@@ -473,7 +473,7 @@ int main(int argc, char** argv) {
     auto sqlite = must(cqrs::SqliteReadModel::open(dir + "/read.db"), "sqlite");
     projection(dir + "/projection", projection_events, *sqlite, "sqlite");
 
-    auto postgres = must(cqrs::LocalPostgres::start(), "start postgres");
+    auto postgres = must(keel::testing::LocalPostgres::start(), "start postgres");
     auto model = must(cqrs::PostgresReadModel::connect({postgres->conninfo()}), "connect");
     projection(dir + "/projection", projection_events, *model, "postgres");
   }

@@ -24,10 +24,12 @@ function(_keel_common target)
 endfunction()
 
 # keel_library(NAME SOURCES ... DEPS ...)
+# Header-only dependencies that no public header includes (nlohmann-json, Boost) are given as
+# $<BUILD_INTERFACE:...>: the build uses them, the installed keel::* targets do not carry them.
 function(keel_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
-  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_include_directories(${name} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/src>)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
   _keel_common(${name})
 endfunction()

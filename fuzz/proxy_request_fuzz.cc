@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
+#include "keel/testing/scripted_server.h"
 
 namespace {
 
@@ -48,9 +48,9 @@ keel::proxy::Server& server() {
 
 // Sends `bytes`, half-closes, and reads until the proxy closes. The whole answer.
 std::string exchange(std::uint16_t port, std::string_view bytes) {
-  int fd = keel::http::connect_to(port);
+  int fd = keel::testing::connect_to(port);
   if (fd < 0) std::abort();
-  (void)keel::http::send_all(fd, bytes);
+  (void)keel::testing::send_all(fd, bytes);
   ::shutdown(fd, SHUT_WR);
   std::string answer;
   char buffer[4096];

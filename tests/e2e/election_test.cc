@@ -12,12 +12,18 @@
 #include <set>
 #include <thread>
 
-#include "keel/coord/candidates.h"
 #include "keel/coord/etcd_coordinator.h"
-#include "keel/coord/local_etcd.h"
+#include "keel/testing/candidates.h"
+#include "keel/testing/local_etcd.h"
 
 namespace keel::coord {
 namespace {
+
+using keel::testing::CandidateEvent;
+using keel::testing::CandidateOptions;
+using keel::testing::Candidates;
+using keel::testing::LocalEtcd;
+using keel::testing::Subprocess;
 
 using Kind = CandidateEvent::Kind;
 constexpr Duration kTtl = 2s;

@@ -10,11 +10,13 @@
 #include <mutex>
 #include <regex>
 
-#include "keel/core/subprocess.h"
-#include "keel/http/scripted_server.h"
+#include "keel/testing/scripted_server.h"
+#include "keel/testing/subprocess.h"
 
 namespace keel {
 namespace {
+
+using keel::testing::Subprocess;
 
 class ProxyCliTest : public ::testing::Test {
  protected:
@@ -84,17 +86,17 @@ class ProxyCliTest : public ::testing::Test {
 };
 
 std::string get(std::uint16_t port) {
-  int fd = http::connect_to(port);
+  int fd = keel::testing::connect_to(port);
   if (fd < 0) return "no connection";
-  http::send_all(fd, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  keel::testing::send_all(fd, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
   std::string buffer;
-  auto response = http::read_message(fd, buffer, true);
+  auto response = keel::testing::read_message(fd, buffer, true);
   ::close(fd);
   return response.body;
 }
 
 TEST_F(ProxyCliTest, CheckSaysWhatIsWrongWithFileAndLine) {
-  http::ScriptedServer app("app");
+  keel::testing::ScriptedServer app("app");
   write_config(app.address());
   run({"proxy", "-c", config, "--check"});
   EXPECT_EQ(process->wait(10s), 0);
@@ -110,7 +112,7 @@ TEST_F(ProxyCliTest, CheckSaysWhatIsWrongWithFileAndLine) {
 }
 
 TEST_F(ProxyCliTest, SighupReloadsAGoodFileRefusesABadOneAndSigtermDrains) {
-  http::ScriptedServer blue("blue"), green("green");
+  keel::testing::ScriptedServer blue("blue"), green("green");
   write_config(blue.address());
   run({"proxy", "-c", config});
   const std::string listening = wait_line("listening on 127\\.0\\.0\\.1:[0-9]+");

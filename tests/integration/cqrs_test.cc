@@ -10,14 +10,16 @@
 #include <thread>
 
 #include "keel/core/random.h"
-#include "keel/cqrs/local_postgres.h"
 #include "keel/cqrs/postgres_read_model.h"
 #include "keel/cqrs/sqlite_read_model.h"
 #include "keel/eventlog/test_support.h"
+#include "keel/testing/local_postgres.h"
 #include "orders.h"
 
 namespace keel::cqrs {
 namespace {
+
+using keel::testing::LocalPostgres;
 
 using eventlog::EventStore;
 

@@ -8,17 +8,21 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
 
 #include "keel/coord/election.h"
-#include "keel/coord/local_etcd.h"
 #include "keel/coord/membership.h"
 #include "keel/http/client.h"
+#include "keel/testing/local_etcd.h"
 
 namespace keel::coord {
 namespace {
+
+using keel::testing::LocalEtcd;
 
 // Polls `done` every 10 ms until it holds or `timeout` passes (real time: etcd runs in it).
 template <typename Predicate>
@@ -290,7 +294,14 @@ TEST_F(EtcdCoordinatorTest, ElectionHandsOverAndFencesTheOldLeader) {
 // a server that accepts connections and requests and answers nothing.
 class Paused {
  public:
-  explicit Paused(pid_t pid) : pid_(pid) { running_ = ::kill(pid_, SIGSTOP) != 0; }
+  explicit Paused(pid_t pid) : pid_(pid) {
+    running_ = ::kill(pid_, SIGSTOP) != 0;
+    // kill() returns before every thread of the process has stopped; a request sent meanwhile
+    // could still be answered. Wait until each thread reports itself stopped.
+    for (int i = 0; i < 400 && !running_ && !all_threads_stopped(); ++i) {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
   ~Paused() { resume(); }
   bool paused() const { return !running_; }
   void resume() {
@@ -299,6 +310,21 @@ class Paused {
   }
 
  private:
+  bool all_threads_stopped() const {
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');  // the state follows the command name in parentheses
+      if (close == std::string::npos || close + 2 >= line.size()) return false;
+      const char state = line[close + 2];
+      if (state != 'T' && state != 't') return false;
+    }
+    return !ec;
+  }
+
   pid_t pid_;
   bool running_;
 };

@@ -8,15 +8,15 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
+#include "keel/testing/scripted_server.h"
 
 namespace keel::proxy {
 namespace {
 
-using http::Behaviour;
-using http::Message;
-using Upstream = http::ScriptedServer;
+using keel::testing::Behaviour;
+using keel::testing::Message;
+using Upstream = keel::testing::ScriptedServer;
 
 class MigrationTest : public ::testing::Test {
  protected:
@@ -74,20 +74,21 @@ class MigrationTest : public ::testing::Test {
   // One request on a keep-alive connection of this test (opened on first use).
   Message get(const std::string& user = "") {
     if (fd < 0) {
-      fd = http::connect_to(server->listening().front().port);
+      fd = keel::testing::connect_to(server->listening().front().port);
       buffer.clear();
     }
-    http::send_all(fd, "GET /price HTTP/1.1\r\nHost: shop\r\n" +
-                           (user.empty() ? std::string() : "x-user: " + user + "\r\n") + "\r\n");
-    return http::read_message(fd, buffer, true);
+    keel::testing::send_all(fd, "GET /price HTTP/1.1\r\nHost: shop\r\n" +
+                                    (user.empty() ? std::string() : "x-user: " + user + "\r\n") +
+                                    "\r\n");
+    return keel::testing::read_message(fd, buffer, true);
   }
   Message admin(const std::string& method, const std::string& target) {
-    int admin_fd = http::connect_to(server->admin()->port);
-    http::send_all(admin_fd,
-                   method + " " + target +
-                       " HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    int admin_fd = keel::testing::connect_to(server->admin()->port);
+    keel::testing::send_all(
+        admin_fd, method + " " + target +
+                      " HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     std::string admin_buffer;
-    Message response = http::read_message(admin_fd, admin_buffer, true);
+    Message response = keel::testing::read_message(admin_fd, admin_buffer, true);
     ::close(admin_fd);
     return response;
   }

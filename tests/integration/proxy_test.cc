@@ -17,18 +17,18 @@
 #include <thread>
 
 #include "keel/core/text.h"
-#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
+#include "keel/testing/scripted_server.h"
 
 namespace keel::proxy {
 namespace {
 
-using http::Behaviour;
-using http::connect_to;
-using http::Message;
-using http::read_message;
-using http::send_all;
-using Upstream = http::ScriptedServer;
+using keel::testing::Behaviour;
+using keel::testing::connect_to;
+using keel::testing::Message;
+using keel::testing::read_message;
+using keel::testing::send_all;
+using Upstream = keel::testing::ScriptedServer;
 
 using keel::ascii_lower;
 

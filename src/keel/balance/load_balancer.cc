@@ -5,7 +5,7 @@
 #include <map>
 #include <mutex>
 
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 #include "keel/shard/hash_ring.h"
 #include "keel/shard/maglev.h"
 
@@ -296,7 +296,7 @@ class MaglevBalancer final : public LoadBalancer {
     std::size_t chosen = eligible[table_->lookup(hash)];
     // A retry rehashes until it lands elsewhere.
     for (std::uint64_t salt = 1; salt <= 8 && avoided(context.avoid, chosen); ++salt) {
-      chosen = eligible[table_->lookup(shard::hash64(hash, salt))];
+      chosen = eligible[table_->lookup(hash64(hash, salt))];
     }
     return chosen;
   }

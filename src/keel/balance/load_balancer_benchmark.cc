@@ -2,7 +2,7 @@
 #include <benchmark/benchmark.h>
 
 #include "keel/balance/load_balancer.h"
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::balance {
 namespace {
@@ -20,7 +20,7 @@ void BM_Pick(benchmark::State& state, const char* policy, bool weighted) {
   auto balancer = std::move(make_load_balancer(config, set, random)).value();
   std::uint64_t key = 0;
   for (auto _ : state) {
-    auto chosen = balancer->pick({.hash = shard::hash64(++key)});
+    auto chosen = balancer->pick({.hash = hash64(++key)});
     benchmark::DoNotOptimize(chosen);
   }
 }

@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::balance {
 namespace {
@@ -184,14 +184,13 @@ TEST(PeakEwma, AnEndpointWithNoSamplesCostsTheTypicalLatency) {
 TEST(RingHash, SameKeySameEndpointAndFewKeysMoveWhenOneLeaves) {
   Fixture f(equal(10), "ring_hash");
   std::vector<std::size_t> before;
-  for (std::uint64_t key = 0; key < 10000; ++key)
-    before.push_back(f.pick({.hash = shard::hash64(key)}));
+  for (std::uint64_t key = 0; key < 10000; ++key) before.push_back(f.pick({.hash = hash64(key)}));
   for (std::uint64_t key = 0; key < 100; ++key)
-    EXPECT_EQ(f.pick({.hash = shard::hash64(key)}), before[key]);
+    EXPECT_EQ(f.pick({.hash = hash64(key)}), before[key]);
   f.set.set_healthy(4, false);
   int moved = 0;
   for (std::uint64_t key = 0; key < 10000; ++key) {
-    std::size_t now = f.pick({.hash = shard::hash64(key)});
+    std::size_t now = f.pick({.hash = hash64(key)});
     if (now != before[key]) {
       ++moved;
       EXPECT_EQ(before[key], 4u) << "only keys of the endpoint that left move";

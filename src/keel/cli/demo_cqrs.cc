@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "keel/cli/demo.h"
+#include "keel/cli/progress.h"
 #include "keel/cqrs/sqlite_read_model.h"
 #include "keel/pubsub/consumer_group.h"
 #include "orders.h"
@@ -161,7 +162,7 @@ int run_cqrs_demo(const DemoOptions&) {
   for (;;) {
     auto stepped = (*runner)->step();
     if (!stepped || !*stepped) break;
-    std::printf("  %s\n", cqrs::progress_bar((*runner)->progress()).c_str());
+    std::printf("  %s\n", progress_bar((*runner)->progress()).c_str());
   }
   auto view = orders::find_order(**model, "A-2");
   std::printf("  after the rebuild, order A-2 is %s\n",

@@ -7,13 +7,13 @@
 #include <thread>
 
 #include "keel/cli/demo.h"
-#include "keel/coord/candidates.h"
-#include "keel/coord/local_etcd.h"
+#include "keel/testing/candidates.h"
+#include "keel/testing/local_etcd.h"
 
 namespace keel::cli {
 namespace {
 
-using namespace keel::coord;
+using namespace keel::testing;
 using Kind = CandidateEvent::Kind;
 
 double ms_since(std::chrono::steady_clock::time_point start,

@@ -11,14 +11,14 @@
 #include <vector>
 
 #include "keel/cli/demo.h"
-#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
+#include "keel/testing/scripted_server.h"
 
 namespace keel::cli {
 namespace {
 
-using http::Behaviour;
-using http::ScriptedServer;
+using testing::Behaviour;
+using testing::ScriptedServer;
 
 struct Phase {
   const char* what;
@@ -85,14 +85,14 @@ int run_proxy_demo(const DemoOptions&) {
       std::string buffer;
       while (!done) {
         if (fd < 0) {
-          fd = http::connect_to(port);
+          fd = testing::connect_to(port);
           buffer.clear();
         }
-        if (fd < 0 || !http::send_all(fd, "GET /work HTTP/1.1\r\nHost: app\r\n\r\n")) {
+        if (fd < 0 || !testing::send_all(fd, "GET /work HTTP/1.1\r\nHost: app\r\n\r\n")) {
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
           continue;
         }
-        http::Message response = http::read_message(fd, buffer, true);
+        testing::Message response = testing::read_message(fd, buffer, true);
         Tally* t = tally.load();
         if (response.status() == 200) {
           ++t->ok;

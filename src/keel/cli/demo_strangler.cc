@@ -6,24 +6,24 @@
 #include <thread>
 
 #include "keel/cli/demo.h"
-#include "keel/http/scripted_server.h"
 #include "keel/proxy/server.h"
+#include "keel/testing/scripted_server.h"
 
 namespace keel::cli {
 namespace {
 
-using http::Behaviour;
-using http::ScriptedServer;
+using testing::Behaviour;
+using testing::ScriptedServer;
 
 // POST or GET on the proxy's admin listener; the body.
 std::string admin(std::uint16_t port, const std::string& method, const std::string& target) {
-  int fd = http::connect_to(port);
+  int fd = testing::connect_to(port);
   if (fd < 0) return {};
-  http::send_all(fd,
-                 method + " " + target +
-                     " HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  testing::send_all(
+      fd, method + " " + target +
+              " HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
   std::string buffer;
-  auto response = http::read_message(fd, buffer, true);
+  auto response = testing::read_message(fd, buffer, true);
   ::close(fd);
   return response.body;
 }
@@ -74,12 +74,12 @@ int run_strangler_demo(const DemoOptions&) {
   // 200 users ask once each; who answered them.
   auto traffic = [&](const char* stage) {
     int from_modern = 0, failed = 0;
-    int fd = http::connect_to(port);
+    int fd = testing::connect_to(port);
     std::string buffer;
     for (int user = 0; user < 200; ++user) {
-      http::send_all(fd, "GET /price?item=tea HTTP/1.1\r\nHost: shop\r\nx-user: u" +
-                             std::to_string(user) + "\r\n\r\n");
-      auto answer = http::read_message(fd, buffer, true);
+      testing::send_all(fd, "GET /price?item=tea HTTP/1.1\r\nHost: shop\r\nx-user: u" +
+                                std::to_string(user) + "\r\n\r\n");
+      auto answer = testing::read_message(fd, buffer, true);
       from_modern += answer.header("x-upstream") == "modern";
       failed += answer.status() != 200;
     }

@@ -6,14 +6,13 @@
 #include "keel/cli/commands.h"
 #include "keel/cli/demo.h"
 #include "keel/core/log.h"
-
-#ifndef KEEL_VERSION
-#define KEEL_VERSION "0.1.0"
-#endif
+#include "keel/core/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Keel: distributed-system patterns as production building blocks"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("keel ") + keel::kVersion,
+                       "Print the version and exit");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
 
@@ -46,7 +45,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (version->parsed()) {
-    std::printf("keel %s\n", KEEL_VERSION);
+    std::printf("keel %s\n", keel::kVersion);
     return 0;
   }
   if (demo->parsed()) {

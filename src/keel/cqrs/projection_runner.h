@@ -68,9 +68,6 @@ struct Progress {
   std::optional<Error> error;
 };
 
-// "[############--------]  60%  600000/1000000": for rebuilds people watch.
-std::string progress_bar(const Progress& progress, int width = 40);
-
 class ProjectionRunner {
  public:
   static Result<std::unique_ptr<ProjectionRunner>> open(EventStore& store, ReadModel& model,

@@ -151,11 +151,13 @@ TEST_F(ProjectionRunnerTest, RebuildStartsOverAndEndsWithTheSameReadModel) {
   auto before = model_->query("SELECT stream, events, total FROM counts ORDER BY stream");
   ASSERT_TRUE(counts->rebuild().ok());
   EXPECT_EQ(counts->progress().position, 0u);
-  EXPECT_EQ(progress_bar(counts->progress(), 10), "[----------]   0%  0/50");
+  EXPECT_EQ(counts->progress().head, 50u);
   ASSERT_TRUE(counts->step().ok());
-  EXPECT_EQ(progress_bar(counts->progress(), 10).substr(0, 13), "[#---------] ");
+  EXPECT_GT(counts->progress().position, 0u);
+  EXPECT_LT(counts->progress().position, 50u);
   ASSERT_TRUE(counts->catch_up().ok());
-  EXPECT_EQ(progress_bar(counts->progress(), 10), "[##########] 100%  50/50");
+  EXPECT_EQ(counts->progress().position, 50u);
+  EXPECT_EQ(counts->progress().head, 50u);
   auto after = model_->query("SELECT stream, events, total FROM counts ORDER BY stream");
   ASSERT_TRUE(before.ok() && after.ok());
   EXPECT_EQ(*before, *after);

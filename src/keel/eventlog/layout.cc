@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "keel/eventlog/errc.h"
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::eventlog {
 
@@ -29,7 +29,7 @@ std::optional<std::uint64_t> parse_segment_file_name(std::string_view name) {
 std::string snapshot_file_name(std::string_view stream) {
   char name[32];
   std::snprintf(name, sizeof name, "%016llx.snap",
-                static_cast<unsigned long long>(shard::hash64(stream)));
+                static_cast<unsigned long long>(hash64(stream)));
   return name;
 }
 

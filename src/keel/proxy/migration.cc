@@ -8,9 +8,9 @@
 #include <sstream>
 
 #include "keel/core/config.h"
+#include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/core/text.h"
-#include "keel/shard/hash.h"
 
 namespace keel::proxy {
 namespace {
@@ -169,7 +169,7 @@ MigrationConfig MigrationConfig::read(const config::Node& node) {
 
 bool canary_picks_modern(std::string_view key, double percent) {
   // 10 000 buckets: a bucket below p × 100 goes to modern, so raising p only adds buckets.
-  const auto bucket = shard::hash64(key, 0x73747261) % 10000;
+  const auto bucket = hash64(key, 0x73747261) % 10000;
   return static_cast<double>(bucket) < percent * 100.0;
 }
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/pubsub/parking.h"
 
@@ -20,14 +21,11 @@ Error invalid(std::string message) { return Error(errc::invalid_argument, std::m
 
 // Rendezvous hashing: the member with the highest score for a stream owns it, so a member
 // leaving moves only its own streams and a member rejoining under its name gets them back.
+// The score is shard::rendezvous_pick's with equal weights (XXH3 of the key seeded with the
+// node's hash, keel/core/hash.h), without its per-call vector and logarithms: stable across
+// processes and machines, unlike std::hash.
 std::uint64_t score(std::string_view stream, std::string_view member) {
-  std::string key;
-  key.reserve(stream.size() + member.size() + 1);
-  key.append(stream).append(1, '\0').append(member);
-  std::uint64_t h = std::hash<std::string>{}(key);
-  h ^= h >> 33;  // std::hash of a string is good, but mix once more for small differences
-  h *= 0xff51afd7ed558ccdull;
-  return h ^ (h >> 33);
+  return hash64(hash64(stream), hash64(member));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "keel/core/check.h"
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::shard {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::shard {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "keel/core/hash.h"
 #include "keel/core/random.h"
-#include "keel/shard/hash.h"
 #include "keel/shard/hash_ring.h"
 #include "keel/shard/maglev.h"
 #include "keel/shard/rendezvous.h"

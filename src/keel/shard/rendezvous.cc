@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "keel/core/check.h"
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::shard {
 namespace {

@@ -9,7 +9,7 @@
 #include <unordered_map>
 
 #include "keel/core/check.h"
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 namespace keel::shard {
 namespace {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "keel/core/hash.h"
 #include "keel/core/random.h"
-#include "keel/shard/hash.h"
 
 namespace keel::shard {
 namespace {
@@ -120,7 +120,7 @@ TEST(SlotMapCreate, ANodeWhoseShareRoundsToZeroOwnsNothing) {
 
 TEST(SlotMapCreate, SlotForIsTheStreamHashModuloSlotCount) {
   SlotMap map = must(SlotMap::create({"a", "b"}, {}));
-  // hash64("order-42") is pinned in hash_test.cc; slots must not change between releases.
+  // hash64("order-42") is pinned in core/hash_test.cc; slots must not change between releases.
   EXPECT_EQ(map.slot_for("order-42"), 0x79cca5910b9ace3cULL % 4096);
   EXPECT_EQ(map.slot_for("order-42"), 3644u);
   EXPECT_EQ(map.owner(map.slot_for("order-42")), "b");

@@ -1,4 +1,4 @@
-#include "keel/http/scripted_server.h"
+#include "keel/testing/scripted_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,7 +11,7 @@
 
 #include "keel/core/text.h"
 
-namespace keel::http {
+namespace keel::testing {
 namespace {
 
 // Reads until `done(buffer)` or EOF/error; returns what came.
@@ -219,4 +219,4 @@ void ScriptedServer::serve(int fd) {
   ::close(fd);
 }
 
-}  // namespace keel::http
+}  // namespace keel::testing

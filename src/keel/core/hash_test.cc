@@ -1,4 +1,4 @@
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "keel/core/random.h"
 
-namespace keel::shard {
+namespace keel {
 namespace {
 
 constexpr std::uint64_t kSeed = 20240601;
@@ -122,4 +122,4 @@ TEST(JumpConsistentHash, GrowingByOneBucketMovesOnlyItsShareAndOnlyToTheNewBucke
 }
 
 }  // namespace
-}  // namespace keel::shard
+}  // namespace keel

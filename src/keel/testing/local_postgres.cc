@@ -1,4 +1,4 @@
-#include "keel/cqrs/local_postgres.h"
+#include "keel/testing/local_postgres.h"
 
 #include <libpq-fe.h>
 #include <pwd.h>
@@ -12,10 +12,10 @@
 
 #include "keel/cqrs/errc.h"
 
-namespace keel::cqrs {
+namespace keel::testing {
 namespace {
 
-Error unavailable(std::string message) { return Error(errc::database, std::move(message)); }
+Error unavailable(std::string message) { return Error(cqrs::errc::database, std::move(message)); }
 
 }  // namespace
 
@@ -101,4 +101,4 @@ LocalPostgres::~LocalPostgres() {
   if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
 }
 
-}  // namespace keel::cqrs
+}  // namespace keel::testing

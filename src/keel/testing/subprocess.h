@@ -17,7 +17,7 @@
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
 
-namespace keel {
+namespace keel::testing {
 
 class Subprocess {
  public:
@@ -60,4 +60,4 @@ Result<int> free_loopback_port();
 // … and the last `bytes` of a file (a child's log), for error messages.
 std::string file_tail(const std::string& path, std::size_t bytes);
 
-}  // namespace keel
+}  // namespace keel::testing

@@ -12,9 +12,9 @@
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
-#include "keel/core/subprocess.h"
+#include "keel/testing/subprocess.h"
 
-namespace keel::coord {
+namespace keel::testing {
 
 struct LocalEtcdOptions {
   std::string binary = "etcd";
@@ -57,4 +57,4 @@ class LocalEtcd {
   std::unique_ptr<Subprocess> process_;
 };
 
-}  // namespace keel::coord
+}  // namespace keel::testing

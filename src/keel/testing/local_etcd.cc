@@ -1,4 +1,4 @@
-#include "keel/coord/local_etcd.h"
+#include "keel/testing/local_etcd.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -11,22 +11,22 @@
 #include "keel/coord/coordinator.h"
 #include "keel/http/client.h"
 
-namespace keel::coord {
+namespace keel::testing {
 
 Result<std::unique_ptr<LocalEtcd>> LocalEtcd::start(LocalEtcdOptions options) {
   std::unique_ptr<LocalEtcd> etcd(new LocalEtcd());
   etcd->options_ = std::move(options);
   std::string pattern = (std::filesystem::temp_directory_path() / "keel-etcd.XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) {
-    return Error(errc::unavailable, std::string("mkdtemp: ") + std::strerror(errno));
+    return Error(coord::errc::unavailable, std::string("mkdtemp: ") + std::strerror(errno));
   }
   etcd->temp_dir_ = pattern;
   etcd->data_dir_ = etcd->options_.data_dir.empty() ? pattern + "/data" : etcd->options_.data_dir;
   etcd->log_file_ = pattern + "/etcd.log";
   auto client_port = free_loopback_port();
   auto peer_port = free_loopback_port();
-  if (!client_port) return Error(errc::unavailable, client_port.error().message());
-  if (!peer_port) return Error(errc::unavailable, peer_port.error().message());
+  if (!client_port) return Error(coord::errc::unavailable, client_port.error().message());
+  if (!peer_port) return Error(coord::errc::unavailable, peer_port.error().message());
   etcd->client_url_ = "http://127.0.0.1:" + std::to_string(*client_port);
   etcd->peer_url_ = "http://127.0.0.1:" + std::to_string(*peer_port);
   if (auto launched = etcd->launch(); !launched) return launched.error();
@@ -49,7 +49,7 @@ Status LocalEtcd::launch() {
   args.insert(args.end(), options_.extra_flags.begin(), options_.extra_flags.end());
   auto process = Subprocess::spawn_to_file(std::move(args), log_file_);
   if (!process) {
-    return Error(errc::unavailable,
+    return Error(coord::errc::unavailable,
                  process.error().message() + " (Debian: apt-get install etcd-server)");
   }
   process_ = std::move(*process);
@@ -58,7 +58,7 @@ Status LocalEtcd::launch() {
   while (std::chrono::steady_clock::now() < deadline) {
     if (!process_->running()) {
       process_.reset();
-      return Error(errc::unavailable,
+      return Error(coord::errc::unavailable,
                    "etcd exited at start; its log ends with:\n" + file_tail(log_file_, 2000));
     }
     if (auto connection = http::Connection::open(*url, 200ms)) {
@@ -68,9 +68,9 @@ Status LocalEtcd::launch() {
     std::this_thread::sleep_for(20ms);
   }
   kill();
-  return Error(errc::unavailable, "etcd did not answer within " +
-                                      std::to_string(options_.start_timeout / 1s) +
-                                      " s; its log ends with:\n" + file_tail(log_file_, 2000));
+  return Error(coord::errc::unavailable,
+               "etcd did not answer within " + std::to_string(options_.start_timeout / 1s) +
+                   " s; its log ends with:\n" + file_tail(log_file_, 2000));
 }
 
 void LocalEtcd::stop() {
@@ -98,4 +98,4 @@ LocalEtcd::~LocalEtcd() {
   if (!temp_dir_.empty()) std::filesystem::remove_all(temp_dir_, ignored);
 }
 
-}  // namespace keel::coord
+}  // namespace keel::testing

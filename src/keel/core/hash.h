@@ -1,10 +1,10 @@
-// Hashing for placement: XXH3 for keys, and Google's jump consistent hash for numbered buckets.
+// Generic hashing: XXH3 for keys, and Google's jump consistent hash for numbered buckets.
 #pragma once
 
 #include <cstdint>
 #include <string_view>
 
-namespace keel::shard {
+namespace keel {
 
 // XXH3 64-bit of `data`. Stable across runs, processes and machines: placements computed from
 // it can be stored and compared.
@@ -17,4 +17,4 @@ std::uint64_t hash64(std::uint64_t value, std::uint64_t seed = 0);
 // `buckets` must be positive. Buckets can only be added or removed at the end.
 std::int32_t jump_consistent_hash(std::uint64_t key, std::int32_t buckets);
 
-}  // namespace keel::shard
+}  // namespace keel

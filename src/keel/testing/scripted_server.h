@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-namespace keel::http {
+namespace keel::testing {
 
 // A connected socket to 127.0.0.1:port with a 10 s receive timeout, or -1.
 int connect_to(std::uint16_t port);
@@ -83,4 +83,4 @@ class ScriptedServer {
   std::string content_type_;
 };
 
-}  // namespace keel::http
+}  // namespace keel::testing

@@ -16,9 +16,9 @@
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
-#include "keel/core/subprocess.h"
+#include "keel/testing/subprocess.h"
 
-namespace keel::coord {
+namespace keel::testing {
 
 // One line of `keel ctl elect` output, parsed.
 struct CandidateEvent {
@@ -90,4 +90,4 @@ class Candidates {
   std::vector<CandidateEvent> events_;
 };
 
-}  // namespace keel::coord
+}  // namespace keel::testing

@@ -1,4 +1,4 @@
-#include "keel/coord/candidates.h"
+#include "keel/testing/candidates.h"
 
 #include <signal.h>
 
@@ -8,7 +8,7 @@
 
 #include "keel/coord/coordinator.h"
 
-namespace keel::coord {
+namespace keel::testing {
 
 CandidateEvent parse_candidate_line(int candidate, std::string_view text) {
   static const std::regex kTokened(R"(^t=\d+ (elected|lost|resigned) token=(\d+))");
@@ -142,4 +142,4 @@ int Candidates::stale_writes_accepted() {
   return stale;
 }
 
-}  // namespace keel::coord
+}  // namespace keel::testing

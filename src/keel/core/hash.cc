@@ -1,11 +1,11 @@
-#include "keel/shard/hash.h"
+#include "keel/core/hash.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <cassert>
 
-namespace keel::shard {
+namespace keel {
 
 std::uint64_t hash64(std::string_view data, std::uint64_t seed) {
   return XXH3_64bits_withSeed(data.data(), data.size(), seed);
@@ -31,4 +31,4 @@ std::int32_t jump_consistent_hash(std::uint64_t key, std::int32_t buckets) {
   return static_cast<std::int32_t>(bucket);
 }
 
-}  // namespace keel::shard
+}  // namespace keel

@@ -1,11 +1,11 @@
-#include "keel/core/subprocess.h"
+#include "keel/testing/subprocess.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <mutex>
 
-namespace keel {
+namespace keel::testing {
 namespace {
 
 struct Collected {
@@ -45,4 +45,4 @@ TEST(SubprocessTest, AMissingProgramIsAClearError) {
 }
 
 }  // namespace
-}  // namespace keel
+}  // namespace keel::testing

@@ -1,4 +1,4 @@
-#include "keel/core/subprocess.h"
+#include "keel/testing/subprocess.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 
 extern char** environ;
 
-namespace keel {
+namespace keel::testing {
 namespace {
 
 // argv[0] as a path: itself when it has a '/', else the first executable match in $PATH.
@@ -188,4 +188,4 @@ std::string file_tail(const std::string& path, std::size_t bytes) {
   return all.size() > bytes ? all.substr(all.size() - bytes) : all;
 }
 
-}  // namespace keel
+}  // namespace keel::testing

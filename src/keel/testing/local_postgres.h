@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "keel/core/result.h"
-#include "keel/core/subprocess.h"
+#include "keel/testing/subprocess.h"
 
-namespace keel::cqrs {
+namespace keel::testing {
 
 struct LocalPostgresOptions {
   std::string bin_dir = "/usr/lib/postgresql/15/bin";  // Debian keeps it off PATH
@@ -48,4 +48,4 @@ class LocalPostgres {
   std::unique_ptr<Subprocess> process_;
 };
 
-}  // namespace keel::cqrs
+}  // namespace keel::testing
