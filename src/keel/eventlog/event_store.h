@@ -65,7 +65,9 @@ struct StoreOptions {
   // Write index.chk after this many new events (and on close()).
   std::uint64_t checkpoint_every_events = 1000000;
   // Test seam for disk faults: called before each file operation ("fallocate", "write",
-  // "sync"); a non-zero errno makes that operation fail with it.
+  // "sync"); a non-zero errno makes that operation fail with it. Also called, its answer
+  // ignored, with "roll-wait" when an append that must roll to a new segment waits for a write
+  // in flight (so tests can see the wait).
   std::function<int(std::string_view operation)> inject_fault;
 };
 
