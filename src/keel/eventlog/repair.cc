@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <map>
 
+#include "keel/core/file.h"
 #include "keel/eventlog/event_store_impl.h"
 #include "keel/eventlog/inspect.h"
 #include "keel/eventlog/log_check.h"
@@ -88,14 +89,9 @@ class Quarantine {
       ::unlink(temporary.c_str());
       return io_error(what, temporary, error_number);
     };
-    std::size_t written = 0;
-    while (written < bytes_before_cut.size()) {
-      ssize_t n = ::write(fd, bytes_before_cut.data() + written, bytes_before_cut.size() - written);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return fail("cannot write");
-      }
-      written += static_cast<std::size_t>(n);
+    if (int failed = write_all(fd, bytes_before_cut); failed != 0) {
+      errno = failed;
+      return fail("cannot write");
     }
     // posix_fallocate returns its error; it does not set errno.
     if (int failed = size > 0 ? ::posix_fallocate(fd, 0, static_cast<off_t>(size)) : 0;

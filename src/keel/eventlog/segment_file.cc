@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "keel/core/file.h"
 #include "keel/eventlog/errc.h"
 #include "keel/eventlog/layout.h"
 #include "keel/eventlog/record.h"
@@ -192,41 +193,17 @@ Error io_error(const std::string& what, const std::string& path, int error_numbe
 }
 
 Status sync_directory(const std::string& directory) {
-  int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return io_error("cannot open directory", directory, errno);
-  int result = ::fsync(fd);
-  int error_number = errno;
-  ::close(fd);
-  if (result != 0) return io_error("cannot sync directory", directory, error_number);
+  if (auto failed = keel::sync_directory(directory)) {
+    return io_error(failed->what, failed->path, failed->error_number);
+  }
   return {};
 }
 
 Status write_file_atomically(const std::string& path, std::string_view bytes) {
-  std::string temporary = path + kTemporarySuffix;
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return io_error("cannot create", temporary, errno);
-  // On any failure the temporary goes too: a full disk must not leave empty files behind.
-  auto fail = [&](const char* what, int error_number) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(temporary.c_str());
-    return io_error(what, temporary, error_number);
-  };
-  std::size_t written = 0;
-  while (written < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("cannot write", errno);
-    }
-    written += static_cast<std::size_t>(n);
+  if (auto failed = keel::write_file_atomically(path, bytes)) {
+    return io_error(failed->what, failed->path, failed->error_number);
   }
-  if (::fdatasync(fd) != 0) return fail("cannot sync", errno);
-  int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0) return fail("cannot close", errno);
-  if (::rename(temporary.c_str(), path.c_str()) != 0) return fail("cannot rename", errno);
-  std::string directory = path.substr(0, path.find_last_of('/'));
-  return sync_directory(directory.empty() ? "." : directory);
+  return {};
 }
 
 }  // namespace keel::eventlog

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "keel/core/config.h"
+#include "keel/core/file.h"
 #include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/core/text.h"
@@ -468,17 +469,10 @@ Status MigrationStore::save() const {
       out[name] = {{"stage", to_string(state->stage())}, {"percent", state->percent()}};
     }
   }
-  // Written beside and renamed over: a crash leaves the old file or the new one, never half.
-  const std::string temp = state_file_ + ".tmp";
-  {
-    std::ofstream file(temp, std::ios::trunc);
-    file << out.dump(2) << "\n";
-    file.flush();
-    if (!file) return Error(errc::io_error, "cannot write " + temp);
+  // A crash (or a power loss) leaves the old file or the new one, never half of one.
+  if (auto failed = write_file_atomically(state_file_, out.dump(2) + "\n")) {
+    return Error(errc::io_error, failed->message());
   }
-  std::error_code ec;
-  std::filesystem::rename(temp, state_file_, ec);
-  if (ec) return Error(errc::io_error, "cannot replace " + state_file_ + ": " + ec.message());
   return {};
 }
 
