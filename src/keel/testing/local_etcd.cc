@@ -54,18 +54,17 @@ Status LocalEtcd::launch() {
   }
   process_ = std::move(*process);
   auto url = http::parse_url(client_url_);
-  const auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!process_->running()) {
-      process_.reset();
-      return Error(coord::errc::unavailable,
-                   "etcd exited at start; its log ends with:\n" + file_tail(log_file_, 2000));
-    }
-    if (auto connection = http::Connection::open(*url, 200ms)) {
-      auto answer = (*connection)->post("/v3/maintenance/status", "{}", 500ms);
-      if (answer && answer->status == 200) return {};
-    }
-    std::this_thread::sleep_for(20ms);
+  const Readiness readiness = wait_until_ready(*process_, options_.start_timeout, [&] {
+    auto connection = http::Connection::open(*url, 200ms);
+    if (!connection) return false;
+    auto answer = (*connection)->post("/v3/maintenance/status", "{}", 500ms);
+    return answer && answer->status == 200;
+  });
+  if (readiness == Readiness::kReady) return {};
+  if (readiness == Readiness::kExited) {
+    process_.reset();
+    return Error(coord::errc::unavailable,
+                 "etcd exited at start; its log ends with:\n" + file_tail(log_file_, 2000));
   }
   kill();
   return Error(coord::errc::unavailable,

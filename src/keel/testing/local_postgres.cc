@@ -71,15 +71,14 @@ Result<std::unique_ptr<LocalPostgres>> LocalPostgres::start(LocalPostgresOptions
   auto process = Subprocess::spawn_to_file(pg->as_postgres(std::move(args)), pg->log_file_);
   if (!process) return process.error();
   pg->process_ = std::move(*process);
-  const auto deadline = std::chrono::steady_clock::now() + pg->options_.start_timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!pg->process_->running()) {
-      pg->process_.reset();
-      return unavailable("postgres exited at start; its log ends with:\n" +
-                         file_tail(pg->log_file_, 2000));
-    }
-    if (PQping(pg->conninfo().c_str()) == PQPING_OK) return pg;
-    std::this_thread::sleep_for(20ms);
+  const Readiness readiness = wait_until_ready(*pg->process_, pg->options_.start_timeout, [&] {
+    return PQping(pg->conninfo().c_str()) == PQPING_OK;
+  });
+  if (readiness == Readiness::kReady) return pg;
+  if (readiness == Readiness::kExited) {
+    pg->process_.reset();
+    return unavailable("postgres exited at start; its log ends with:\n" +
+                       file_tail(pg->log_file_, 2000));
   }
   return unavailable("postgres did not answer within " +
                      std::to_string(pg->options_.start_timeout / 1s) + " s; its log ends with:\n" +

@@ -188,4 +188,15 @@ std::string file_tail(const std::string& path, std::size_t bytes) {
   return all.size() > bytes ? all.substr(all.size() - bytes) : all;
 }
 
+Readiness wait_until_ready(Subprocess& process, Duration timeout,
+                           const std::function<bool()>& ready) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!process.running()) return Readiness::kExited;
+    if (ready()) return Readiness::kReady;
+    std::this_thread::sleep_for(20ms);
+  }
+  return Readiness::kTimedOut;
+}
+
 }  // namespace keel::testing

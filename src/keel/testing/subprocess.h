@@ -60,4 +60,10 @@ Result<int> free_loopback_port();
 // … and the last `bytes` of a file (a child's log), for error messages.
 std::string file_tail(const std::string& path, std::size_t bytes);
 
+// A server started as a child process coming up: polls `ready` every 20 ms until it says yes,
+// the process exits, or `timeout` passes. The one start-and-poll loop of the fixtures.
+enum class Readiness { kReady, kExited, kTimedOut };
+Readiness wait_until_ready(Subprocess& process, Duration timeout,
+                           const std::function<bool()>& ready);
+
 }  // namespace keel::testing
