@@ -1,8 +1,8 @@
 // The std::error_category every area's `enum class errc` needs, written once: an area gives its
 // name and a function that describes each code, and gets a category object.
 //
-//   const char* describe(errc e) { switch (e) { case errc::closed: return "closed"; } return nullptr; }
-//   const std::error_category& eventlog_category() {
+//   const char* describe(errc e) { switch (e) { case errc::closed: return "closed"; } return
+//   nullptr; } const std::error_category& eventlog_category() {
 //     static const ErrorCategory<errc> category("eventlog", describe);
 //     return category;
 //   }

@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "keel/eventlog/errc.h"
 #include "keel/core/hash.h"
+#include "keel/eventlog/errc.h"
 
 namespace keel::eventlog {
 
@@ -28,8 +28,7 @@ std::optional<std::uint64_t> parse_segment_file_name(std::string_view name) {
 
 std::string snapshot_file_name(std::string_view stream) {
   char name[32];
-  std::snprintf(name, sizeof name, "%016llx.snap",
-                static_cast<unsigned long long>(hash64(stream)));
+  std::snprintf(name, sizeof name, "%016llx.snap", static_cast<unsigned long long>(hash64(stream)));
   return name;
 }
 
