@@ -1,6 +1,7 @@
 #include "keel/core/random.h"
 
 #include <cassert>
+#include <random>
 
 namespace keel {
 namespace {
@@ -15,6 +16,11 @@ std::uint64_t splitmix64(std::uint64_t& x) {
 std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 }  // namespace
+
+std::uint64_t random_seed() {
+  std::random_device device;
+  return (std::uint64_t{device()} << 32) ^ device();
+}
 
 Random::Random(std::uint64_t seed) {
   for (auto& word : state_) word = splitmix64(seed);

@@ -32,4 +32,8 @@ class Random {
   std::uint64_t state_[4];
 };
 
+// 64 bits from the operating system's entropy (std::random_device): a seed for a generator that
+// must differ between processes. Code that takes a seed defaults to this; tests pass their own.
+std::uint64_t random_seed();
+
 }  // namespace keel

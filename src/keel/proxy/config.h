@@ -16,6 +16,8 @@
 #include "keel/balance/outlier_detector.h"
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
+#include "keel/http/address.h"
+#include "keel/http/limits.h"
 #include "keel/proxy/migration.h"
 #include "keel/resilience/adaptive_limiter.h"
 #include "keel/resilience/circuit_breaker.h"
@@ -27,19 +29,11 @@ class RE2;
 
 namespace keel::proxy {
 
-struct HostPort {
-  std::string host;
-  std::uint16_t port = 0;
-  std::string to_string() const { return host + ":" + std::to_string(port); }
-};
+using http::HostPort;
+using http::parse_host_port;
 
 // Hard limits on what a client may send, each configurable per listener.
-struct Limits {
-  std::uint32_t max_connections = 10000;            // per listener, across workers
-  std::uint32_t max_header_bytes = 16 * 1024;       // request line + headers
-  std::uint64_t max_body_bytes = 10 * 1024 * 1024;  // request body
-  Duration header_timeout = 10s;  // from accept or the previous response: the whole header
-  Duration idle_timeout = 60s;    // a keep-alive connection with no request
+struct Limits : http::ServerLimits {
   // A request body up to this size is held so that the request can be retried; a longer one
   // is streamed, and is not retried once its first byte went upstream.
   std::uint64_t retry_buffer_bytes = 64 * 1024;
@@ -206,6 +200,5 @@ Result<ProxyConfig> load_config(const std::string& path);
 
 // "127.0.0.1:8080" or "[::1]:8080" or "localhost:80"; port 0 (any free port) only with
 // `any_port`, for listeners.
-Result<HostPort> parse_host_port(std::string_view text, bool any_port = false);
 
 }  // namespace keel::proxy

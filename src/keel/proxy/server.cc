@@ -1,8 +1,5 @@
 #include "keel/proxy/server.h"
 
-// Asio's awaitable.hpp uses std::exchange without including <utility> (Boost 1.74).
-#include <utility>
-//
 #include <pthread.h>
 #include <re2/re2.h>
 #include <sched.h>
@@ -16,8 +13,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/asio/write.hpp>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -37,6 +33,9 @@
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
 #include "keel/http/h1.h"
+#include "keel/http/server.h"
+#include "keel/http/upstream.h"
+#include "keel/http/worker.h"
 #include "keel/proxy/access_log.h"
 #include "keel/proxy/router.h"
 #include "keel/resilience/circuit_breaker.h"
@@ -45,26 +44,20 @@ namespace keel::proxy {
 namespace {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
-using beast::error_code;
 namespace h1 = keel::http::h1;
-// Coroutines and sockets bound to the worker's io_context by type: no polymorphic executor on
-// the data path.
-using Executor = net::io_context::executor_type;
-template <typename T>
-using Task = net::awaitable<T, Executor>;
-constexpr net::use_awaitable_t<Executor> use_task;
-using Socket = net::basic_stream_socket<tcp, Executor>;
-using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;  // admin, probes
+using http::Buffer;
+using http::Conn;
+using http::error_code;
+using http::Executor;
+using http::kChunk;
+using http::send_now;
+using http::Socket;
+using http::Task;
+using http::tcp;
+using http::use_task;
 
-constexpr std::size_t kChunk = 16 * 1024;            // body bytes moved per read/write
 constexpr std::size_t kMaxTarget = 8 * 1024;         // longer request targets get 414
 constexpr std::size_t kMaxResponseHead = 64 * 1024;  // a longer upstream head is a bad answer
-constexpr Duration kSweep = 10ms;                    // how often deadlines are checked
-
-std::string_view sv(beast::string_view text) { return {text.data(), text.size()}; }
 
 // Why a request ended without a response from upstream (or with one): the access log's flag
 // and the local reply's x-keel-reason.
@@ -173,89 +166,6 @@ bool idempotent(std::string_view method) {
 }
 
 struct Worker;
-
-// Bytes read from a socket and not used yet, in one block that grows when it must: a message
-// head is parsed in place, so it has to be contiguous.
-class Buffer {
- public:
-  std::string_view view() const { return {bytes_.get() + begin_, end_ - begin_}; }
-  std::size_t size() const { return end_ - begin_; }
-  void consume(std::size_t n) {
-    begin_ += n;
-    if (begin_ == end_) begin_ = end_ = 0;
-  }
-  // Free room for at least `want` more bytes: what is held moves to the front, and the block
-  // grows when that is not enough.
-  net::mutable_buffer space(std::size_t want) {
-    if (capacity_ - end_ < want && begin_ > 0) {
-      std::memmove(bytes_.get(), bytes_.get() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    if (capacity_ - end_ < want) {
-      const std::size_t grown = std::max({capacity_ * 2, end_ + want, std::size_t{4096}});
-      auto bigger = std::make_unique_for_overwrite<char[]>(grown);
-      if (end_ > 0) std::memcpy(bigger.get(), bytes_.get(), end_);
-      bytes_ = std::move(bigger);
-      capacity_ = grown;
-    }
-    return net::buffer(bytes_.get() + end_, std::min(capacity_ - end_, std::max(want, kChunk)));
-  }
-  void commit(std::size_t n) { end_ += n; }
-
- private:
-  std::unique_ptr<char[]> bytes_;
-  std::size_t capacity_ = 0;
-  std::size_t begin_ = 0;
-  std::size_t end_ = 0;
-};
-
-// A socket, its read buffer and its deadline. Deadlines are not timers: the worker's sweeper
-// closes every socket whose deadline has passed (every kSweep), and the operation waiting on it
-// ends with `timed_out` set. One timer per worker instead of one per read and write.
-struct Conn {
-  Conn(Worker& w, Socket s, bool is_client);
-  ~Conn();
-  Conn(const Conn&) = delete;
-  Conn& operator=(const Conn&) = delete;
-
-  void expires_after(Duration d) { deadline = std::chrono::steady_clock::now() + d; }
-  void expires_never() { deadline = std::chrono::steady_clock::time_point::max(); }
-  // What a failed operation's error means: a timeout when the sweeper closed the socket.
-  error_code failure(error_code ec) const { return timed_out ? net::error::timed_out : ec; }
-
-  Worker& worker;
-  Socket socket;
-  Buffer in;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  bool timed_out = false;
-  bool client = false;
-  bool idle = false;     // a client between requests: stop() closes it at once
-  std::size_t slot = 0;  // its index in the worker's `conns`
-};
-
-// Sends what the socket takes at once (usually everything: no wait, no handler) and drops it
-// from `buffers`. False when some is left for an asynchronous write, or with `ec` set.
-template <std::size_t N>
-bool send_now(Conn& conn, std::array<net::const_buffer, N>& buffers, error_code& ec) {
-  std::size_t sent = conn.socket.send(buffers, 0, ec);
-  if (ec == net::error::would_block || ec == net::error::try_again) {
-    ec = {};
-    sent = 0;
-  }
-  if (ec) {
-    ec = conn.failure(ec);
-    return false;
-  }
-  bool all = true;
-  for (auto& buffer : buffers) {
-    const std::size_t n = std::min(sent, buffer.size());
-    buffer += n;
-    sent -= n;
-    all = all && buffer.size() == 0;
-  }
-  return all;
-}
 
 // A hedged try's connection while send() works on it, so that the race can cancel the try by
 // closing it: the operation waiting on the socket then ends at once.
@@ -389,18 +299,11 @@ struct WorkerCluster {
   bool publish_cost;                   // only peak_ewma keeps a latency estimate
 };
 
-struct Worker {
-  // Every open connection, clients' and upstreams': the sweeper's list, and stop()'s. First, so
-  // that it outlives the io_context, whose destructor ends the coroutines that hold connections.
-  std::vector<Conn*> conns;
-  std::size_t index = 0;
-  net::io_context io{1};
-  // Keeps run() going while no socket is open, until stop().
-  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(io);
-  std::thread thread;
-  std::vector<tcp::acceptor> acceptors;
+// A proxy worker: the core's worker with its request-id generator and idle upstream
+// connections.
+struct Worker : http::Worker {
+  using http::Worker::Worker;
   Random random{0};
-  std::uint64_t open_sessions = 0;
   // Idle upstream connections, by cluster and endpoint. They belong to the worker, not to a
   // generation, so that they close before the io_context that owns their sockets.
   std::map<const ClusterShared*, std::vector<std::vector<std::unique_ptr<Upstream>>>> pools;
@@ -410,19 +313,6 @@ struct Worker {
     return by_endpoint[endpoint];
   }
 };
-
-Conn::Conn(Worker& w, Socket s, bool is_client)
-    : worker(w), socket(std::move(s)), client(is_client), slot(w.conns.size()) {
-  w.conns.push_back(this);
-  error_code ignored;
-  socket.non_blocking(true, ignored);
-}
-
-Conn::~Conn() {
-  worker.conns[slot] = worker.conns.back();
-  worker.conns[slot]->slot = slot;
-  worker.conns.pop_back();
-}
 
 Upstream::Upstream(Worker& w, std::shared_ptr<ClusterShared> c, std::size_t e)
     : conn(w, Socket(w.io.get_executor()), false), endpoint(e), cluster(std::move(c)) {
@@ -514,9 +404,9 @@ struct Exchange {
   std::string_view cluster = "-";
   std::uint32_t attempts = 0;
   Flag flag = Flag::kNone;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  TimePoint start;
 
-  void reset() {
+  void reset(TimePoint now) {
     request_id.clear();
     method.clear();
     path.clear();
@@ -525,7 +415,7 @@ struct Exchange {
     cluster = "-";
     attempts = 0;
     flag = Flag::kNone;
-    start = std::chrono::steady_clock::now();
+    start = now;
   }
 };
 
@@ -533,6 +423,7 @@ struct Exchange {
 
 struct Server::Impl {
   Clock& clock;
+  std::uint64_t seed;        // of the workers' generators (request ids, weighted picks, jitter)
   std::ostream* access_log;  // null: no access log
   std::unique_ptr<AccessLog> access_log_writer;
   metrics::Registry registry;
@@ -548,13 +439,12 @@ struct Server::Impl {
   std::vector<std::unique_ptr<MirrorLane>> lanes;
   std::vector<std::unique_ptr<Worker>> workers;  // the listeners', then the mirror worker
   std::size_t mirror_worker = 0;
-  std::unique_ptr<Worker> admin_worker;
-  std::optional<tcp::endpoint> admin_bound;
+  std::unique_ptr<http::Server> admin;  // the admin listener, when the config has one
   std::atomic<bool> stopping{false};
   std::mutex reload_mutex;
   std::function<Status()> reload_hook;  // what POST /reload on the admin listener runs
 
-  Impl(Clock& k, std::ostream* log) : clock(k), access_log(log) {}
+  Impl(Clock& k, std::ostream* log, std::uint64_t s) : clock(k), seed(s), access_log(log) {}
 
   std::shared_ptr<const Generation> current() const {
     std::lock_guard lock(generation_mutex);
@@ -569,7 +459,7 @@ struct Server::Impl {
       auto shared = std::make_shared<ClusterShared>();
       shared->config = &cluster;
       for (const auto& endpoint : cluster.endpoints) {
-        auto address = resolve(endpoint.address);
+        auto address = http::resolve(endpoint.address);
         if (!address) {
           return Error(errc::config_invalid,
                        "cluster " + cluster.name + ": " + address.error().message());
@@ -637,11 +527,9 @@ struct Server::Impl {
       lanes.push_back(std::make_unique<MirrorLane>());
     }
     for (std::uint32_t w = 0; w <= worker_count; ++w) {
-      auto worker = std::make_unique<Worker>();
-      worker->index = w;
-      // Request ids come from here: seeded afresh in every process.
-      worker->random =
-          Random((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ w);
+      auto worker = std::make_unique<Worker>(clock, w);
+      // Request ids come from here: the process's seed, a different stream per worker.
+      worker->random = Random(seed ^ (0x9e3779b97f4a7c15ull * (w + 1)));
       workers.push_back(std::move(worker));
     }
     if (access_log != nullptr) {
@@ -661,10 +549,10 @@ struct Server::Impl {
       const Listener& listener_config = config.listeners[listener->index];
       const auto& address = listener_config.address;
       for (std::uint32_t w = 0; w < listener_config.workers; ++w) {
-        auto host = resolve(address.to_string());
+        auto host = http::resolve(address.to_string());
         if (!host) return host.error();
         tcp::endpoint at = w == 0 ? *host : listener->bound;
-        auto bound = bind(workers[w]->io, at);
+        auto bound = http::listen_on(workers[w]->io, at);
         if (!bound) {
           return Error(errc::io_error,
                        "listener " + listener_config.name + ": " + bound.error().message());
@@ -674,48 +562,19 @@ struct Server::Impl {
       }
     }
     if (config.admin) {
-      admin_worker = std::make_unique<Worker>();
-      auto host = resolve(config.admin->to_string());
-      if (!host) return host.error();
-      auto bound = bind(admin_worker->io, *host);
-      if (!bound) return Error(errc::io_error, "admin listener: " + bound.error().message());
-      admin_bound = bound->local_endpoint();
-      admin_worker->acceptors.push_back(std::move(*bound));
+      http::ServerOptions options;
+      options.address = *config.admin;
+      options.name = "admin";
+      options.limits.max_connections = 64;
+      options.limits.max_body_bytes = 64 * 1024;
+      options.limits.idle_timeout = 30s;
+      auto bound = http::Server::bind(
+          options, http::respond_with([this](const http::Request& r) { return admin_answer(r); }),
+          clock);
+      if (!bound) return bound.error();
+      admin = std::move(*bound);
     }
     return {};
-  }
-
-  static Result<tcp::endpoint> resolve(const std::string& host_port) {
-    auto parsed = parse_host_port(host_port, true);
-    if (!parsed) return parsed.error();
-    error_code ec;
-    auto ip = net::ip::make_address(parsed->host, ec);
-    if (!ec) return tcp::endpoint(ip, parsed->port);
-    net::io_context io;
-    tcp::resolver resolver(io);
-    auto results = resolver.resolve(parsed->host, std::to_string(parsed->port), ec);
-    if (ec || results.empty()) {
-      return Error(errc::config_invalid,
-                   "cannot resolve " + host_port + ": " + (ec ? ec.message() : "no address"));
-    }
-    return results.begin()->endpoint();
-  }
-
-  static Result<tcp::acceptor> bind(net::io_context& io, const tcp::endpoint& at) {
-    tcp::acceptor acceptor(io);
-    error_code ec;
-    acceptor.open(at.protocol(), ec);
-    if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) {
-      acceptor.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
-    }
-    if (!ec) acceptor.bind(at, ec);
-    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return Error(errc::io_error, "cannot listen on " + at.address().to_string() + ":" +
-                                       std::to_string(at.port()) + ": " + ec.message());
-    }
-    return acceptor;
   }
 
   void bind_cluster_metrics(ClusterShared& c) {
@@ -840,28 +699,10 @@ struct Server::Impl {
   Task<void> probe(std::shared_ptr<const Generation> g, std::size_t c, std::size_t i) {
     ClusterShared& shared = *g->clusters[c];
     const balance::HealthCheckConfig& check = *shared.config->health_check;
-    Stream stream(workers[0]->io.get_executor());
-    error_code ec;
-    stream.expires_after(check.timeout);
-    co_await stream.async_connect(shared.addresses[i], net::redirect_error(use_task, ec));
-    bool passed = false;
-    if (!ec) {
-      http::request<http::empty_body> request{http::string_to_verb(check.method), check.path, 11};
-      request.set(http::field::host,
-                  check.host.empty() ? shared.config->endpoints[i].address : check.host);
-      request.set(http::field::user_agent, "keel-health-check");
-      request.keep_alive(false);
-      co_await http::async_write(stream, request, net::redirect_error(use_task, ec));
-    }
-    if (!ec) {
-      // The whole answer (up to 64 KiB) is read, so the endpoint is not cut off mid-write.
-      beast::flat_buffer buffer;
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(64 * 1024);
-      if (check.method == "HEAD") parser.skip(true);  // no body follows a HEAD's answer
-      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_task, ec));
-      passed = !ec && check.passes(parser.get().result_int());
-    }
+    const std::string& host = check.host.empty() ? shared.config->endpoints[i].address : check.host;
+    auto status = co_await http::fetch_status(*workers[0], shared.addresses[i], check.method,
+                                              check.path, host, "keel-health-check", check.timeout);
+    const bool passed = status && check.passes(*status);
     if (current() != g) co_return;  // a reload came meanwhile
     auto change = g->worker_clusters[0][c]->health->record(i, passed);
     if (!change) co_return;
@@ -882,69 +723,43 @@ struct Server::Impl {
         net::co_spawn(worker.io, accept_loop(worker, worker.acceptors[l], *listeners[l]),
                       net::detached);
       }
-      net::co_spawn(worker.io, sweep_loop(worker), net::detached);
-      const bool mirrors = w == mirror_worker;
-      if (mirrors) net::co_spawn(worker.io, mirror_loop(worker), net::detached);
-      worker.thread = std::thread([&worker, mirrors] {
-        if (mirrors) {
-          // SCHED_IDLE: any other thread that wakes on this CPU preempts a mirror at once, so
-          // copies never delay a client (at nice 10 they did: a mirror ran out its slice while
-          // a client's request waited, p99 x5). Copies run on spare CPU only; without any,
-          // their bounded queue fills and they are dropped and counted.
-          sched_param lowest{};
-          (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &lowest);
-        }
-        worker.io.run();
+      if (w != mirror_worker) {
+        worker.start();
+        continue;
+      }
+      net::co_spawn(worker.io, mirror_loop(worker), net::detached);
+      worker.start([] {
+        // SCHED_IDLE: any other thread that wakes on this CPU preempts a mirror at once, so
+        // copies never delay a client (at nice 10 they did: a mirror ran out its slice while a
+        // client's request waited, p99 x5). Copies run on spare CPU only; without any, their
+        // bounded queue fills and they are dropped and counted.
+        sched_param lowest{};
+        (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &lowest);
       });
     }
-    if (admin_worker) {
-      net::co_spawn(admin_worker->io, admin_loop(admin_worker->acceptors[0]), net::detached);
-      admin_worker->thread = std::thread([this] { admin_worker->io.run(); });
-    }
+    if (admin) admin->start();
   }
 
   void stop(Duration drain) {
     if (stopping.exchange(true)) return;
-    auto close_acceptors = [](Worker& worker) {
-      net::post(worker.io, [&worker] {
-        for (auto& acceptor : worker.acceptors) acceptor.close();
-      });
-    };
-    for (auto& worker : workers) close_acceptors(*worker);
-    if (admin_worker) close_acceptors(*admin_worker);
-    // Connections between requests close now; the others after their current response.
+    // No new connections; connections between requests close now, the others after their
+    // current response.
     for (auto& worker : workers) {
-      net::post(worker->io, [w = worker.get()] {
-        for (Conn* conn : w->conns) {
-          error_code ignored;
-          if (conn->client && conn->idle) conn->socket.close(ignored);
-        }
-      });
+      worker->close_acceptors();
+      worker->close_idle();
     }
     // In-flight requests finish (sessions end after their current response); then the rest
     // is cut.
-    const auto deadline = std::chrono::steady_clock::now() + drain;
+    const TimePoint deadline = clock.now() + drain;
     for (auto& worker : workers) {
-      while (std::chrono::steady_clock::now() < deadline) {
-        std::promise<std::uint64_t> open;
-        auto answer = open.get_future();
-        net::post(worker->io, [&] { open.set_value(worker->open_sessions); });
-        if (answer.wait_for(1s) != std::future_status::ready || answer.get() == 0) break;
+      while (clock.now() < deadline) {
+        auto open = worker->sessions();
+        if (!open || *open == 0) break;
         std::this_thread::sleep_for(10ms);
       }
     }
-    for (auto& worker : workers) {
-      worker->work.reset();
-      worker->io.stop();
-    }
-    if (admin_worker) {
-      admin_worker->work.reset();
-      admin_worker->io.stop();
-    }
-    for (auto& worker : workers) {
-      if (worker->thread.joinable()) worker->thread.join();
-    }
-    if (admin_worker && admin_worker->thread.joinable()) admin_worker->thread.join();
+    for (auto& worker : workers) worker->stop();
+    if (admin) admin->stop(0ms);
     if (access_log_writer) access_log_writer->stop();  // after the last request's line
   }
 
@@ -966,29 +781,11 @@ struct Server::Impl {
     }
   }
 
-  // Closes every connection of the worker whose deadline has passed, every kSweep, until the
-  // worker's io_context stops (deadlines go on mattering while stop() drains).
-  static Task<void> sweep_loop(Worker& worker) {
-    net::steady_timer timer(worker.io);
-    for (;;) {
-      timer.expires_after(kSweep);
-      error_code ec;
-      co_await timer.async_wait(net::redirect_error(use_task, ec));
-      const auto now = std::chrono::steady_clock::now();
-      for (Conn* conn : worker.conns) {
-        if (conn->deadline > now) continue;
-        conn->timed_out = true;
-        conn->expires_never();
-        conn->socket.close(ec);
-      }
-    }
-  }
-
   // One try of a hedged request's race, as the race sees it.
   struct Try {
     std::size_t endpoint = 0;
     std::optional<resilience::BreakerPermit> permit;
-    std::chrono::steady_clock::time_point start;
+    TimePoint start;
     h1::Head response;  // points into the upstream's buffer
     Flag failure = Flag::kNone;
     std::unique_ptr<Upstream> upstream;  // the answer's connection, once send() gave one
@@ -1022,42 +819,6 @@ struct Server::Impl {
     bool done() const { return framing == h1::Framing::kNone; }
   };
 
-  // Walks a response body as its bytes arrive: how many belong to it, and whether it ended.
-  // `on_data` gets the body's data (without chunk framing).
-  struct BodyWalker {
-    h1::Framing framing;
-    std::uint64_t length;  // kLength: bytes still to come
-    h1::ChunkedReader chunks;
-
-    struct Step {
-      std::size_t take = 0;
-      bool done = false;
-      bool broken = false;  // the framing is malformed
-    };
-    template <typename OnData>
-    Step next(std::string_view available, OnData&& on_data) {
-      switch (framing) {
-        case h1::Framing::kNone:
-          return {0, true, false};
-        case h1::Framing::kLength: {
-          const auto take =
-              static_cast<std::size_t>(std::min<std::uint64_t>(length, available.size()));
-          length -= take;
-          on_data(available.substr(0, take));
-          return {take, length == 0, false};
-        }
-        case h1::Framing::kUntilClose:
-          on_data(available);
-          return {available.size(), false, false};
-        case h1::Framing::kChunked: {
-          const auto step = chunks.feed(available, on_data);
-          return {step.used, step.done, step.error != nullptr};
-        }
-      }
-      return {0, true, false};
-    }
-  };
-
   // ------------------------------------------------------------------ downstream
   Task<void> session(Worker& worker, ListenerShared& listener, Socket socket,
                      Held /*connection_slot: held until the session ends*/) {
@@ -1084,78 +845,28 @@ struct Server::Impl {
     while (keep_going && !stopping.load(std::memory_order_relaxed)) {
       refresh();
       const Limits limits = held->config.listeners[listener.index].limits;
-      error_code ec;
-      // Idle: wait for the first byte of the next request.
-      if (client.in.size() == 0) {
-        client.expires_after(limits.idle_timeout);
-        client.idle = true;
-        std::size_t n = co_await client.socket.async_read_some(client.in.space(kChunk),
-                                                               net::redirect_error(use_task, ec));
-        client.idle = false;
-        if (ec) {
-          client_done = true;
-          break;
-        }
-        client.in.commit(n);
-      }
-      // Slowloris: the whole header within header_timeout.
-      client.expires_after(limits.header_timeout);
-      h1::ParseResult parsed;
-      // Parsed when the first bytes come (garbage is refused at once), then again only once
-      // the end of the head may be there: a header sent a byte at a time is not parsed anew
-      // for every byte.
-      std::size_t searched = 0;
-      for (;;) {
-        const std::string_view bytes = client.in.view();
-        if (searched == 0 ||
-            bytes.find("\r\n\r\n", searched > 3 ? searched - 3 : 0) != std::string_view::npos) {
-          parsed = h1::parse_request(bytes, scratch.head);
-          if (parsed.state != h1::Parsed::kNeedMore) break;
-        }
-        searched = bytes.size();
-        if (client.in.size() >= limits.max_header_bytes) {
-          parsed = {h1::Parsed::kError, 431, "the request header is larger than max_header_bytes"};
-          break;
-        }
-        std::size_t n = co_await client.socket.async_read_some(
-            client.in.space(std::min<std::size_t>(kChunk, limits.max_header_bytes)),
-            net::redirect_error(use_task, ec));
-        if (ec) break;
-        client.in.commit(n);
-      }
-      if (ec) {
+      h1::ParseResult error;
+      const http::HeadRead read =
+          co_await http::read_request_head(client, limits, scratch.head, error);
+      if (read == http::HeadRead::kClosed) {
         client_done = true;  // closed or silent before its header was whole
         break;
       }
-      if (parsed.state == h1::Parsed::kDone && scratch.head.size > limits.max_header_bytes) {
-        parsed = {h1::Parsed::kError, 431, "the request header is larger than max_header_bytes"};
-      }
-      if (parsed.state == h1::Parsed::kDone && scratch.head.framing == h1::Framing::kLength &&
-          scratch.head.content_length > limits.max_body_bytes) {
-        parsed = {h1::Parsed::kError, 413, "the request body is larger than max_body_bytes"};
-      }
-      if (parsed.state == h1::Parsed::kError) {
-        scratch.exchange.reset();
+      if (read == http::HeadRead::kError) {
+        scratch.exchange.reset(clock.now());
         scratch.exchange.flag = Flag::kBadRequest;
-        co_await local_reply(client, scratch.exchange, 11, false, parsed.status,
-                             std::string("bad_request: ") + parsed.why);
+        co_await local_reply(client, scratch.exchange, 11, false, error.status,
+                             std::string("bad_request: ") + error.why);
         break;
       }
       refresh();  // a reload while this request's header came in takes over for it
       keep_going = co_await handle(worker, listener, held, client, scratch, peer);
     }
-    error_code ec;
-    client.socket.shutdown(tcp::socket::shutdown_send, ec);
-    if (!client_done && client.socket.is_open()) {
-      // Lingering close: read what the client may still be sending (up to 256 KiB, for 1 s)
-      // so that closing does not reset the connection before it has read our last response.
-      client.expires_after(1s);
-      for (std::size_t total = 0; total < 256 * 1024 && !ec;) {
-        client.in.consume(client.in.size());
-        std::size_t n = co_await client.socket.async_read_some(client.in.space(kChunk),
-                                                               net::redirect_error(use_task, ec));
-        total += n;
-      }
+    if (client_done) {
+      error_code ignored;
+      client.socket.shutdown(tcp::socket::shutdown_send, ignored);
+    } else {
+      co_await http::linger_close(client);
     }
     --worker.open_sessions;
   }
@@ -1171,7 +882,7 @@ struct Server::Impl {
     const ForwardedHeaders& forwarded =
         generation_now.config.listeners[listener.index].forwarded_headers;
     Exchange& exchange = scratch.exchange;
-    exchange.reset();
+    exchange.reset(clock.now());
     exchange.worker = worker.index;
     if (access_log != nullptr) {
       exchange.method = request.method;
@@ -1191,9 +902,8 @@ struct Server::Impl {
                            "bad_request: request target longer than " + std::to_string(kMaxTarget));
       co_return false;
     }
-    // Methods outside the registered ones (Beast's list) are refused, and CONNECT: no tunnels.
-    if (const auto verb = http::string_to_verb({request.method.data(), request.method.size()});
-        verb == http::verb::unknown || verb == http::verb::connect) {
+    // Methods outside the registered ones are refused, and CONNECT: no tunnels.
+    if (!http::known_method(request.method)) {
       exchange.flag = Flag::kBadRequest;
       co_await local_reply(client, exchange, version, false, 501,
                            "bad_request: method not supported");
@@ -1381,7 +1091,7 @@ struct Server::Impl {
       mirror->state.reset();
       lane.free.push_back(std::exchange(mirror, nullptr));
     };
-    const auto deadline = std::chrono::steady_clock::now() + route->timeout;
+    const auto deadline = clock.now() + route->timeout;
     std::vector<std::size_t> avoid;
     std::size_t answered_by = 0;  // the endpoint of the last attempt
     std::unique_ptr<Upstream> upstream;
@@ -1437,13 +1147,13 @@ struct Server::Impl {
       } else {
         cluster.shared->endpoint_requests[endpoint]->inc();
         cluster.on_start(endpoint);
-        const auto try_start = std::chrono::steady_clock::now();
+        const auto try_start = clock.now();
         const auto try_deadline = std::min(deadline, try_start + cluster_config.per_try_timeout);
         upstream = co_await send(worker, cluster, endpoint, out, held_body, &client, body,
                                  head_request, response, try_deadline, failure);
         answered_by = endpoint;
         record_try(cluster, endpoint, failure, upstream ? response.status : 0,
-                   std::chrono::steady_clock::now() - try_start, permit);
+                   clock.now() - try_start, permit);
       }
       exchange.upstream = cluster_config.endpoints[answered_by].address;
       const unsigned status = upstream ? response.status : 0;
@@ -1453,7 +1163,7 @@ struct Server::Impl {
                                                           : TryEnd::kResponse;
       const bool retriable =
           (failure == Flag::kNone || end != TryEnd::kResponse) && retry.retries(end, status);
-      const bool time_left = std::chrono::steady_clock::now() < deadline;
+      const bool time_left = clock.now() < deadline;
       if (!retriable || !may_retry || rounds > retry.num_retries || !time_left) {
         exchange.flag = failure;
         break;
@@ -1481,7 +1191,7 @@ struct Server::Impl {
                            : upstream && response.status < 500     ? resilience::Outcome::kSuccess
                                                                    : resilience::Outcome::kFailure;
       cluster.shared->concurrency->record(std::move(*concurrency_permit), outcome,
-                                          std::chrono::steady_clock::now() - exchange.start);
+                                          clock.now() - exchange.start);
     }
 
     // A route at modern with fallback_to_legacy: when modern failed, legacy answers instead.
@@ -1489,24 +1199,24 @@ struct Server::Impl {
     if (route->migration && route->migration->fallback_to_legacy && routed_at == Stage::kModern &&
         may_retry && exchange.flag != Flag::kDownstreamReset &&
         exchange.flag != Flag::kBadRequest && (!upstream || response.status >= 500) &&
-        std::chrono::steady_clock::now() < deadline) {
+        clock.now() < deadline) {
       WorkerCluster& legacy = *generation_now.worker_clusters[worker.index][cluster_index(
           generation_now.config, route->migration->legacy)];
       if (auto picked = legacy.balancer->pick({})) {
         // Modern's failure still counts for its guard rails.
         migration->count_answer(true, upstream ? response.status : 502,
-                                std::chrono::steady_clock::now() - exchange.start, routed_at);
+                                clock.now() - exchange.start, routed_at);
         upstream.reset();  // modern's answer, if any, goes with its connection
         ++exchange.attempts;
         Flag failure = Flag::kNone;
-        const auto try_start = std::chrono::steady_clock::now();
+        const auto try_start = clock.now();
         legacy.shared->requests_total->inc();
         legacy.on_start(*picked);
         upstream = co_await send(worker, legacy, *picked, out, held_body, &client, body,
                                  head_request, response, deadline, failure);
         const unsigned status = upstream ? response.status : 0;
         legacy.on_complete(*picked, failure == Flag::kNone && status < 500,
-                           std::chrono::steady_clock::now() - try_start);
+                           clock.now() - try_start);
         answering = &legacy;
         answered_by = *picked;
         to_modern = false;  // legacy traffic at modern: it keeps the route from being retired
@@ -1555,8 +1265,7 @@ struct Server::Impl {
       co_await local_reply(client, exchange, version, reusable, status, reason, answering);
       drop_mirror();  // no answer from legacy to compare with
       if (migration) {
-        migration->count_answer(to_modern, status,
-                                std::chrono::steady_clock::now() - exchange.start, routed_at);
+        migration->count_answer(to_modern, status, clock.now() - exchange.start, routed_at);
       }
       co_return reusable;
     }
@@ -1611,8 +1320,7 @@ struct Server::Impl {
         route->migration ? route->migration->diff.max_body_bytes : 0);
     finish(exchange, *answering, exchange.status);
     if (migration) {
-      migration->count_answer(to_modern, exchange.status,
-                              std::chrono::steady_clock::now() - exchange.start, routed_at);
+      migration->count_answer(to_modern, exchange.status, clock.now() - exchange.start, routed_at);
     }
     if (mirror != nullptr && relayed) {
       mirror->generation = generation_held;
@@ -1632,8 +1340,7 @@ struct Server::Impl {
   // A pooled connection to the endpoint, or a new one (within the cluster's max_connections and
   // connect timeout). Null, with `failure` set, when there is none.
   static Task<std::unique_ptr<Upstream>> acquire(Worker& worker, WorkerCluster& cluster,
-                                                 std::size_t endpoint,
-                                                 std::chrono::steady_clock::time_point deadline,
+                                                 std::size_t endpoint, TimePoint deadline,
                                                  Flag& failure, TryHandle* handle) {
     const Cluster& cluster_config = *cluster.shared->config;
     auto& idle = worker.pool(*cluster.shared, endpoint);
@@ -1661,11 +1368,9 @@ struct Server::Impl {
         failure = Flag::kOverflow;
         co_return nullptr;
       }
-      const auto give_up =
-          std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
+      const auto give_up = std::min(deadline, worker.clock->now() + cluster_config.connect_timeout);
       net::steady_timer timer(worker.io);
-      while (full() && std::chrono::steady_clock::now() < give_up &&
-             (handle == nullptr || !handle->cancelled)) {
+      while (full() && worker.clock->now() < give_up && (handle == nullptr || !handle->cancelled)) {
         timer.expires_after(std::chrono::milliseconds(2));
         error_code ignored;
         co_await timer.async_wait(net::redirect_error(use_task, ignored));
@@ -1682,19 +1387,14 @@ struct Server::Impl {
     }
     auto upstream = std::make_unique<Upstream>(worker, cluster.shared, endpoint);
     if (handle != nullptr) handle->conn = &upstream->conn;
-    error_code ec;
     upstream->conn.deadline =
-        std::min(deadline, std::chrono::steady_clock::now() + cluster_config.connect_timeout);
-    co_await upstream->conn.socket.async_connect(cluster.shared->addresses[endpoint],
-                                                 net::redirect_error(use_task, ec));
-    if (ec) {
+        std::min(deadline, worker.clock->now() + cluster_config.connect_timeout);
+    if (co_await http::connect(upstream->conn, cluster.shared->addresses[endpoint])) {
       if (handle != nullptr) handle->conn = nullptr;  // goes with `upstream`, now
       if (handle == nullptr || !handle->cancelled) cluster.shared->connect_failures_total->inc();
       failure = Flag::kConnectFailure;
       co_return nullptr;
     }
-    upstream->conn.socket.set_option(tcp::no_delay(true), ec);
-    upstream->conn.socket.non_blocking(true, ec);
     co_return upstream;
   }
 
@@ -1705,9 +1405,8 @@ struct Server::Impl {
   Task<std::unique_ptr<Upstream>> send(Worker& worker, WorkerCluster& cluster, std::size_t endpoint,
                                        const std::string& head, const std::string& held_body,
                                        Conn* client, BodyLeft& body, bool head_request,
-                                       h1::Head& response,
-                                       std::chrono::steady_clock::time_point deadline,
-                                       Flag& failure, TryHandle* handle = nullptr) {
+                                       h1::Head& response, TimePoint deadline, Flag& failure,
+                                       TryHandle* handle = nullptr) {
     // Cancelled before it began (the race was decided before this coroutine first ran).
     if (handle != nullptr && handle->cancelled) {
       failure = Flag::kReset;
@@ -1766,31 +1465,9 @@ struct Server::Impl {
       client->in.consume(take);
       if (body.done()) client->expires_never();
     }
-    // The response head; informational answers (100 Continue and the like) are passed over.
-    while (!ec) {
-      auto parsed = h1::parse_response(conn.in.view(), head_request, response);
-      if (parsed.state == h1::Parsed::kDone) {
-        if (response.status >= 200) break;
-        if (response.status == 101) {
-          ec = net::error::operation_not_supported;  // no protocol upgrades through the proxy
-          break;
-        }
-        conn.in.consume(response.size);
-        continue;
-      }
-      if (parsed.state == h1::Parsed::kError || conn.in.size() >= kMaxResponseHead) {
-        ec = net::error::invalid_argument;  // a malformed answer: the upstream is at fault
-        break;
-      }
-      // The rest of the worker's ready work first: the answer is seldom here this soon, and a
-      // read now would try the socket at once (a recv failing with EAGAIN) before waiting;
-      // after the other ready handlers it often is there (about 4 % less CPU per request).
-      co_await net::post(conn.socket.get_executor(), use_task);
-      std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
-                                                           net::redirect_error(use_task, ec));
-      ec = conn.failure(ec);
-      conn.in.commit(n);
-    }
+    // The response head; informational answers (100 Continue and the like) are passed over,
+    // and an upgrade (101) is refused: no protocol upgrades through the proxy.
+    if (!ec) ec = co_await http::read_response_head(conn, head_request, response, kMaxResponseHead);
     if (ec) {
       // Includes a pooled connection the upstream closed meanwhile: a reset, which
       // retry_on reset covers.
@@ -1842,14 +1519,16 @@ struct Server::Impl {
   // be on its way), and their endpoints get no sample (a cancelled try is neither a success
   // nor a failure) — only their in-flight count goes back. Returns the answer's connection,
   // its head in `response`, or null with `failure`; `answered_by` is its endpoint either way.
-  Task<std::unique_ptr<Upstream>> race(
-      Worker& worker, WorkerCluster& cluster, const HedgePolicy& hedge, const RetryPolicy& retry,
-      std::array<Try, kMaxTries>& tries, std::size_t first,
-      std::optional<resilience::BreakerPermit> permit, const std::string& head,
-      const std::string& held_body, bool head_request,
-      std::chrono::steady_clock::time_point deadline, std::vector<std::size_t>& avoid,
-      Exchange& exchange, std::uint32_t& hedges_sent, std::optional<Held>& retry_slot,
-      h1::Head& response, Flag& failure, std::size_t& answered_by) {
+  Task<std::unique_ptr<Upstream>> race(Worker& worker, WorkerCluster& cluster,
+                                       const HedgePolicy& hedge, const RetryPolicy& retry,
+                                       std::array<Try, kMaxTries>& tries, std::size_t first,
+                                       std::optional<resilience::BreakerPermit> permit,
+                                       const std::string& head, const std::string& held_body,
+                                       bool head_request, TimePoint deadline,
+                                       std::vector<std::size_t>& avoid, Exchange& exchange,
+                                       std::uint32_t& hedges_sent, std::optional<Held>& retry_slot,
+                                       h1::Head& response, Flag& failure,
+                                       std::size_t& answered_by) {
     const Cluster& config = *cluster.shared->config;
     ClusterShared& shared = *cluster.shared;
     // Woken by every try that ends, and at the next hedge's time.
@@ -1865,7 +1544,7 @@ struct Server::Impl {
       t.upstream.reset();
       t.handle = {};
       t.done = t.settled = false;
-      t.start = std::chrono::steady_clock::now();
+      t.start = clock.now();
       shared.endpoint_requests[endpoint]->inc();
       cluster.on_start(endpoint);
       ++running;
@@ -1916,7 +1595,7 @@ struct Server::Impl {
     const Duration delay =
         hedge.after ? *hedge.after
                     : hedge.delay_for(cluster.latencies.percentile(hedge.after_percentile));
-    auto next_hedge = std::chrono::steady_clock::now() + delay;
+    auto next_hedge = clock.now() + delay;
     std::optional<std::size_t> winner;
     std::size_t last = 0;
     while (running > 0) {
@@ -1926,8 +1605,7 @@ struct Server::Impl {
         t.settled = true;
         --running;
         const unsigned status = t.upstream ? t.response.status : 0;
-        record_try(cluster, t.endpoint, t.failure, status,
-                   std::chrono::steady_clock::now() - t.start, t.permit);
+        record_try(cluster, t.endpoint, t.failure, status, clock.now() - t.start, t.permit);
         avoid.push_back(t.endpoint);
         if (t.upstream && !retry.retries(TryEnd::kResponse, status)) {
           winner = i;
@@ -1937,12 +1615,12 @@ struct Server::Impl {
         }
       }
       if (winner || running == 0) break;
-      const auto now = std::chrono::steady_clock::now();
+      const auto now = clock.now();
       if (now >= next_hedge) {
         const bool sent =
             hedges_sent < hedge.max_extra && started < kMaxTries && now < deadline && start_hedge();
         // Not sent: not later either (what stopped it will not have changed within a round).
-        next_hedge = sent ? now + delay : std::chrono::steady_clock::time_point::max();
+        next_hedge = sent ? now + delay : TimePoint::max();
       }
       wake.expires_at(next_hedge);
       error_code ignored;
@@ -1966,7 +1644,7 @@ struct Server::Impl {
       return true;
     };
     while (!all_done()) {
-      wake.expires_at(std::chrono::steady_clock::time_point::max());
+      wake.expires_at(TimePoint::max());
       error_code ignored;
       co_await wake.async_wait(net::redirect_error(use_task, ignored));
     }
@@ -1991,9 +1669,8 @@ struct Server::Impl {
 
   // A hedged request's try: send() into its Try, then wakes the race.
   Task<void> run_try(Worker& worker, WorkerCluster& cluster, Try& t, const std::string& head,
-                     const std::string& held_body, bool head_request,
-                     std::chrono::steady_clock::time_point deadline, BodyLeft& no_body,
-                     net::steady_timer& wake) {
+                     const std::string& held_body, bool head_request, TimePoint deadline,
+                     BodyLeft& no_body, net::steady_timer& wake) {
     t.upstream = co_await send(worker, cluster, t.endpoint, head, held_body, nullptr, no_body,
                                head_request, t.response, deadline, t.failure, &t.handle);
     t.done = true;
@@ -2005,11 +1682,10 @@ struct Server::Impl {
   // `capture`: keeps a copy of the first `capture_limit` body bytes (for a shadow diff).
   Task<bool> relay_response(Conn& client, Upstream& upstream, const std::string& head,
                             h1::Framing framing, std::uint64_t length, bool dechunk,
-                            std::string& decoded, const Limits& limits,
-                            std::chrono::steady_clock::time_point deadline,
+                            std::string& decoded, const Limits& limits, TimePoint deadline,
                             std::string* capture = nullptr, std::size_t capture_limit = 0) {
     Conn& conn = upstream.conn;
-    BodyWalker body{.framing = framing, .length = length};
+    http::BodyWalker body{.framing = framing, .length = length};
     std::string_view pending_head = head;  // goes out with the first body bytes
     auto keep = [&](std::string_view data) {
       if (capture != nullptr && capture->size() < capture_limit) {
@@ -2039,23 +1715,10 @@ struct Server::Impl {
       }
       conn.in.consume(take);
       if (done) co_return true;
-      conn.deadline = std::max(deadline, std::chrono::steady_clock::now() + 1ms);
-      const More more = co_await read_more(conn, framing);
-      if (more != More::kMore) co_return more == More::kClosed;
+      conn.deadline = std::max(deadline, clock.now() + 1ms);
+      const http::More more = co_await http::read_more(conn, framing);
+      if (more != http::More::kMore) co_return more == http::More::kClosed;
     }
-  }
-
-  // Reads more of a response body into the connection's buffer: kMore, kClosed (the close
-  // that ends a body framed by it), or kFailed.
-  enum class More { kMore, kClosed, kFailed };
-  static Task<More> read_more(Conn& conn, h1::Framing framing) {
-    error_code ec;
-    std::size_t n = co_await conn.socket.async_read_some(conn.in.space(kChunk),
-                                                         net::redirect_error(use_task, ec));
-    if (ec == net::error::eof && framing == h1::Framing::kUntilClose) co_return More::kClosed;
-    if (ec) co_return More::kFailed;
-    conn.in.commit(n);
-    co_return More::kMore;
   }
 
   static void park(Worker& worker, std::unique_ptr<Upstream> upstream) {
@@ -2071,14 +1734,14 @@ struct Server::Impl {
   }
 
   Task<void> backoff(Worker& worker, const RetryPolicy& retry, std::uint32_t attempt,
-                     std::chrono::steady_clock::time_point deadline) {
+                     TimePoint deadline) {
     // Full jitter on base × 2^(attempt-1), capped, and never past the deadline.
     double cap = std::min<double>(static_cast<double>(retry.max_interval.count()),
                                   static_cast<double>(retry.base_interval.count()) *
                                       static_cast<double>(1u << std::min(attempt - 1, 16u)));
     auto wait = std::chrono::steady_clock::duration(
         static_cast<std::int64_t>(cap * worker.random.uniform01()));
-    auto until = std::min(deadline, std::chrono::steady_clock::now() + wait);
+    auto until = std::min(deadline, clock.now() + wait);
     net::steady_timer timer(worker.io, until);
     error_code ec;
     co_await timer.async_wait(net::redirect_error(use_task, ec));
@@ -2170,7 +1833,7 @@ struct Server::Impl {
                                     Duration timeout) {
     Flag failure = Flag::kNone;
     cluster.on_start(endpoint);
-    const auto started = std::chrono::steady_clock::now();
+    const auto started = clock.now();
     BodyLeft held;  // the copy's body is held: nothing streams
     h1::Head response;
     auto upstream = co_await send(worker, cluster, endpoint, mirror.head, mirror.body, nullptr,
@@ -2181,35 +1844,15 @@ struct Server::Impl {
       const bool keeps = response.keep_alive;
       const h1::Framing framing = response.framing;
       upstream->conn.in.consume(response.size);
-      if (co_await read_to_end(upstream->conn, framing, response.content_length, answer->body,
-                               capture_limit)) {
+      if (co_await http::read_to_end(upstream->conn, framing, response.content_length, answer->body,
+                                     capture_limit)) {
         if (keeps) park(worker, std::move(upstream));
       } else {
         answer.reset();
       }
     }
-    cluster.on_complete(endpoint, answer && answer->status < 500,
-                        std::chrono::steady_clock::now() - started);
+    cluster.on_complete(endpoint, answer && answer->status < 500, clock.now() - started);
     co_return answer;
-  }
-
-  // Reads a response body to its end (within the connection's deadline), keeping its first
-  // `limit` data bytes in `body`. False when the connection failed or the framing was broken.
-  static Task<bool> read_to_end(Conn& conn, h1::Framing framing, std::uint64_t length,
-                                std::string& body, std::size_t limit) {
-    BodyWalker walker{.framing = framing, .length = length};
-    for (;;) {
-      const auto step = walker.next(conn.in.view(), [&](std::string_view data) {
-        if (body.size() < limit) body.append(data.substr(0, limit - body.size()));
-      });
-      if (step.broken) co_return false;
-      const std::size_t take = step.take;
-      const bool done = step.done;
-      conn.in.consume(take);
-      if (done) co_return true;
-      const More more = co_await read_more(conn, framing);
-      if (more != More::kMore) co_return more == More::kClosed;
-    }
   }
 
   // ------------------------------------------------------------------ helpers
@@ -2225,7 +1868,7 @@ struct Server::Impl {
     const std::string body = reason + "\n";
     std::string head = version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
     head.append(std::to_string(status)).append(" ");
-    head.append(sv(http::obsolete_reason(static_cast<http::status>(status))));
+    head.append(http::reason_phrase(status));
     head.append("\r\ncontent-type: text/plain\r\nx-keel-reason: ");
     head.append(reason.substr(0, reason.find(':')));
     if (!exchange.request_id.empty()) head.append("\r\nx-request-id: ").append(exchange.request_id);
@@ -2248,8 +1891,7 @@ struct Server::Impl {
   }
 
   void finish(Exchange& exchange, WorkerCluster& cluster, unsigned status) {
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - exchange.start).count();
+    const double seconds = std::chrono::duration<double>(clock.now() - exchange.start).count();
     cluster.shared->latency->observe(seconds);
     if (status >= 100 && status < 600) cluster.shared->responses[status / 100]->inc();
     log(exchange);
@@ -2280,8 +1922,7 @@ struct Server::Impl {
     number(exchange.status);
     line.append(",\"duration_ms\":");
     const double milliseconds =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - exchange.start)
-            .count();
+        std::chrono::duration<double, std::milli>(clock.now() - exchange.start).count();
     number(std::round(milliseconds * 1000) / 1000);
     text("cluster", exchange.cluster);
     text("upstream", exchange.upstream);
@@ -2293,19 +1934,6 @@ struct Server::Impl {
   }
 
   // ------------------------------------------------------------------ admin
-  Task<void> admin_loop(tcp::acceptor& acceptor) {
-    for (;;) {
-      error_code ec;
-      Socket socket = co_await acceptor.async_accept(admin_worker->io.get_executor(),
-                                                     net::redirect_error(use_task, ec));
-      if (ec) {
-        if (!acceptor.is_open()) co_return;
-        continue;
-      }
-      net::co_spawn(admin_worker->io, admin_session(Stream(std::move(socket))), net::detached);
-    }
-  }
-
   // With admin.token set, a request that changes state must carry it. Compared in time that
   // does not depend on where the first difference is.
   bool admin_token_matches(std::string_view authorization) const {
@@ -2322,124 +1950,79 @@ struct Server::Impl {
     return difference == 0;
   }
 
-  Task<void> admin_session(Stream stream) {
-    beast::flat_buffer buffer;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(16 * 1024);
-      parser.body_limit(64 * 1024);
-      error_code ec;
-      stream.expires_after(30s);
-      co_await http::async_read(stream, buffer, parser, net::redirect_error(use_task, ec));
-      if (ec) break;
-      auto& request = parser.get();
-      http::response<http::string_body> response{http::status::ok, request.version()};
-      std::string_view path = sv(request.target());
-      path = path.substr(0, path.find('?'));
-      response.set(http::field::content_type, "text/plain; charset=utf-8");
-      const bool changes_state =
-          request.method() != http::verb::get && (path == "/reload" || path == "/migration");
-      if (changes_state && !admin_token_matches(sv(request[http::field::authorization]))) {
-        response.result(http::status::unauthorized);
-        response.set(http::field::www_authenticate, "Bearer realm=\"keel proxy admin\"");
-        response.body() = "this admin endpoint needs Authorization: Bearer <admin.token>\n";
-      } else if (path == "/healthz") {
-        response.body() = "ok\n";
-      } else if (path == "/ready") {
-        const bool ready = !stopping.load();
-        response.result(ready ? http::status::ok : http::status::service_unavailable);
-        response.body() = ready ? "ready\n" : "draining\n";
-      } else if (path == "/metrics") {
-        response.set(http::field::content_type, "text/plain; version=0.0.4");
-        response.body() = registry.render_prometheus();
-      } else if (path == "/clusters") {
-        response.set(http::field::content_type, "application/json");
-        response.body() = clusters_json() + "\n";
-      } else if (path == "/config") {
-        response.set(http::field::content_type, "application/json");
-        response.body() = config_json() + "\n";
-      } else if (path == "/migration" && request.method() == http::verb::get) {
-        response.set(http::field::content_type, "application/json");
-        response.body() = migration_store->report_json() + "\n";
-      } else if (path == "/migration") {
-        // POST /migration?route=NAME&stage=canary&percent=20
-        auto query = parse_query(sv(request.target()));
-        const std::string route_name = query["route"];
-        const auto stage = parse_stage(query["stage"]);
-        const double percent = std::atof(query["percent"].c_str());
-        Status changed;
-        if (request.method() != http::verb::post) {
-          changed = Error(errc::invalid_argument, "use POST to change a stage");
-        } else if (!stage) {
-          changed = Error(errc::invalid_argument,
-                          "stage= must be legacy, shadow, canary, modern or retired");
-        } else {
-          changed = migration_store->set_stage(route_name, *stage, percent);
-        }
-        if (changed) {
-          log_event("migration",
-                    route_name + " -> " + to_string(*stage) +
-                        (*stage == Stage::kCanary ? " " + query["percent"] + "%" : ""));
-          response.set(http::field::content_type, "application/json");
-          response.body() = migration_store->find(route_name)->report_json() + "\n";
-        } else {
-          response.result(http::status::bad_request);
-          response.body() = changed.error().message() + "\n";
-        }
-      } else if (path == "/reload") {
-        // POST only: a reload changes what the proxy does.
-        std::function<Status()> reloader;
-        {
-          std::lock_guard lock(reload_mutex);
-          reloader = reload_hook;
-        }
-        if (request.method() != http::verb::post) {
-          response.result(http::status::method_not_allowed);
-          response.set(http::field::allow, "POST");
-          response.body() = "POST /reload re-reads the config file\n";
-        } else if (!reloader) {
-          response.result(http::status::not_implemented);
-          response.body() = "this proxy was not started from a config file\n";
-        } else if (auto status = reloader(); !status) {
-          response.result(http::status::bad_request);
-          response.body() = "reload refused, still serving the previous config:\n" +
-                            status.error().message() + "\n";
-        } else {
-          response.body() = "reloaded\n";
-        }
-      } else if (path == "/") {
-        response.set(http::field::content_type, "text/html; charset=utf-8");
-        response.body() = status_page();
+  http::Response admin_answer(const http::Request& request) {
+    using http::Response;
+    const std::string& path = request.path;
+    const bool changes_state =
+        request.method != "GET" && (path == "/reload" || path == "/migration");
+    if (changes_state && !admin_token_matches(request.header("authorization"))) {
+      Response response =
+          Response::text(401, "this admin endpoint needs Authorization: Bearer <admin.token>\n");
+      response.headers.emplace_back("www-authenticate", "Bearer realm=\"keel proxy admin\"");
+      return response;
+    }
+    if (path == "/healthz") return Response::text(200, "ok\n");
+    if (path == "/ready") {
+      const bool ready = !stopping.load();
+      return Response::text(ready ? 200 : 503, ready ? "ready\n" : "draining\n");
+    }
+    if (path == "/metrics") {
+      Response response = Response::text(200, registry.render_prometheus());
+      response.content_type = "text/plain; version=0.0.4";
+      return response;
+    }
+    if (path == "/clusters") return Response::json(200, clusters_json() + "\n");
+    if (path == "/config") return Response::json(200, config_json() + "\n");
+    if (path == "/migration" && request.method == "GET") {
+      return Response::json(200, migration_store->report_json() + "\n");
+    }
+    if (path == "/migration") {
+      // POST /migration?route=NAME&stage=canary&percent=20
+      const std::string route_name = request.param("route").value_or("");
+      const std::string stage_text = request.param("stage").value_or("");
+      const std::string percent_text = request.param("percent").value_or("");
+      const auto stage = parse_stage(stage_text);
+      const double percent = std::atof(percent_text.c_str());
+      Status changed;
+      if (request.method != "POST") {
+        changed = Error(errc::invalid_argument, "use POST to change a stage");
+      } else if (!stage) {
+        changed = Error(errc::invalid_argument,
+                        "stage= must be legacy, shadow, canary, modern or retired");
       } else {
-        response.result(http::status::not_found);
-        response.body() =
-            "not found; try /, /healthz, /ready, /metrics, /clusters, /config, POST /reload\n";
+        changed = migration_store->set_stage(route_name, *stage, percent);
       }
-      response.keep_alive(request.keep_alive());
-      response.prepare_payload();
-      co_await http::async_write(stream, response, net::redirect_error(use_task, ec));
-      if (ec || !response.keep_alive()) break;
+      if (!changed) return Response::text(400, changed.error().message() + "\n");
+      log_event("migration", route_name + " -> " + to_string(*stage) +
+                                 (*stage == Stage::kCanary ? " " + percent_text + "%" : ""));
+      return Response::json(200, migration_store->find(route_name)->report_json() + "\n");
     }
-    error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  }
-
-  // "a=1&b=two" after the '?', not percent-decoded (names and stages need no escaping).
-  static std::map<std::string, std::string> parse_query(std::string_view target) {
-    std::map<std::string, std::string> out;
-    const auto question = target.find('?');
-    if (question == std::string_view::npos) return out;
-    std::string_view query = target.substr(question + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const std::string_view pair = query.substr(0, amp);
-      const auto equals = pair.find('=');
-      out[std::string(pair.substr(0, equals))] =
-          equals == std::string_view::npos ? "" : std::string(pair.substr(equals + 1));
-      if (amp == std::string_view::npos) break;
-      query.remove_prefix(amp + 1);
+    if (path == "/reload") {
+      // POST only: a reload changes what the proxy does.
+      std::function<Status()> reloader;
+      {
+        std::lock_guard lock(reload_mutex);
+        reloader = reload_hook;
+      }
+      if (request.method != "POST") {
+        Response response = Response::text(405, "POST /reload re-reads the config file\n");
+        response.headers.emplace_back("allow", "POST");
+        return response;
+      }
+      if (!reloader) return Response::text(501, "this proxy was not started from a config file\n");
+      if (auto status = reloader(); !status) {
+        return Response::text(400, "reload refused, still serving the previous config:\n" +
+                                       status.error().message() + "\n");
+      }
+      return Response::text(200, "reloaded\n");
     }
-    return out;
+    if (path == "/") {
+      Response response = Response::text(200, status_page());
+      response.content_type = "text/html; charset=utf-8";
+      return response;
+    }
+    return Response::text(
+        404, "not found; try /, /healthz, /ready, /metrics, /clusters, /config, POST /reload\n");
   }
 
   // An operator's change, on stderr (the access log is for requests).
@@ -2556,8 +2139,8 @@ struct Server::Impl {
 };
 
 Result<std::unique_ptr<Server>> Server::start(ProxyConfig config, Clock& clock,
-                                              std::ostream* access_log) {
-  auto impl = std::make_unique<Impl>(clock, access_log);
+                                              std::ostream* access_log, std::uint64_t seed) {
+  auto impl = std::make_unique<Impl>(clock, access_log, seed);
   if (auto status = impl->setup(std::move(config)); !status) return status.error();
   impl->run();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -2619,8 +2202,8 @@ std::vector<HostPort> Server::listening() const {
 }
 
 std::optional<HostPort> Server::admin() const {
-  if (!impl_->admin_bound) return std::nullopt;
-  return HostPort{impl_->admin_bound->address().to_string(), impl_->admin_bound->port()};
+  if (!impl_->admin) return std::nullopt;
+  return impl_->admin->bound();
 }
 
 std::string Server::metrics_text() const { return impl_->registry.render_prometheus(); }

@@ -1,6 +1,7 @@
-// `keel proxy`'s server: listeners → routes → clusters → endpoints, on Boost.Asio coroutines
-// with one io_context per worker thread and an SO_REUSEPORT socket per worker and listener.
-// Beast stays inside server.cc; this header is plain.
+// `keel proxy`'s server: listeners → routes → clusters → endpoints, on the lean HTTP/1.1 core
+// of http/ (worker.h: one io_context per worker thread, an SO_REUSEPORT socket per worker and
+// listener, one deadline sweep per worker). Asio stays inside the .cc files; this header is
+// plain.
 //
 // Per request, in order: route match (404 when none) → cluster limits (Envoy's thresholds,
 // 503) → circuit breaker (503) → load-balancer pick among eligible endpoints (503) → an
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "keel/core/clock.h"
+#include "keel/core/random.h"
 #include "keel/core/result.h"
 #include "keel/proxy/config.h"
 
@@ -27,9 +29,11 @@ class Server {
  public:
   // Binds every listener (and the admin listener) and starts the workers. Port 0 binds a free
   // port; listening() tells which. Access log lines go to `access_log` when it is set and the
-  // config asks for them.
+  // config asks for them. `seed` seeds the workers' generators (request ids, weighted cluster
+  // picks, retry jitter): a test passes a fixed one.
   static Result<std::unique_ptr<Server>> start(ProxyConfig config, Clock& clock,
-                                               std::ostream* access_log = nullptr);
+                                               std::ostream* access_log = nullptr,
+                                               std::uint64_t seed = random_seed());
   ~Server();  // stop()
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
