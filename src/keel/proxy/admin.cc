@@ -1,0 +1,208 @@
+// The admin listener (on http::Server): health, readiness, metrics, clusters, config, migration
+// stages, reload, and the status page.
+#include <nlohmann/json.hpp>
+
+#include "keel/proxy/server_impl.h"
+
+namespace keel::proxy {
+
+bool Server::Impl::admin_token_matches(std::string_view authorization) const {
+  const std::string& token = current()->config.admin_token;
+  if (token.empty()) return true;
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() != kBearer.size() + token.size() ||
+      !h1::iequals(authorization.substr(0, kBearer.size()), kBearer)) {
+    return false;
+  }
+  unsigned char difference = 0;
+  for (std::size_t i = 0; i < token.size(); ++i)
+    difference |= static_cast<unsigned char>(authorization[kBearer.size() + i] ^ token[i]);
+  return difference == 0;
+}
+
+http::Response Server::Impl::admin_answer(const http::Request& request) {
+  using http::Response;
+  const std::string& path = request.path;
+  const bool changes_state = request.method != "GET" && (path == "/reload" || path == "/migration");
+  if (changes_state && !admin_token_matches(request.header("authorization"))) {
+    Response response =
+        Response::text(401, "this admin endpoint needs Authorization: Bearer <admin.token>\n");
+    response.headers.emplace_back("www-authenticate", "Bearer realm=\"keel proxy admin\"");
+    return response;
+  }
+  if (path == "/healthz") return Response::text(200, "ok\n");
+  if (path == "/ready") {
+    const bool ready = !stopping.load();
+    return Response::text(ready ? 200 : 503, ready ? "ready\n" : "draining\n");
+  }
+  if (path == "/metrics") {
+    Response response = Response::text(200, registry.render_prometheus());
+    response.content_type = "text/plain; version=0.0.4";
+    return response;
+  }
+  if (path == "/clusters") return Response::json(200, clusters_json() + "\n");
+  if (path == "/config") return Response::json(200, config_json() + "\n");
+  if (path == "/migration" && request.method == "GET") {
+    return Response::json(200, migration_store->report_json() + "\n");
+  }
+  if (path == "/migration") {
+    // POST /migration?route=NAME&stage=canary&percent=20
+    const std::string route_name = request.param("route").value_or("");
+    const std::string stage_text = request.param("stage").value_or("");
+    const std::string percent_text = request.param("percent").value_or("");
+    const auto stage = parse_stage(stage_text);
+    const double percent = std::atof(percent_text.c_str());
+    Status changed;
+    if (request.method != "POST") {
+      changed = Error(errc::invalid_argument, "use POST to change a stage");
+    } else if (!stage) {
+      changed =
+          Error(errc::invalid_argument, "stage= must be legacy, shadow, canary, modern or retired");
+    } else {
+      changed = migration_store->set_stage(route_name, *stage, percent);
+    }
+    if (!changed) return Response::text(400, changed.error().message() + "\n");
+    log_event("migration", route_name + " -> " + to_string(*stage) +
+                               (*stage == Stage::kCanary ? " " + percent_text + "%" : ""));
+    return Response::json(200, migration_store->find(route_name)->report_json() + "\n");
+  }
+  if (path == "/reload") {
+    // POST only: a reload changes what the proxy does.
+    std::function<Status()> reloader;
+    {
+      std::lock_guard lock(reload_mutex);
+      reloader = reload_hook;
+    }
+    if (request.method != "POST") {
+      Response response = Response::text(405, "POST /reload re-reads the config file\n");
+      response.headers.emplace_back("allow", "POST");
+      return response;
+    }
+    if (!reloader) return Response::text(501, "this proxy was not started from a config file\n");
+    if (auto status = reloader(); !status) {
+      return Response::text(400, "reload refused, still serving the previous config:\n" +
+                                     status.error().message() + "\n");
+    }
+    return Response::text(200, "reloaded\n");
+  }
+  if (path == "/") {
+    Response response = Response::text(200, status_page());
+    response.content_type = "text/html; charset=utf-8";
+    return response;
+  }
+  return Response::text(
+      404, "not found; try /, /healthz, /ready, /metrics, /clusters, /config, POST /reload\n");
+}
+
+void Server::Impl::log_event(const char* what, const std::string& text) {
+  log::get("proxy")->info("{}: {}", what, text);
+}
+
+std::string Server::Impl::clusters_json() const {
+  auto now = current();
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& cluster : now->clusters) {
+    nlohmann::json endpoints = nlohmann::json::array();
+    for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
+      endpoints.push_back({{"address", cluster->config->endpoints[i].address},
+                           {"weight", cluster->config->endpoints[i].weight},
+                           {"healthy", cluster->healthy[i].load()},
+                           {"ejections", cluster->endpoint_ejections[i]->value()},
+                           {"requests", cluster->endpoint_requests[i]->value()},
+                           {"failures", cluster->endpoint_failures[i]->value()},
+                           {"in_flight", cluster->in_flight(i)},
+                           {"latency_cost_ms", cluster->latency_cost_ms(i)}});
+    }
+    out.push_back(
+        {{"name", cluster->config->name},
+         {"policy", cluster->config->load_balancer.policy},
+         {"breaker", cluster->breaker ? to_string(cluster->breaker->state()) : "none"},
+         {"active_requests", cluster->requests.load()},
+         {"concurrency_limit", cluster->concurrency ? nlohmann::json(cluster->concurrency->limit())
+                                                    : nlohmann::json(nullptr)},
+         {"connections", cluster->connections.load()},
+         {"requests", cluster->requests_total->value()},
+         {"retries", cluster->retries_total->value()},
+         {"hedges", cluster->hedges_total->value()},
+         {"hedge_wins", cluster->hedge_wins_total->value()},
+         {"overflow", cluster->overflow_total->value()},
+         {"endpoints", endpoints}});
+  }
+  return out.dump(2);
+}
+
+std::string Server::Impl::config_json() const {
+  auto now = current();
+  nlohmann::json listeners_json = nlohmann::json::array();
+  for (const auto& listener : listeners) {
+    const Listener& listener_config = now->config.listeners[listener->index];
+    nlohmann::json routes = nlohmann::json::array();
+    for (const auto& route : listener_config.routes) {
+      nlohmann::json targets = nlohmann::json::array();
+      for (const auto& c : route.clusters)
+        targets.push_back({{"cluster", c.cluster}, {"weight", c.weight}});
+      routes.push_back({{"name", route.name},
+                        {"method", route.method},
+                        {"clusters", targets},
+                        {"timeout_ms", route.timeout / 1ms}});
+    }
+    listeners_json.push_back({{"name", listener_config.name},
+                              {"address", listener->bound.address().to_string() + ":" +
+                                              std::to_string(listener->bound.port())},
+                              {"workers", listener_config.workers},
+                              {"routes", routes}});
+  }
+  return nlohmann::json{{"source", now->config.source}, {"listeners", listeners_json}}.dump(2);
+}
+
+std::string Server::Impl::status_page() const {
+  std::string html =
+      "<!doctype html><meta charset=utf-8><title>keel proxy</title>"
+      "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style>"
+      "<h1>keel proxy</h1><p><a href=/metrics>metrics</a> · <a href=/clusters>clusters</a> · "
+      "<a href=/config>config</a></p><table><tr><th>cluster<th>breaker<th>active"
+      "<th>requests<th>retries<th>overflow<th>endpoints</tr>";
+  for (const auto& cluster : current()->clusters) {
+    std::string endpoints;
+    for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
+      endpoints += cluster->config->endpoints[i].address + " (" +
+                   (cluster->healthy[i].load() ? "" : "UNHEALTHY, ") +
+                   std::to_string(cluster->endpoint_requests[i]->value()) + " req, " +
+                   std::to_string(cluster->endpoint_failures[i]->value()) + " failed, " +
+                   std::to_string(cluster->endpoint_ejections[i]->value()) + " ejections) ";
+    }
+    html += "<tr><td>" + cluster->config->name + "<td>" +
+            (cluster->breaker ? to_string(cluster->breaker->state()) : "none") + "<td>" +
+            std::to_string(cluster->requests.load()) + "<td>" +
+            std::to_string(cluster->requests_total->value()) + "<td>" +
+            std::to_string(cluster->retries_total->value()) + "<td>" +
+            std::to_string(cluster->overflow_total->value()) + "<td>" + endpoints + "</tr>";
+  }
+  html += "</table>";
+  auto migrations = nlohmann::json::parse(migration_store->report_json());
+  if (!migrations.empty()) {
+    html +=
+        "<h2>migrations</h2><p><a href=/migration>/migration</a> (JSON)</p><table><tr><th>route"
+        "<th>stage<th>percent<th>modern share<th>legacy / modern answers<th>diff rate"
+        "<th>legacy since modern<th>top differing fields</tr>";
+    for (const auto& route : migrations) {
+      std::string fields;
+      for (const auto& field : route["top_differing_fields"]) {
+        fields += field["field"].get<std::string>() + " (" + field["count"].dump() + ") ";
+      }
+      char row[512];
+      std::snprintf(
+          row, sizeof row, "<tr><td>%s<td>%s<td>%.1f%%<td>%.1f%%<td>%s / %s<td>%.2f%%<td>%s<td>",
+          route["route"].get<std::string>().c_str(), route["stage"].get<std::string>().c_str(),
+          route["percent"].get<double>(), 100 * route["modern_share"].get<double>(),
+          route["legacy_answers"].dump().c_str(), route["modern_answers"].dump().c_str(),
+          100 * route["diff_rate"].get<double>(),
+          route["legacy_answers_since_modern"].dump().c_str());
+      html += row + fields + "</tr>";
+    }
+    html += "</table>";
+  }
+  return html + "\n";
+}
+
+}  // namespace keel::proxy
