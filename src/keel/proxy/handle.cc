@@ -81,48 +81,9 @@ Task<bool> Server::Impl::handle(Worker& worker, ListenerShared& listener,
   exchange.cluster = cluster_config.name;
   cluster.shared->requests_total->inc();
 
-  // The head as it goes upstream: hop-by-hop fields (and Expect, answered here) gone,
-  // forwarding fields added, the body's framing restated.
   std::string& out = scratch.upstream_head;
-  out.clear();
-  out.append(request.method).append(" ").append(request.target).append(" HTTP/1.1\r\n");
-  std::string& forwarded_for = scratch.forwarded_for;  // every X-Forwarded-For line, in order
-  forwarded_for.clear();
-  for (const auto& field : request.fields) {
-    if (forwarded.x_forwarded_for && h1::iequals(field.name, "x-forwarded-for")) {
-      if (!forwarded_for.empty()) forwarded_for.append(", ");
-      forwarded_for.append(field.value);
-      continue;
-    }
-    if (!forwarded.x_forwarded_proto && h1::iequals(field.name, "x-forwarded-proto")) {
-      out.append(field.name).append(": ").append(field.value).append("\r\n");
-      continue;
-    }
-    // An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
-    if (!request.authority.empty() && h1::iequals(field.name, "host")) continue;
-    if (h1::hop_by_hop(request, field.name) || h1::iequals(field.name, "expect") ||
-        h1::iequals(field.name, "content-length") || h1::iequals(field.name, "x-forwarded-proto") ||
-        h1::iequals(field.name, "x-request-id")) {
-      continue;
-    }
-    out.append(field.name).append(": ").append(field.value).append("\r\n");
-  }
-  if (!request.authority.empty()) out.append("host: ").append(request.authority).append("\r\n");
-  if (forwarded.x_forwarded_for) {
-    out.append("x-forwarded-for: ");
-    if (!forwarded_for.empty()) out.append(forwarded_for).append(", ");
-    out.append(peer).append("\r\n");
-  }
-  if (forwarded.x_forwarded_proto) out.append("x-forwarded-proto: http\r\n");
-  if (!exchange.request_id.empty()) {
-    out.append("x-request-id: ").append(exchange.request_id).append("\r\n");
-  }
-  if (request.framing == h1::Framing::kLength) {
-    out.append("content-length: ").append(std::to_string(request.content_length)).append("\r\n");
-  } else if (request.framing == h1::Framing::kChunked) {
-    out.append("transfer-encoding: chunked\r\n");
-  }
-  out.append("\r\n");
+  upstream_request_head(request, {&forwarded, peer, exchange.request_id}, out,
+                        scratch.forwarded_for);
   const std::string_view method = request.method;  // valid until the head is consumed
   const bool head_request = method == "HEAD";
   const bool method_idempotent = idempotent(method);
@@ -356,42 +317,17 @@ Task<bool> Server::Impl::handle(Worker& worker, ListenerShared& listener,
   }
 
   if (!upstream) {
-    unsigned status = 503;
-    std::string reason;
-    switch (exchange.flag) {
-      case Flag::kConnectFailure:
-        status = 502;
-        reason = "upstream_connect_failure";
-        break;
-      case Flag::kReset:
-        status = 502;
-        reason = "upstream_reset";
-        break;
-      case Flag::kTimeout:
-        status = 504;
-        reason = "upstream_timeout";
-        break;
-      case Flag::kOverflow:
-        reason = "overflow";
-        break;
-      case Flag::kBreakerOpen:
-        reason = "breaker_open";
-        break;
-      case Flag::kDownstreamReset:
-        finish(exchange, *answering, 0);
-        drop_mirror();
-        co_return false;
-      case Flag::kBadRequest:
-        status = 400;
-        reason = "bad_request: malformed request body";
-        break;
-      default:
-        reason = "no_healthy_endpoint";
-        break;
+    if (exchange.flag == Flag::kDownstreamReset) {
+      finish(exchange, *answering, 0);
+      drop_mirror();
+      co_return false;
     }
+    const LocalReply reply = local_reply_for(exchange.flag);
+    const unsigned status = reply.status;
     // The request's body may be half read: only a fully read request keeps the connection.
     const bool reusable = keep_alive && body.done();
-    co_await local_reply(client, exchange, version, reusable, status, reason, answering);
+    co_await local_reply(client, exchange, version, reusable, status, std::string(reply.reason),
+                         answering);
     drop_mirror();  // no answer from legacy to compare with
     if (migration) {
       migration->count_answer(to_modern, status, clock.now() - exchange.start, routed_at);
@@ -399,40 +335,13 @@ Task<bool> Server::Impl::handle(Worker& worker, ListenerShared& listener,
     co_return reusable;
   }
 
-  // The response head as the client gets it: hop-by-hop fields gone, the framing restated.
   // A chunked body goes to an HTTP/1.1 client as it is; an HTTP/1.0 client gets its data,
   // ended by closing.
   keep_alive = keep_alive && body.done() && !stopping.load(std::memory_order_relaxed);
   const bool dechunk = response.framing == h1::Framing::kChunked && version == 10;
   if (response.framing == h1::Framing::kUntilClose || dechunk) keep_alive = false;
   std::string& head_out = scratch.client_head;
-  head_out.assign(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  head_out.append(std::to_string(response.status));
-  head_out.append(" ").append(response.reason).append("\r\n");
-  for (const auto& field : response.fields) {
-    if (h1::hop_by_hop(response, field.name) || h1::iequals(field.name, "x-request-id") ||
-        (response.framing != h1::Framing::kNone && h1::iequals(field.name, "content-length"))) {
-      continue;
-    }
-    head_out.append(field.name).append(": ").append(field.value).append("\r\n");
-  }
-  if (response.framing == h1::Framing::kLength) {
-    head_out.append("content-length: ")
-        .append(std::to_string(response.content_length))
-        .append("\r\n");
-  } else if (response.framing == h1::Framing::kChunked && !dechunk) {
-    // As it came: codings before chunked (gzip, chunked) are the body's, not the hop's.
-    head_out.append("transfer-encoding: ").append(response.transfer_encoding).append("\r\n");
-  }
-  if (!keep_alive) {
-    head_out.append("connection: close\r\n");
-  } else if (version == 10) {
-    head_out.append("connection: keep-alive\r\n");
-  }
-  if (!exchange.request_id.empty()) {
-    head_out.append("x-request-id: ").append(exchange.request_id).append("\r\n");
-  }
-  head_out.append("\r\n");
+  client_response_head(response, version, keep_alive, dechunk, exchange.request_id, head_out);
   exchange.status = response.status;
   if (mirror) {
     mirror->legacy_endpoint = answered_by;

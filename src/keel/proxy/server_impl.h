@@ -36,6 +36,7 @@
 #include "keel/http/upstream.h"
 #include "keel/http/worker.h"
 #include "keel/proxy/access_log.h"
+#include "keel/proxy/messages.h"
 #include "keel/proxy/router.h"
 #include "keel/proxy/server.h"
 #include "keel/resilience/circuit_breaker.h"
@@ -57,47 +58,6 @@ using http::use_task;
 
 constexpr std::size_t kMaxTarget = 8 * 1024;         // longer request targets get 414
 constexpr std::size_t kMaxResponseHead = 64 * 1024;  // a longer upstream head is a bad answer
-
-// Why a request ended without a response from upstream (or with one): the access log's flag
-// and the local reply's x-keel-reason.
-enum class Flag {
-  kNone,
-  kNoRoute,          // NR  404
-  kOverflow,         // UO  503 a cluster limit (Envoy's circuit-breaker thresholds)
-  kBreakerOpen,      // BO  503
-  kNoHealthy,        // UH  503
-  kConnectFailure,   // UF  502
-  kReset,            // UR  502 the upstream closed or reset before answering
-  kTimeout,          // UT  504
-  kDownstreamReset,  // DC  the client went away
-  kBadRequest,       // BR  4xx: malformed, oversized
-};
-
-inline const char* flag_code(Flag flag) {
-  switch (flag) {
-    case Flag::kNone:
-      return "-";
-    case Flag::kNoRoute:
-      return "NR";
-    case Flag::kOverflow:
-      return "UO";
-    case Flag::kBreakerOpen:
-      return "BO";
-    case Flag::kNoHealthy:
-      return "UH";
-    case Flag::kConnectFailure:
-      return "UF";
-    case Flag::kReset:
-      return "UR";
-    case Flag::kTimeout:
-      return "UT";
-    case Flag::kDownstreamReset:
-      return "DC";
-    case Flag::kBadRequest:
-      return "BR";
-  }
-  return "?";
-}
 
 // Shared by all workers: the breaker, the limit counters, the metrics.
 struct ClusterShared {
