@@ -262,6 +262,32 @@ TEST_F(ProxyTest, TimeoutsResetsAndRefusedConnectionsGetTheirOwnLocalReply) {
   }
 }
 
+// Deadlines are read from the proxy's Clock: on a manual clock a minute-long route timeout
+// fires when the test moves the clock past it, not a minute later.
+TEST(ProxyClockTest, RouteTimeoutsFollowTheInjectedClock) {
+  Upstream hang("hang", Behaviour::kHang);
+  ManualClock clock;
+  auto config = parse_config(std::string(kListener) +
+                                 "      - {match: {prefix: /}, cluster: hang, timeout_ms: 60000}\n"
+                                 "clusters:\n  - name: hang\n    retry: {num_retries: 0}\n"
+                                 "    endpoints: [{address: " +
+                                 hang.address() + "}]\n",
+                             "test.yaml");
+  ASSERT_TRUE(config) << config.error().message();
+  auto server = Server::start(std::move(*config), clock);
+  ASSERT_TRUE(server) << server.error().message();
+  int fd = connect_to((*server)->listening().at(0).port);
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+  while (hang.requests() == 0) std::this_thread::sleep_for(1ms);  // the request is upstream
+  clock.advance(61s);
+  std::string buffer;
+  Message response = read_message(fd, buffer, true);  // within connect_to's 10 s receive timeout
+  ::close(fd);
+  EXPECT_EQ(response.status(), 504);
+  EXPECT_EQ(response.header("x-keel-reason"), "upstream_timeout");
+  (*server)->stop(1s);
+}
+
 TEST_F(ProxyTest, AFailingEndpointIsEjectedAndComesBack) {
   Upstream failing("failing", Behaviour::kFail), good("good");
   start(std::string(kListener) + "      - {match: {prefix: /}, cluster: web}\nclusters:\n" +

@@ -419,7 +419,6 @@ void Server::Impl::log(const Exchange& exchange) {
   if (access_log_writer == nullptr) return;
   thread_local std::string line;
   line.clear();
-  const auto now = std::chrono::system_clock::now();
   auto number = [&](auto value) {
     char digits[32];
     auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
@@ -431,7 +430,7 @@ void Server::Impl::log(const Exchange& exchange) {
     line.push_back('"');
   };
   line.append("{\"time_ms\":");
-  number(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
+  number(clock.unix_now_ns() / 1'000'000);
   text("request_id", exchange.request_id);
   text("method", exchange.method);
   text("path", exchange.path);

@@ -59,6 +59,16 @@ using http::use_task;
 constexpr std::size_t kMaxTarget = 8 * 1024;         // longer request targets get 414
 constexpr std::size_t kMaxResponseHead = 64 * 1024;  // a longer upstream head is a bad answer
 
+// Sets `timer` to fire at `at` on `clock`'s timeline (Asio's timers run on the real steady
+// clock; the proxy's decisions on its injected Clock). TimePoint::max(): never.
+inline void arm(net::steady_timer& timer, const Clock& clock, TimePoint at) {
+  if (at == TimePoint::max()) {
+    timer.expires_at(net::steady_timer::time_point::max());
+  } else {
+    timer.expires_after(std::max(Duration::zero(), at - clock.now()));
+  }
+}
+
 // Shared by all workers: the breaker, the limit counters, the metrics.
 struct ClusterShared {
   const Cluster* config = nullptr;

@@ -267,7 +267,7 @@ Task<std::unique_ptr<Upstream>> Server::Impl::race(
       // Not sent: not later either (what stopped it will not have changed within a round).
       next_hedge = sent ? now + delay : TimePoint::max();
     }
-    wake.expires_at(next_hedge);
+    arm(wake, clock, next_hedge);
     error_code ignored;
     co_await wake.async_wait(net::redirect_error(use_task, ignored));
   }
@@ -382,10 +382,9 @@ Task<void> Server::Impl::backoff(Worker& worker, const RetryPolicy& retry, std::
   double cap = std::min<double>(static_cast<double>(retry.max_interval.count()),
                                 static_cast<double>(retry.base_interval.count()) *
                                     static_cast<double>(1u << std::min(attempt - 1, 16u)));
-  auto wait = std::chrono::steady_clock::duration(
-      static_cast<std::int64_t>(cap * worker.random.uniform01()));
-  auto until = std::min(deadline, clock.now() + wait);
-  net::steady_timer timer(worker.io, until);
+  const auto wait = Duration(static_cast<std::int64_t>(cap * worker.random.uniform01()));
+  net::steady_timer timer(worker.io);
+  arm(timer, clock, std::min(deadline, clock.now() + wait));
   error_code ec;
   co_await timer.async_wait(net::redirect_error(use_task, ec));
 }
