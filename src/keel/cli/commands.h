@@ -69,4 +69,23 @@ class ProxyCommand {
   std::unique_ptr<State> state_;
 };
 
+// `keel node [-c FILE] [--data-dir DIR] [--listen HOST:PORT]`: the event store as a network
+// service (keel/node/node.h). Runs until SIGINT or SIGTERM (then drains: no new requests,
+// appends in flight finish, subscriptions get a final event), re-reads the file on SIGHUP.
+// Exit codes: 0 fine, 1 the config, the store or a listener failed, 2 a usage error.
+class NodeCommand {
+ public:
+  explicit NodeCommand(CLI::App& parent);
+  ~NodeCommand();
+  NodeCommand(const NodeCommand&) = delete;
+  NodeCommand& operator=(const NodeCommand&) = delete;
+
+  bool parsed() const;
+  int run(std::ostream& out, std::ostream& err) const;
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 }  // namespace keel::cli

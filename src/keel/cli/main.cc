@@ -32,13 +32,16 @@ int main(int argc, char** argv) {
   keel::cli::EventlogCommand eventlog(app);
   keel::cli::CtlCommand ctl(app);
   keel::cli::ProxyCommand proxy(app);
+  keel::cli::NodeCommand node(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     // `keel eventlog` promises 2 for usage errors (CLI11's own codes are 100 and up).
-    return code != 0 && (eventlog.parsed() || ctl.parsed() || proxy.parsed()) ? 2 : code;
+    return code != 0 && (eventlog.parsed() || ctl.parsed() || proxy.parsed() || node.parsed())
+               ? 2
+               : code;
   }
   if (auto status = keel::log::set_level(log_level); !status) {
     std::fprintf(stderr, "keel: %s\n", status.error().message().c_str());
@@ -69,5 +72,6 @@ int main(int argc, char** argv) {
   if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
   if (ctl.parsed()) return ctl.run(std::cout, std::cerr);
   if (proxy.parsed()) return proxy.run(std::cout, std::cerr);
+  if (node.parsed()) return node.run(std::cout, std::cerr);
   return 0;
 }

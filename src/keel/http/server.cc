@@ -299,7 +299,8 @@ struct Server::Impl {
 
   Task<bool> send_text(Conn& conn, ServerWorker& worker, unsigned version, unsigned status,
                        std::string text, bool keep_alive) {
-    Response response = Response::text(status, std::move(text));
+    Response response = options.error_response ? options.error_response(status, text)
+                                               : Response::text(status, std::move(text));
     co_return co_await send_response(conn, worker, version, response, keep_alive, false);
   }
 

@@ -98,6 +98,9 @@ struct ServerOptions {
   std::uint32_t workers = 1;         // threads, each with its own SO_REUSEPORT socket
   ServerLimits limits;
   std::string name = "keel";  // the log's name for it
+  // The answer to a request the server refuses itself (400 malformed, 413 too large, 431, 501,
+  // 503 while stopping), from its status and what is wrong. Default: text/plain.
+  std::function<Response(unsigned status, std::string_view message)> error_response;
 };
 
 class Server {

@@ -1,0 +1,53 @@
+// `keel node`'s configuration: where the store lives, where the node listens, how durable an
+// acknowledged append is, and the limits that keep one client from taking the node down.
+// Read from YAML (node.yaml) with file:line errors and unknown keys refused, like the proxy's.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "keel/core/clock.h"
+#include "keel/core/result.h"
+#include "keel/eventlog/event_store.h"
+#include "keel/http/address.h"
+#include "keel/http/limits.h"
+
+namespace keel::node {
+
+struct NodeLimits {
+  std::uint32_t max_batch_events = 1000;            // events in one append
+  std::uint32_t max_read_count = 1000;              // events in one read page
+  std::uint32_t max_subscribers = 1000;             // open SSE subscriptions
+  std::uint64_t subscriber_buffer_bytes = 1 << 20;  // queued for one slow subscriber
+  std::uint32_t max_waiting_polls = 256;            // consumer-group long polls waiting at once
+  std::uint32_t max_pending_appends = 4096;         // appends queued for the append threads
+  Duration max_poll_wait = 60s;                     // the longest a poll may wait
+};
+
+struct NodeConfig {
+  std::string source;  // the file it came from, for messages
+  std::string data_dir = "keel-data";
+  http::HostPort listen{"127.0.0.1", 2113};  // the API (and /metrics, /healthz, /ready)
+  std::optional<http::HostPort> admin;       // the same operational endpoints, separately
+  std::uint32_t workers = 2;                 // HTTP worker threads
+  std::uint32_t append_threads = 16;         // appenders that share each fsync
+  eventlog::StoreOptions store;              // durability, sync interval, segment size
+  http::ServerLimits http;                   // connections, header and body bytes, timeouts
+  NodeLimits limits;
+  Duration heartbeat = 15s;       // SSE comment lines while nothing happens
+  Duration member_timeout = 30s;  // a group member silent this long has left
+  Duration drain = 10s;           // SIGTERM: how long in-flight work may take
+};
+
+// The config in `yaml` (`source_name` names it in messages). Every mistake is reported, each
+// with its file, line and dotted path.
+Result<NodeConfig> parse_config(std::string_view yaml, const std::string& source_name);
+Result<NodeConfig> load_config(const std::string& path);
+
+// The settings a restart needs to change (the data dir, the listeners, the workers) are the
+// same in `a` and `b`: what SIGHUP may apply is everything else.
+bool same_restart_settings(const NodeConfig& a, const NodeConfig& b);
+
+}  // namespace keel::node

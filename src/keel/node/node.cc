@@ -1,0 +1,420 @@
+#include "keel/node/node.h"
+
+#include <atomic>
+
+#include "keel/core/log.h"
+#include "keel/core/metrics.h"
+#include "keel/eventlog/event_store.h"
+#include "keel/http/server.h"
+#include "keel/node/api.h"
+#include "keel/node/groups.h"
+#include "keel/node/subscriptions.h"
+#include "keel/resilience/bulkhead.h"
+
+namespace keel::node {
+
+namespace {
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+http::Response json(unsigned status, std::string body) {
+  return http::Response::json(status, std::move(body));
+}
+
+http::Response error_response(const ApiError& error) {
+  http::Response response = json(static_cast<unsigned>(error.status), error_json(error));
+  if (!error.allow.empty()) response.headers.emplace_back("allow", error.allow);
+  return response;
+}
+
+http::Response error_response(const Error& error) { return error_response(api_error(error)); }
+
+// The server's own refusals (malformed HTTP, a body over the limit) in the API's error form.
+http::Response refusal(unsigned status, std::string_view message) {
+  while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
+  ApiError error;
+  error.status = static_cast<int>(status);
+  error.code = status == 413   ? "payload_too_large"
+               : status == 503 ? "unavailable"
+               : status == 501 ? "not_implemented"
+                               : "bad_request";
+  error.message = std::string(message);
+  return error_response(error);
+}
+
+}  // namespace
+
+struct Node::Impl {
+  NodeConfig config;
+  Clock& clock;
+  metrics::Registry registry;
+  std::unique_ptr<eventlog::EventStore> store;
+  std::unique_ptr<SubscriptionHub> subscriptions;
+  std::unique_ptr<GroupRegistry> groups;
+  // Appends, acks and group changes: blocking on the disk, so off the HTTP workers, and many at
+  // once so that they share fsyncs.
+  std::unique_ptr<resilience::ThreadPoolBulkhead> appenders;
+  std::unique_ptr<resilience::ThreadPoolBulkhead> pollers;  // consumer-group long polls
+  std::unique_ptr<http::Server> api;
+  std::unique_ptr<http::Server> admin;
+  std::atomic<bool> ready{false};
+  std::atomic<std::uint64_t> max_read_count{1000};
+  std::atomic<std::int64_t> max_poll_wait_ms{60000};
+  metrics::Counter* requests_rejected = nullptr;
+  bool stopped = false;
+
+  Impl(NodeConfig c, Clock& k) : config(std::move(c)), clock(k) {}
+
+  // Runs `work` on `pool`; a full pool is 503 (and the client may retry), never an unbounded
+  // queue.
+  template <typename Work>
+  void offload(resilience::ThreadPoolBulkhead& pool, http::Responder& responder, Work work) {
+    auto shared = std::make_shared<http::Responder>(std::move(responder));
+    auto admitted = pool.submit([shared, work = std::move(work)]() mutable { work(*shared); });
+    if (!admitted) {
+      requests_rejected->inc();
+      ApiError error;
+      error.status = 503;
+      error.code = "unavailable";
+      error.message = "the node has " + std::to_string(pool.config().queue_capacity) + " " +
+                      pool.name() + " waiting already; retry later";
+      shared->respond(error_response(error));
+    }
+  }
+
+  void handle(http::Request& request, http::Responder responder) {
+    auto decoded = decode_request({.method = request.method,
+                                   .target = request.target,
+                                   .body = request.body,
+                                   .content_type = request.header("content-type"),
+                                   .last_event_id = request.header("last-event-id")});
+    if (!decoded) {
+      responder.respond(error_response(decoded.error()));
+      return;
+    }
+    std::visit(
+        Overloaded{
+            [&](AppendCommand& c) { append(std::move(c), responder); },
+            [&](ReadStreamCommand& c) { responder.respond(read_stream(c)); },
+            [&](ReadAllCommand& c) { responder.respond(read_all(c)); },
+            [&](GetMetadataCommand& c) {
+              responder.respond(json(200, metadata_json(store->metadata(c.stream))));
+            },
+            [&](SetMetadataCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto status = store->set_metadata(c.stream, c.metadata);
+                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+              });
+            },
+            [&](DeleteStreamCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto status = store->delete_stream(c.stream, c.expected, c.hard);
+                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+              });
+            },
+            [&](SubscribeStreamCommand& c) { subscribe_stream(std::move(c), responder); },
+            [&](SubscribeAllCommand& c) { subscribe_all(std::move(c), responder); },
+            [&](CreateGroupCommand& c) {
+              offload(*appenders, responder,
+                      [this, c = std::move(c), body = request.body](http::Responder& r) {
+                        auto created = groups->create(c.options, body);
+                        if (!created) return r.respond(error_response(created.error()));
+                        auto group = groups->get(c.options.name);
+                        if (!group) return r.respond(error_response(group.error()));
+                        r.respond(json(200, group_json(group->options, group->stats)));
+                      });
+            },
+            [&](ListGroupsCommand&) {
+              auto list = groups->list();
+              responder.respond(json(200, group_list_json(list)));
+            },
+            [&](GetGroupCommand& c) {
+              auto group = groups->get(c.group);
+              responder.respond(group ? json(200, group_json(group->options, group->stats))
+                                      : error_response(group.error()));
+            },
+            [&](DeleteGroupCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto status = groups->remove(c.group);
+                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+              });
+            },
+            [&](PollCommand& c) { poll(std::move(c), responder); },
+            [&](AckCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto settled = groups->settle(c.group, c.member, c.ids, std::nullopt, "");
+                r.respond(settled ? json(200, settle_json(*settled))
+                                  : error_response(settled.error()));
+              });
+            },
+            [&](NackCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto settled = groups->settle(c.group, c.member, c.ids, c.action, c.reason);
+                r.respond(settled ? json(200, settle_json(*settled))
+                                  : error_response(settled.error()));
+              });
+            },
+            [&](ListParkedCommand& c) {
+              auto events = groups->parked(c.group, c.from, c.limit);
+              if (!events) return responder.respond(error_response(events.error()));
+              responder.respond(
+                  json(200, read_page_json(*events, next_from(*events, c.limit, Direction::kForward,
+                                                              Cursor::kVersion))));
+            },
+            [&](ReplayParkedCommand& c) {
+              offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
+                auto replayed = groups->replay_parked(c.group);
+                r.respond(replayed ? json(200, replay_json(*replayed))
+                                   : error_response(replayed.error()));
+              });
+            },
+            [&](MetricsCommand&) { responder.respond(metrics()); },
+            [&](HealthzCommand&) { responder.respond(json(200, R"({"status":"ok"})")); },
+            [&](ReadyCommand&) { responder.respond(readiness()); },
+        },
+        *decoded);
+  }
+
+  http::Response metrics() const {
+    http::Response response = http::Response::text(200, registry.render_prometheus());
+    response.content_type = "text/plain; version=0.0.4";
+    return response;
+  }
+
+  http::Response readiness() const {
+    if (ready.load()) return json(200, R"({"ready":true})");
+    ApiError error;
+    error.status = 503;
+    error.code = "unavailable";
+    error.message = "the node is not taking requests (starting or shutting down)";
+    return error_response(error);
+  }
+
+  // The operational endpoints alone, for the admin listener.
+  void handle_admin(http::Request& request, http::Responder responder) {
+    if (request.path == "/metrics") return responder.respond(metrics());
+    if (request.path == "/ready") return responder.respond(readiness());
+    if (request.path == "/healthz") return responder.respond(json(200, R"({"status":"ok"})"));
+    ApiError error;
+    error.status = 404;
+    error.code = "not_found";
+    error.message = "the admin listener serves /metrics, /healthz and /ready";
+    responder.respond(error_response(error));
+  }
+
+  void append(AppendCommand command, http::Responder& responder) {
+    offload(*appenders, responder, [this, c = std::move(command)](http::Responder& r) {
+      auto appended = store->append(c.stream, c.expected, c.events);
+      r.respond(appended ? json(200, append_result_json(*appended))
+                         : error_response(appended.error()));
+    });
+  }
+
+  http::Response read_stream(const ReadStreamCommand& c) {
+    const std::size_t limit = std::min<std::size_t>(c.limit, max_read_count.load());
+    auto events = store->read_stream(c.stream, c.from, limit, c.direction);
+    if (!events) return error_response(events.error());
+    return json(200,
+                read_page_json(*events, next_from(*events, limit, c.direction, Cursor::kVersion)));
+  }
+
+  // $all through the filter. A page looks at a bounded number of positions (so that a filter
+  // matching little cannot make one request scan the whole log) and says where to go on.
+  http::Response read_all(const ReadAllCommand& c) {
+    const std::size_t limit = std::min<std::size_t>(c.limit, max_read_count.load());
+    const std::uint64_t scan_budget = std::max<std::uint64_t>(limit * 16, 4096);
+    std::vector<eventlog::RecordedEvent> page;
+    std::optional<std::uint64_t> next;
+    if (c.direction == Direction::kForward) {
+      pubsub::Reader reader(*store, c.filter, c.from);
+      while (page.size() < limit && !reader.caught_up() &&
+             reader.position() - c.from < scan_budget) {
+        auto events = reader.next(limit - page.size());
+        if (!events) return error_response(events.error());
+        for (auto& event : *events) page.push_back(std::move(event));
+      }
+      if (!reader.caught_up()) next = reader.position();
+    } else {
+      std::uint64_t from = c.from;  // kEnd or a position, inclusive
+      std::uint64_t scanned = 0;
+      bool reached_start = false;
+      while (page.size() < limit && scanned < scan_budget) {
+        auto events =
+            store->read_all(from, std::min<std::size_t>(limit, 1000), Direction::kBackward);
+        if (!events) return error_response(events.error());
+        if (events->empty()) {
+          reached_start = true;
+          break;
+        }
+        for (auto& event : *events) {
+          ++scanned;
+          from = event.position == 0 ? 0 : event.position - 1;
+          if (event.position == 0) reached_start = true;
+          if (c.filter.matches(event) && page.size() < limit) page.push_back(std::move(event));
+        }
+        if (reached_start) break;
+      }
+      if (!reached_start) next = from;
+    }
+    return json(200, read_page_json(page, next));
+  }
+
+  void subscribe_stream(SubscribeStreamCommand c, http::Responder& responder) {
+    SubscriptionSpec spec;
+    spec.stream = c.stream;
+    if (c.from.kind == pubsub::StartFrom::Kind::kEnd) {
+      auto version = store->stream_version(c.stream);
+      spec.from = version ? *version + 1 : 0;
+    } else {
+      spec.from = c.from.position;
+    }
+    if (auto added = subscriptions->add(std::move(spec), responder); !added) {
+      responder.respond(error_response(added.error()));
+    }
+  }
+
+  void subscribe_all(SubscribeAllCommand c, http::Responder& responder) {
+    SubscriptionSpec spec;
+    spec.filter = std::move(c.filter);
+    spec.from = c.from.resolve(*store);
+    if (auto added = subscriptions->add(std::move(spec), responder); !added) {
+      responder.respond(error_response(added.error()));
+    }
+  }
+
+  void poll(PollCommand c, http::Responder& responder) {
+    c.wait = std::min<Duration>(c.wait, std::chrono::milliseconds(max_poll_wait_ms.load()));
+    auto& pool = c.wait > Duration::zero() ? *pollers : *appenders;
+    offload(pool, responder, [this, c = std::move(c)](http::Responder& r) {
+      auto deliveries = groups->poll(c.group, c.member, c.max, c.wait);
+      r.respond(deliveries ? json(200, deliveries_json(*deliveries))
+                           : error_response(deliveries.error()));
+    });
+  }
+};
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Node::~Node() { stop(); }
+
+Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
+  auto impl = std::make_unique<Impl>(std::move(config), clock);
+  Impl& n = *impl;
+  auto store = eventlog::EventStore::open(n.config.data_dir, n.config.store, clock);
+  if (!store) return store.error();
+  n.store = std::move(*store);
+  n.max_read_count = n.config.limits.max_read_count;
+  n.max_poll_wait_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(n.config.limits.max_poll_wait).count();
+  n.requests_rejected =
+      &n.registry.counter("keel_node_requests_rejected_total",
+                          "Requests answered 503 because the appender or poller queue was full");
+  n.appenders = std::make_unique<resilience::ThreadPoolBulkhead>(
+      "appends", resilience::ThreadPoolBulkhead::Config{n.config.append_threads,
+                                                        n.config.limits.max_pending_appends});
+  n.appenders->bind_metrics(n.registry);
+  n.pollers = std::make_unique<resilience::ThreadPoolBulkhead>(
+      "polls", resilience::ThreadPoolBulkhead::Config{
+                   std::max<std::uint32_t>(1, n.config.limits.max_waiting_polls), 1});
+  n.pollers->bind_metrics(n.registry);
+  n.subscriptions = std::make_unique<SubscriptionHub>(
+      *n.store, clock,
+      SubscriptionOptions{.heartbeat = n.config.heartbeat,
+                          .buffer_bytes = n.config.limits.subscriber_buffer_bytes,
+                          .max_subscribers = n.config.limits.max_subscribers},
+      n.registry);
+  n.groups = std::make_unique<GroupRegistry>(*n.store, clock, n.registry, n.config.member_timeout);
+  if (auto started = n.groups->start(); !started) {
+    return Error(started.error().code(), "consumer groups: " + started.error().message());
+  }
+  n.subscriptions->start();
+
+  http::ServerOptions options;
+  options.address = n.config.listen;
+  options.workers = n.config.workers;
+  options.limits = n.config.http;
+  options.name = "api";
+  options.error_response = refusal;
+  auto api = http::Server::bind(
+      options,
+      [&n](http::Request& request, http::Responder responder) {
+        n.handle(request, std::move(responder));
+      },
+      clock);
+  if (!api) return api.error();
+  n.api = std::move(*api);
+  if (n.config.admin) {
+    http::ServerOptions admin_options;
+    admin_options.address = *n.config.admin;
+    admin_options.name = "admin";
+    admin_options.limits.max_connections = 64;
+    admin_options.error_response = refusal;
+    auto admin = http::Server::bind(
+        admin_options,
+        [&n](http::Request& request, http::Responder responder) {
+          n.handle_admin(request, std::move(responder));
+        },
+        clock);
+    if (!admin) return admin.error();
+    n.admin = std::move(*admin);
+  }
+  n.api->start();
+  if (n.admin) n.admin->start();
+  n.ready = true;
+  return std::unique_ptr<Node>(new Node(std::move(impl)));
+}
+
+void Node::stop() {
+  Impl& n = *impl_;
+  if (n.stopped) return;
+  n.stopped = true;
+  n.ready = false;
+  // Subscriptions end first, with their final event, so the server's drain is not held up by
+  // streams that never end by themselves.
+  if (n.subscriptions) n.subscriptions->stop();
+  if (n.api) n.api->stop(n.config.drain);
+  if (n.admin) n.admin->stop(0ms);
+  if (n.pollers) n.pollers->stop();
+  if (n.appenders) n.appenders->stop();  // appends already taken finish
+  if (n.groups) n.groups->stop();
+  if (n.store) {
+    if (auto closed = n.store->close(); !closed) {
+      log::get("node")->error("closing the store: {}", closed.error().message());
+    }
+  }
+}
+
+Status Node::reload(NodeConfig config) {
+  Impl& n = *impl_;
+  if (!same_restart_settings(n.config, config)) {
+    return Error(errc::invalid_argument,
+                 "the data dir, listeners, workers, append threads, durability and segment size "
+                 "change only with a restart; nothing was changed");
+  }
+  n.max_read_count = config.limits.max_read_count;
+  n.max_poll_wait_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.limits.max_poll_wait).count();
+  n.subscriptions->set_options({.heartbeat = config.heartbeat,
+                                .buffer_bytes = config.limits.subscriber_buffer_bytes,
+                                .max_subscribers = config.limits.max_subscribers});
+  n.config.limits = config.limits;
+  n.config.heartbeat = config.heartbeat;
+  n.config.drain = config.drain;
+  return {};
+}
+
+http::HostPort Node::api() const { return impl_->api->bound(); }
+
+std::optional<http::HostPort> Node::admin() const {
+  if (!impl_->admin) return std::nullopt;
+  return impl_->admin->bound();
+}
+
+std::string Node::metrics_text() const { return impl_->registry.render_prometheus(); }
+
+}  // namespace keel::node
