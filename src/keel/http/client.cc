@@ -101,7 +101,8 @@ struct Connection::Impl {
   }
 
   Status send(std::string_view target, std::string_view body,
-              bhttp::verb method = bhttp::verb::post) {
+              bhttp::verb method = bhttp::verb::post,
+              const std::vector<std::pair<std::string, std::string>>& fields = {}) {
     if (cancelled) return Error(errc::cancelled, url.text + ": cancelled");
     if (broken) return Error(errc::closed, url.text + ": connection no longer usable");
     bhttp::request<bhttp::string_body> request{
@@ -109,6 +110,7 @@ struct Connection::Impl {
     request.set(bhttp::field::host, url.host + ":" + url.port);
     request.set(bhttp::field::content_type, "application/json");
     if (!authorization.empty()) request.set(bhttp::field::authorization, authorization);
+    for (const auto& [name, value] : fields) request.set(name, value);
     request.keep_alive(true);
     request.body() = std::string(body);
     request.prepare_payload();
@@ -156,30 +158,37 @@ Result<std::unique_ptr<Connection>> Connection::open(const Url& url, Duration ti
 
 Result<Response> Connection::post(std::string_view target, std::string_view body,
                                   Duration timeout) {
-  return exchange(true, target, body, timeout);
+  return exchange("POST", target, body, timeout);
 }
 
 Result<Response> Connection::get(std::string_view target, Duration timeout) {
-  return exchange(false, target, {}, timeout);
+  return exchange("GET", target, {}, timeout);
+}
+
+Result<Response> Connection::request(std::string_view method, std::string_view target,
+                                     std::string_view body, Duration timeout) {
+  return exchange(method, target, body, timeout);
 }
 
 void Connection::set_authorization(std::string value) { impl_->authorization = std::move(value); }
 
-Result<Response> Connection::exchange(bool post, std::string_view target, std::string_view body,
-                                      Duration timeout) {
+Result<Response> Connection::exchange(std::string_view method, std::string_view target,
+                                      std::string_view body, Duration timeout) {
   Impl& impl = *impl_;
-  impl.stream.expires_after(timeout);
-  if (auto sent = impl.send(target, body, post ? bhttp::verb::post : bhttp::verb::get); !sent) {
-    return sent.error();
+  const bhttp::verb verb = bhttp::string_to_verb(beast::string_view(method.data(), method.size()));
+  if (verb == bhttp::verb::unknown) {
+    return Error(errc::bad_response, "unknown method " + std::string(method));
   }
+  impl.stream.expires_after(timeout);
+  if (auto sent = impl.send(target, body, verb); !sent) return sent.error();
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(kMaxBody);
   auto ec = impl.await([&](auto handler) {
     bhttp::async_read(impl.stream, impl.buffer, parser, std::move(handler));
   });
   if (ec) {
-    return impl.fail(ec, std::string("reading the answer to ") + (post ? "POST " : "GET ") +
-                             std::string(target));
+    return impl.fail(ec,
+                     "reading the answer to " + std::string(method) + " " + std::string(target));
   }
   auto& message = parser.get();
   if (!message.keep_alive()) impl.broken = true;
@@ -192,15 +201,27 @@ Result<Response> Connection::exchange(bool post, std::string_view target, std::s
 
 Result<unsigned> Connection::start_stream(std::string_view target, std::string_view body,
                                           Duration timeout) {
+  return start_stream("POST", target, body, {}, timeout);
+}
+
+Result<unsigned> Connection::start_stream(
+    std::string_view method, std::string_view target, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& fields, Duration timeout) {
   Impl& impl = *impl_;
+  const bhttp::verb verb = bhttp::string_to_verb(beast::string_view(method.data(), method.size()));
+  if (verb == bhttp::verb::unknown) {
+    return Error(errc::bad_response, "unknown method " + std::string(method));
+  }
   impl.stream.expires_after(timeout);
-  if (auto sent = impl.send(target, body); !sent) return sent.error();
+  if (auto sent = impl.send(target, body, verb, fields); !sent) return sent.error();
   impl.streaming.emplace();
   impl.streaming->body_limit(boost::none);
   auto ec = impl.await([&](auto handler) {
     bhttp::async_read_header(impl.stream, impl.buffer, *impl.streaming, std::move(handler));
   });
-  if (ec) return impl.fail(ec, "reading the answer to POST " + std::string(target));
+  if (ec)
+    return impl.fail(ec,
+                     "reading the answer to " + std::string(method) + " " + std::string(target));
   impl.stream.expires_never();
   return impl.streaming->get().result_int();
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
@@ -63,10 +65,19 @@ class Connection {
   Result<Response> post(std::string_view target, std::string_view body, Duration timeout);
   // The same for a GET without a body.
   Result<Response> get(std::string_view target, Duration timeout);
+  // Any method ("PUT", "DELETE", ...), with a JSON body when `body` is not empty.
+  Result<Response> request(std::string_view method, std::string_view target, std::string_view body,
+                           Duration timeout);
 
   // Sends a POST and reads the response's status line and headers within `timeout`; the body
   // is then read with read_some().
   Result<unsigned> start_stream(std::string_view target, std::string_view body, Duration timeout);
+  // The same with another method, and extra header fields ("Last-Event-ID: 7") — a GET for
+  // Server-Sent Events.
+  Result<unsigned> start_stream(std::string_view method, std::string_view target,
+                                std::string_view body,
+                                const std::vector<std::pair<std::string, std::string>>& fields,
+                                Duration timeout);
   // Appends the next piece of the streamed body to `out`, waiting as long as it takes (until
   // cancel()). Returns false once the body has ended.
   Result<bool> read_some(std::string& out);
@@ -77,7 +88,7 @@ class Connection {
   bool usable() const;
 
  private:
-  Result<Response> exchange(bool post, std::string_view target, std::string_view body,
+  Result<Response> exchange(std::string_view method, std::string_view target, std::string_view body,
                             Duration timeout);
   struct Impl;
   explicit Connection(std::unique_ptr<Impl> impl);

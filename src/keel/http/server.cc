@@ -172,6 +172,11 @@ bool Responder::closed() const {
   return state_->closed;
 }
 
+std::size_t Responder::queued() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->queued.size();
+}
+
 void Responder::on_close(std::function<void()> callback) {
   std::lock_guard lock(state_->mutex);
   state_->on_close = std::move(callback);
@@ -190,10 +195,14 @@ namespace {
 
 using State = Responder::State;
 
+using Exchanges = std::set<std::shared_ptr<State>>;
+
 struct ServerWorker : Worker {
-  using Worker::Worker;
-  std::set<std::shared_ptr<State>> open;  // exchanges in progress; stop() closes their streams
-  std::string date;                       // the Date field's value, for `date_second`
+  ServerWorker(Clock& c, std::size_t i, Exchanges& exchanges) : Worker(c, i), open(exchanges) {}
+  // Exchanges in progress; stop() closes their streams. Owned by the server and destroyed after
+  // the worker: the io_context's destructor ends the sessions, whose exchanges leave this set.
+  Exchanges& open;
+  std::string date;  // the Date field's value, for `date_second`
   std::int64_t date_second = -1;
 };
 
@@ -235,6 +244,7 @@ struct Server::Impl {
   ServerOptions options;
   Handler handler;
   Clock& clock;
+  std::vector<std::unique_ptr<Exchanges>> exchanges;  // one per worker; outlives `workers`
   std::vector<std::unique_ptr<ServerWorker>> workers;
   HostPort bound;
   std::atomic<std::uint32_t> connections{0};
@@ -307,9 +317,12 @@ struct Server::Impl {
   Task<bool> send_response(Conn& conn, ServerWorker& worker, unsigned version,
                            const Response& response, bool keep_alive, bool head_only) {
     std::string head;
+    // 204 and 304 have no body, and no Content-Length either (RFC 9110 8.6).
+    const bool bodiless = response.status == 204 || response.status == 304;
     append_head(head, worker, version, response, keep_alive);
-    head.append("\r\ncontent-length: ").append(std::to_string(response.body.size()));
+    if (!bodiless) head.append("\r\ncontent-length: ").append(std::to_string(response.body.size()));
     head.append("\r\n\r\n");
+    if (bodiless) head_only = true;
     conn.expires_after(options.limits.idle_timeout);
     const std::string_view body = head_only ? std::string_view() : response.body;
     const error_code ec =
@@ -358,7 +371,7 @@ struct Server::Impl {
         const std::size_t head_size = head.size;
         const h1::Head parsed = head;  // the body read below may move the buffer
         conn.in.consume(head_size);
-        if (!known_method(request.method)) {
+        if (!options.any_method && !known_method(request.method)) {
           co_await send_text(conn, worker, head.version, 501, "method not supported\n", false);
           lingering = true;
           break;
@@ -410,6 +423,7 @@ struct Server::Impl {
       State::Phase phase;
       std::string queued;
       bool closed = false;
+      bool wait = false;
       std::function<void()> on_close;
       {
         std::lock_guard lock(state->mutex);
@@ -420,9 +434,19 @@ struct Server::Impl {
         const bool news = phase == State::Phase::kResponded || phase == State::Phase::kEnded ||
                           closed || !queued.empty() ||
                           (phase == State::Phase::kStreaming && !streaming);
-        // Nothing new: wait until the handler (or stop()) wakes us. A wake after this point
-        // posts a cancel that runs once the wait has begun (same thread).
-        if (!news) timer.expires_at(net::steady_timer::time_point::max());
+        // Nothing new: wait until the handler (or stop()) wakes us. The state is looked at
+        // again after every send, before any wait, so a wake that came while a send was under
+        // way (its cancel finding no wait) is not lost; and a wake after this check posts a
+        // cancel that runs once this wait has begun (same thread).
+        if (!news) {
+          timer.expires_at(net::steady_timer::time_point::max());
+          wait = true;
+        }
+      }
+      if (wait) {
+        error_code ec;
+        co_await timer.async_wait(net::redirect_error(use_task, ec));
+        continue;
       }
       if (on_close) on_close();
       if (phase == State::Phase::kResponded) {
@@ -430,14 +454,9 @@ struct Server::Impl {
             co_await send_response(conn, worker, version, state->response, keep_alive, head_only);
         co_return sent&& keep_alive;
       }
-      if (phase == State::Phase::kWaiting) {
-        if (closed) {  // stopping, and the handler has not answered
-          co_await send_text(conn, worker, version, 503, "the server is shutting down\n", false);
-          co_return false;
-        }
-        error_code ec;
-        co_await timer.async_wait(net::redirect_error(use_task, ec));
-        continue;
+      if (phase == State::Phase::kWaiting) {  // closed: stopping, and no answer came
+        co_await send_text(conn, worker, version, 503, "the server is shutting down\n", false);
+        co_return false;
       }
       // A stream (kStreaming or kEnded).
       out.clear();
@@ -474,14 +493,15 @@ struct Server::Impl {
         }
       }
       if (ended) co_return keep_alive && !closed;
-      error_code ec;
-      co_await timer.async_wait(net::redirect_error(use_task, ec));
     }
   }
 
+  // Streams never end by themselves: they are closed when the server stops. Requests waiting
+  // for their answer get the drain time to finish.
   void close_streams(ServerWorker& worker) {
     for (const auto& state : worker.open) {
       std::lock_guard lock(state->mutex);
+      if (state->phase != State::Phase::kStreaming) continue;
       state->closed = true;
       state->wake_locked(state);
     }
@@ -499,7 +519,8 @@ Result<std::unique_ptr<Server>> Server::bind(ServerOptions options, Handler hand
   tcp::endpoint at = *host;
   const std::uint32_t count = std::max<std::uint32_t>(1, impl->options.workers);
   for (std::uint32_t w = 0; w < count; ++w) {
-    auto worker = std::make_unique<ServerWorker>(clock, w);
+    auto& exchanges = *impl->exchanges.emplace_back(std::make_unique<Exchanges>());
+    auto worker = std::make_unique<ServerWorker>(clock, w, exchanges);
     auto acceptor = listen_on(worker->io, at);
     if (!acceptor) {
       return Error(acceptor.error().code(),

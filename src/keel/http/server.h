@@ -80,6 +80,8 @@ class Responder {
   void end();
   // True once the client has gone (or the server stopped): nothing more reaches it.
   bool closed() const;
+  // Bytes written and not yet taken by the connection (what counts against max_queued).
+  std::size_t queued() const;
   // Runs `callback` (once, on the worker's thread) when the client goes away or the server
   // stops while the response is still open.
   void on_close(std::function<void()> callback);
@@ -98,6 +100,9 @@ struct ServerOptions {
   std::uint32_t workers = 1;         // threads, each with its own SO_REUSEPORT socket
   ServerLimits limits;
   std::string name = "keel";  // the log's name for it
+  // Hand every method to the handler (which answers 405 or 501 itself); else methods outside
+  // the registered ones get 501 here.
+  bool any_method = false;
   // The answer to a request the server refuses itself (400 malformed, 413 too large, 431, 501,
   // 503 while stopping), from its status and what is wrong. Default: text/plain.
   std::function<Response(unsigned status, std::string_view message)> error_response;
