@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "keel/cli/commands.h"
+#include "keel/cli/node_ctl.h"
 #include "keel/cli/stop_signal.h"
 #include "keel/coord/election.h"
 #include "keel/coord/etcd_coordinator.h"
@@ -44,6 +45,7 @@ struct CtlCommand::State {
   bool watch = false;
   std::string members_prefix = "keel/members";
   coord::Member member;
+  std::unique_ptr<NodeCtl> node;  // append, read, tail, groups
 };
 
 namespace {
@@ -334,7 +336,8 @@ int run_migration(const CtlCommand::State& state, std::ostream& out, std::ostrea
 
 CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
   State& s = *state_;
-  s.ctl = parent.add_subcommand("ctl", "Talk to a Keel cluster's etcd: elections and members");
+  s.ctl = parent.add_subcommand(
+      "ctl", "Talk to Keel: a node's events and groups, a proxy's migrations, etcd's elections");
   s.ctl->require_subcommand(1);
   s.ctl->fallthrough();  // --endpoints may come after the subcommand too
   if (const char* env = std::getenv("KEEL_ETCD_ENDPOINTS"); env != nullptr && *env != '\0') {
@@ -406,6 +409,7 @@ CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
   s.join->add_option("--metadata", s.member.metadata, "Free-form metadata");
   s.join->add_option("--prefix", s.members_prefix, "Membership key prefix");
   s.join->add_option("--ttl-ms", s.ttl_ms, "Lease TTL")->check(CLI::Range(1000, 3600000));
+  s.node = std::make_unique<NodeCtl>(*s.ctl);
 }
 
 CtlCommand::~CtlCommand() = default;
@@ -419,6 +423,7 @@ int CtlCommand::run(std::ostream& out, std::ostream& err) const {
   if (s.members->parsed()) return run_members(s, out, err);
   if (s.join->parsed()) return run_join(s, out, err);
   if (s.migrate->parsed() || s.migration->parsed()) return run_migration(s, out, err);
+  if (s.node->parsed()) return s.node->run(out, err);
   return 2;
 }
 

@@ -17,7 +17,7 @@
 namespace keel::node {
 
 struct NodeLimits {
-  std::uint32_t max_batch_events = 1000;            // events in one append
+  std::uint32_t max_batch_events = 10000;           // events in one append
   std::uint32_t max_read_count = 1000;              // events in one read page
   std::uint32_t max_subscribers = 1000;             // open SSE subscriptions
   std::uint64_t subscriber_buffer_bytes = 1 << 20;  // queued for one slow subscriber

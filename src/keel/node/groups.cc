@@ -78,6 +78,19 @@ Status GroupRegistry::start() {
   return {};
 }
 
+void GroupRegistry::close() {
+  std::vector<std::shared_ptr<pubsub::Member>> gone;
+  {
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+    for (auto& [name, group] : groups_) {
+      for (auto& [member_name, slot] : group.members) gone.push_back(std::move(slot.member));
+      group.members.clear();
+    }
+  }
+  for (auto& member : gone) member->leave();
+}
+
 void GroupRegistry::stop() {
   std::map<std::string, Group> groups;
   {
@@ -111,7 +124,8 @@ Result<bool> GroupRegistry::create(const pubsub::GroupOptions& options,
   std::lock_guard lock(mutex_);
   if (stopping_) return Error(errc::unavailable, "the node is shutting down");
   if (auto it = groups_.find(options.name); it != groups_.end()) {
-    if (it->second.definition == definition) return false;
+    // The same settings however they were written (order of fields, defaults spelt out).
+    if (group_json(it->second.group->options(), {}) == group_json(options, {})) return false;
     return Error(errc::conflict, "consumer group \"" + options.name +
                                      "\" exists with another definition; delete it first");
   }
@@ -173,6 +187,7 @@ Result<GroupSummary> GroupRegistry::get(const std::string& name) const {
 Result<std::shared_ptr<pubsub::Member>> GroupRegistry::member(const std::string& group,
                                                               const std::string& name) {
   std::lock_guard lock(mutex_);
+  if (closing_) return Error(errc::unavailable, "the node is shutting down");
   auto it = groups_.find(group);
   if (it == groups_.end()) return no_group(group);
   MemberSlot& slot = it->second.members[name];

@@ -38,12 +38,15 @@ class GroupRegistry {
 
   // Opens every group defined in $keel-node-groups and starts the member reaper.
   Status start();
+  // Shutting down: every member leaves (their waiting polls answer at once, their unacked
+  // deliveries go back) and new polls, acks and nacks are refused as unavailable.
+  void close();
   // Stops every group (each writes a final checkpoint) and the reaper. Idempotent.
   void stop();
 
   // Creates a group from its PUT body (`definition`, kept as it is for restarts). True when it
-  // was created, false when it existed with the same definition (PUT is idempotent); a group
-  // that exists with another definition is a conflict.
+  // was created, false when it existed with the same settings (PUT is idempotent); a group
+  // that exists with other settings is a conflict.
   Result<bool> create(const pubsub::GroupOptions& options, std::string_view definition);
   // Deletes the group and its progress (its parked stream stays, for people to read).
   Status remove(const std::string& name);
@@ -89,6 +92,7 @@ class GroupRegistry {
   std::map<std::string, Group> groups_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool closing_ = false;
   std::thread reaper_;
 };
 

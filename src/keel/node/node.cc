@@ -26,6 +26,13 @@ http::Response json(unsigned status, std::string body) {
   return http::Response::json(status, std::move(body));
 }
 
+http::Response no_content() {
+  http::Response response;
+  response.status = 204;
+  response.content_type.clear();
+  return response;
+}
+
 http::Response error_response(const ApiError& error) {
   http::Response response = json(static_cast<unsigned>(error.status), error_json(error));
   if (!error.allow.empty()) response.headers.emplace_back("allow", error.allow);
@@ -40,6 +47,8 @@ http::Response refusal(unsigned status, std::string_view message) {
   ApiError error;
   error.status = static_cast<int>(status);
   error.code = status == 413   ? "payload_too_large"
+               : status == 431 ? "header_too_large"
+               : status == 408 ? "request_timeout"
                : status == 503 ? "unavailable"
                : status == 501 ? "not_implemented"
                                : "bad_request";
@@ -108,13 +117,13 @@ struct Node::Impl {
             [&](SetMetadataCommand& c) {
               offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
                 auto status = store->set_metadata(c.stream, c.metadata);
-                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+                r.respond(status ? no_content() : error_response(status.error()));
               });
             },
             [&](DeleteStreamCommand& c) {
               offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
                 auto status = store->delete_stream(c.stream, c.expected, c.hard);
-                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+                r.respond(status ? no_content() : error_response(status.error()));
               });
             },
             [&](SubscribeStreamCommand& c) { subscribe_stream(std::move(c), responder); },
@@ -141,7 +150,7 @@ struct Node::Impl {
             [&](DeleteGroupCommand& c) {
               offload(*appenders, responder, [this, c = std::move(c)](http::Responder& r) {
                 auto status = groups->remove(c.group);
-                r.respond(status ? http::Response::text(204, "") : error_response(status.error()));
+                r.respond(status ? no_content() : error_response(status.error()));
               });
             },
             [&](PollCommand& c) { poll(std::move(c), responder); },
@@ -265,6 +274,10 @@ struct Node::Impl {
   }
 
   void subscribe_stream(SubscribeStreamCommand c, http::Responder& responder) {
+    // A hard-deleted stream is an ordinary 410 before any streaming starts.
+    if (auto probe = store->read_stream(c.stream, 0, 1); !probe) {
+      return responder.respond(error_response(probe.error()));
+    }
     SubscriptionSpec spec;
     spec.stream = c.stream;
     if (c.from.kind == pubsub::StartFrom::Kind::kEnd) {
@@ -340,6 +353,7 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   options.limits = n.config.http;
   options.name = "api";
   options.error_response = refusal;
+  options.any_method = true;  // the codec answers 405 with Allow, as docs/api.md says
   auto api = http::Server::bind(
       options,
       [&n](http::Request& request, http::Responder responder) {
@@ -377,6 +391,7 @@ void Node::stop() {
   // Subscriptions end first, with their final event, so the server's drain is not held up by
   // streams that never end by themselves.
   if (n.subscriptions) n.subscriptions->stop();
+  if (n.groups) n.groups->close();  // long polls answer now
   if (n.api) n.api->stop(n.config.drain);
   if (n.admin) n.admin->stop(0ms);
   if (n.pollers) n.pollers->stop();

@@ -14,6 +14,7 @@ struct SubscriptionHub::Subscriber {
   std::uint64_t next = 0;                // a stream's next version
   std::optional<std::uint64_t> last_id;  // of the last event (or checkpoint) it was sent
   std::uint64_t checkpointed = 0;        // $all: the position the last checkpoint frame named
+  bool caught_up_once = false;           // from then on it must keep up
   TimePoint last_write{};
   std::string frames;  // scratch, reused
 };
@@ -99,81 +100,106 @@ Status SubscriptionHub::add(SubscriptionSpec spec, http::Responder& responder) {
 }
 
 bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, TimePoint now,
-                            bool& remove) {
+                            bool& remove, bool& waiting) {
   remove = false;
+  waiting = false;
   if (s.responder.closed()) {
     remove = true;
     return false;
   }
+  auto finish = [&](std::string_view frame) {
+    s.responder.write(frame, SIZE_MAX);
+    s.responder.end();
+    remove = true;
+    return false;
+  };
+  auto too_slow = [&] {
+    remove = true;
+    return drop(s);
+  };
+  // What may still be queued for this subscriber. Until it has caught up once, it is paced by
+  // its connection: nothing more is read while there is no room. After that it must keep up:
+  // new events it has no room for mean it is too slow, and it is let go rather than buffered.
+  const std::size_t queued = s.responder.queued();
+  const std::size_t room = options.buffer_bytes > queued ? options.buffer_bytes - queued : 0;
+  if (room < options.buffer_bytes / 4 && !s.caught_up_once) {
+    waiting = true;
+    return false;
+  }
   s.frames.clear();
-  std::size_t read = 0;
+  std::size_t sent = 0;
+  bool more = false;
   if (s.spec.stream) {
     auto events = store_.read_stream(*s.spec.stream, s.next, options.batch_events);
-    if (!events) {
-      // A hard-deleted stream: nothing more will come.
-      s.frames.append("event: error\ndata: ").append(error_json(api_error(events.error())));
-      s.frames.append("\n\n");
-      s.responder.write(s.frames, SIZE_MAX);
-      s.responder.end();
-      remove = true;
-      return false;
+    if (!events) {  // a hard-deleted stream: nothing more will come
+      return finish("event: error\ndata: " + error_json(api_error(events.error())) + "\n\n");
     }
-    read = events->size();
+    more = events->size() >= options.batch_events;
     for (const auto& event : *events) {
+      const std::size_t before = s.frames.size();
       append_sse_event(s.frames, event, Cursor::kVersion);
+      if (s.frames.size() > room && !(sent == 0 && queued == 0)) {  // one always fits
+        if (s.caught_up_once) return too_slow();
+        s.frames.resize(before);  // the rest next turn
+        more = true;
+        break;
+      }
       s.next = event.version + 1;
       s.last_id = event.version;
+      ++sent;
     }
   } else {
     auto events = s.reader.next(options.batch_events);
     if (!events) {
-      s.frames.append("event: error\ndata: ").append(error_json(api_error(events.error())));
-      s.frames.append("\n\n");
-      s.responder.write(s.frames, SIZE_MAX);
-      s.responder.end();
-      remove = true;
-      return false;
+      return finish("event: error\ndata: " + error_json(api_error(events.error())) + "\n\n");
     }
-    read = events->size();
     for (const auto& event : *events) {
+      const std::size_t before = s.frames.size();
       append_sse_event(s.frames, event, Cursor::kPosition);
+      if (s.frames.size() > room && !(sent == 0 && queued == 0)) {  // one always fits
+        if (s.caught_up_once) return too_slow();
+        s.frames.resize(before);
+        s.reader.seek(event.position);  // the rest next turn
+        break;
+      }
       s.last_id = event.position;
+      ++sent;
     }
-    // Positions looked at without a match: a checkpoint id, so a reconnect skips them, once
-    // the reader has caught up (not for every batch of a long filtered catch-up).
+    more = !s.reader.caught_up();
+    // Positions looked at without a match: a checkpoint id, so that a reconnect skips them,
+    // once the reader has caught up (not for every batch of a long filtered catch-up).
     const std::uint64_t position = s.reader.position();
-    if (events->empty() && s.reader.caught_up() && position > s.checkpointed) {
+    if (sent == 0 && !more && position > s.checkpointed) {
       append_sse_checkpoint(s.frames, position);
       s.last_id = position - 1;
     }
-    if (events->empty()) s.checkpointed = std::max(s.checkpointed, position);
-    if (!events->empty()) s.checkpointed = events->back().position + 1;
+    s.checkpointed = std::max(s.checkpointed, position);
   }
+  if (!more) s.caught_up_once = true;
   if (s.frames.empty() && now - s.last_write >= options.heartbeat) {
     append_sse_comment(s.frames, "heartbeat");
   }
   if (s.frames.empty()) return false;
-  if (!s.responder.write(s.frames, options.buffer_bytes)) {
-    if (s.responder.closed()) {
-      remove = true;
-      return false;
-    }
-    // Too slow for its buffer: told so, with where to resume, and let go.
-    dropped_total_.inc();
-    std::string last = s.last_id ? std::to_string(*s.last_id) : "null";
-    s.responder.write(
-        "event: dropped\ndata: {\"reason\":\"slow_consumer\",\"message\":\"the "
-        "subscriber fell more than its buffer behind; reconnect with "
-        "Last-Event-ID\",\"last_id\":" +
-            last + "}\n\n",
-        SIZE_MAX);
-    s.responder.end();
-    remove = true;
+  if (!s.responder.write(s.frames, SIZE_MAX)) {
+    remove = true;  // the client went away
     return false;
   }
-  events_total_.inc(read);
+  events_total_.inc(sent);
   s.last_write = now;
-  return read >= options.batch_events;
+  return more;
+}
+
+bool SubscriptionHub::drop(Subscriber& s) {
+  dropped_total_.inc();
+  const std::string last = s.last_id ? std::to_string(*s.last_id) : "null";
+  s.responder.write(
+      "event: dropped\ndata: {\"reason\":\"slow_consumer\",\"message\":\"the "
+      "subscriber fell more than its buffer behind; reconnect with "
+      "Last-Event-ID\",\"last_id\":" +
+          last + "}\n\n",
+      SIZE_MAX);
+  s.responder.end();
+  return false;
 }
 
 void SubscriptionHub::run() {
@@ -184,20 +210,24 @@ void SubscriptionHub::run() {
     const SubscriptionOptions options = options_;
     lock.unlock();
     bool more = false;
+    bool pacing = false;  // a subscriber catching up waits for room on its connection
     const TimePoint now = clock_.now();
     std::vector<std::shared_ptr<Subscriber>> finished;
     for (auto& subscriber : list) {
       // A subscriber that stopped taking bytes is dropped by the write bound: a slow one does
       // not stall the others, whose turns come regardless.
       bool remove = false;
-      more = serve(*subscriber, options, now, remove) || more;
+      bool waiting = false;
+      more = serve(*subscriber, options, now, remove, waiting) || more;
+      pacing = pacing || waiting;
       if (remove) finished.push_back(subscriber);
     }
     lock.lock();
     for (const auto& subscriber : finished) subscribers_.remove(subscriber);
     if (more) continue;
-    // Nothing more to read: wait for a commit, a new subscriber, the next heartbeat or stop().
-    wait_until(clock_, wake_, lock, clock_.now() + options.heartbeat / 2,
+    // Nothing more to read: wait for a commit, a new subscriber, the next heartbeat or stop()
+    // (or, while a subscriber waits for room, a few milliseconds).
+    wait_until(clock_, wake_, lock, clock_.now() + (pacing ? Duration(5ms) : options.heartbeat / 2),
                [this] { return news_ || stopping_; });
   }
 }

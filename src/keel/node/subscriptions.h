@@ -1,10 +1,11 @@
 // Server-Sent Events subscriptions of `keel node`: every open subscription, caught up from where
 // it starts and then kept live, by one thread. Each subscriber reads in bounded batches in turn
 // (a subscriber far behind does not hold the others up), so catch-up and live delivery are the
-// same loop and nothing is missed or sent twice between them. A subscriber whose connection
-// cannot take its events fast enough fills its bounded buffer; it is then sent a final
-// `dropped` event naming the last id it got, and disconnected — its memory never grows past
-// the bound, and it resumes with Last-Event-ID.
+// same loop and nothing is missed or sent twice between them. Nothing is read for a subscriber
+// while its connection has no room: catching up, it is paced by what it takes; live, a
+// subscriber whose bounded buffer is full when new events come is too slow — it is sent a final
+// `dropped` event naming the last id it got, and disconnected. Its memory never grows past the
+// bound, and it resumes with Last-Event-ID.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -63,10 +64,12 @@ class SubscriptionHub {
 
  private:
   struct Subscriber;
-  // One turn for one subscriber: reads a batch and queues its frames. True when it sent a
-  // full batch (more may be waiting); `remove` when it is finished.
+  // One turn for one subscriber: reads a batch and queues its frames. True when there is more
+  // to read at once; `remove` when it is finished; `waiting` when it waits for room.
   bool serve(Subscriber& subscriber, const SubscriptionOptions& options, TimePoint now,
-             bool& remove);
+             bool& remove, bool& waiting);
+  // Sends a too-slow subscriber its final `dropped` event and ends its stream.
+  bool drop(Subscriber& subscriber);
   void run();
 
   eventlog::EventStore& store_;

@@ -1,0 +1,290 @@
+#include "keel/cli/node_ctl.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "keel/cli/stop_signal.h"
+#include "keel/node/client.h"
+
+namespace keel::cli {
+
+using Json = nlohmann::json;
+
+struct NodeCtl::State {
+  CLI::App* append = nullptr;
+  CLI::App* read = nullptr;
+  CLI::App* tail = nullptr;
+  CLI::App* groups = nullptr;
+  std::string node = "http://127.0.0.1:2113";
+  std::string output = "table";
+  std::string stream;
+  std::string type;
+  std::string data;
+  std::string metadata;
+  std::string expected = "any";
+  std::string from;
+  std::size_t limit = 20;
+  bool backwards = false;
+  bool all = false;
+  std::vector<std::string> categories, types, prefixes;
+  std::string action = "list";
+  std::string group;
+  std::string definition;
+};
+
+NodeCtl::NodeCtl(CLI::App& ctl) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  if (const char* env = std::getenv("KEEL_NODE"); env != nullptr && *env != '\0') s.node = env;
+  s.append = ctl.add_subcommand("append", "Append an event to a stream of a keel node");
+  s.append->add_option("stream", s.stream, "Stream name")->required();
+  s.append->add_option("--type", s.type, "Event type")->required();
+  s.append
+      ->add_option("--data", s.data,
+                   "The event's data: JSON or text, @FILE to read a file, - for stdin")
+      ->required();
+  s.append->add_option("--metadata", s.metadata, "A JSON object");
+  s.append->add_option("--expected-version", s.expected,
+                       "any, no_stream, stream_exists or the stream's current version");
+
+  s.read = ctl.add_subcommand("read", "Read a page of a stream, or of $all with --all");
+  s.read->add_option("stream", s.stream, "Stream name");
+  s.tail = ctl.add_subcommand("tail", "Follow a stream, or $all with --all, as events arrive");
+  s.tail->add_option("stream", s.stream, "Stream name");
+  for (CLI::App* command : {s.read, s.tail}) {
+    command->add_flag("--all", s.all, "The whole log ($all), with the filters below");
+    command->add_option("--from", s.from, "A version (stream) or position ($all); start, end");
+    command->add_option("--category", s.categories, "$all: streams of this category");
+    command->add_option("--type", s.types, "$all: events of this type");
+    command->add_option("--prefix", s.prefixes, "$all: streams starting with this");
+  }
+  s.read->add_option("--limit", s.limit, "Events in the page")->check(CLI::Range(1, 1000));
+  s.read->add_flag("--backwards", s.backwards, "Newest first");
+
+  s.groups = ctl.add_subcommand("groups", "Consumer groups of a keel node");
+  s.groups->add_option("action", s.action, "list, create, stats, delete or replay-parked")
+      ->check(CLI::IsMember({"list", "create", "stats", "delete", "replay-parked"}));
+  s.groups->add_option("group", s.group, "The group's name");
+  s.groups->add_option("--definition", s.definition,
+                       "create: the group as JSON, e.g. {\"categories\":[\"order\"]}");
+
+  for (CLI::App* command : {s.append, s.read, s.tail, s.groups}) {
+    command->add_option("--node", s.node,
+                        "The node's API (default $KEEL_NODE, else http://127.0.0.1:2113)");
+    command->add_option("--output", s.output, "table or json")
+        ->check(CLI::IsMember({"table", "json"}));
+  }
+}
+
+NodeCtl::~NodeCtl() = default;
+
+bool NodeCtl::parsed() const {
+  const State& s = *state_;
+  return s.append->parsed() || s.read->parsed() || s.tail->parsed() || s.groups->parsed();
+}
+
+namespace {
+
+Result<std::string> read_data(const std::string& data) {
+  if (data == "-" || (!data.empty() && data[0] == '@')) {
+    std::stringstream text;
+    if (data == "-") {
+      text << std::cin.rdbuf();
+    } else {
+      std::ifstream file(data.substr(1), std::ios::binary);
+      if (!file) return Error(errc::io_error, "cannot open " + data.substr(1));
+      text << file.rdbuf();
+    }
+    return text.str();
+  }
+  return data;
+}
+
+Result<eventlog::ExpectedVersion> expected_version(const std::string& text) {
+  if (text == "any") return eventlog::ExpectedVersion::any();
+  if (text == "no_stream") return eventlog::ExpectedVersion::no_stream();
+  if (text == "stream_exists") return eventlog::ExpectedVersion::stream_exists();
+  try {
+    std::size_t used = 0;
+    const unsigned long long version = std::stoull(text, &used);
+    if (used == text.size()) return eventlog::ExpectedVersion::exact(version);
+  } catch (const std::exception&) {
+  }
+  return Error(
+      errc::invalid_argument,
+      "--expected-version must be any, no_stream, stream_exists or a version, not " + text);
+}
+
+std::string one_line(std::string text, std::size_t width) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  if (text.size() > width) text = text.substr(0, width - 3) + "...";
+  return text;
+}
+
+void print_event(const eventlog::RecordedEvent& event, bool json, std::ostream& out) {
+  if (json) {
+    Json line = {{"stream", event.stream},     {"type", event.type},
+                 {"version", event.version},   {"position", event.position},
+                 {"id", event.id.to_string()}, {"timestamp_ns", event.timestamp_ns}};
+    auto data = Json::parse(event.data, nullptr, false);
+    line["data"] = data.is_discarded() ? Json(event.data) : data;
+    out << line.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
+    return;
+  }
+  out << std::left << std::setw(10) << event.position << std::setw(24) << one_line(event.stream, 23)
+      << std::setw(8) << event.version << std::setw(22) << one_line(event.type, 21)
+      << one_line(event.data, 60) << std::endl;
+}
+
+std::uint64_t parse_from(const std::string& from, std::uint64_t fallback) {
+  if (from.empty() || from == "start") return from.empty() ? fallback : 0;
+  if (from == "end") return UINT64_MAX;
+  return std::stoull(from);
+}
+
+}  // namespace
+
+int NodeCtl::run(std::ostream& out, std::ostream& err) const {
+  const State& s = *state_;
+  const bool json = s.output == "json";
+  const char* name = s.append->parsed() ? "append"
+                     : s.read->parsed() ? "read"
+                     : s.tail->parsed() ? "tail"
+                                        : "groups";
+  auto fail = [&](const Error& error) {
+    err << "keel ctl " << name << ": " << error.message() << "\n";
+    return 1;
+  };
+  auto client = NodeClient::connect({.url = s.node});
+  if (!client) return fail(client.error());
+  pubsub::Filter filter{s.categories, s.types, s.prefixes, false};
+
+  if (s.append->parsed()) {
+    auto data = read_data(s.data);
+    if (!data) return fail(data.error());
+    auto expected = expected_version(s.expected);
+    if (!expected) return fail(expected.error());
+    eventlog::EventData event{Uuid::random_v4(), s.type, *data, s.metadata};
+    auto appended = (*client)->append(s.stream, *expected, {&event, 1});
+    if (!appended) return fail(appended.error());
+    if (json) {
+      out << Json{{"stream", s.stream},
+                  {"version", appended->last_version},
+                  {"position", appended->last_position},
+                  {"duplicate", appended->duplicate}}
+                 .dump()
+          << "\n";
+    } else {
+      out << s.stream << " version " << appended->last_version << ", position "
+          << appended->last_position << (appended->duplicate ? " (already there)" : "") << "\n";
+    }
+    return 0;
+  }
+
+  if (s.read->parsed() || s.tail->parsed()) {
+    if (s.stream.empty() == !s.all) {
+      err << "keel ctl " << name << ": name a stream or give --all\n";
+      return 2;
+    }
+  }
+  if (s.read->parsed()) {
+    const auto direction =
+        s.backwards ? eventlog::Direction::kBackward : eventlog::Direction::kForward;
+    const std::uint64_t from = parse_from(s.from, s.backwards ? UINT64_MAX : 0);
+    auto page = s.all ? (*client)->read_all(from, s.limit, filter, direction)
+                      : (*client)->read_stream(s.stream, from, s.limit, direction);
+    if (!page) return fail(page.error());
+    if (!json) {
+      out << std::left << std::setw(10) << "POSITION" << std::setw(24) << "STREAM" << std::setw(8)
+          << "VERSION" << std::setw(22) << "TYPE"
+          << "DATA\n";
+    }
+    for (const auto& event : page->events) print_event(event, json, out);
+    if (!json && page->next) out << "(more: --from " << *page->next << ")\n";
+    return 0;
+  }
+
+  if (s.tail->parsed()) {
+    std::uint64_t from = parse_from(s.from, 0);
+    if (from == UINT64_MAX) {
+      // "end": what is there now is skipped.
+      auto last =
+          s.all ? (*client)->read_all(UINT64_MAX, 1, {}, eventlog::Direction::kBackward)
+                : (*client)->read_stream(s.stream, UINT64_MAX, 1, eventlog::Direction::kBackward);
+      if (!last) return fail(last.error());
+      from = last->events.empty()
+                 ? 0
+                 : (s.all ? last->events[0].position : last->events[0].version) + 1;
+    }
+    NodeClient* tailing = client->get();
+    StopSignal stop([tailing] { tailing->cancel(); });
+    auto status = tailing->subscribe(s.all ? "" : s.stream, from, filter,
+                                     [&](const eventlog::RecordedEvent& event) {
+                                       print_event(event, json, out);
+                                       return true;
+                                     });
+    if (!status && !stop.stopping()) return fail(status.error());
+    return 0;
+  }
+
+  // groups
+  if (s.action != "list" && s.group.empty()) {
+    err << "keel ctl groups " << s.action << ": name the group\n";
+    return 2;
+  }
+  Result<std::string> answer = std::string();
+  if (s.action == "list") {
+    answer = (*client)->groups();
+  } else if (s.action == "create") {
+    answer = (*client)->create_group(s.group, s.definition.empty() ? "{}" : s.definition);
+  } else if (s.action == "stats") {
+    answer = (*client)->group(s.group);
+  } else if (s.action == "delete") {
+    auto removed = (*client)->delete_group(s.group);
+    if (!removed) return fail(removed.error());
+    out << "deleted " << s.group << "\n";
+    return 0;
+  } else {
+    auto replayed = (*client)->replay_parked(s.group);
+    if (!replayed) return fail(replayed.error());
+    out << "replaying " << *replayed << " parked events of " << s.group << "\n";
+    return 0;
+  }
+  if (!answer) return fail(answer.error());
+  if (json) {
+    out << *answer << "\n";
+    return 0;
+  }
+  auto parsed = Json::parse(*answer, nullptr, false);
+  std::vector<Json> list;
+  if (parsed.contains("groups")) {
+    for (const auto& group : parsed["groups"]) list.push_back(group);
+  } else {
+    list.push_back(parsed);
+  }
+  out << std::left << std::setw(20) << "GROUP" << std::setw(20) << "STRATEGY" << std::setw(10)
+      << "LAG" << std::setw(10) << "IN FLIGHT" << std::setw(8) << "PARKED" << std::setw(10)
+      << "ACKED"
+      << "MEMBERS\n";
+  for (const auto& group : list) {
+    const auto& stats = group["stats"];
+    std::string members;
+    for (const auto& member : group["members"]) {
+      if (!members.empty()) members += ", ";
+      members += member.value("name", "?");
+    }
+    out << std::setw(20) << group.value("name", "?") << std::setw(20)
+        << group.value("strategy", "?") << std::setw(10) << stats.value("lag", 0) << std::setw(10)
+        << stats.value("in_flight", 0) << std::setw(8) << stats.value("parked", 0) << std::setw(10)
+        << stats.value("acked", 0) << members << "\n";
+  }
+  return 0;
+}
+
+}  // namespace keel::cli

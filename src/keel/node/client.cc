@@ -1,0 +1,474 @@
+#include "keel/node/client.h"
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "keel/http/client.h"
+#include "keel/node/api.h"
+
+namespace keel {
+
+using Json = nlohmann::json;
+using eventlog::RecordedEvent;
+
+namespace {
+
+// "2026-12-03T15:39:36.920196092Z" → Unix ns (UTC only, as the node writes it).
+std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
+  int year, month, day, hour, minute, second;
+  char rest[32] = {};
+  if (text.size() < 20 || text.size() > 40 ||
+      std::sscanf(std::string(text).c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%31s", &year, &month, &day,
+                  &hour, &minute, &second, rest) < 6) {
+    return std::nullopt;
+  }
+  // Days from the civil date (Howard Hinnant's algorithm).
+  const int y = year - (month <= 2);
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * static_cast<unsigned>(month + (month > 2 ? -3 : 9)) + 2) / 5 +
+                       static_cast<unsigned>(day) - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
+  std::int64_t ns = ((days * 24 + hour) * 60 + minute) * 60 + second;
+  ns *= 1'000'000'000;
+  std::string_view fraction = rest;
+  if (!fraction.empty() && fraction.front() == '.') {
+    std::int64_t scale = 100'000'000;
+    for (std::size_t i = 1; i < fraction.size() && fraction[i] >= '0' && fraction[i] <= '9';
+         ++i, scale /= 10) {
+      ns += (fraction[i] - '0') * scale;
+    }
+  }
+  return ns;
+}
+
+std::optional<std::string> decode_base64(std::string_view text) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    const int v = value(c);
+    if (v < 0) return std::nullopt;
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+// The node's {"error", "message"} as an Error with the library's code where there is one.
+Error node_error(unsigned status, const std::string& body) {
+  auto json = Json::parse(body, nullptr, false);
+  if (!json.is_object() || !json.contains("error")) {
+    return Error(node::errc::internal,
+                 "the node answered " + std::to_string(status) + ": " + body.substr(0, 200));
+  }
+  const std::string code = json["error"].is_string() ? json["error"].get<std::string>() : "";
+  const std::string message = json.value("message", code);
+  if (code == "wrong_expected_version") {
+    Error error(eventlog::errc::wrong_expected_version, message);
+    if (json.contains("actual_version") && json["actual_version"].is_number_integer()) {
+      error.with_detail(json["actual_version"].get<std::int64_t>());
+    }
+    return error;
+  }
+  if (code == "duplicate_event_id") return Error(eventlog::errc::duplicate_event_id, message);
+  if (code == "stream_deleted") return Error(eventlog::errc::stream_deleted, message);
+  if (code == "disk_full") return Error(eventlog::errc::disk_full, message);
+  for (int e = static_cast<int>(node::errc::bad_json); e <= static_cast<int>(node::errc::internal);
+       ++e) {
+    if (node::code_string(static_cast<node::errc>(e)) == code) {
+      return Error(static_cast<node::errc>(e), message);
+    }
+  }
+  return Error(node::errc::internal, code + ": " + message);
+}
+
+std::string encode_path_segment(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '_' || c == '~' || (c == '.' && text != "." && text != "..")) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::string filter_query(const pubsub::Filter& filter) {
+  std::string out;
+  auto add = [&](std::string_view key, const std::vector<std::string>& values) {
+    for (const auto& value : values) {
+      out.append("&").append(key).append("=").append(encode_path_segment(value));
+    }
+  };
+  add("category", filter.categories);
+  add("type", filter.event_types);
+  add("prefix", filter.stream_prefixes);
+  if (filter.include_system) out.append("&system=true");
+  return out;
+}
+
+Result<ReadPage> read_page(const std::string& body) {
+  auto json = Json::parse(body, nullptr, false);
+  if (!json.is_object() || !json["events"].is_array()) {
+    return Error(node::errc::internal, "the node's page is not {\"events\": [...]}");
+  }
+  ReadPage page;
+  for (const auto& event : json["events"]) {
+    auto decoded = event_from_json(event.dump());
+    if (!decoded) return decoded.error();
+    page.events.push_back(std::move(*decoded));
+  }
+  if (json["next"].is_object()) page.next = json["next"]["from"].get<std::uint64_t>();
+  return page;
+}
+
+}  // namespace
+
+Result<RecordedEvent> event_from_json(std::string_view text) {
+  auto json = Json::parse(text, nullptr, false);
+  auto bad = [&](std::string_view what) {
+    return Error(node::errc::internal, "an event from the node " + std::string(what));
+  };
+  if (!json.is_object()) return bad("is not a JSON object");
+  RecordedEvent event;
+  try {
+    auto id = Uuid::parse(json.at("id").get<std::string>());
+    if (!id) return bad("has a bad id");
+    event.id = *id;
+    event.stream = json.at("stream").get<std::string>();
+    event.type = json.at("type").get<std::string>();
+    event.version = json.at("version").get<std::uint64_t>();
+    event.position = json.at("position").get<std::uint64_t>();
+    auto timestamp = parse_rfc3339(json.at("timestamp").get<std::string>());
+    if (!timestamp) return bad("has a bad timestamp");
+    event.timestamp_ns = *timestamp;
+    const std::string format = json.value("data_format", "json");
+    if (format == "json") {
+      event.data = json.at("data").dump();
+    } else if (format == "text") {
+      event.data = json.at("data").get<std::string>();
+    } else {
+      auto bytes = decode_base64(json.at("data").get<std::string>());
+      if (!bytes) return bad("has bad base64 data");
+      event.data = std::move(*bytes);
+    }
+    if (json.contains("metadata") && !json["metadata"].is_null()) {
+      event.metadata = json["metadata"].dump();
+    }
+  } catch (const Json::exception& e) {
+    return bad(std::string("lacks a field: ") + e.what());
+  }
+  return event;
+}
+
+struct NodeClient::Impl {
+  NodeClientOptions options;
+  http::Url url;
+  std::unique_ptr<http::Connection> connection;
+  std::mutex mutex;  // guards `connection` for cancel()
+  std::atomic<bool> cancelled{false};
+
+  Result<http::Connection*> open() {
+    if (cancelled) return Error(http::errc::cancelled, url.text + ": cancelled");
+    std::lock_guard lock(mutex);
+    if (!connection || !connection->usable()) {
+      auto opened = http::Connection::open(url, options.timeout);
+      if (!opened) return opened.error();
+      connection = std::move(*opened);
+    }
+    return connection.get();
+  }
+
+  // One call; a pooled connection the node closed meanwhile is tried once more on a new one.
+  Result<http::Response> call(std::string_view method, const std::string& target,
+                              const std::string& body, Duration timeout) {
+    for (int attempt = 0;; ++attempt) {
+      auto opened = open();
+      if (!opened) return opened.error();
+      auto response = (*opened)->request(method, target, body, timeout);
+      if (response || attempt > 0 || response.error().code() != http::errc::closed) {
+        return response;
+      }
+    }
+  }
+
+  // The answer's body when its status is `expected`, else the node's error.
+  Result<std::string> expect(std::string_view method, const std::string& target,
+                             const std::string& body, unsigned expected,
+                             Duration extra = Duration::zero()) {
+    auto response = call(method, target, body, options.timeout + extra);
+    if (!response) return response.error();
+    if (response->status != expected) return node_error(response->status, response->body);
+    return std::move(response->body);
+  }
+};
+
+NodeClient::NodeClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NodeClient::~NodeClient() = default;
+
+Result<std::unique_ptr<NodeClient>> NodeClient::connect(NodeClientOptions options) {
+  auto impl = std::make_unique<Impl>();
+  auto url = http::parse_url(options.url);
+  if (!url) return url.error();
+  impl->url = *url;
+  impl->options = std::move(options);
+  if (auto opened = impl->open(); !opened) return opened.error();
+  return std::unique_ptr<NodeClient>(new NodeClient(std::move(impl)));
+}
+
+const std::string& NodeClient::url() const { return impl_->url.text; }
+
+void NodeClient::cancel() {
+  impl_->cancelled = true;
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->connection) impl_->connection->cancel();
+}
+
+Result<eventlog::AppendResult> NodeClient::append(std::string_view stream,
+                                                  eventlog::ExpectedVersion expected,
+                                                  std::span<const eventlog::EventData> events) {
+  Json body = Json::object();
+  switch (expected.kind()) {
+    case eventlog::ExpectedVersion::Kind::kAny:
+      body["expected_version"] = "any";
+      break;
+    case eventlog::ExpectedVersion::Kind::kNoStream:
+      body["expected_version"] = "no_stream";
+      break;
+    case eventlog::ExpectedVersion::Kind::kStreamExists:
+      body["expected_version"] = "stream_exists";
+      break;
+    case eventlog::ExpectedVersion::Kind::kExact:
+      body["expected_version"] = expected.version();
+      break;
+  }
+  Json list = Json::array();
+  for (const auto& event : events) {
+    Json item = {{"id", event.id.to_string()}, {"type", event.type}};
+    // JSON data travels as JSON, anything else as a string (the node stores it as text).
+    auto data = Json::parse(event.data, nullptr, false);
+    item["data"] = data.is_discarded() ? Json(event.data) : data;
+    if (!event.metadata.empty()) {
+      auto metadata = Json::parse(event.metadata, nullptr, false);
+      if (metadata.is_discarded() || !metadata.is_object()) {
+        return Error(node::errc::invalid_argument, "an event's metadata must be a JSON object");
+      }
+      item["metadata"] = metadata;
+    }
+    list.push_back(std::move(item));
+  }
+  body["events"] = std::move(list);
+  auto answer = impl_->expect("POST", "/v1/streams/" + encode_path_segment(stream),
+                              body.dump(-1, ' ', false, Json::error_handler_t::replace), 200);
+  if (!answer) return answer.error();
+  auto json = Json::parse(*answer, nullptr, false);
+  eventlog::AppendResult result;
+  try {
+    result.first_version = json.at("first_version");
+    result.last_version = json.at("last_version");
+    result.first_position = json.at("first_position");
+    result.last_position = json.at("last_position");
+    result.duplicate = json.at("duplicate");
+  } catch (const Json::exception&) {
+    return Error(node::errc::internal, "the node's append result is malformed: " + *answer);
+  }
+  return result;
+}
+
+Result<ReadPage> NodeClient::read_stream(std::string_view stream, std::uint64_t from,
+                                         std::size_t limit, eventlog::Direction direction) {
+  std::string target = "/v1/streams/" + encode_path_segment(stream) +
+                       "?limit=" + std::to_string(limit) +
+                       "&from=" + (from == node::kEnd ? std::string("end") : std::to_string(from));
+  if (direction == eventlog::Direction::kBackward) target += "&direction=backwards";
+  auto answer = impl_->expect("GET", target, "", 200);
+  if (!answer) return answer.error();
+  return read_page(*answer);
+}
+
+Result<ReadPage> NodeClient::read_all(std::uint64_t from, std::size_t limit,
+                                      const pubsub::Filter& filter, eventlog::Direction direction) {
+  std::string target = "/v1/all?limit=" + std::to_string(limit) +
+                       "&from=" + (from == node::kEnd ? std::string("end") : std::to_string(from)) +
+                       filter_query(filter);
+  if (direction == eventlog::Direction::kBackward) target += "&direction=backwards";
+  auto answer = impl_->expect("GET", target, "", 200);
+  if (!answer) return answer.error();
+  return read_page(*answer);
+}
+
+Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
+                             const pubsub::Filter& filter,
+                             const std::function<bool(const RecordedEvent&)>& on_event) {
+  const std::string target =
+      stream.empty() ? "/v1/all/subscribe?from=" + std::to_string(from) + filter_query(filter)
+                     : "/v1/streams/" + encode_path_segment(stream) +
+                           "/subscribe?from=" + std::to_string(from);
+  // Its own connection: the stream holds it until it ends.
+  if (impl_->cancelled) return Error(http::errc::cancelled, impl_->url.text + ": cancelled");
+  std::unique_ptr<http::Connection> own;
+  {
+    auto opened = http::Connection::open(impl_->url, impl_->options.timeout);
+    if (!opened) return opened.error();
+    own = std::move(*opened);
+  }
+  http::Connection* connection = own.get();
+  {
+    std::lock_guard lock(impl_->mutex);
+    std::swap(impl_->connection, own);  // cancel() reaches it
+  }
+  auto status = connection->start_stream("GET", target, "", {{"accept", "text/event-stream"}},
+                                         impl_->options.timeout);
+  if (!status) return status.error();
+  if (*status != 200) {
+    std::string body;
+    while (true) {
+      auto more = connection->read_some(body);
+      if (!more || !*more || body.size() > 65536) break;
+    }
+    return node_error(*status, body);
+  }
+  std::string text;
+  std::string event_name, data;
+  for (;;) {
+    auto more = connection->read_some(text);
+    if (!more) return more.error();
+    std::size_t end;
+    while ((end = text.find('\n')) != std::string::npos) {
+      std::string line = text.substr(0, end);
+      text.erase(0, end + 1);
+      if (line.empty()) {  // the end of a frame
+        if (event_name == "shutdown" || event_name == "dropped" || event_name == "error") {
+          return Error(node::errc::unavailable,
+                       "the node ended the subscription (" + event_name + "): " + data);
+        }
+        if (!data.empty()) {
+          auto event = event_from_json(data);
+          if (!event) return event.error();
+          if (!on_event(*event)) return {};
+        }
+        event_name.clear();
+        data.clear();
+      } else if (line.rfind("data: ", 0) == 0) {
+        if (!data.empty()) data.push_back('\n');
+        data.append(line, 6);
+      } else if (line.rfind("event: ", 0) == 0) {
+        event_name = line.substr(7);
+      }
+    }
+    if (!*more) return Error(node::errc::unavailable, "the node closed the subscription");
+  }
+}
+
+Result<std::string> NodeClient::create_group(std::string_view group, std::string_view definition) {
+  return impl_->expect("PUT", "/v1/groups/" + encode_path_segment(group), std::string(definition),
+                       200);
+}
+
+Result<std::string> NodeClient::group(std::string_view group) {
+  return impl_->expect("GET", "/v1/groups/" + encode_path_segment(group), "", 200);
+}
+
+Result<std::string> NodeClient::groups() { return impl_->expect("GET", "/v1/groups", "", 200); }
+
+Status NodeClient::delete_group(std::string_view group) {
+  auto answer = impl_->expect("DELETE", "/v1/groups/" + encode_path_segment(group), "", 204);
+  if (!answer) return answer.error();
+  return {};
+}
+
+Result<std::vector<pubsub::Delivery>> NodeClient::poll(std::string_view group,
+                                                       std::string_view member, std::size_t max,
+                                                       Duration wait) {
+  Json body = {{"member", member},
+               {"max", max},
+               {"wait_ms", std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()}};
+  auto answer = impl_->expect("POST", "/v1/groups/" + encode_path_segment(group) + "/poll",
+                              body.dump(), 200, wait);
+  if (!answer) return answer.error();
+  auto json = Json::parse(*answer, nullptr, false);
+  std::vector<pubsub::Delivery> out;
+  if (!json.is_object() || !json["deliveries"].is_array()) {
+    return Error(node::errc::internal, "the node's deliveries are malformed");
+  }
+  for (const auto& item : json["deliveries"]) {
+    auto event = event_from_json(item["event"].dump());
+    if (!event) return event.error();
+    pubsub::Delivery delivery;
+    delivery.id = item.value("id", std::uint64_t{0});
+    delivery.attempt = item.value("attempt", 1u);
+    delivery.replayed = item.value("replayed", false);
+    delivery.event = std::move(*event);
+    out.push_back(std::move(delivery));
+  }
+  return out;
+}
+
+namespace {
+
+Status settled(const Result<std::string>& answer) {
+  if (!answer) return answer.error();
+  auto json = Json::parse(*answer, nullptr, false);
+  if (json.is_object() && json["failed"].is_array() && !json["failed"].empty()) {
+    const auto& first = json["failed"][0];
+    return Error(node::errc::invalid_argument, "delivery " + first.value("id", Json(0)).dump() +
+                                                   ": " +
+                                                   first.value("message", std::string("refused")));
+  }
+  return {};
+}
+
+}  // namespace
+
+Status NodeClient::ack(std::string_view group, std::string_view member,
+                       std::span<const std::uint64_t> ids) {
+  Json body = {{"member", member}, {"ids", std::vector<std::uint64_t>(ids.begin(), ids.end())}};
+  return settled(
+      impl_->expect("POST", "/v1/groups/" + encode_path_segment(group) + "/ack", body.dump(), 200));
+}
+
+Status NodeClient::nack(std::string_view group, std::string_view member,
+                        std::span<const std::uint64_t> ids, pubsub::NackAction action,
+                        std::string_view reason) {
+  const char* name = action == pubsub::NackAction::kRetry  ? "retry"
+                     : action == pubsub::NackAction::kPark ? "park"
+                                                           : "skip";
+  Json body = {{"member", member},
+               {"ids", std::vector<std::uint64_t>(ids.begin(), ids.end())},
+               {"action", name},
+               {"reason", reason}};
+  return settled(impl_->expect("POST", "/v1/groups/" + encode_path_segment(group) + "/nack",
+                               body.dump(), 200));
+}
+
+Result<std::uint64_t> NodeClient::replay_parked(std::string_view group) {
+  auto answer =
+      impl_->expect("POST", "/v1/groups/" + encode_path_segment(group) + "/parked/replay", "", 200);
+  if (!answer) return answer.error();
+  auto json = Json::parse(*answer, nullptr, false);
+  return json.value("replayed", std::uint64_t{0});
+}
+
+}  // namespace keel
