@@ -91,6 +91,10 @@ class NodeTest : public ::testing::Test {
     Sse(std::uint16_t port, const std::string& target, const std::string& extra = "") {
       fd_ = connect_to(port);
       send_all(fd_, "GET " + target + " HTTP/1.1\r\nHost: node\r\n" + extra + "\r\n");
+      // The head comes once the node has placed the subscription (`from=end` is resolved):
+      // what is appended after this is the subscriber's.
+      while (!head_done_ && read_more()) {
+      }
     }
     ~Sse() { ::close(fd_); }
     // The next frame's fields ("id", "event", "data"; comments skipped), or empty at the end.

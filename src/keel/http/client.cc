@@ -156,24 +156,23 @@ Result<std::unique_ptr<Connection>> Connection::open(const Url& url, Duration ti
   return std::unique_ptr<Connection>(new Connection(std::move(impl)));
 }
 
-Result<Response> Connection::post(std::string_view target, std::string_view body,
-                                  Duration timeout) {
+Result<Reply> Connection::post(std::string_view target, std::string_view body, Duration timeout) {
   return exchange("POST", target, body, timeout);
 }
 
-Result<Response> Connection::get(std::string_view target, Duration timeout) {
+Result<Reply> Connection::get(std::string_view target, Duration timeout) {
   return exchange("GET", target, {}, timeout);
 }
 
-Result<Response> Connection::request(std::string_view method, std::string_view target,
-                                     std::string_view body, Duration timeout) {
+Result<Reply> Connection::request(std::string_view method, std::string_view target,
+                                  std::string_view body, Duration timeout) {
   return exchange(method, target, body, timeout);
 }
 
 void Connection::set_authorization(std::string value) { impl_->authorization = std::move(value); }
 
-Result<Response> Connection::exchange(std::string_view method, std::string_view target,
-                                      std::string_view body, Duration timeout) {
+Result<Reply> Connection::exchange(std::string_view method, std::string_view target,
+                                   std::string_view body, Duration timeout) {
   Impl& impl = *impl_;
   const bhttp::verb verb = bhttp::string_to_verb(beast::string_view(method.data(), method.size()));
   if (verb == bhttp::verb::unknown) {
@@ -192,7 +191,7 @@ Result<Response> Connection::exchange(std::string_view method, std::string_view 
   }
   auto& message = parser.get();
   if (!message.keep_alive()) impl.broken = true;
-  Response response;
+  Reply response;
   response.status = message.result_int();
   response.content_type = std::string(message[bhttp::field::content_type]);
   response.body = std::move(message.body());

@@ -40,7 +40,8 @@ struct Url {
 // "http://host:port" or "host:port". Only plain http.
 Result<Url> parse_url(std::string_view text);
 
-struct Response {
+// What a server answered. (Not http::Response, which is what a Server sends.)
+struct Reply {
   unsigned status = 0;
   std::string content_type;
   std::string body;
@@ -62,12 +63,12 @@ class Connection {
 
   // Sends a POST with a JSON body and reads the whole response (at most kMaxBody bytes), all
   // within `timeout`. After any error the connection is unusable.
-  Result<Response> post(std::string_view target, std::string_view body, Duration timeout);
+  Result<Reply> post(std::string_view target, std::string_view body, Duration timeout);
   // The same for a GET without a body.
-  Result<Response> get(std::string_view target, Duration timeout);
+  Result<Reply> get(std::string_view target, Duration timeout);
   // Any method ("PUT", "DELETE", ...), with a JSON body when `body` is not empty.
-  Result<Response> request(std::string_view method, std::string_view target, std::string_view body,
-                           Duration timeout);
+  Result<Reply> request(std::string_view method, std::string_view target, std::string_view body,
+                        Duration timeout);
 
   // Sends a POST and reads the response's status line and headers within `timeout`; the body
   // is then read with read_some().
@@ -88,8 +89,8 @@ class Connection {
   bool usable() const;
 
  private:
-  Result<Response> exchange(std::string_view method, std::string_view target, std::string_view body,
-                            Duration timeout);
+  Result<Reply> exchange(std::string_view method, std::string_view target, std::string_view body,
+                         Duration timeout);
   struct Impl;
   explicit Connection(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

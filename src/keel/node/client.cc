@@ -202,8 +202,8 @@ struct NodeClient::Impl {
   }
 
   // One call; a pooled connection the node closed meanwhile is tried once more on a new one.
-  Result<http::Response> call(std::string_view method, const std::string& target,
-                              const std::string& body, Duration timeout) {
+  Result<http::Reply> call(std::string_view method, const std::string& target,
+                           const std::string& body, Duration timeout) {
     for (int attempt = 0;; ++attempt) {
       auto opened = open();
       if (!opened) return opened.error();

@@ -129,6 +129,9 @@ bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, T
   s.frames.clear();
   std::size_t sent = 0;
   bool more = false;
+  // Taken over once the frames are queued: a subscriber dropped meanwhile was sent none of them.
+  std::uint64_t next = s.next;
+  std::optional<std::uint64_t> last_id = s.last_id;
   if (s.spec.stream) {
     auto events = store_.read_stream(*s.spec.stream, s.next, options.batch_events);
     if (!events) {  // a hard-deleted stream: nothing more will come
@@ -144,8 +147,8 @@ bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, T
         more = true;
         break;
       }
-      s.next = event.version + 1;
-      s.last_id = event.version;
+      next = event.version + 1;
+      last_id = event.version;
       ++sent;
     }
   } else {
@@ -162,7 +165,7 @@ bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, T
         s.reader.seek(event.position);  // the rest next turn
         break;
       }
-      s.last_id = event.position;
+      last_id = event.position;
       ++sent;
     }
     more = !s.reader.caught_up();
@@ -171,7 +174,7 @@ bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, T
     const std::uint64_t position = s.reader.position();
     if (sent == 0 && !more && position > s.checkpointed) {
       append_sse_checkpoint(s.frames, position);
-      s.last_id = position - 1;
+      last_id = position - 1;
     }
     s.checkpointed = std::max(s.checkpointed, position);
   }
@@ -184,6 +187,8 @@ bool SubscriptionHub::serve(Subscriber& s, const SubscriptionOptions& options, T
     remove = true;  // the client went away
     return false;
   }
+  s.next = next;
+  s.last_id = last_id;
   events_total_.inc(sent);
   s.last_write = now;
   return more;
