@@ -1,6 +1,8 @@
 // Small text helpers that several areas need (header names, config lists).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,5 +18,28 @@ void ascii_lower_in_place(std::string& text);
 
 // "a, b,c" -> {"a", "b", "c"}: split at commas, spaces trimmed, empty items dropped.
 std::vector<std::string> split_list(std::string_view text);
+
+// The code point starting at text[i] and its length in bytes, or nullopt when the bytes there
+// are not well-formed UTF-8 (RFC 3629: overlong forms, surrogates and values above U+10FFFF
+// included).
+struct Utf8CodePoint {
+  char32_t value;
+  std::size_t length;
+};
+std::optional<Utf8CodePoint> decode_utf8(std::string_view text, std::size_t i);
+
+// Where `text` first fails to be UTF-8, or nullopt when it is UTF-8 throughout.
+std::optional<std::size_t> invalid_utf8_at(std::string_view text);
+
+// Percent-decodes `text` (RFC 3986 2.1) into `out`; with `plus_is_space` (query strings, as
+// HTML forms write them) '+' is a space. Returns the offset of a '%' not followed by two hex
+// digits, or nullopt when every escape was well formed.
+std::optional<std::size_t> percent_decode(std::string_view text, bool plus_is_space,
+                                          std::string& out);
+
+// Appends `text` escaped for the inside of a JSON string ('"', '\\' and control characters
+// escaped; bytes that are not UTF-8 become U+FFFD), so the output is always valid JSON. No
+// quotes: the caller writes them.
+void append_json_escaped(std::string& out, std::string_view text);
 
 }  // namespace keel

@@ -5,15 +5,6 @@
 namespace keel::node::detail {
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-constexpr char kHex[] = "0123456789abcdef";
-
 // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day count from 1970-01-01.
 void civil_from_days(std::int64_t days, std::int64_t& year, unsigned& month, unsigned& day) {
   days += 719468;
@@ -40,118 +31,9 @@ void append_digits(std::string& out, std::uint64_t value, int width) {
 
 }  // namespace
 
-std::optional<CodePoint> decode_utf8(std::string_view text, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  if (lead < 0x80) return CodePoint{lead, 1};
-  std::size_t length;
-  char32_t value;
-  char32_t minimum;
-  if ((lead & 0xe0) == 0xc0) {
-    length = 2, value = lead & 0x1f, minimum = 0x80;
-  } else if ((lead & 0xf0) == 0xe0) {
-    length = 3, value = lead & 0x0f, minimum = 0x800;
-  } else if ((lead & 0xf8) == 0xf0) {
-    length = 4, value = lead & 0x07, minimum = 0x10000;
-  } else {
-    return std::nullopt;
-  }
-  if (text.size() - i < length) return std::nullopt;
-  for (std::size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xc0) != 0x80) return std::nullopt;
-    value = (value << 6) | (byte(i + k) & 0x3f);
-  }
-  if (value < minimum || value > 0x10ffff || (value >= 0xd800 && value <= 0xdfff)) {
-    return std::nullopt;
-  }
-  return CodePoint{value, length};
-}
-
-std::optional<std::size_t> invalid_utf8_at(std::string_view text) {
-  for (std::size_t i = 0; i < text.size();) {
-    if (static_cast<unsigned char>(text[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    auto point = decode_utf8(text, i);
-    if (!point) return i;
-    i += point->length;
-  }
-  return std::nullopt;
-}
-
-std::optional<std::size_t> percent_decode(std::string_view text, bool plus_is_space,
-                                          std::string& out) {
-  out.clear();
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '%') {
-      const int high = i + 1 < text.size() ? hex_value(text[i + 1]) : -1;
-      const int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
-      if (high < 0 || low < 0) return i;
-      out.push_back(static_cast<char>(high * 16 + low));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return std::nullopt;
-}
-
 void append_json_string(std::string& out, std::string_view text) {
   out.push_back('"');
-  std::size_t run = 0;  // start of the bytes that need no escaping, copied in one append
-  for (std::size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      if (auto point = decode_utf8(text, i)) {
-        i += point->length;
-        continue;
-      }
-    }
-    out.append(text.data() + run, i - run);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out += "\xef\xbf\xbd";  // U+FFFD for a byte that is not UTF-8
-        }
-    }
-    ++i;
-    run = i;
-  }
-  out.append(text.data() + run, text.size() - run);
+  append_json_escaped(out, text);
   out.push_back('"');
 }
 

@@ -84,65 +84,6 @@ void AccessLog::stop() {
   write_out();  // what came before stop(); later appends go to buffers never written
 }
 
-namespace {
-
-// The length of the valid UTF-8 sequence at the start of `text` (its first byte is >= 0x80),
-// or 0 when it is not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
-std::size_t utf8_sequence(std::string_view text) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-  const unsigned char first = byte(0);
-  std::size_t length = first >= 0xf0 ? 4 : first >= 0xe0 ? 3 : first >= 0xc2 ? 2 : 0;
-  if (length == 0 || first > 0xf4 || text.size() < length) return 0;
-  for (std::size_t i = 1; i < length; ++i) {
-    if ((byte(i) & 0xc0) != 0x80) return 0;
-  }
-  if (first == 0xe0 && byte(1) < 0xa0) return 0;   // overlong
-  if (first == 0xed && byte(1) >= 0xa0) return 0;  // surrogates
-  if (first == 0xf0 && byte(1) < 0x90) return 0;   // overlong
-  if (first == 0xf4 && byte(1) >= 0x90) return 0;  // above U+10FFFF
-  return length;
-}
-
-}  // namespace
-
-void append_json_string(std::string& out, std::string_view text) {
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (static_cast<unsigned char>(c) >= 0x80) {
-      if (std::size_t length = utf8_sequence(text.substr(i)); length > 0) {
-        out.append(text.substr(i, length));
-        i += length - 1;
-      } else {
-        out += "\ufffd";
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned char>(c));
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-}
+namespace {}  // namespace
 
 }  // namespace keel::proxy

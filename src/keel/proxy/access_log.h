@@ -72,9 +72,4 @@ class AccessLog {
   std::thread thread_;
 };
 
-// Appends `text` to `out` as the inside of a JSON string: quotes, backslashes and control
-// characters escaped, valid UTF-8 as it is, any other byte as U+FFFD (so the line stays JSON
-// whatever a client sent).
-void append_json_string(std::string& out, std::string_view text);
-
 }  // namespace keel::proxy

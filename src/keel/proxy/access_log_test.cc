@@ -6,6 +6,8 @@
 #include <sstream>
 #include <thread>
 
+#include "keel/core/text.h"
+
 namespace keel::proxy {
 namespace {
 
@@ -69,7 +71,7 @@ TEST(AccessLogTest, WorkersAppendingAtOnceLoseNothingThatFits) {
 
 TEST(AccessLogTest, AnyBytesMakeAValidJsonString) {
   std::string out = "\"";
-  append_json_string(out, std::string("a\"b\\c\nd\x01\x7f caf\xc3\xa9 \xff\xc3 \xed\xa0\x80 end"));
+  append_json_escaped(out, std::string("a\"b\\c\nd\x01\x7f caf\xc3\xa9 \xff\xc3 \xed\xa0\x80 end"));
   out += "\"";
   auto parsed = nlohmann::json::parse(out, nullptr, false);
   ASSERT_FALSE(parsed.is_discarded()) << out;

@@ -426,7 +426,7 @@ void Server::Impl::log(const Exchange& exchange) {
   };
   auto text = [&](const char* key, std::string_view value) {
     line.append(",\"").append(key).append("\":\"");
-    append_json_string(line, value);
+    append_json_escaped(line, value);  // any bytes a client sent stay JSON
     line.push_back('"');
   };
   line.append("{\"time_ms\":");
