@@ -251,19 +251,23 @@ struct Server::Impl {
   }
 
   // The request's body into `body`: Content-Length bytes or a chunked body's data, up to
-  // max_body_bytes. The status to answer when that failed (400, 408, 413), or 0.
+  // max_body_bytes. The status to answer when that failed (400, 408, 413), kClientGone when
+  // the client closed or reset the connection first, or 0.
+  static constexpr unsigned kClientGone = 1;
   Task<unsigned> read_body(Conn& conn, const h1::Head& head, std::string& body) {
     const ServerLimits& limits = options.limits;
     if (head.expect_continue && head.framing != h1::Framing::kNone && conn.in.size() == 0 &&
         head.version == 11) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       conn.expires_after(limits.idle_timeout);
-      if (co_await send_all(conn, net::buffer(kContinue.data(), kContinue.size()))) co_return 0;
+      if (co_await send_all(conn, net::buffer(kContinue.data(), kContinue.size()))) {
+        co_return kClientGone;
+      }
     }
     if (head.framing == h1::Framing::kLength) {
       while (conn.in.size() < head.content_length) {
         conn.expires_after(limits.idle_timeout);
-        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408 : 0;
+        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408u : kClientGone;
       }
       body.assign(conn.in.view().substr(0, head.content_length));
       conn.in.consume(head.content_length);
@@ -280,7 +284,7 @@ struct Server::Impl {
         conn.in.consume(step.used);
         if (step.done) co_return 0u;
         conn.expires_after(limits.idle_timeout);
-        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408 : 0;
+        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408u : kClientGone;
       }
     }
     co_return 0u;
@@ -356,6 +360,7 @@ struct Server::Impl {
           break;
         }
         if (const unsigned status = co_await read_body(conn, parsed, request.body)) {
+          if (status == kClientGone) break;
           co_await send_text(conn, worker, head.version, status,
                              status == 413 ? "the request body is larger than max_body_bytes\n"
                                            : "bad request body\n",
