@@ -20,9 +20,10 @@
 #   4. memory of an idle subscriber: keel node's RSS before and after IDLE_SUBSCRIBERS idle SSE
 #      subscriptions (KiB each), beside redis-server's per client blocked in XREAD BLOCK 0;
 #   5. appends per fdatasync: keel node has no sync counter in /metrics, so a separate node is
-#      started under `strace -f --seccomp-bpf -c -e trace=fdatasync` (only fdatasync stops the
-#      node; attaching with -p stops every syscall of its ~280 threads and slowed appends ~17x)
-#      for the cases in STRACE_CASES; events/fdatasync and events/s under strace, beside the
+#      started under `strace -f --seccomp-bpf -c -e trace=fdatasync` for each case in
+#      STRACE_CASES (only fdatasync stops the node; attaching with -p stops every syscall of its
+#      ~280 threads and slowed appends 17x; this way still costs about 3x at batch 1); events
+#      per fdatasync and events/s under strace beside events/s without it (part 1), and the
 #      disk's own rate of 4 KiB O_DSYNC writes (as bench/eventlog.sh measures it).
 # Servers (keel node, redis-server, nats-server) run on SERVER_CPU, node_bench on CLIENT_CPU
 # (taskset), each server on a free port with its data in a temp dir under TMPBASE.
@@ -34,7 +35,7 @@
 # Environment: TMPBASE=/var/tmp (a real disk: fsync on tmpfs means nothing), SERVER_CPU=1,
 #   CLIENT_CPU=0 (either empty: not pinned), APPEND_SECONDS=3 (per append case),
 #   CLIENT_COUNTS="1 16", BATCHES="1 100", PAYLOADS="100 1024", E2E_RATE=10000,
-#   E2E_SECONDS=5, E2E_PRODUCERS=16, GROUP_EVENTS=200000, GROUP_MEMBERS=3,
+#   E2E_SECONDS=5, E2E_PRODUCERS=16, GROUP_EVENTS=1000000, GROUP_MEMBERS=3,
 #   IDLE_SUBSCRIBERS=1000, STRACE_SECONDS=3,
 #   STRACE_CASES="every_commit:1:1 every_commit:16:1 every_commit:16:100 interval:16:1"
 #   (durability:clients:batch, 100 B events; empty: none), RUN_TIMEOUT_S=180 (one node_bench).
@@ -54,7 +55,7 @@ PAYLOADS=${PAYLOADS:-"100 1024"}
 E2E_RATE=${E2E_RATE:-10000}
 E2E_SECONDS=${E2E_SECONDS:-5}
 E2E_PRODUCERS=${E2E_PRODUCERS:-16}
-GROUP_EVENTS=${GROUP_EVENTS:-200000}
+GROUP_EVENTS=${GROUP_EVENTS:-1000000}
 GROUP_MEMBERS=${GROUP_MEMBERS:-3}
 IDLE_SUBSCRIBERS=${IDLE_SUBSCRIBERS:-1000}
 STRACE_SECONDS=${STRACE_SECONDS:-3}
@@ -432,6 +433,8 @@ for system, durability in [("keel", "every_commit"), ("redis", "always"), ("keel
         continue
     for q in ("p50", "p99", "p999", "max"):
         put(f"{system}_e2e_{durability}_{q}_ms", run.get(f"{q}_ms"))
+    put(f"{system}_e2e_{durability}_append_p99_ms", run.get("append_p99_ms"))
+    put(f"{system}_e2e_{durability}_append_max_ms", run.get("append_max_ms"))
     put(f"{system}_e2e_{durability}_achieved_events_per_s", run.get("achieved_events_per_s"))
     if run.get("failed"):
         put(f"{system}_e2e_{durability}_failed_appends", run.get("failed"))
@@ -496,14 +499,15 @@ if failures:
     print("  failed requests: " + ", ".join(f"{k}={v}" for k, v in sorted(failures.items())))
 print()
 print(f"end-to-end append -> subscriber at {float(e2e_rate):,.0f} events/s (achieved), ms")
-print(f"  {'system':24} {'achieved/s':>10} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8}")
+print(f"  {'system':24} {'achieved/s':>10} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8}   {'append ack p99':>14} {'max':>8}")
 for system, durability, what in [("keel", "every_commit", "SSE"), ("redis", "always", "XREADGROUP"),
                                  ("keel", "interval", "SSE"), ("redis", "everysec", "XREADGROUP")]:
     n = f"{system}_e2e_{durability}"
     if f"{n}_p50_ms" not in figures:
         continue
     print(f"  {system + ' ' + durability + ' ' + what:24} {show(figures.get(n + '_achieved_events_per_s')):>10} "
-          + " ".join(f"{show(figures.get(f'{n}_{q}_ms'), '{:.3f}'):>8}" for q in ("p50", "p99", "p999", "max")))
+          + " ".join(f"{show(figures.get(f'{n}_{q}_ms'), '{:.3f}'):>8}" for q in ("p50", "p99", "p999", "max"))
+          + f"   {show(figures.get(n + '_append_p99_ms'), '{:.3f}'):>14} {show(figures.get(n + '_append_max_ms'), '{:.3f}'):>8}")
 print()
 print("consumer group, GROUP_MEMBERS member processes acking every event, events/s")
 for system, how in [("keel", "interval, poll max 100 wait_ms 100 + ack per poll"),
@@ -525,10 +529,12 @@ print(f"  redis-server, client in XREAD BLOCK 0:  {show(figures.get('redis_idle_
 print()
 print(f"appends per fdatasync (a node under strace -f --seccomp-bpf; the disk does "
       f"{show(figures.get('disk_synced_writes_per_s'))} 4 KiB O_DSYNC writes/s)")
-print(f"  {'case':36} {'fdatasync':>9} {'events/fdatasync':>17} {'events/s under strace':>22}")
+print("  (strace stops the node at every fdatasync: it runs slower, so its commits group differently)")
+print(f"  {'case':40} {'fdatasync':>9} {'events/fdatasync':>17} {'events/s under strace':>22} {'without':>9}")
 for base, calls, run in sorted(strace_cases):
-    print(f"  {base:36} {show(calls):>9} {show(figures.get(base + '_events_per_fdatasync'), '{:,.1f}'):>17} "
-          f"{show(run.get('events_per_s')):>22}")
+    without = figures.get(base.replace("_strace_", "_append_") + "_events_per_s")
+    print(f"  {base:40} {show(calls):>9} {show(figures.get(base + '_events_per_fdatasync'), '{:,.1f}'):>17} "
+          f"{show(run.get('events_per_s')):>22} {show(without):>9}")
 print()
 problems = [l.rstrip("\n") for l in open(problems_path) if l.strip()]
 # Everything that went wrong on Keel's side: refused or failed requests, missing events.

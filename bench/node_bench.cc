@@ -606,21 +606,31 @@ void produce(const E2eOptions& o, std::atomic<std::uint64_t>& sent,
       std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * o.producers / o.rate));
   const auto start = Wall::now() + std::chrono::milliseconds(50);
   const auto end = start + std::chrono::nanoseconds(static_cast<std::int64_t>(o.seconds * 1e9));
+  // How long each append took to be acknowledged: a stall on the append side shows here.
+  std::vector<std::vector<double>> acks(static_cast<std::size_t>(o.producers));
   for (int k = 0; k < o.producers; ++k) {
     threads.emplace_back([&, k] {
       auto send = make_sender(k);
+      auto& mine = acks[static_cast<std::size_t>(k)];
       auto next = start + interval * k / o.producers;
       while (next < end) {
         std::this_thread::sleep_until(next);
-        if (send(now_ns()))
+        const std::int64_t ts = now_ns();
+        if (send(ts))
           ++sent;
         else
           ++failed;
+        mine.push_back(static_cast<double>(now_ns() - ts) / 1e6);
         next += interval;
       }
     });
   }
   for (auto& t : threads) t.join();
+  std::vector<double> all;
+  for (const auto& mine : acks) all.insert(all.end(), mine.begin(), mine.end());
+  std::sort(all.begin(), all.end());
+  figure("append_p99_ms", percentile(all, 0.99));
+  figure("append_max_ms", all.empty() ? 0 : all.back());
 }
 
 void report_latencies(std::vector<double>& latencies, std::uint64_t sent, std::uint64_t failed,
