@@ -331,9 +331,11 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
       "appends", resilience::ThreadPoolBulkhead::Config{n.config.append_threads,
                                                         n.config.limits.max_pending_appends});
   n.appenders->bind_metrics(n.registry);
+  // A thread per poll that may wait, and as much room to queue: a burst of polls is taken
+  // up by idle threads instead of being refused while they start.
+  const std::uint32_t polls = std::max<std::uint32_t>(1, n.config.limits.max_waiting_polls);
   n.pollers = std::make_unique<resilience::ThreadPoolBulkhead>(
-      "polls", resilience::ThreadPoolBulkhead::Config{
-                   std::max<std::uint32_t>(1, n.config.limits.max_waiting_polls), 1});
+      "polls", resilience::ThreadPoolBulkhead::Config{polls, polls});
   n.pollers->bind_metrics(n.registry);
   n.subscriptions = std::make_unique<SubscriptionHub>(
       *n.store, clock,
