@@ -120,8 +120,6 @@ class NodeTest : public ::testing::Test {
         if (!read_more()) return {};
       }
     }
-    // Stops reading; the kernel's buffers fill and the node sees a slow subscriber.
-    int fd() const { return fd_; }
     std::string head;
 
    private:
