@@ -51,6 +51,8 @@
 #include <thread>
 #include <vector>
 
+#include "redis_client.h"
+
 #ifdef KEEL_NODE_BENCH_NATS
 #include <nats/nats.h>
 #endif
@@ -295,87 +297,8 @@ class Http {
   bool after_chunk_ = false;
 };
 
-// ---- a minimal RESP client (as in pubsub_bench) ----
-
-class Redis {
- public:
-  explicit Redis(int port) : socket_(port) {}
-
-  struct Reply {
-    char type = 0;
-    std::string text;  // simple, error, bulk, integer as text
-    std::vector<Reply> items;
-    bool null = false;
-  };
-
-  static void encode(std::string& out, const std::vector<std::string>& args) {
-    out += "*" + std::to_string(args.size()) + "\r\n";
-    for (const auto& a : args)
-      out.append("$").append(std::to_string(a.size())).append("\r\n").append(a).append("\r\n");
-  }
-  void send_raw(std::string_view bytes) { socket_.write_all(bytes); }
-  void send(const std::vector<std::string>& args) {
-    std::string out;
-    encode(out, args);
-    socket_.write_all(out);
-  }
-  Reply command(const std::vector<std::string>& args) {
-    send(args);
-    Reply reply = read();
-    if (reply.type == '-') die("redis: " + args[0] + ": " + reply.text);
-    return reply;
-  }
-  Reply read() {
-    std::string line = socket_.read_line();
-    Reply reply;
-    reply.type = line[0];
-    const std::string rest = line.substr(1);
-    switch (reply.type) {
-      case '+':
-      case '-':
-      case ':':
-        reply.text = rest;
-        break;
-      case '$': {
-        const long size = std::stol(rest);
-        if (size < 0) {
-          reply.null = true;
-          break;
-        }
-        reply.text = socket_.read_bytes(static_cast<std::size_t>(size) + 2);
-        reply.text.resize(static_cast<std::size_t>(size));
-        break;
-      }
-      case '*': {
-        const long count = std::stol(rest);
-        if (count < 0) {
-          reply.null = true;
-          break;
-        }
-        for (long i = 0; i < count; ++i) reply.items.push_back(read());
-        break;
-      }
-      default:
-        die("redis: unexpected reply " + line);
-    }
-    return reply;
-  }
-
- private:
-  Socket socket_;
-};
-
-// XREADGROUP's reply: [[stream, [[id, [field, value, …]], …]]]
-template <typename F>
-std::size_t for_each_entry(const Redis::Reply& reply, F&& f) {
-  std::size_t n = 0;
-  if (reply.null || reply.items.empty()) return 0;
-  for (const auto& entry : reply.items[0].items[1].items) {
-    f(entry.items[0].text, entry.items[1]);
-    ++n;
-  }
-  return n;
-}
+using keel::bench::for_each_entry;
+using keel::bench::Redis;
 
 // Keel event data of exactly `size` bytes of JSON: {"p":"xxxx"}.
 std::string keel_data(std::size_t size) {
