@@ -221,6 +221,8 @@ Result<std::optional<Snapshot>> EventStore::load_snapshot(std::string_view strea
 
 Result<ScavengeReport> EventStore::scavenge() { return impl_->scavenge(); }
 std::uint64_t EventStore::next_position() const { return impl_->next_position(); }
+
+StoreStats EventStore::stats() const { return impl_->stats(); }
 bool EventStore::wait_for(std::uint64_t position, Duration timeout) {
   return impl_->wait_for(position, timeout);
 }

@@ -102,6 +102,13 @@ struct ScavengeReport {
   std::uint64_t bytes_reclaimed = 0;
 };
 
+// What the store has done since it was opened: how well appends share writes and syncs.
+struct StoreStats {
+  std::uint64_t appends = 0;  // append() calls written (and synced, with every_commit)
+  std::uint64_t commits = 0;  // group commits: one write of everything pending
+  std::uint64_t syncs = 0;    // fdatasync calls on segment files
+};
+
 class EventStore {
  public:
   // Opens (creating when absent) the store in `directory`.
@@ -161,6 +168,7 @@ class EventStore {
 
   // The position the next event will get (= events appended so far).
   std::uint64_t next_position() const;
+  StoreStats stats() const;
   // Blocks until an event at `position` or later is committed, or `timeout` passes; returns
   // whether it was. For subscriptions that tail the log.
   bool wait_for(std::uint64_t position, Duration timeout);

@@ -117,6 +117,10 @@ class EventStore::Impl {
   Status open();
   Status close();
   std::uint64_t next_position() const;
+  StoreStats stats() const {
+    return {appends_committed_.load(std::memory_order_relaxed),
+            commits_.load(std::memory_order_relaxed), files_.syncs()};
+  }
   bool wait_for(std::uint64_t position, Duration timeout);
   std::uint64_t add_commit_listener(std::function<void(std::uint64_t)> listener);
   void remove_commit_listener(std::uint64_t id);
@@ -223,8 +227,10 @@ class EventStore::Impl {
   std::condition_variable tail_;  // with mutex_: committed position moved
 
   std::mutex scavenge_mutex_;
-  std::atomic<std::uint32_t> appenders_{0};  // threads inside append()
-  Duration last_sync_ = Duration::zero();    // how long the last write and sync took
+  std::atomic<std::uint32_t> appenders_{0};          // threads inside append()
+  std::atomic<std::uint64_t> appends_committed_{0};  // for stats()
+  std::atomic<std::uint64_t> commits_{0};
+  Duration last_sync_ = Duration::zero();  // how long the last write and sync took
 
   std::thread syncer_;
   bool stopping_ = false;

@@ -80,6 +80,15 @@ TEST_F(EventStoreTest, AppendAssignsVersionsAndGapFreePositions) {
   EXPECT_GT((*all)[0].timestamp_ns, 0);
 }
 
+TEST_F(EventStoreTest, StatsCountAppendsCommitsAndSyncs) {
+  const StoreStats before = store_->stats();
+  for (int i = 0; i < 3; ++i) must_append("s-1", ExpectedVersion::any(), events(2));
+  const StoreStats after = store_->stats();
+  EXPECT_EQ(after.appends - before.appends, 3u);  // appends, not events
+  EXPECT_EQ(after.commits - before.commits, 3u) << "one appender: a commit each";
+  EXPECT_EQ(after.syncs - before.syncs, 3u) << "every_commit: a sync per commit";
+}
+
 TEST_F(EventStoreTest, ExpectedVersionConflictsCarryTheActualVersion) {
   must_append("cart-1", ExpectedVersion::no_stream(), events(3));
   auto conflict = store_->append("cart-1", ExpectedVersion::exact(1), events(1));

@@ -168,6 +168,7 @@ Status SegmentFiles::write(const Segment& segment, std::uint64_t offset,
 }
 
 Status SegmentFiles::sync(const Segment& segment) const {
+  syncs_.fetch_add(1, std::memory_order_relaxed);
   int injected = fault("sync");
   if (injected != 0 || ::fdatasync(segment.fd) != 0) {
     return io_error("cannot sync", segment.path, injected != 0 ? injected : errno);

@@ -86,10 +86,13 @@ class SegmentFiles {
     return inject_fault_ ? inject_fault_(operation) : 0;
   }
   std::string path(std::uint64_t number) const;
+  // fdatasync calls made by sync() so far.
+  std::uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
 
  private:
   Result<std::shared_ptr<Segment>> map(std::uint64_t number, bool create) const;
 
+  mutable std::atomic<std::uint64_t> syncs_{0};
   const std::string directory_;
   const std::uint64_t segment_bytes_;
   const FaultHook inject_fault_;

@@ -331,6 +331,8 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
   }
   publish(items);
   notify_listeners(next_position());
+  appends_committed_.fetch_add(ticket - flushed_ticket_, std::memory_order_relaxed);
+  commits_.fetch_add(1, std::memory_order_relaxed);
   flushed_ticket_ = ticket;
   events_since_checkpoint_ += std::count_if(items.begin(), items.end(),
                                             [](const PendingItem& item) { return item.is_event; });

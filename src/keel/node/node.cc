@@ -1,6 +1,7 @@
 #include "keel/node/node.h"
 
 #include <atomic>
+#include <tuple>
 
 #include "keel/core/log.h"
 #include "keel/core/metrics.h"
@@ -75,6 +76,7 @@ struct Node::Impl {
   std::atomic<std::uint64_t> max_read_count{1000};
   std::atomic<std::int64_t> max_poll_wait_ms{60000};
   metrics::Counter* requests_rejected = nullptr;
+  std::vector<metrics::CallbackRegistration> store_metrics;  // read the store: dropped first
   bool stopped = false;
 
   Impl(NodeConfig c, Clock& k) : config(std::move(c)), clock(k) {}
@@ -324,6 +326,19 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   n.max_read_count = n.config.limits.max_read_count;
   n.max_poll_wait_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(n.config.limits.max_poll_wait).count();
+  // How appends share writes and syncs (group commit): appends per sync is their ratio.
+  for (const auto& [name, help, field] :
+       {std::tuple{"keel_eventlog_appends_total", "Appends written by the store",
+                   &eventlog::StoreStats::appends},
+        std::tuple{"keel_eventlog_commits_total",
+                   "Group commits (one write of every pending append)",
+                   &eventlog::StoreStats::commits},
+        std::tuple{"keel_eventlog_syncs_total", "fdatasync calls on segment files",
+                   &eventlog::StoreStats::syncs}}) {
+    n.store_metrics.push_back(n.registry.counter_callback(name, help, {}, [&n, member = field] {
+      return static_cast<double>(n.store->stats().*member);
+    }));
+  }
   n.requests_rejected =
       &n.registry.counter("keel_node_requests_rejected_total",
                           "Requests answered 503 because the appender or poller queue was full");
