@@ -267,7 +267,8 @@ struct Server::Impl {
     if (head.framing == h1::Framing::kLength) {
       while (conn.in.size() < head.content_length) {
         conn.expires_after(limits.idle_timeout);
-        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408u : kClientGone;
+        if (auto ec = co_await read_some(conn))
+          co_return ec == net::error::timed_out ? 408u : kClientGone;
       }
       body.assign(conn.in.view().substr(0, head.content_length));
       conn.in.consume(head.content_length);
@@ -284,7 +285,8 @@ struct Server::Impl {
         conn.in.consume(step.used);
         if (step.done) co_return 0u;
         conn.expires_after(limits.idle_timeout);
-        if (auto ec = co_await read_some(conn)) co_return ec == net::error::timed_out ? 408u : kClientGone;
+        if (auto ec = co_await read_some(conn))
+          co_return ec == net::error::timed_out ? 408u : kClientGone;
       }
     }
     co_return 0u;
