@@ -42,6 +42,8 @@ die() {
   log "error: $*"
   exit 1
 }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 KEEL_BIN="$BUILD_DIR/bench/eventlog_bench"
 if [ ! -x "$KEEL_BIN" ]; then
@@ -77,42 +79,12 @@ ensure_pkgs() {
 ensure_pkgs redis-server redis-tools iproute2 procps util-linux coreutils python3
 
 # ---------------------------------------------------------------- temp dir, processes, ports
-fstype=$(findmnt -n -o FSTYPE --target "$TMPBASE" 2>/dev/null || stat -f -c %T "$TMPBASE")
-case "$fstype" in
-  tmpfs | ramfs) die "TMPBASE=$TMPBASE is on $fstype; fsync there costs nothing. Point TMPBASE at a disk." ;;
-esac
+fstype=$(require_disk "$TMPBASE")
 TMPD=$(mktemp -d -p "$TMPBASE" keel_eventlog_bench.XXXXXX)
 PIDS=()
-stop_pid() {
-  local p=$1 sig=${2:-TERM}
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -"$sig" "$p" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$p" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$p" 2>/dev/null || true
-  for _ in $(seq 20); do
-    kill -0 "$p" 2>/dev/null || return 0
-    sleep 0.1
-  done
-}
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done
-  rm -rf "$TMPD"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PICKED=" "
-port_free() { [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
-pick_port() {
-  local p=$2
-  while ! port_free "$p" || [[ "$PICKED" == *" $p "* ]]; do p=$((p + 1)); done
-  PICKED="$PICKED$p "
-  printf -v "$1" '%s' "$p"
-}
 
 # Redis server and redis-benchmark on different CPUs, as in the anchor run, when possible.
 PINNING="not pinned"

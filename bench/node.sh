@@ -67,6 +67,8 @@ die() {
   log "error: $*"
   exit 1
 }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 KEEL=$BUILD_DIR/keel
 BENCH=$BUILD_DIR/bench/node_bench
@@ -92,42 +94,12 @@ command -v strace >/dev/null || {
 }
 
 # ---------------------------------------------------------------- temp dir, processes, ports
-fstype=$(findmnt -n -o FSTYPE --target "$TMPBASE" 2>/dev/null || stat -f -c %T "$TMPBASE")
-case "$fstype" in
-  tmpfs | ramfs) die "TMPBASE=$TMPBASE is on $fstype; fsync there costs nothing. Point TMPBASE at a disk." ;;
-esac
+fstype=$(require_disk "$TMPBASE")
 TMPD=$(mktemp -d -p "$TMPBASE" keel_node_bench.XXXXXX)
 PIDS=()
-stop_pid() {
-  local p=$1 sig=${2:-TERM}
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -"$sig" "$p" 2>/dev/null || true
-  for _ in $(seq 150); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$p" 2>/dev/null; then
-    log "pid $p did not stop on SIG$sig within 15 s; killing it"
-    kill -KILL "$p" 2>/dev/null || true
-  fi
-  wait "$p" 2>/dev/null || true
-}
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done
-  rm -rf "$TMPD"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PICKED=" "
-port_free() { [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
-pick_port() {
-  local p=$2
-  while ! port_free "$p" || [[ "$PICKED" == *" $p "* ]]; do p=$((p + 1)); done
-  PICKED="$PICKED$p "
-  printf -v "$1" '%s' "$p"
-}
 pick_port KPORT 22113
 pick_port RPORT 26379
 pick_port NPORT 24222
