@@ -47,9 +47,13 @@ void apply_order(Order& order, const RecordedEvent& event) {
 
 }  // namespace
 
+// A product's stream is the hot spot: every order of that product writes it. An attempt is lost
+// only when another writer committed meanwhile, so with many concurrent orders a command may
+// lose many times and still be making progress; give up only well past that (a slow machine,
+// such as a sanitizer build, loses more rounds than a fast one).
 Shop::Shop(keel::eventlog::EventStore& store)
     : store_(store),
-      products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 20),
+      products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 100),
       orders_(store, AggregateType<Order>{.category = "order", .apply = apply_order}, 20) {}
 
 EventData Shop::event(std::string type, std::string json) {
