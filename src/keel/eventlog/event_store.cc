@@ -45,6 +45,7 @@ Status EventStore::Impl::open() {
   open_ = true;
   if (options_.durability == Durability::kInterval)
     syncer_ = std::thread([this] { syncer_loop(); });
+  checkpointer_ = std::thread([this] { checkpointer_loop(); });
   return {};
 }
 
@@ -57,8 +58,10 @@ Status EventStore::Impl::close() {
     open_ = false;
     stopping_ = true;
     syncer_wake_.notify_all();
+    checkpointer_wake_.notify_all();
   }
   if (syncer_.joinable()) syncer_.join();
+  if (checkpointer_.joinable()) checkpointer_.join();
   Status result;
   {
     std::lock_guard lock(mutex_);

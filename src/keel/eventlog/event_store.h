@@ -62,7 +62,8 @@ struct StoreOptions {
   // Event ids remembered for idempotency: re-appending ids older than this many events is
   // caught only by the expected version.
   std::uint32_t idempotency_window = 1000000;
-  // Write index.chk after this many new events (and on close()).
+  // Write index.chk after this many new events (and on close()). A background thread writes
+  // it; appends wait only while the index is copied for it, not for the file.
   std::uint64_t checkpoint_every_events = 1000000;
   // Test seam for disk faults: called before each file operation ("fallocate", "write",
   // "sync"); a non-zero errno makes that operation fail with it. Also called, its answer

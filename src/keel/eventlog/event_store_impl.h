@@ -15,7 +15,6 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -23,6 +22,7 @@
 #include <unordered_set>
 
 #include "keel/eventlog/event_store.h"
+#include "keel/eventlog/id_window.h"
 #include "keel/eventlog/layout.h"
 #include "keel/eventlog/record.h"
 #include "keel/eventlog/segment_file.h"
@@ -179,6 +179,10 @@ class EventStore::Impl {
   void remember_id(const Uuid& id, std::uint64_t position);
   std::vector<std::pair<Uuid, std::uint64_t>> ids_snapshot() const;
   Status write_checkpoint_locked();
+  // The periodic index checkpoint, on its own thread: a commit that makes one due only wakes
+  // it, so no append waits while index.chk is written.
+  void checkpointer_loop();
+  Status checkpoint_in_background();
   // fdatasync every segment written since its last sync (kInterval, kNone, before checkpoints).
   Status sync_dirty_segments();
   void syncer_loop();
@@ -211,8 +215,7 @@ class EventStore::Impl {
   mutable std::mutex mutex_;
   std::condition_variable flushed_;
   std::unordered_map<std::string, StreamWriterState> writers_;
-  std::unordered_map<Uuid, std::uint64_t, UuidHash> ids_;  // event id -> position
-  std::deque<Uuid> id_order_;
+  IdWindow ids_{options_.idempotency_window};  // event id -> position, the last N appended
   std::uint64_t next_position_ = 0;
   std::shared_ptr<Segment> active_;
   std::uint64_t write_offset_ = 0;  // in active_
@@ -227,6 +230,8 @@ class EventStore::Impl {
   std::condition_variable tail_;  // with mutex_: committed position moved
 
   std::mutex scavenge_mutex_;
+  std::mutex checkpoint_file_mutex_;  // one writer of index.chk at a time
+  std::uint64_t index_epoch_ = 0;     // guarded by index_mutex_: bumped by each scavenge rewrite
   std::atomic<std::uint32_t> appenders_{0};          // threads inside append()
   std::atomic<std::uint64_t> appends_committed_{0};  // for stats()
   std::atomic<std::uint64_t> commits_{0};
@@ -236,6 +241,10 @@ class EventStore::Impl {
   bool stopping_ = false;
   bool sync_due_ = false;
   std::condition_variable syncer_wake_;
+
+  std::thread checkpointer_;
+  bool checkpoint_due_ = false;  // guarded by mutex_
+  std::condition_variable checkpointer_wake_;
 };
 
 }  // namespace keel::eventlog

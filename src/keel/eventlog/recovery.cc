@@ -212,7 +212,6 @@ void EventStore::Impl::load_checkpoint() {
       const StoredMetadata& m = stream.metadata;
       index_.any_metadata |= stream.has_rules() || m.tombstone || m.soft_deleted;
     }
-    ids_.reserve((*checkpoint)->second.size());
     for (const auto& [id, position] : (*checkpoint)->second) remember_id(id, position);
   }
   if (scavenge_interrupted) ::unlink(path(kScavengeMarkerFileName).c_str());
@@ -220,7 +219,6 @@ void EventStore::Impl::load_checkpoint() {
     // The checkpoint points into a segment that is gone: start over from the log.
     index_ = Index{};
     ids_.clear();
-    id_order_.clear();
   }
   if (index_.streams.empty() && index_.locations.empty() && !segments_.empty()) {
     index_.replay_segment = segments_.begin()->first;

@@ -111,6 +111,7 @@ Result<ScavengeReport> EventStore::Impl::scavenge() {
     replacement->end = kept.size();
     {
       std::unique_lock index_lock(index_mutex_);
+      ++index_epoch_;
       for (std::uint64_t position : removed) index_.locations[position] = kRemovedLocation;
       for (const auto& [position, offset] : moved)
         index_.locations[position] = pack_location(segment->number, offset);

@@ -39,22 +39,16 @@ Status EventStore::Impl::check_expected(const std::string& stream, const StreamW
 }
 
 void EventStore::Impl::remember_id(const Uuid& id, std::uint64_t position) {
-  if (options_.idempotency_window == 0) return;
-  if (ids_.insert_or_assign(id, position).second) id_order_.push_back(id);
-  while (id_order_.size() > options_.idempotency_window) {
-    ids_.erase(id_order_.front());
-    id_order_.pop_front();
-  }
+  ids_.insert_or_assign(id, position);
 }
 
 std::vector<std::pair<Uuid, std::uint64_t>> EventStore::Impl::ids_snapshot() const {
   std::vector<std::pair<Uuid, std::uint64_t>> ids;
-  ids.reserve(id_order_.size());
-  for (const Uuid& id : id_order_) {
-    auto it = ids_.find(id);
+  ids.reserve(ids_.size());
+  ids_.for_each([&](const Uuid& id, std::uint64_t position) {
     // Only durable events: an append not yet acknowledged may be lost in a crash and retried.
-    if (it != ids_.end() && it->second < committed_position_) ids.emplace_back(id, it->second);
-  }
+    if (position < committed_position_) ids.emplace_back(id, position);
+  });
   return ids;
 }
 
@@ -69,9 +63,9 @@ std::optional<Result<AppendResult>> EventStore::Impl::find_duplicate(
   if (known != events.size())
     return conflict("some of these event ids were appended before, some not");
   // Every id is known: it is a retry only if they were appended together, here, unchanged.
-  std::uint64_t first = ids_.at(events[0].id);
+  const std::uint64_t first = *ids_.find(events[0].id);
   for (std::size_t i = 0; i < events.size(); ++i) {
-    if (ids_.at(events[i].id) != first + i)
+    if (*ids_.find(events[i].id) != first + i)
       return conflict("these event ids were appended, but not together");
   }
   if (first + events.size() > committed_position_) {
@@ -336,27 +330,14 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
   flushed_ticket_ = ticket;
   events_since_checkpoint_ += std::count_if(items.begin(), items.end(),
                                             [](const PendingItem& item) { return item.is_event; });
-  flushed_.notify_all();
-  tail_.notify_all();
-  Status checkpointed;
   if (events_since_checkpoint_ >= options_.checkpoint_every_events) {
-    // Still the leader (flushing_ is set): nobody publishes meanwhile, appends keep encoding.
-    Index copy;
-    std::vector<std::pair<Uuid, std::uint64_t>> ids = ids_snapshot();
-    {
-      std::shared_lock index_lock(index_mutex_);
-      copy = index_;
-    }
     events_since_checkpoint_ = 0;
-    lock.unlock();
-    if (options_.durability != Durability::kEveryCommit) checkpointed = sync_dirty_segments();
-    if (checkpointed.ok()) checkpointed = write_checkpoint(path(kCheckpointFileName), copy, ids);
-    lock.lock();
-    if (!checkpointed)
-      log::get("eventlog")->error("index checkpoint: {}", checkpointed.error().message());
+    checkpoint_due_ = true;
+    checkpointer_wake_.notify_one();
   }
   flushing_ = false;
   flushed_.notify_all();
+  tail_.notify_all();
   return {};
 }
 
@@ -391,9 +372,51 @@ Status EventStore::Impl::write_checkpoint_locked() {
     if (auto synced = sync_dirty_segments(); !synced) return synced;
   }
   std::vector<std::pair<Uuid, std::uint64_t>> ids = ids_snapshot();
+  std::lock_guard file(checkpoint_file_mutex_);
   std::shared_lock index_lock(index_mutex_);
   events_since_checkpoint_ = 0;
   return write_checkpoint(path(kCheckpointFileName), index_, ids);
+}
+
+void EventStore::Impl::checkpointer_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    checkpointer_wake_.wait(lock, [&] { return stopping_ || checkpoint_due_; });
+    if (stopping_) return;  // close() writes the last one
+    checkpoint_due_ = false;
+    lock.unlock();
+    if (Status written = checkpoint_in_background(); !written)
+      log::get("eventlog")->error("index checkpoint: {}", written.error().message());
+    lock.lock();
+  }
+}
+
+Status EventStore::Impl::checkpoint_in_background() {
+  // The copy is taken under the writer lock, so that nothing is published meanwhile and the
+  // ids agree with the index; appends wait only for the copy, not for the file.
+  Index copy;
+  std::vector<std::pair<Uuid, std::uint64_t>> ids;
+  std::uint64_t epoch = 0;
+  {
+    std::lock_guard lock(mutex_);
+    ids = ids_snapshot();
+    std::shared_lock index_lock(index_mutex_);
+    copy = index_;
+    epoch = index_epoch_;
+  }
+  // The checkpoint must describe only what is on disk: without per-commit syncs, sync first.
+  if (options_.durability != Durability::kEveryCommit) {
+    if (auto synced = sync_dirty_segments(); !synced) return synced;
+  }
+  std::lock_guard file(checkpoint_file_mutex_);
+  {
+    // A scavenge that rewrote segments since the copy leaves its locations stale; the scavenge
+    // writes a checkpoint of its own when it ends. (An older checkpoint of the same epoch is
+    // still true, only with more log to replay.)
+    std::shared_lock index_lock(index_mutex_);
+    if (index_epoch_ != epoch) return {};
+  }
+  return write_checkpoint(path(kCheckpointFileName), copy, ids);
 }
 
 Status EventStore::Impl::checkpoint_now() {
