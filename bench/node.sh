@@ -10,6 +10,10 @@
 #      connection and its own stream. Keel: POST /v1/streams/{stream} with `batch` events per
 #      request; Redis: XADD pipelined `batch` deep; JetStream: libnats, js_Publish for batch 1,
 #      else windows of `batch` async publishes waited for together. events/s and request p99;
+#      for Keel also how its store grouped them: keel_eventlog_{appends,commits,syncs}_total
+#      read from the node's /metrics before and after each case, so appends (requests) per
+#      group commit and per fdatasync, beside the disk's own rate of 4 KiB O_DSYNC writes (as
+#      bench/eventlog.sh measures it);
 #   2. end-to-end latency append → subscriber at E2E_RATE events/s from E2E_PRODUCERS producers
 #      (send time in the payload): Keel an SSE subscriber on /v1/all/subscribe?category=tick,
 #      Redis XREADGROUP BLOCK + XACK; p50/p99/p99.9/max, for both durability pairs;
@@ -18,13 +22,7 @@
 #      with each poll's ids; Redis XREADGROUP COUNT 100 + XACK; JetStream a durable pull
 #      consumer, Fetch 100 + an ack per message), Keel interval vs Redis everysec vs JetStream;
 #   4. memory of an idle subscriber: keel node's RSS before and after IDLE_SUBSCRIBERS idle SSE
-#      subscriptions (KiB each), beside redis-server's per client blocked in XREAD BLOCK 0;
-#   5. appends per fdatasync: keel node has no sync counter in /metrics, so a separate node is
-#      started under `strace -f --seccomp-bpf -c -e trace=fdatasync` for each case in
-#      STRACE_CASES (only fdatasync stops the node; attaching with -p stops every syscall of its
-#      ~280 threads and slowed appends 17x; this way still costs about 3x at batch 1); events
-#      per fdatasync and events/s under strace beside events/s without it (part 1), and the
-#      disk's own rate of 4 KiB O_DSYNC writes (as bench/eventlog.sh measures it).
+#      subscriptions (KiB each), beside redis-server's per client blocked in XREAD BLOCK 0.
 # Servers (keel node, redis-server, nats-server) run on SERVER_CPU, node_bench on CLIENT_CPU
 # (taskset), each server on a free port with its data in a temp dir under TMPBASE.
 # Prints tables, then as its LAST line one JSON object of every figure, units in the names,
@@ -36,10 +34,8 @@
 #   CLIENT_CPU=0 (either empty: not pinned), APPEND_SECONDS=3 (per append case),
 #   CLIENT_COUNTS="1 16", BATCHES="1 100", PAYLOADS="100 1024", E2E_RATE=10000,
 #   E2E_SECONDS=5, E2E_PRODUCERS=16, GROUP_EVENTS=1000000, GROUP_MEMBERS=3,
-#   IDLE_SUBSCRIBERS=1000, STRACE_SECONDS=3,
-#   STRACE_CASES="every_commit:1:1 every_commit:16:1 every_commit:16:100 interval:16:1"
-#   (durability:clients:batch, 100 B events; empty: none), RUN_TIMEOUT_S=180 (one node_bench).
-# Needs redis-server, nats-server, libnats (node_bench built with it) and strace:
+#   IDLE_SUBSCRIBERS=1000, RUN_TIMEOUT_S=180 (one node_bench).
+# Needs curl, python3, redis-server, nats-server and libnats (node_bench built with it):
 # `scripts/install-deps bench`. A missing anchor is reported and its figures left out. Uses only
 # 127.0.0.1 and free ports, stops only the processes it started (by PID), removes its temp dir.
 set -euo pipefail
@@ -58,8 +54,6 @@ E2E_PRODUCERS=${E2E_PRODUCERS:-16}
 GROUP_EVENTS=${GROUP_EVENTS:-1000000}
 GROUP_MEMBERS=${GROUP_MEMBERS:-3}
 IDLE_SUBSCRIBERS=${IDLE_SUBSCRIBERS:-1000}
-STRACE_SECONDS=${STRACE_SECONDS:-3}
-STRACE_CASES=${STRACE_CASES-"every_commit:1:1 every_commit:16:1 every_commit:16:100 interval:16:1"}
 RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-180}
 
 log() { printf '[node.sh] %s\n' "$*" >&2; }
@@ -77,6 +71,7 @@ BENCH=$BUILD_DIR/bench/node_bench
 KEEL=$(cd "$(dirname "$KEEL")" && pwd)/keel
 BENCH=$(cd "$(dirname "$BENCH")" && pwd)/node_bench
 command -v python3 >/dev/null || die "python3 missing: run scripts/install-deps bench"
+command -v curl >/dev/null || die "curl missing: run scripts/install-deps bench"
 HAVE_REDIS=1
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   HAVE_REDIS=0
@@ -86,11 +81,6 @@ HAVE_NATS=1
 command -v nats-server >/dev/null || {
   HAVE_NATS=0
   log "nats-server missing (scripts/install-deps bench): no JetStream figures"
-}
-HAVE_STRACE=1
-command -v strace >/dev/null || {
-  HAVE_STRACE=0
-  log "strace missing (scripts/install-deps bench): no fdatasync counts"
 }
 
 # ---------------------------------------------------------------- temp dir, processes, ports
@@ -150,10 +140,9 @@ bench() {
 # ---------------------------------------------------------------- servers
 KEEL_PID=""
 KEEL_LOGS=()
-# start_keel DURABILITY NAME [COMMAND PREFIX...]: a fresh data dir, config with the bench's limits.
+# start_keel DURABILITY NAME: a fresh data dir, config with the bench's limits.
 start_keel() {
   local durability=$1 name=$2
-  shift 2
   mkdir -p "$TMPD/$name"
   cat >"$TMPD/$name.yaml" <<YAML
 data_dir: $TMPD/$name/data
@@ -168,7 +157,7 @@ limits:
 YAML
   KEEL_LOGS+=("$TMPD/$name.log")
   # shellcheck disable=SC2046
-  $(pin "$SERVER_CPU") "$@" "$KEEL" node -c "$TMPD/$name.yaml" 2>"$TMPD/$name.log" &
+  $(pin "$SERVER_CPU") "$KEEL" node -c "$TMPD/$name.yaml" 2>"$TMPD/$name.log" &
   KEEL_PID=$!
   PIDS+=("$KEEL_PID")
   for _ in $(seq 100); do
@@ -179,19 +168,18 @@ YAML
   tail -n 20 "$TMPD/$name.log" >&2 || true
   die "keel node ($name) did not become ready on 127.0.0.1:$KPORT"
 }
-# stop_keel PID NAME [TERM_PID]: SIGTERM to TERM_PID (default PID: the node under strace is
-# strace's child) so that the node drains, then waits for PID; a note if it had died before,
-# or does not exit cleanly.
+# stop_keel PID NAME: SIGTERM so that the node drains, then waits for it; a note if it had died
+# before, or does not exit cleanly.
 NODE_PROBLEMS="$TMPD/node_problems.txt"
 : >"$NODE_PROBLEMS"
 stop_keel() {
-  local pid=$1 name=$2 term_pid=${3:-$1} rc=0
+  local pid=$1 name=$2 rc=0
   if ! kill -0 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null || rc=$?
     echo "$name: keel node had exited before the end of its part (status $rc)" >>"$NODE_PROBLEMS"
     return 0
   fi
-  kill -TERM "$term_pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 150); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -230,15 +218,36 @@ stop_redis() {
 }
 
 payload_label() { if [ "$1" = 1024 ]; then echo 1KiB; else echo "${1}B"; fi; }
-# append_cases SYSTEM_KEY TARGET PORT
+# keel_store_counters PORT: "APPENDS COMMITS SYNCS", the store's keel_eventlog_*_total from the
+# node's /metrics (nothing when they cannot be read).
+keel_store_counters() {
+  curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '$1 == "keel_eventlog_appends_total" { a = $2 } $1 == "keel_eventlog_commits_total" { c = $2 }
+         $1 == "keel_eventlog_syncs_total" { s = $2 }
+         END { if (a != "" && c != "" && s != "") printf "%.0f %.0f %.0f\n", a, c, s }' || true
+}
+# append_cases SYSTEM_KEY TARGET PORT; for Keel also the store's counters over each case, under
+# SYSTEM_KEY_store_LABEL.
 append_cases() {
-  local key=$1 target=$2 port=$3 clients batch size label
+  local key=$1 target=$2 port=$3 clients batch size label before after
   for batch in $BATCHES; do
     for size in $PAYLOADS; do
       for clients in $CLIENT_COUNTS; do
         label="b${batch}_$(payload_label "$size")_c${clients}"
+        before=""
+        if [ "$target" = keel ]; then before=$(keel_store_counters "$port"); fi
         bench "${key}_append_$label" append --target "$target" --port "$port" --clients "$clients" \
           --batch "$batch" --size "$size" --seconds "$APPEND_SECONDS" --prefix "a_$label"
+        if [ "$target" = keel ]; then
+          after=$(keel_store_counters "$port")
+          if [ -n "$before" ] && [ -n "$after" ]; then
+            result "${key}_store_$label" "$(awk -v b="$before" -v a="$after" 'BEGIN {
+              split(b, x, " "); split(a, y, " ")
+              printf "{\"appends\": %.0f, \"commits\": %.0f, \"syncs\": %.0f}", y[1] - x[1], y[2] - x[2], y[3] - x[3] }')"
+          else
+            log "${key}_append_$label: keel_eventlog_*_total not on /metrics; no store counters"
+          fi
+        fi
       done
     done
   done
@@ -248,7 +257,7 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "keel: $KEEL ($(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo "data: $TMPD ($fstype on ${DISK:-?}, write cache: $(cat "/sys/block/$DISK/queue/write_cache" 2>/dev/null || echo '?'))"
 echo "placement: $PINNING"
-echo "versions: $([ "$HAVE_REDIS" = 1 ] && redis-server --version | sed 's/.*v=\([^ ]*\).*/Redis \1/'), $([ "$HAVE_NATS" = 1 ] && echo "nats-server $(nats-server --version | awk '{print $2}')"), $([ "$HAVE_STRACE" = 1 ] && strace -V | head -n 1)"
+echo "versions: $([ "$HAVE_REDIS" = 1 ] && redis-server --version | sed 's/.*v=\([^ ]*\).*/Redis \1/'), $([ "$HAVE_NATS" = 1 ] && echo "nats-server $(nats-server --version | awk '{print $2}')")"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 result load_start "{\"value\": $(cut -d' ' -f1 /proc/loadavg)}"
 
@@ -314,24 +323,6 @@ log "keel node, idle subscriptions"
 start_keel interval keel-idle
 bench keel_idle idle --target keel --port "$KPORT" --pid "$KEEL_PID" --count "$IDLE_SUBSCRIBERS"
 stop_keel "$KEEL_PID" keel-idle
-
-# ---------------------------------------------------------------- 5: fdatasync counts
-if [ "$HAVE_STRACE" = 1 ] && [ -n "$STRACE_CASES" ]; then
-  for case in $STRACE_CASES; do
-    IFS=: read -r durability clients batch <<<"$case"
-    name="strace-$durability-c$clients-b$batch"
-    log "keel node under strace, $durability, $clients client(s), batch $batch"
-    start_keel "$durability" "$name" strace -f --seccomp-bpf -qq -c -e trace=fdatasync -o "$TMPD/$name.strace"
-    strace_pid=$KEEL_PID
-    node_pid=$(pgrep -P "$strace_pid" | head -n 1)
-    bench "keel_${durability}_strace_b${batch}_100B_c${clients}" append --target keel --port "$KPORT" \
-      --clients "$clients" --batch "$batch" --size 100 --seconds "$STRACE_SECONDS" --prefix s
-    # The node is strace's child: SIGTERM it, and strace writes its summary when it exits.
-    stop_keel "$strace_pid" "$name" "${node_pid:-$strace_pid}"
-    calls=$(awk '$NF == "fdatasync" { print $(NF - 1) ~ /^[0-9]+$/ ? $(NF - 1) : $(NF - 2) }' "$TMPD/$name.strace" 2>/dev/null | head -n 1)
-    result "keel_${durability}_strace_b${batch}_100B_c${clients}_fdatasync" "{\"calls\": ${calls:-null}}"
-  done
-fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 result load_end "{\"value\": $(cut -d' ' -f1 /proc/loadavg)}"
@@ -440,17 +431,17 @@ if runs.get("redis_idle"):
     put("redis_idle_blocked_client_kib", runs["redis_idle"].get("kib_each"))
 put("keel_vs_redis_idle_subscriber", ratio(figures.get("keel_idle_subscriber_kib"), figures.get("redis_idle_blocked_client_kib")))
 
-strace_cases = []
-for key in runs:
-    if key.endswith("_fdatasync") and "_strace_" in key:
-        base = key[: -len("_fdatasync")]
-        calls = runs[key].get("calls")
-        run = runs.get(base, {})
-        strace_cases.append((base, calls, run))
-        put(f"{base}_fdatasync_calls", calls)
-        put(f"{base}_events_per_s_under_strace", run.get("events_per_s"))
-        if calls and run.get("events"):
-            put(f"{base}_events_per_fdatasync", run["events"] / calls)
+# How Keel's store grouped each append case: from its counters' deltas over the case.
+for case in cases:
+    for durability in ("every_commit", "interval"):
+        store = runs.get(f"keel_{durability}_store_{case}")
+        if not store:
+            continue
+        put(f"keel_{durability}_{case}_appends_per_commit", ratio(store.get("appends"), store.get("commits")))
+        put(f"keel_{durability}_{case}_appends_per_sync", ratio(store.get("appends"), store.get("syncs")))
+        seconds = get(f"keel_{durability}_append_{case}", "seconds")
+        if seconds and store.get("syncs") is not None:
+            put(f"keel_{durability}_{case}_syncs_per_s", store["syncs"] / seconds)
 
 def show(v, fmt="{:,.0f}"):
     return "-" if v is None else fmt.format(v)
@@ -499,14 +490,17 @@ print(f"  keel node, idle SSE subscription:      {show(figures.get('keel_idle_su
       f"(RSS before {show(figures.get('keel_idle_rss_before_kib'))} KiB)")
 print(f"  redis-server, client in XREAD BLOCK 0:  {show(figures.get('redis_idle_blocked_client_kib'), '{:.2f}')} KiB")
 print()
-print(f"appends per fdatasync (a node under strace -f --seccomp-bpf; the disk does "
+print(f"keel store's group commit per append case (keel_eventlog_{{appends,commits,syncs}}_total on /metrics "
+      f"before and after each case; an append is one request; the disk does "
       f"{show(figures.get('disk_synced_writes_per_s'))} 4 KiB O_DSYNC writes/s)")
-print("  (strace stops the node at every fdatasync: it runs slower, so its commits group differently)")
-print(f"  {'case':40} {'fdatasync':>9} {'events/fdatasync':>17} {'events/s under strace':>22} {'without':>9}")
-for base, calls, run in sorted(strace_cases):
-    without = figures.get(base.replace("_strace_", "_append_") + "_events_per_s")
-    print(f"  {base:40} {show(calls):>9} {show(figures.get(base + '_events_per_fdatasync'), '{:,.1f}'):>17} "
-          f"{show(run.get('events_per_s')):>22} {show(without):>9}")
+print(f"  {'case':16} {'durability':12} {'appends/commit':>14} {'appends/fdatasync':>17} {'fdatasync/s':>11}")
+for case in cases:
+    for durability in ("every_commit", "interval"):
+        n = f"keel_{durability}_{case}"
+        if f"{n}_appends_per_commit" not in figures and f"{n}_appends_per_sync" not in figures:
+            continue
+        print(f"  {case:16} {durability:12} {show(figures.get(n + '_appends_per_commit'), '{:,.2f}'):>14} "
+              f"{show(figures.get(n + '_appends_per_sync'), '{:,.2f}'):>17} {show(figures.get(n + '_syncs_per_s')):>11}")
 print()
 problems = [l.rstrip("\n") for l in open(problems_path) if l.strip()]
 # Everything that went wrong on Keel's side: refused or failed requests, missing events.

@@ -19,6 +19,11 @@ using Json = nlohmann::json;
 
 Error invalid(std::string message) { return Error(errc::invalid_argument, std::move(message)); }
 
+// Log positions a group may move past with nothing settled before its position is worth a
+// record (events its filter leaves out, which a restart would read again). Far more than there
+// are groups: each checkpoint record moves every other group past one position.
+constexpr std::uint64_t kCheckpointAfterSkipped = 10000;
+
 // Rendezvous hashing: the member with the highest score for a stream owns it, so a member
 // leaving moves only its own streams and a member rejoining under its name gets them back.
 // The score is shard::rendezvous_pick's with equal weights (XXH3 of the key seeded with the
@@ -152,7 +157,7 @@ void ConsumerGroup::start() {
       // after a failure, a second at least.
       const TimePoint now = clock_.now();
       TimePoint next = pumped ? now + 1h : now + 1s;
-      if (pumped && checkpoint_locked() != last_checkpoint_)
+      if (pumped && checkpoint_worth_writing_locked(checkpoint_locked()))
         next = std::min(next, last_checkpoint_at_ + options_.checkpoint_interval);
       if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
       if (!waiting_.empty() && !members_.empty()) next = std::min(next, waiting_.begin()->first);
@@ -315,6 +320,7 @@ void ConsumerGroup::park_locked(const Key& key, Entry& entry, std::string reason
 
 void ConsumerGroup::done_locked(const Key& key, Entry& entry) {
   entry.state = State::kDone;
+  ++settled_since_checkpoint_;
   if (options_.strategy != Strategy::kPinned) return;
   auto stream = streams_.find(entry.event.stream);
   if (stream == streams_.end()) return;
@@ -409,6 +415,15 @@ std::uint64_t ConsumerGroup::checkpoint_locked() const {
   return first == entries_.end() ? read_position_ : first->second.event.position;
 }
 
+// The position moved past events settled since the last record, or past many the filter left
+// out. Not past checkpoint records alone: the group reads past its own and the other groups'
+// (they are in the log too), and writing one for them moves the others on in turn, so idle
+// groups would write a record every checkpoint_interval for ever.
+bool ConsumerGroup::checkpoint_worth_writing_locked(std::uint64_t position) const {
+  if (position == last_checkpoint_) return false;
+  return settled_since_checkpoint_ > 0 || position >= last_checkpoint_ + kCheckpointAfterSkipped;
+}
+
 void ConsumerGroup::trim_locked() {
   // Log entries leave from the front only, so the first one left is the checkpoint.
   for (auto it = entries_.lower_bound({1, 0});
@@ -490,7 +505,7 @@ Status ConsumerGroup::pump() {
     parking_.clear();
     trim_locked();
     const std::uint64_t position = checkpoint_locked();
-    if (position != last_checkpoint_ &&
+    if (checkpoint_worth_writing_locked(position) &&
         (acks_since_checkpoint_ >= options_.checkpoint_after_acks ||
          now - last_checkpoint_at_ >= options_.checkpoint_interval)) {
       checkpoint_due = true;
@@ -532,6 +547,7 @@ Status ConsumerGroup::checkpoint() {
     position = checkpoint_locked();
     parked_replayed = parked_replayed_;
     acks_since_checkpoint_ = 0;
+    settled_since_checkpoint_ = 0;
     last_checkpoint_at_ = clock_.now();
   }
   if (auto ok = write_checkpoint(position, parked_replayed); !ok) return ok;

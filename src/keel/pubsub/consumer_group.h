@@ -12,7 +12,8 @@
 // - Flow control: a member never holds more than max_in_flight events; the group reads ahead
 //   at most buffer_events.
 // - Progress (the position below which every event is acked or parked) is checkpointed to
-//   $keel-group-NAME-checkpoint every checkpoint_after_acks acks or checkpoint_interval, and a
+//   $keel-group-NAME-checkpoint every checkpoint_after_acks acks or checkpoint_interval (when
+//   events were settled since the last record, or many the filter skips went by), and a
 //   reopened group resumes from it: delivery is at least once, so events after the last
 //   checkpoint may come again after a restart.
 //
@@ -200,6 +201,7 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   void dispatch_locked();
   std::uint64_t pick_member_locked(const Entry& entry, std::uint64_t& round_robin);
   std::uint64_t checkpoint_locked() const;
+  bool checkpoint_worth_writing_locked(std::uint64_t position) const;
   void trim_locked();
   Status write_checkpoint(std::uint64_t position, std::uint64_t parked_replayed);
 
@@ -230,6 +232,7 @@ class ConsumerGroup : public std::enable_shared_from_this<ConsumerGroup> {
   std::uint64_t parked_replayed_ = 0;  // parked stream versions below this were replayed
   std::uint64_t parked_queued_ = 0;    // … and below this were queued for replay
   std::uint64_t acks_since_checkpoint_ = 0;
+  std::uint64_t settled_since_checkpoint_ = 0;  // acked, parked or skipped
   TimePoint last_checkpoint_at_{};
   std::uint64_t last_checkpoint_ = 0;
   GroupStats counters_;

@@ -323,6 +323,39 @@ TEST_F(ConsumerGroupTest, ARemovedGroupStartsAfreshAndMetricsAreExported) {
   EXPECT_EQ(got[0].event.stream, "cart-1");
 }
 
+TEST_F(ConsumerGroupTest, IdleGroupsWriteNoCheckpointForCheckpointRecords) {
+  append("order-1");
+  auto busy = open({.name = "busy", .filter = {.categories = {"order"}}});
+  auto idle = open({.name = "idle", .filter = {.categories = {"cart"}}});  // matches nothing
+  auto member = join(*busy, "m");
+  pump(*busy);
+  ack_all(*member, member->poll(10));
+  auto records = [&](ConsumerGroup& group) {
+    return *store_->stream_version(group.checkpoint_stream()) + 1;
+  };
+  // Past checkpoint_interval (1 s) again and again: the ack is recorded once, and then the
+  // groups' own records, which each group reads past, are no reason for another.
+  for (int round = 0; round < 10; ++round) {
+    clock_.advance(2s);
+    pump(*busy);
+    pump(*idle);
+  }
+  EXPECT_EQ(records(*busy), 2u);  // opened, the ack
+  EXPECT_EQ(records(*idle), 1u);  // opened
+  EXPECT_EQ(busy->stats().lag, 0u);
+
+  // Many events the filter leaves out are worth a record (a restart does not read them again).
+  for (int batch = 0; batch < 10; ++batch) {
+    std::vector<eventlog::EventData> events;
+    for (int i = 0; i < 1000; ++i)
+      events.push_back(eventlog::testing::make_event(random_, "X", "{}"));
+    ASSERT_TRUE(store_->append("other-1", eventlog::ExpectedVersion::any(), events).ok());
+  }
+  clock_.advance(2s);
+  pump(*idle);
+  EXPECT_EQ(records(*idle), 2u);
+}
+
 TEST_F(ConsumerGroupTest, TheBackgroundThreadDeliversToWaitingMembers) {
   auto group = open({.name = "g"});
   group->start();
