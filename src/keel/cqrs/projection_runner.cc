@@ -199,10 +199,10 @@ Result<bool> ProjectionRunner::step() {
     progress_.error = page.error();
     return page.error();
   }
-  std::vector<RecordedEvent>* events = &page->events;
+  const std::vector<RecordedEvent>& events = page->events;
   const std::uint64_t to = page->next;
   read_ = to;
-  if (events->empty()) {
+  if (events.empty()) {
     // Nothing for this projection: the read model is current up to `to` without a write.
     if (to - saved_ >= options_.idle_checkpoint_every) {
       if (auto ok = commit_checkpoint(to); !ok) {
@@ -216,9 +216,9 @@ Result<bool> ProjectionRunner::step() {
   }
   std::optional<std::size_t> failed;
   auto committed = model_.transact([&](Transaction& tx) -> Status {
-    for (std::size_t i = 0; i < events->size(); ++i) {
+    for (std::size_t i = 0; i < events.size(); ++i) {
       tx.set_tag(static_cast<std::int64_t>(i));
-      if (auto ok = apply_safely(projection_, (*events)[i], tx); !ok) {
+      if (auto ok = apply_safely(projection_, events[i], tx); !ok) {
         failed = i;
         return ok;
       }
@@ -227,14 +227,14 @@ Result<bool> ProjectionRunner::step() {
   });
   if (committed) {
     saved_ = to;
-    advanced(to, events->size());
+    advanced(to, events.size());
     return true;
   }
   // Which event failed: the one apply() was running, or the one whose pipelined statement
   // the database refused.
   // A pipelined statement can fail while a later event is being applied: its tag names the
   // event that caused it, which comes first.
-  if (auto tag = failed_event(committed.error(), events->size())) {
+  if (auto tag = failed_event(committed.error(), events.size())) {
     failed = failed ? std::min(*failed, *tag) : *tag;
   }
   read_ = from;
@@ -243,7 +243,7 @@ Result<bool> ProjectionRunner::step() {
     progress_.error = committed.error();
     return committed.error();
   }
-  if (auto handled = handle_failure(*events, *failed, committed.error()); !handled) {
+  if (auto handled = handle_failure(events, *failed, committed.error()); !handled) {
     return handled.error();
   }
   return true;

@@ -22,6 +22,9 @@
 //   sent again with the same event ids, so the node appends it once (its idempotency) — a
 //   command never loses track of an event it wrote. A conflict is 409, which NodeClient gives
 //   as eventlog::errc::wrong_expected_version: the repository loads and decides again.
+// - Positions are trusted to stay: a node that loses acknowledged events when its machine
+//   fails (durability `none` or `interval`) may reuse positions a read model has passed. Run
+//   the node with `every_commit` (its default) under a read model that must not miss events.
 // - No snapshots (the node has no API for them): aggregates are rebuilt from their events.
 // - No parking: a node refuses appends to $ streams, so a projection on it uses kStop or kSkip.
 //
