@@ -52,8 +52,11 @@ void apply_order(Order& order, const RecordedEvent& event) {
 // lose many times and still be making progress; give up only well past that (a slow machine,
 // such as a sanitizer build, loses more rounds than a fast one).
 Shop::Shop(keel::eventlog::EventStore& store)
-    : store_(store),
-      products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 100),
+    : products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 100),
+      orders_(store, AggregateType<Order>{.category = "order", .apply = apply_order}, 20) {}
+
+Shop::Shop(keel::eventlog::AggregateStore& store)
+    : products_(store, AggregateType<Product>{.category = "product", .apply = apply_product}, 100),
       orders_(store, AggregateType<Order>{.category = "order", .apply = apply_order}, 20) {}
 
 EventData Shop::event(std::string type, std::string json) {

@@ -53,15 +53,18 @@ struct Order {
 // The command side: each method validates, decides and appends (retrying on conflicts).
 // Placing an order reserves stock line by line and releases what it reserved if a later line
 // cannot be had, so stock is never oversold however many clients order at once.
+//
+// On the embedded store, or on a `keel node` through keel::RemoteStore (an AggregateStore):
+// the same commands, conflicts and retries either way.
 class Shop {
  public:
   explicit Shop(keel::eventlog::EventStore& store);
+  explicit Shop(keel::eventlog::AggregateStore& store);
   Result<keel::cqrs::CommandResult> add_stock(const AddStock& command);
   Result<keel::cqrs::CommandResult> place_order(const PlaceOrder& command);
   Result<keel::cqrs::CommandResult> cancel_order(const CancelOrder& command);
 
  private:
-  keel::eventlog::EventStore& store_;
   keel::eventlog::AggregateRepository<Product> products_;
   keel::eventlog::AggregateRepository<Order> orders_;
   keel::eventlog::EventData event(std::string type, std::string json);

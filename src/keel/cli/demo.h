@@ -63,7 +63,13 @@ int run_proxy_demo(const DemoOptions& options);
 int run_strangler_demo(const DemoOptions& options);
 
 // The orders example: commands, a projection into SQLite with read-your-writes, a consumer
-// group of three workers with one killed and a poison event parked, and a rebuild.
+// group of three workers with one killed and a poison event parked, and a rebuild; then the
+// same commands on a `keel node` process, projected by another process (below).
 int run_cqrs_demo(const DemoOptions& options);
+
+// `keel orders-projection --node URL --db FILE` (hidden; the CQRS demo starts it): the orders
+// projection as a process of its own, following a node into SQLite until SIGTERM. Prints
+// "at N" whenever every event below position N is in the read model.
+int run_orders_projection(const std::string& node_url, const std::string& db_path);
 
 }  // namespace keel::cli

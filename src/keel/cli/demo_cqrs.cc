@@ -2,17 +2,27 @@
 // events; a projection keeps SQL tables current and a query waits for its own write; a consumer
 // group of three "shipping" workers shares the order events, one worker dies holding some, and
 // a poison event is parked; finally the read model is rebuilt from zero with a progress bar.
+// Then the same over the network: a `keel node` process holds the events, the command side
+// appends through keel::RemoteStore, and a second process (`keel orders-projection`) keeps its
+// own SQLite read model from the node's events; each order is read back from it.
+
+#include <signal.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "keel/cli/demo.h"
 #include "keel/cli/progress.h"
+#include "keel/cli/stop_signal.h"
 #include "keel/cqrs/sqlite_read_model.h"
+#include "keel/node/remote_store.h"
 #include "keel/pubsub/consumer_group.h"
+#include "keel/testing/subprocess.h"
 #include "orders.h"
 
 namespace keel::cli {
@@ -24,7 +34,166 @@ void show(const std::string& what, const Result<T>& result) {
               result ? "ok" : ("refused: " + result.error().message()).c_str());
 }
 
+// A child the demo started: SIGTERM and a wait when it goes out of scope, whatever happened
+// (Subprocess's own destructor then SIGKILLs one that did not stop).
+struct Child {
+  std::unique_ptr<testing::Subprocess> process;
+  ~Child() {
+    if (!process) return;
+    process->signal(SIGTERM);
+    (void)process->wait(10s);
+  }
+};
+
+// The positions the projection process reports ("at N"), for the demo to wait on.
+struct Reported {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::uint64_t at = 0;
+  std::string last_line;
+  // Until every event below `position` + 1 is in the read model, or `timeout`.
+  bool wait_past(std::uint64_t position, Duration timeout) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, timeout, [&] { return at > position; });
+  }
+};
+
+// The second half: a node process, the projection as a process of its own, commands over HTTP.
+int run_remote_part(const std::string& dir) {
+  std::printf("\nthe same over the network: a keel node process, the projection in another:\n");
+  std::error_code error;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", error).string();
+  auto port = testing::free_loopback_port();
+  if (error || !port) {
+    std::fprintf(stderr, "demo: %s\n", error ? error.message().c_str() : "no free port");
+    return 1;
+  }
+  const std::string url = "http://127.0.0.1:" + std::to_string(*port);
+  Reported reported;  // before the children: their output goes to it until they are stopped
+  Child node{nullptr};
+  Child projection{nullptr};  // declared after the node: stopped first
+  auto started = testing::Subprocess::spawn_to_file(
+      {self, "--log-level", "warn", "node", "--data-dir", dir + "/node", "--listen",
+       "127.0.0.1:" + std::to_string(*port)},
+      dir + "/node.log");
+  if (!started) {
+    std::fprintf(stderr, "demo: keel node: %s\n", started.error().message().c_str());
+    return 1;
+  }
+  node.process = std::move(*started);
+  auto ready = testing::wait_until_ready(*node.process, 10s, [&] {
+    auto client = NodeClient::connect({.url = url, .timeout = 1s});
+    return client && (*client)->next_position().ok();
+  });
+  if (ready != testing::Readiness::kReady) {
+    std::fprintf(stderr, "demo: keel node did not start:\n%s\n",
+                 testing::file_tail(dir + "/node.log", 2000).c_str());
+    return 1;
+  }
+  std::printf("  keel node          pid %-7d %s (data in %s/node)\n", node.process->pid(),
+              url.c_str(), dir.c_str());
+
+  started = testing::Subprocess::spawn(
+      {self, "--log-level", "warn", "orders-projection", "--node", url, "--db", dir + "/remote.db"},
+      [&](std::string_view line) {
+        std::lock_guard lock(reported.mutex);
+        if (line.starts_with("at ")) {
+          reported.at =
+              std::max<std::uint64_t>(reported.at, std::stoull(std::string(line.substr(3))));
+        } else {
+          reported.last_line = std::string(line);
+        }
+        reported.changed.notify_all();
+      });
+  if (!started) {
+    std::fprintf(stderr, "demo: keel orders-projection: %s\n", started.error().message().c_str());
+    return 1;
+  }
+  projection.process = std::move(*started);
+  std::printf("  orders-projection  pid %-7d %s -> %s/remote.db\n", projection.process->pid(),
+              url.c_str(), dir.c_str());
+
+  SteadyClock clock;
+  auto remote = RemoteStore::open({.url = url}, clock);
+  if (!remote) {
+    std::fprintf(stderr, "demo: %s\n", remote.error().to_string().c_str());
+    return 1;
+  }
+  orders::Shop shop(**remote);  // the command side, appending through the node's API
+  show("add_stock tea 10 (over HTTP)", shop.add_stock({"tea", 10}));
+  std::unique_ptr<cqrs::SqliteReadModel> model;  // the projection process's file, read here
+  for (const orders::PlaceOrder& order : {orders::PlaceOrder{"B-1", "ada", {{"tea", 2, 450}}},
+                                          orders::PlaceOrder{"B-2", "grace", {{"tea", 3, 450}}},
+                                          orders::PlaceOrder{"B-3", "linus", {{"tea", 9, 450}}}}) {
+    const std::string what = "place_order " + order.order_id + " for " + order.customer;
+    auto placed = shop.place_order(order);
+    if (!placed) {
+      show(what, placed);
+      continue;
+    }
+    // Read-your-writes across processes: the projection process says how far it is.
+    const auto asked = std::chrono::steady_clock::now();
+    if (!reported.wait_past(placed->position, 10s)) {
+      std::lock_guard lock(reported.mutex);
+      std::fprintf(stderr, "demo: the projection process did not catch up: %s\n",
+                   reported.last_line.c_str());
+      return 1;
+    }
+    const double waited =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - asked).count();
+    if (!model) {
+      auto opened = cqrs::SqliteReadModel::open(dir + "/remote.db");
+      if (!opened) {
+        std::fprintf(stderr, "demo: %s\n", opened.error().to_string().c_str());
+        return 1;
+      }
+      model = std::move(*opened);
+    }
+    auto view = orders::find_order(*model, order.order_id);
+    std::printf("  %-44s ok at position %llu; projection process has it after %.1f ms: %s %s\n",
+                what.c_str(), static_cast<unsigned long long>(placed->position), waited,
+                order.order_id.c_str(), view && *view ? (*view)->status.c_str() : "?");
+  }
+  model.reset();
+  std::printf("  stopping the projection process and the node (SIGTERM)\n");
+  return 0;
+}
+
 }  // namespace
+
+int run_orders_projection(const std::string& node_url, const std::string& db_path) {
+  StopSignal stop;  // first: the threads below inherit its signal mask
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  SteadyClock clock;
+  auto node = RemoteStore::open({.url = node_url}, clock);
+  auto model = cqrs::SqliteReadModel::open(db_path);
+  if (!node || !model) {
+    std::fprintf(stderr, "orders-projection: %s\n",
+                 (!node ? node.error() : model.error()).to_string().c_str());
+    return 1;
+  }
+  // A node keeps no $ streams for others: a failing event is skipped (and logged), not parked.
+  auto runner = cqrs::ProjectionRunner::open(
+      **node, **model, orders::projection(cqrs::OnError::kSkip), clock, {.retry_after = 200ms});
+  if (!runner) {
+    std::fprintf(stderr, "orders-projection: %s\n", runner.error().to_string().c_str());
+    return 1;
+  }
+  (*runner)->start();
+  std::uint64_t shown = (*runner)->progress().position;
+  std::printf("at %llu\n", static_cast<unsigned long long>(shown));
+  while (!stop.stopping()) {
+    // Wakes as soon as the position passes `shown`; otherwise looks at the signal again.
+    (*runner)->wait_for(shown, 200ms);
+    const std::uint64_t position = (*runner)->progress().position;
+    if (position != shown) {
+      shown = position;
+      std::printf("at %llu\n", static_cast<unsigned long long>(shown));
+    }
+  }
+  (*runner)->stop();
+  return 0;
+}
 
 int run_cqrs_demo(const DemoOptions&) {
   std::printf("\n=== Publish/Subscribe and CQRS: orders on the event store ===\n");
@@ -168,8 +337,9 @@ int run_cqrs_demo(const DemoOptions&) {
   std::printf("  after the rebuild, order A-2 is %s\n",
               view && *view ? (*view)->status.c_str() : "missing");
   (void)(*store)->close();
+  const int remote = run_remote_part(dir);
   std::filesystem::remove_all(dir);
-  return 0;
+  return remote;
 }
 
 }  // namespace keel::cli

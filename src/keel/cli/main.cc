@@ -29,6 +29,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(
           {"resilience", "balance", "eventlog", "cqrs", "proxy", "strangler", "election"}));
 
+  // Hidden: the CQRS demo's projection process.
+  std::string projection_node, projection_db;
+  CLI::App* projection =
+      app.add_subcommand("orders-projection", "The orders projection, following a node")->group("");
+  projection->add_option("--node", projection_node, "The node's URL")->required();
+  projection->add_option("--db", projection_db, "The SQLite read model")->required();
+
   keel::cli::EventlogCommand eventlog(app);
   keel::cli::CtlCommand ctl(app);
   keel::cli::ProxyCommand proxy(app);
@@ -69,6 +76,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (projection->parsed()) return keel::cli::run_orders_projection(projection_node, projection_db);
   if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
   if (ctl.parsed()) return ctl.run(std::cout, std::cerr);
   if (proxy.parsed()) return proxy.run(std::cout, std::cerr);

@@ -45,6 +45,27 @@ Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& sto
                                                                  Projection projection,
                                                                  Clock& clock,
                                                                  RunnerOptions options) {
+  return open_on(std::make_unique<pubsub::EmbeddedLog>(store), nullptr, model,
+                 std::move(projection), clock, options);
+}
+
+Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(pubsub::LogSource& log,
+                                                                 ReadModel& model,
+                                                                 Projection projection,
+                                                                 Clock& clock,
+                                                                 RunnerOptions options) {
+  if (projection.on_error == OnError::kPark && !log.can_park()) {
+    return Error(errc::invalid_argument,
+                 "projection '" + projection.name + "': OnError::kPark needs a log that keeps " +
+                     "$keel-projection-" + projection.name + "-parked, and " + log.describe() +
+                     " cannot append to $ streams; use kStop or kSkip");
+  }
+  return open_on(nullptr, &log, model, std::move(projection), clock, options);
+}
+
+Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open_on(
+    std::unique_ptr<pubsub::LogSource> embedded, pubsub::LogSource* log, ReadModel& model,
+    Projection projection, Clock& clock, RunnerOptions options) {
   if (!pubsub::valid_name(projection.name)) {
     return Error(errc::invalid_argument, "projection name '" + projection.name +
                                              "': use 1 to 200 letters, digits, '_', '-' or '.'");
@@ -69,18 +90,21 @@ Result<std::unique_ptr<ProjectionRunner>> ProjectionRunner::open(EventStore& sto
     return Error(errc::database, "projection '" + projection.name + "': setting up " +
                                      model.describe() + ": " + set_up.error().message());
   }
-  return std::unique_ptr<ProjectionRunner>(
-      new ProjectionRunner(store, model, std::move(projection), clock, options, position));
+  pubsub::LogSource& source = log ? *log : *embedded;
+  return std::unique_ptr<ProjectionRunner>(new ProjectionRunner(
+      std::move(embedded), source, model, std::move(projection), clock, options, position));
 }
 
-ProjectionRunner::ProjectionRunner(EventStore& store, ReadModel& model, Projection projection,
+ProjectionRunner::ProjectionRunner(std::unique_ptr<pubsub::LogSource> embedded,
+                                   pubsub::LogSource& log, ReadModel& model, Projection projection,
                                    Clock& clock, RunnerOptions options, std::uint64_t position)
-    : store_(store),
+    : embedded_(std::move(embedded)),
+      log_(log),
       model_(model),
       projection_(std::move(projection)),
       clock_(clock),
       options_(options),
-      reader_(store, projection_.filter, position),
+      read_(position),
       saved_(position) {
   progress_.position = position;
 }
@@ -152,25 +176,37 @@ void ProjectionRunner::advanced(std::uint64_t position, std::uint64_t applied) {
 
 Result<bool> ProjectionRunner::step() {
   std::lock_guard step_lock(step_mutex_);
+  auto head = log_.head();
+  if (!head) {
+    std::lock_guard lock(mutex_);
+    progress_.error = head.error();
+    return head.error();
+  }
   {
     std::lock_guard lock(mutex_);
-    progress_.head = store_.next_position();
-    progress_.live = reader_.caught_up();
-    if (progress_.live) return false;
+    progress_.head = *head;
+    progress_.live = read_ >= *head;
+    if (progress_.live) {
+      // The log answers again (a node back up): its error is over.
+      if (progress_.error && !progress_.error->is(errc::projection_failed)) progress_.error.reset();
+      return false;
+    }
   }
-  const std::uint64_t from = reader_.position();
-  auto events = reader_.next(options_.batch);
-  if (!events) {
+  const std::uint64_t from = read_;
+  auto page = log_.read(from, projection_.filter, options_.batch);
+  if (!page) {
     std::lock_guard lock(mutex_);
-    progress_.error = events.error();
-    return events.error();
+    progress_.error = page.error();
+    return page.error();
   }
-  const std::uint64_t to = reader_.position();
-  if (events->empty()) {
+  const std::vector<RecordedEvent>& events = page->events;
+  const std::uint64_t to = page->next;
+  read_ = to;
+  if (events.empty()) {
     // Nothing for this projection: the read model is current up to `to` without a write.
     if (to - saved_ >= options_.idle_checkpoint_every) {
       if (auto ok = commit_checkpoint(to); !ok) {
-        reader_.seek(from);
+        read_ = from;
         return ok.error();
       }
       saved_ = to;
@@ -180,9 +216,9 @@ Result<bool> ProjectionRunner::step() {
   }
   std::optional<std::size_t> failed;
   auto committed = model_.transact([&](Transaction& tx) -> Status {
-    for (std::size_t i = 0; i < events->size(); ++i) {
+    for (std::size_t i = 0; i < events.size(); ++i) {
       tx.set_tag(static_cast<std::int64_t>(i));
-      if (auto ok = apply_safely(projection_, (*events)[i], tx); !ok) {
+      if (auto ok = apply_safely(projection_, events[i], tx); !ok) {
         failed = i;
         return ok;
       }
@@ -191,23 +227,23 @@ Result<bool> ProjectionRunner::step() {
   });
   if (committed) {
     saved_ = to;
-    advanced(to, events->size());
+    advanced(to, events.size());
     return true;
   }
   // Which event failed: the one apply() was running, or the one whose pipelined statement
   // the database refused.
   // A pipelined statement can fail while a later event is being applied: its tag names the
   // event that caused it, which comes first.
-  if (auto tag = failed_event(committed.error(), events->size())) {
+  if (auto tag = failed_event(committed.error(), events.size())) {
     failed = failed ? std::min(*failed, *tag) : *tag;
   }
-  reader_.seek(from);
+  read_ = from;
   if (!failed) {  // the database itself failed (connection, disk): try the batch again later
     std::lock_guard lock(mutex_);
     progress_.error = committed.error();
     return committed.error();
   }
-  if (auto handled = handle_failure(*events, *failed, committed.error()); !handled) {
+  if (auto handled = handle_failure(events, *failed, committed.error()); !handled) {
     return handled.error();
   }
   return true;
@@ -246,7 +282,7 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
     cause = kept.error();
   }
   const RecordedEvent& bad = events[failed];
-  reader_.seek(bad.position);
+  read_ = bad.position;
   const std::string what =
       "projection '" + projection_.name + "': " + describe(bad) + ": " + cause.message();
   if (projection_.on_error == OnError::kStop) {
@@ -256,13 +292,13 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
     return stopped;
   }
   if (projection_.on_error == OnError::kPark) {
-    if (auto parked = pubsub::park_event(store_, parked_stream(), bad, cause.message()); !parked) {
+    if (auto parked = log_.park(parked_stream(), bad, cause.message()); !parked) {
       return parked.error();
     }
   }
   if (auto ok = commit_checkpoint(bad.position + 1); !ok) return ok;
   saved_ = bad.position + 1;
-  reader_.seek(bad.position + 1);
+  read_ = bad.position + 1;
   log::get("cqrs")->warn("{}; {}", what,
                          projection_.on_error == OnError::kPark ? "parked" : "skipped");
   std::lock_guard lock(mutex_);
@@ -273,8 +309,9 @@ Status ProjectionRunner::handle_failure(const std::vector<RecordedEvent>& events
 }
 
 Status ProjectionRunner::catch_up() {
-  const std::uint64_t head = store_.next_position();
-  while (progress().position < head) {
+  auto head = log_.head();
+  if (!head) return head.error();
+  while (progress().position < *head) {
     auto stepped = step();
     if (!stepped) return stepped.error();
     if (!*stepped) break;
@@ -292,7 +329,7 @@ Status ProjectionRunner::rebuild() {
   });
   if (!reset) return reset;
   saved_ = 0;
-  reader_.seek(0);
+  read_ = 0;
   std::lock_guard lock(mutex_);
   progress_ = Progress{.paused = progress_.paused};
   work_ = true;
@@ -314,7 +351,7 @@ bool ProjectionRunner::wait_for(std::uint64_t position, Duration timeout) {
 Progress ProjectionRunner::progress() const {
   std::lock_guard lock(mutex_);
   Progress copy = progress_;
-  copy.head = std::max(copy.head, store_.next_position());
+  copy.head = std::max(copy.head, log_.known_head());
   return copy;
 }
 

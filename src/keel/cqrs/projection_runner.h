@@ -11,6 +11,10 @@
 //   (*runner)->wait_for(placed->position, 2s);             // read-your-writes
 //   read_model.query("SELECT status FROM orders WHERE id = $1", {id});
 //
+// The log is the embedded EventStore or any pubsub::LogSource — keel::RemoteStore follows a
+// `keel node` over HTTP, so that the read model is kept by a process of its own. A remote log's
+// errors (the node down, a timeout) are retried after `retry_after` like the database's.
+//
 // Thread-safety: every method may be called from any thread; apply() runs on the runner's
 // thread (or the caller of step()).
 #pragma once
@@ -28,6 +32,7 @@
 #include "keel/cqrs/read_model.h"
 #include "keel/eventlog/event_store.h"
 #include "keel/pubsub/follower.h"
+#include "keel/pubsub/log_source.h"
 #include "keel/pubsub/reader.h"
 
 namespace keel::cqrs {
@@ -56,7 +61,7 @@ struct RunnerOptions {
   std::size_t batch = 1000;  // events per transaction
   // Positions passed without a matching event before the checkpoint is written anyway.
   std::uint64_t idle_checkpoint_every = 10000;
-  Duration retry_after = 1s;  // after a database error
+  Duration retry_after = 1s;  // after a database error, or the log's (a node that is down)
 };
 
 struct Progress {
@@ -71,6 +76,11 @@ struct Progress {
 class ProjectionRunner {
  public:
   static Result<std::unique_ptr<ProjectionRunner>> open(EventStore& store, ReadModel& model,
+                                                        Projection projection, Clock& clock,
+                                                        RunnerOptions options = {});
+  // The same over any log, such as a remote node's. A log that cannot park (a node refuses
+  // appends to $ streams) refuses OnError::kPark here.
+  static Result<std::unique_ptr<ProjectionRunner>> open(pubsub::LogSource& log, ReadModel& model,
                                                         Projection projection, Clock& clock,
                                                         RunnerOptions options = {});
   ~ProjectionRunner() { stop(); }
@@ -106,22 +116,27 @@ class ProjectionRunner {
   std::string parked_stream() const { return "$keel-projection-" + projection_.name + "-parked"; }
 
  private:
-  ProjectionRunner(EventStore& store, ReadModel& model, Projection projection, Clock& clock,
-                   RunnerOptions options, std::uint64_t position);
+  static Result<std::unique_ptr<ProjectionRunner>> open_on(
+      std::unique_ptr<pubsub::LogSource> embedded, pubsub::LogSource* log, ReadModel& model,
+      Projection projection, Clock& clock, RunnerOptions options);
+  ProjectionRunner(std::unique_ptr<pubsub::LogSource> embedded, pubsub::LogSource& log,
+                   ReadModel& model, Projection projection, Clock& clock, RunnerOptions options,
+                   std::uint64_t position);
   Status save_checkpoint(Transaction& tx, std::uint64_t position);
   Status commit_checkpoint(std::uint64_t position);
   Status handle_failure(const std::vector<RecordedEvent>& events, std::size_t failed,
                         const Error& error);
   void advanced(std::uint64_t position, std::uint64_t applied);
 
-  EventStore& store_;
+  std::unique_ptr<pubsub::LogSource> embedded_;  // the EventStore's adapter, when given one
+  pubsub::LogSource& log_;
   ReadModel& model_;
   const Projection projection_;
   Clock& clock_;
   const RunnerOptions options_;
 
   std::mutex step_mutex_;    // one batch at a time; rebuild() waits for it
-  pubsub::Reader reader_;    // guarded by step_mutex_
+  std::uint64_t read_ = 0;   // where the next read starts; guarded by step_mutex_
   std::uint64_t saved_ = 0;  // the checkpoint in the database; guarded by step_mutex_
 
   mutable std::mutex mutex_;
@@ -129,7 +144,7 @@ class ProjectionRunner {
   Progress progress_;
   bool stopping_ = false;
   bool work_ = true;
-  pubsub::Follower follower_{store_, mutex_, changed_, work_, stopping_};  // last: stopped first
+  pubsub::Follower follower_{log_, mutex_, changed_, work_, stopping_};  // last: stopped first
 };
 
 }  // namespace keel::cqrs

@@ -33,6 +33,43 @@ Projection counting(OnError on_error = OnError::kStop) {
           .on_error = on_error};
 }
 
+// A log that fails two calls in five (heads and reads alike), as a node going up and down does,
+// and cannot park.
+class FlakyLog final : public pubsub::LogSource {
+ public:
+  explicit FlakyLog(EventStore& store) : embedded_(store) {}
+  Result<pubsub::LogPage> read(std::uint64_t from, const pubsub::Filter& filter,
+                               std::size_t max) override {
+    if (fails()) return Error(errc::database, "the node is down (read)");
+    return embedded_.read(from, filter, max);
+  }
+  Result<std::uint64_t> head() override {
+    if (fails()) return Error(errc::database, "the node is down (head)");
+    return embedded_.head();
+  }
+  std::uint64_t known_head() const override { return embedded_.known_head(); }
+  std::uint64_t add_commit_listener(std::function<void(std::uint64_t)> listener) override {
+    return embedded_.add_commit_listener(std::move(listener));
+  }
+  void remove_commit_listener(std::uint64_t id) override { embedded_.remove_commit_listener(id); }
+  bool can_park() const override { return false; }
+  Status park(std::string_view, const RecordedEvent&, std::string_view) override {
+    return Error(errc::invalid_argument, "cannot park");
+  }
+  std::string describe() const override { return "a flaky log"; }
+  int failures = 0;
+
+ private:
+  bool fails() {
+    const int call = calls_++ % 5;
+    if (call != 0 && call != 2) return false;
+    ++failures;
+    return true;
+  }
+  pubsub::EmbeddedLog embedded_;
+  int calls_ = 0;
+};
+
 class ProjectionRunnerTest : public pubsub::testing::StoreFixture {
  protected:
   void SetUp() override {
@@ -178,6 +215,43 @@ TEST_F(ProjectionRunnerTest, AQueryCanWaitForItsOwnWriteAndPauseHoldsTheRunner) 
   ASSERT_TRUE(counts->wait_for(held, 1h));
   EXPECT_EQ(events_of("acct-1"), 2);
   counts->stop();
+}
+
+TEST_F(ProjectionRunnerTest, ALogThatFailsLosesAndRepeatsNothing) {
+  for (int i = 0; i < 40; ++i) append("acct-" + std::to_string(i % 3), "Deposited", "x");
+  append("other-1");
+  FlakyLog log(*store_);
+  auto opened = ProjectionRunner::open(log, *model_, counting(), clock_, {.batch = 7});
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& counts = *opened;
+  int steps = 0;
+  while (counts->progress().position < 41 && steps++ < 100) {
+    auto stepped = counts->step();
+    if (!stepped) {
+      EXPECT_NE(stepped.error().message().find("the node is down"), std::string::npos);
+      EXPECT_TRUE(counts->progress().error.has_value());
+    }
+  }
+  EXPECT_GT(log.failures, 5);
+  EXPECT_EQ(counts->progress().position, 41u);
+  EXPECT_EQ(counts->progress().applied, 40u);
+  EXPECT_EQ(events_of("acct-0") + events_of("acct-1") + events_of("acct-2"), 40);
+  EXPECT_EQ(saved_checkpoint(), 41);
+  // Caught up, with the log answering again: the error is over.
+  for (int i = 0; i < 5 && !counts->step().ok(); ++i) {
+  }
+  EXPECT_FALSE(counts->progress().error.has_value());
+}
+
+TEST_F(ProjectionRunnerTest, ALogThatCannotParkRefusesThePolicy) {
+  FlakyLog log(*store_);
+  auto opened = ProjectionRunner::open(log, *model_, counting(OnError::kPark), clock_);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_TRUE(opened.error().is(errc::invalid_argument));
+  EXPECT_NE(opened.error().message().find("a flaky log cannot append to $ streams"),
+            std::string::npos)
+      << opened.error().message();
+  EXPECT_TRUE(ProjectionRunner::open(log, *model_, counting(OnError::kSkip), clock_).ok());
 }
 
 TEST_F(ProjectionRunnerTest, BadNamesAreRefused) {

@@ -9,15 +9,21 @@
 //     return std::vector<EventData>{item_added(sku, quantity)};
 //   });
 //
+// The store is the embedded EventStore or any AggregateStore (aggregate_store.h) — such as
+// keel::RemoteStore, a `keel node` over HTTP: the same loading, deciding and retrying on a
+// conflict, with snapshots where the store keeps them.
+//
 // Thread-safety: as the store's; a repository keeps no state of its own between calls.
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "keel/eventlog/aggregate_store.h"
 #include "keel/eventlog/event_store.h"
 
 namespace keel::eventlog {
@@ -46,6 +52,12 @@ class AggregateRepository {
   using Decide = std::function<Result<std::vector<EventData>>(const State&)>;
 
   AggregateRepository(EventStore& store, AggregateType<State> type, std::uint32_t max_attempts = 5)
+      : embedded_(std::make_shared<EmbeddedAggregateStore>(store)),
+        store_(*embedded_),
+        type_(std::move(type)),
+        max_attempts_(max_attempts) {}
+  AggregateRepository(AggregateStore& store, AggregateType<State> type,
+                      std::uint32_t max_attempts = 5)
       : store_(store), type_(std::move(type)), max_attempts_(max_attempts) {}
 
   std::string stream_of(std::string_view id) const {
@@ -124,7 +136,8 @@ class AggregateRepository {
     (void)store_.save_snapshot(stream, {appended.last_version, type_.encode_snapshot(state)});
   }
 
-  EventStore& store_;
+  std::shared_ptr<AggregateStore> embedded_;  // the EventStore's adapter, when given one
+  AggregateStore& store_;
   AggregateType<State> type_;
   std::uint32_t max_attempts_;
 };

@@ -319,6 +319,13 @@ Result<ReadPage> NodeClient::read_all(std::uint64_t from, std::size_t limit,
   return read_page(*answer);
 }
 
+Result<std::uint64_t> NodeClient::next_position() {
+  // The last event of the whole log, system streams included.
+  auto last = read_all(node::kEnd, 1, {.include_system = true}, eventlog::Direction::kBackward);
+  if (!last) return last.error();
+  return last->events.empty() ? 0 : last->events.back().position + 1;
+}
+
 Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
                              const pubsub::Filter& filter,
                              const std::function<bool(const RecordedEvent&)>& on_event) {
@@ -338,6 +345,8 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
   {
     std::lock_guard lock(impl_->mutex);
     std::swap(impl_->connection, own);  // cancel() reaches it
+    // A cancel() between the check above and here cancelled the connection before this one.
+    if (impl_->cancelled) return Error(http::errc::cancelled, impl_->url.text + ": cancelled");
   }
   auto status = connection->start_stream("GET", target, "", {{"accept", "text/event-stream"}},
                                          impl_->options.timeout);

@@ -54,6 +54,8 @@ class NodeClient {
   Result<ReadPage> read_all(std::uint64_t from, std::size_t limit,
                             const pubsub::Filter& filter = {},
                             eventlog::Direction direction = eventlog::Direction::kForward);
+  // The log's next position (its last event's + 1; 0 when empty), as EventStore's.
+  Result<std::uint64_t> next_position();
 
   // Follows a stream (by version) or, with `stream` empty, $all (by position, filtered) from
   // `from` inclusive, calling `on_event` for each event as it arrives, until `on_event` returns

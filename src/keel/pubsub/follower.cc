@@ -9,11 +9,13 @@ void Follower::start(std::function<void()> body) {
     stopping_ = false;
     work_ = true;
   }
-  listener_ = store_.add_commit_listener([this](std::uint64_t) {
+  auto listener = [this](std::uint64_t) {
     std::lock_guard wake(mutex_);
     work_ = true;
     changed_.notify_all();
-  });
+  };
+  listener_ =
+      store_ ? store_->add_commit_listener(listener) : source_->add_commit_listener(listener);
   std::lock_guard lock(mutex_);
   thread_ = std::thread(std::move(body));
 }
@@ -28,7 +30,11 @@ bool Follower::stop() {
   }
   if (!thread.joinable()) return false;
   thread.join();
-  store_.remove_commit_listener(listener_);
+  if (store_) {
+    store_->remove_commit_listener(listener_);
+  } else {
+    source_->remove_commit_listener(listener_);
+  }
   return true;
 }
 

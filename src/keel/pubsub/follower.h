@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "keel/eventlog/event_store.h"
+#include "keel/pubsub/log_source.h"
 
 namespace keel::pubsub {
 
@@ -20,7 +21,11 @@ class Follower {
  public:
   Follower(eventlog::EventStore& store, std::mutex& mutex, std::condition_variable& changed,
            bool& work, bool& stopping)
-      : store_(store), mutex_(mutex), changed_(changed), work_(work), stopping_(stopping) {}
+      : store_(&store), mutex_(mutex), changed_(changed), work_(work), stopping_(stopping) {}
+  // The same over any log (a remote node's, whose listener may also call after reconnecting).
+  Follower(LogSource& source, std::mutex& mutex, std::condition_variable& changed, bool& work,
+           bool& stopping)
+      : source_(&source), mutex_(mutex), changed_(changed), work_(work), stopping_(stopping) {}
   ~Follower() { stop(); }
   Follower(const Follower&) = delete;
   Follower& operator=(const Follower&) = delete;
@@ -31,7 +36,8 @@ class Follower {
   bool stop();
 
  private:
-  eventlog::EventStore& store_;
+  eventlog::EventStore* store_ = nullptr;  // one of the two
+  LogSource* source_ = nullptr;
   std::mutex& mutex_;
   std::condition_variable& changed_;
   bool& work_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "keel/pubsub/log_source.h"
+
 namespace keel::pubsub {
 
 namespace {
@@ -48,23 +50,10 @@ std::uint64_t StartFrom::resolve(const EventStore& store) const {
 }
 
 Result<std::vector<RecordedEvent>> Reader::next(std::size_t max) {
-  // Everything below `head` is in the indexes, so a short answer means the reader has looked
-  // at every position below it.
-  const std::uint64_t head = store_.next_position();
-  if (position_ >= head || max == 0) return std::vector<RecordedEvent>{};
-  max = std::min<std::size_t>(max, store_.options().max_read_count);
-  Result<std::vector<RecordedEvent>> page =
-      filter_.categories.size() == 1 ? store_.read_category(filter_.categories[0], position_, max)
-      : filter_.event_types.size() == 1
-          ? store_.read_event_type(filter_.event_types[0], position_, max)
-          : store_.read_all(position_, max);
+  auto page = read_matching(store_, filter_, position_, max);
   if (!page) return page.error();
-  std::vector<RecordedEvent>& events = *page;
-  const bool short_page = events.size() < max;
-  const std::uint64_t scanned = events.empty() ? position_ : events.back().position + 1;
-  position_ = short_page ? std::max(head, scanned) : scanned;
-  std::erase_if(events, [&](const RecordedEvent& event) { return !filter_.matches(event); });
-  return page;
+  position_ = page->next;
+  return std::move(page->events);
 }
 
 }  // namespace keel::pubsub
