@@ -9,6 +9,11 @@
 #include <string_view>
 
 #include "keel/core/log.h"
+#include "keel/core/result.h"
+
+namespace keel::testing {
+class Subprocess;
+}
 
 namespace keel::cli {
 
@@ -33,8 +38,8 @@ struct DemoOptions {
   std::uint64_t seed = 1;
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
-  // Run only this part (resilience, balance, eventlog, cqrs, proxy, strangler, election); empty:
-  // all.
+  // Run only this part (resilience, balance, eventlog, node, cqrs, proxy, strangler,
+  // election); empty: all.
   std::string only;
 };
 
@@ -61,6 +66,20 @@ int run_proxy_demo(const DemoOptions& options);
 // A route moving from legacy to modern: shadow diffs with the noise baseline, a canary, modern,
 // and a rollback when modern starts failing.
 int run_strangler_demo(const DemoOptions& options);
+
+// A `keel node` process driven with `keel ctl` and `curl`: appends, a conflict, an idempotent
+// retry, reads, a live tail, a consumer group polled and acked over HTTP, its metrics.
+int run_node_demo(const DemoOptions& options);
+
+// A child process a demo started: SIGTERM and a wait when it goes out of scope, whatever
+// happened (Subprocess's own destructor then SIGKILLs one that did not stop).
+struct DemoChild {
+  std::unique_ptr<testing::Subprocess> process;
+  ~DemoChild();
+};
+// Starts `keel node` (this binary) on a free loopback port, data in DIR/node, log in
+// DIR/node.log; its URL once it answers.
+Result<std::string> start_demo_node(const std::string& dir, DemoChild& node);
 
 // The orders example: commands, a projection into SQLite with read-your-writes, a consumer
 // group of three workers with one killed and a poison event parked, and a rebuild; then the

@@ -34,17 +34,6 @@ void show(const std::string& what, const Result<T>& result) {
               result ? "ok" : ("refused: " + result.error().message()).c_str());
 }
 
-// A child the demo started: SIGTERM and a wait when it goes out of scope, whatever happened
-// (Subprocess's own destructor then SIGKILLs one that did not stop).
-struct Child {
-  std::unique_ptr<testing::Subprocess> process;
-  ~Child() {
-    if (!process) return;
-    process->signal(SIGTERM);
-    (void)process->wait(10s);
-  }
-};
-
 // The positions the projection process reports ("at N"), for the demo to wait on.
 struct Reported {
   std::mutex mutex;
@@ -63,37 +52,19 @@ int run_remote_part(const std::string& dir) {
   std::printf("\nthe same over the network: a keel node process, the projection in another:\n");
   std::error_code error;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe", error).string();
-  auto port = testing::free_loopback_port();
-  if (error || !port) {
-    std::fprintf(stderr, "demo: %s\n", error ? error.message().c_str() : "no free port");
-    return 1;
-  }
-  const std::string url = "http://127.0.0.1:" + std::to_string(*port);
   Reported reported;  // before the children: their output goes to it until they are stopped
-  Child node{nullptr};
-  Child projection{nullptr};  // declared after the node: stopped first
-  auto started = testing::Subprocess::spawn_to_file(
-      {self, "--log-level", "warn", "node", "--data-dir", dir + "/node", "--listen",
-       "127.0.0.1:" + std::to_string(*port)},
-      dir + "/node.log");
-  if (!started) {
-    std::fprintf(stderr, "demo: keel node: %s\n", started.error().message().c_str());
+  DemoChild node;
+  DemoChild projection;  // declared after the node: stopped first
+  auto node_url = start_demo_node(dir, node);
+  if (!node_url) {
+    std::fprintf(stderr, "demo: %s\n", node_url.error().message().c_str());
     return 1;
   }
-  node.process = std::move(*started);
-  auto ready = testing::wait_until_ready(*node.process, 10s, [&] {
-    auto client = NodeClient::connect({.url = url, .timeout = 1s});
-    return client && (*client)->next_position().ok();
-  });
-  if (ready != testing::Readiness::kReady) {
-    std::fprintf(stderr, "demo: keel node did not start:\n%s\n",
-                 testing::file_tail(dir + "/node.log", 2000).c_str());
-    return 1;
-  }
+  const std::string& url = *node_url;
   std::printf("  keel node          pid %-7d %s (data in %s/node)\n", node.process->pid(),
               url.c_str(), dir.c_str());
 
-  started = testing::Subprocess::spawn(
+  auto started = testing::Subprocess::spawn(
       {self, "--log-level", "warn", "orders-projection", "--node", url, "--db", dir + "/remote.db"},
       [&](std::string_view line) {
         std::lock_guard lock(reported.mutex);

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
   demo->add_option("--only", demo_options.only, "Run one part only")
       ->check(CLI::IsMember(
-          {"resilience", "balance", "eventlog", "cqrs", "proxy", "strangler", "election"}));
+          {"resilience", "balance", "eventlog", "node", "cqrs", "proxy", "strangler", "election"}));
 
   // Hidden: the CQRS demo's projection process.
   std::string projection_node, projection_db;
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
         {"resilience", keel::cli::run_resilience_demo},
         {"balance", keel::cli::run_balance_demo},
         {"eventlog", keel::cli::run_eventlog_demo},
+        {"node", keel::cli::run_node_demo},
         {"cqrs", keel::cli::run_cqrs_demo},
         {"proxy", keel::cli::run_proxy_demo},
         {"strangler", keel::cli::run_strangler_demo},
