@@ -51,6 +51,7 @@ Status EventStore::Impl::open() {
 
 Status EventStore::Impl::close() {
   std::lock_guard no_scavenge(scavenge_mutex_);  // a running scavenge finishes first
+  std::thread flusher;
   {
     std::unique_lock lock(mutex_);
     if (!open_) return {};
@@ -59,7 +60,11 @@ Status EventStore::Impl::close() {
     stopping_ = true;
     syncer_wake_.notify_all();
     checkpointer_wake_.notify_all();
+    flusher_stopping_ = true;  // it answers every async append taken before it stops
+    flusher_wake_.notify_all();
+    flusher = std::move(flusher_);
   }
+  if (flusher.joinable()) flusher.join();
   if (syncer_.joinable()) syncer_.join();
   if (checkpointer_.joinable()) checkpointer_.join();
   Status result;
@@ -153,6 +158,13 @@ Result<AppendResult> EventStore::append(std::string_view stream, ExpectedVersion
                                         std::span<const EventData> events) {
   if (auto ok = check_user_stream(stream); !ok) return ok.error();
   return impl_->append(stream, expected, events, nullptr);
+}
+
+void EventStore::append_async(std::string_view stream, ExpectedVersion expected,
+                              std::span<const EventData> events,
+                              std::function<void(Result<AppendResult>)> done) {
+  if (auto ok = check_user_stream(stream); !ok) return done(ok.error());
+  impl_->append_async(stream, expected, events, std::move(done));
 }
 
 Result<AppendResult> EventStore::append_system(std::string_view stream, ExpectedVersion expected,

@@ -133,6 +133,15 @@ class EventStore {
                               std::initializer_list<EventData> events) {
     return append(stream, expected, std::span<const EventData>(events.begin(), events.size()));
   }
+  // The same append without a thread waiting for it: `done` is called once with what append()
+  // would return, on the calling thread when the answer is known at once (a refusal, a
+  // duplicate), else on the store's flusher thread once the events are durable. Appends taken
+  // this way share syncs with each other and with append(); a server's I/O threads use it so
+  // that no thread per waiting request is needed. `done` must not block; close() answers every
+  // append taken before it. `events` need not outlive the call.
+  void append_async(std::string_view stream, ExpectedVersion expected,
+                    std::span<const EventData> events,
+                    std::function<void(Result<AppendResult>)> done);
 
   // Up to `max_count` events of `stream` from version `from` (inclusive) in `direction`;
   // from = UINT64_MAX with kBackward means "from the end". A missing or soft-deleted stream

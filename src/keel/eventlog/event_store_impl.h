@@ -15,6 +15,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -130,6 +132,9 @@ class EventStore::Impl {
   Result<AppendResult> append(std::string_view stream, ExpectedVersion expected,
                               std::span<const EventData> events,
                               const MetadataChange& change_metadata);
+  using AppendDone = std::function<void(Result<AppendResult>)>;
+  void append_async(std::string_view stream, ExpectedVersion expected,
+                    std::span<const EventData> events, AppendDone done);
   Status checkpoint_now();
 
   // reader.cc
@@ -169,6 +174,33 @@ class EventStore::Impl {
   void start_writing_after_recovery();
 
   // writer.cc
+  // What the first half of an append (under mutex_, never waiting) made of it.
+  struct Encoded {
+    enum Kind {
+      kDone,             // `result` is the answer now
+      kQueued,           // pending: `result` is the answer once `ticket` is flushed
+      kAfterFlush,       // `result` (a conflict) is the answer once `ticket` is flushed
+      kRetryAfterFlush,  // must roll while a write is in flight: encode again after `ticket`
+    } kind;
+    Result<AppendResult> result;
+    std::uint64_t ticket = 0;
+  };
+  // An append_async() waiting for its ticket; guarded by mutex_.
+  struct AsyncAppend {
+    std::uint64_t ticket = 0;
+    Encoded::Kind kind;
+    Result<AppendResult> result;
+    AppendDone done;
+    std::string stream;  // kRetryAfterFlush: what to encode again
+    ExpectedVersion expected;
+    std::vector<EventData> events;
+  };
+  Status check_append(std::string_view stream, std::span<const EventData> events) const;
+  Encoded encode_append(const std::string& stream, ExpectedVersion expected,
+                        std::span<const EventData> events, const MetadataChange& change_metadata);
+  // append_async()'s thread, started by the first: flushes what async appends wait for and
+  // answers them, in ticket order.
+  void flusher_loop();
   Status roll_segment_locked();
   Status check_expected(const std::string& stream, const StreamWriterState& state,
                         ExpectedVersion expected) const;
@@ -241,6 +273,11 @@ class EventStore::Impl {
   bool stopping_ = false;
   bool sync_due_ = false;
   std::condition_variable syncer_wake_;
+
+  std::deque<AsyncAppend> async_appends_;  // guarded by mutex_, tickets in order
+  std::thread flusher_;                    // guarded by mutex_ (started by append_async)
+  bool flusher_stopping_ = false;
+  std::condition_variable flusher_wake_;
 
   std::thread checkpointer_;
   bool checkpoint_due_ = false;  // guarded by mutex_

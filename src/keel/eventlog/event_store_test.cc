@@ -4,9 +4,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "keel/eventlog/test_support.h"
@@ -468,6 +472,135 @@ TEST_F(EventStoreTest, ConcurrentAppendersShareCommitsAndKeepStreamsOrdered) {
     ASSERT_EQ(read->size(), std::size_t{kAppends});
     for (int i = 0; i < kAppends; ++i) ASSERT_EQ((*read)[i].data, std::to_string(i));
   }
+}
+
+// What an append_async() callback was given, for the tests below to wait on.
+struct AsyncAnswers {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<Result<AppendResult>> answers;
+  std::function<void(Result<AppendResult>)> add() {
+    return [this](Result<AppendResult> result) {
+      std::lock_guard lock(mutex);
+      answers.push_back(std::move(result));
+      changed.notify_all();
+    };
+  }
+  // The answers once there are `n` (none comes twice: the count would pass n).
+  std::vector<Result<AppendResult>> wait(std::size_t n) {
+    std::unique_lock lock(mutex);
+    EXPECT_TRUE(changed.wait_for(lock, 30s, [&] { return answers.size() >= n; }));
+    return answers;
+  }
+};
+
+TEST_F(EventStoreTest, AsyncAppendsAreAnsweredOnceDurableInOrderAndShareSyncs) {
+  // Segments of 4 KiB: many appends must roll while a write is in flight (encoded again after
+  // it), and every segment boundary is crossed by async appends.
+  StoreOptions options = small();
+  options.segment_bytes = 4096;
+  reopen(options);
+  AsyncAnswers answers;
+  constexpr int kThreads = 4;
+  constexpr int kAppends = 300;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Random random(200 + t);
+      for (int i = 0; i < kAppends; ++i) {
+        std::vector<EventData> one = {make_event(random, "Tick", std::to_string(i))};
+        store_->append_async("a-" + std::to_string(t), ExpectedVersion::any(), one, answers.add());
+      }
+    });
+  }
+  must_append("blocking", ExpectedVersion::no_stream(), events(3));  // beside them
+  for (auto& thread : threads) thread.join();
+  auto all = answers.wait(kThreads * kAppends);
+  std::set<std::uint64_t> positions;
+  for (const auto& answer : all) {
+    ASSERT_TRUE(answer.ok()) << answer.error().to_string();
+    positions.insert(answer->first_position);
+  }
+  EXPECT_EQ(positions.size(), std::size_t{kThreads * kAppends});
+  EXPECT_LT(store_->stats().syncs, store_->stats().appends);
+  reopen(options);  // everything answered is on disk
+  EXPECT_EQ(store_->next_position(), std::uint64_t{kThreads * kAppends + 3});
+  for (int t = 0; t < kThreads; ++t) {
+    auto read = store_->read_stream("a-" + std::to_string(t), 0, 1000);
+    ASSERT_EQ(read->size(), std::size_t{kAppends});
+    for (int i = 0; i < kAppends; ++i) ASSERT_EQ((*read)[i].data, std::to_string(i));
+  }
+}
+
+TEST_F(EventStoreTest, AsyncAppendRefusalsAndRetriesAnswerLikeAppend) {
+  AsyncAnswers answers;
+  auto batch = events(2);
+  store_->append_async("r-1", ExpectedVersion::no_stream(), batch, answers.add());
+  store_->append_async("r-1", ExpectedVersion::no_stream(), events(1), answers.add());  // conflict
+  store_->append_async("r-1", ExpectedVersion::any(), batch, answers.add());            // a retry
+  store_->append_async("$system", ExpectedVersion::any(), events(1), answers.add());
+  store_->append_async("", ExpectedVersion::any(), events(1), answers.add());
+  auto all = answers.wait(5);
+  ASSERT_EQ(all.size(), 5u);
+  // The answers that waited for nothing come first; the rest in ticket order. The retry of the
+  // first append is its first result (duplicate) or, while that is still being written,
+  // refused as such, as append() does.
+  int appended = 0, retried = 0, conflicts = 0, invalid = 0;
+  for (const auto& answer : all) {
+    if (answer.ok()) {
+      (answer->duplicate ? retried : appended) += 1;
+      EXPECT_EQ(answer->first_version, 0u);
+      EXPECT_EQ(answer->last_version, 1u);
+    } else if (answer.error().is(errc::wrong_expected_version)) {
+      ++conflicts;
+      EXPECT_EQ(answer.error().detail(), 1);  // it waited for the first append to be durable
+    } else if (answer.error().is(errc::duplicate_event_id)) {
+      EXPECT_NE(answer.error().message().find("right now"), std::string::npos);
+      ++retried;
+    } else {
+      EXPECT_TRUE(answer.error().is(errc::invalid_argument)) << answer.error().to_string();
+      ++invalid;
+    }
+  }
+  EXPECT_EQ(appended, 1);
+  EXPECT_EQ(retried, 1);
+  EXPECT_EQ(conflicts, 1);
+  EXPECT_EQ(invalid, 2);
+  AsyncAnswers again;  // once durable, the retry is the first result
+  store_->append_async("r-1", ExpectedVersion::any(), batch, again.add());
+  auto retry = again.wait(1);
+  ASSERT_TRUE(retry[0].ok());
+  EXPECT_TRUE(retry[0]->duplicate);
+}
+
+TEST_F(EventStoreTest, AsyncAppendsAfterAFailedSyncAndAtCloseAreAllAnswered) {
+  bool broken = false;
+  StoreOptions options = small();
+  options.inject_fault = [&](std::string_view operation) {
+    return broken && operation == "sync" ? EIO : 0;
+  };
+  reopen(options);
+  AsyncAnswers answers;
+  broken = true;
+  for (int i = 0; i < 20; ++i)
+    store_->append_async("f-1", ExpectedVersion::any(), events(1), answers.add());
+  for (const auto& answer : answers.wait(20)) {
+    ASSERT_FALSE(answer.ok());
+    EXPECT_TRUE(answer.error().is(errc::io_error)) << answer.error().to_string();
+  }
+  broken = false;
+  reopen(options);
+  AsyncAnswers at_close;
+  for (int i = 0; i < 50; ++i)
+    store_->append_async("c-1", ExpectedVersion::any(), events(1), at_close.add());
+  ASSERT_TRUE(store_->close().ok());
+  {
+    std::lock_guard lock(at_close.mutex);
+    EXPECT_EQ(at_close.answers.size(), 50u);  // close() answered every one before returning
+  }
+  store_->append_async("c-1", ExpectedVersion::any(), events(1), at_close.add());
+  auto all = at_close.wait(51);
+  EXPECT_TRUE(all.back().error().is(errc::closed));
 }
 
 TEST_F(EventStoreTest, BadInputGetsClearErrors) {

@@ -107,10 +107,8 @@ Status EventStore::Impl::roll_segment_locked() {
   return {};
 }
 
-Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
-                                              ExpectedVersion expected,
-                                              std::span<const EventData> events,
-                                              const MetadataChange& change_metadata) {
+Status EventStore::Impl::check_append(std::string_view stream_name,
+                                      std::span<const EventData> events) const {
   if (stream_name.empty() || stream_name.size() > 0xffff) {
     return invalid("stream name must be 1 to 65535 bytes");
   }
@@ -141,6 +139,111 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
                                                  " appears twice in one append");
     }
   }
+  return {};
+}
+
+EventStore::Impl::Encoded EventStore::Impl::encode_append(const std::string& stream,
+                                                          ExpectedVersion expected,
+                                                          std::span<const EventData> events,
+                                                          const MetadataChange& change_metadata) {
+  auto done = [](Result<AppendResult> result) {
+    return Encoded{Encoded::kDone, std::move(result), 0};
+  };
+  if (!open_) return done(Error(errc::closed, "the store is closed"));
+  if (failed_) return done(*failed_);
+  if (auto duplicate = find_duplicate(stream, events)) return done(std::move(*duplicate));
+  StreamWriterState& state = writers_[stream];
+  if (state.tombstone)
+    return done(Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted"));
+  if (auto ok = check_expected(stream, state, expected); !ok) {
+    // The conflict may be with appends not yet durable: answer once they are, so that a writer
+    // who reloads after a conflict sees what it conflicted with.
+    if (state.committed_version < state.next_version)
+      return Encoded{Encoded::kAfterFlush, ok.error(), encoded_ticket_};
+    return done(ok.error());
+  }
+
+  // Encode, rolling to a new segment when the append does not fit (an append never spans two).
+  std::string bytes;
+  const std::int64_t timestamp = clock_.unix_now_ns();
+  std::vector<PendingItem> items;
+  AppendResult result;
+  result.first_version = state.next_version;
+  result.first_position = next_position_;
+  std::optional<StoredMetadata> metadata_change;
+  if (change_metadata) metadata_change = change_metadata(state);
+  if (!metadata_change && state.soft_deleted && !events.empty()) {
+    // Appending to a soft-deleted stream brings it back; its old events stay hidden.
+    metadata_change = state.metadata;
+    metadata_change->soft_deleted = false;
+  }
+  std::vector<std::size_t> offsets_in_bytes;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    RecordedEvent event =
+        recorded(events[i], stream, state.next_version + i, next_position_ + i, timestamp);
+    offsets_in_bytes.push_back(bytes.size());
+    encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
+    items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
+  }
+  if (metadata_change) {
+    encode_metadata(stream, metadata_change->to_json(), true, bytes);
+    PendingItem item;
+    item.is_event = false;
+    item.stream = stream;
+    item.metadata = *metadata_change;
+    items.push_back(std::move(item));
+  }
+  if (bytes.empty()) {  // an empty append only checks the expected version
+    result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+    result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+    return done(result);
+  }
+  if (bytes.size() > options_.segment_bytes) {
+    return done(
+        invalid("append of " + std::to_string(bytes.size()) + " bytes is larger than a segment"));
+  }
+  if (write_offset_ + bytes.size() > active_->capacity) {
+    if (flushing_ || !pending_chunks_.empty()) {
+      // Never roll while a write to the active segment is in flight or waiting: a crash would
+      // leave that segment torn with a newer one after it. Let it finish, then start again
+      // (positions and versions may have moved meanwhile).
+      (void)files_.fault("roll-wait");
+      return Encoded{Encoded::kRetryAfterFlush, Error(errc::io_error, "roll-wait"),
+                     encoded_ticket_};
+    }
+    if (auto rolled = roll_segment_locked(); !rolled) return done(rolled.error());
+  }
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    items[i].location = pack_location(active_->number, write_offset_ + offsets_in_bytes[i]);
+  }
+  if (!pending_chunks_.empty() && pending_chunks_.back().segment == active_->number &&
+      pending_chunks_.back().offset + pending_chunks_.back().bytes.size() == write_offset_) {
+    pending_chunks_.back().bytes += bytes;
+  } else {
+    pending_chunks_.push_back({active_->number, write_offset_, std::move(bytes)});
+  }
+  write_offset_ = pending_chunks_.back().offset + pending_chunks_.back().bytes.size();
+  for (auto& item : items) {
+    if (item.is_event) remember_id(item.id, item.position);
+    pending_items_.push_back(std::move(item));
+  }
+  state.next_version += events.size();
+  next_position_ += events.size();
+  if (metadata_change) {
+    state.metadata = *metadata_change;
+    state.soft_deleted = metadata_change->soft_deleted;
+    state.tombstone = metadata_change->tombstone;
+  }
+  result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
+  result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
+  return Encoded{Encoded::kQueued, result, ++encoded_ticket_};
+}
+
+Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
+                                              ExpectedVersion expected,
+                                              std::span<const EventData> events,
+                                              const MetadataChange& change_metadata) {
+  if (auto ok = check_append(stream_name, events); !ok) return ok.error();
   const std::string stream(stream_name);
 
   // Appenders inside append(): a leader waits briefly for the others to join its sync.
@@ -152,115 +255,79 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
 
   std::unique_lock lock(mutex_);
   for (;;) {  // once, or again after waiting for a write in flight before a roll
-    if (!open_) return Error(errc::closed, "the store is closed");
-    if (failed_) return *failed_;
-    if (auto duplicate = find_duplicate(stream, events)) return std::move(*duplicate);
-    StreamWriterState& state = writers_[stream];
-    if (state.tombstone)
-      return Error(errc::stream_deleted, "stream '" + stream + "' was hard-deleted");
-    if (auto ok = check_expected(stream, state, expected); !ok) {
-      // The conflict may be with appends not yet durable. Wait for them (flushing them if no one
-      // is), so that a writer who reloads after a conflict sees what it conflicted with.
-      while (state.committed_version < state.next_version && !failed_) {
-        if (!flushing_) {
-          if (auto flushed = flush_as_leader(lock); !flushed) break;
-        } else {
-          flushed_.wait(lock);
-        }
-      }
-      return ok.error();
-    }
-
-    // Encode, rolling to a new segment when the append does not fit (an append never spans two).
-    std::string bytes;
-    const std::int64_t timestamp = clock_.unix_now_ns();
-    std::vector<PendingItem> items;
-    AppendResult result;
-    result.first_version = state.next_version;
-    result.first_position = next_position_;
-    std::optional<StoredMetadata> metadata_change;
-    if (change_metadata) metadata_change = change_metadata(state);
-    if (!metadata_change && state.soft_deleted && !events.empty()) {
-      // Appending to a soft-deleted stream brings it back; its old events stay hidden.
-      metadata_change = state.metadata;
-      metadata_change->soft_deleted = false;
-    }
-    std::vector<std::size_t> offsets_in_bytes;
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      RecordedEvent event =
-          recorded(events[i], stream, state.next_version + i, next_position_ + i, timestamp);
-      offsets_in_bytes.push_back(bytes.size());
-      encode_event(event, i + 1 == events.size() && !metadata_change, bytes);
-      items.push_back({true, stream, event.position, event.version, 0, event.type, event.id, {}});
-    }
-    if (metadata_change) {
-      encode_metadata(stream, metadata_change->to_json(), true, bytes);
-      PendingItem item;
-      item.is_event = false;
-      item.stream = stream;
-      item.metadata = *metadata_change;
-      items.push_back(std::move(item));
-    }
-    if (bytes.empty()) {  // an empty append only checks the expected version
-      result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
-      result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
-      return result;
-    }
-    if (bytes.size() > options_.segment_bytes) {
-      return invalid("append of " + std::to_string(bytes.size()) +
-                     " bytes is larger than a segment");
-    }
-    if (write_offset_ + bytes.size() > active_->capacity) {
-      if (flushing_ || !pending_chunks_.empty()) {
-        // Never roll while a write to the active segment is in flight or waiting: a crash
-        // would leave that segment torn with a newer one after it. Let it finish, then start
-        // again (positions and versions may have moved meanwhile).
-        (void)files_.fault("roll-wait");
-        if (!flushing_) {
-          if (auto flushed = flush_as_leader(lock); !flushed) return flushed.error();
-        } else {
-          flushed_.wait(lock);
-        }
-        continue;
-      }
-      if (auto rolled = roll_segment_locked(); !rolled) return rolled.error();
-    }
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      items[i].location = pack_location(active_->number, write_offset_ + offsets_in_bytes[i]);
-    }
-    if (!pending_chunks_.empty() && pending_chunks_.back().segment == active_->number &&
-        pending_chunks_.back().offset + pending_chunks_.back().bytes.size() == write_offset_) {
-      pending_chunks_.back().bytes += bytes;
-    } else {
-      pending_chunks_.push_back({active_->number, write_offset_, std::move(bytes)});
-    }
-    write_offset_ = pending_chunks_.back().offset + pending_chunks_.back().bytes.size();
-    for (auto& item : items) {
-      if (item.is_event) remember_id(item.id, item.position);
-      pending_items_.push_back(std::move(item));
-    }
-    state.next_version += events.size();
-    next_position_ += events.size();
-    if (metadata_change) {
-      state.metadata = *metadata_change;
-      state.soft_deleted = metadata_change->soft_deleted;
-      state.tombstone = metadata_change->tombstone;
-    }
-    result.last_version = state.next_version == 0 ? 0 : state.next_version - 1;
-    result.last_position = next_position_ == 0 ? 0 : next_position_ - 1;
-    const std::uint64_t ticket = ++encoded_ticket_;
-
+    Encoded encoded = encode_append(stream, expected, events, change_metadata);
+    if (encoded.kind == Encoded::kDone) return std::move(encoded.result);
     // Group commit: the first waiter to find no flush under way writes everything pending.
-    while (flushed_ticket_ < ticket && !failed_) {
+    while (flushed_ticket_ < encoded.ticket && !failed_) {
       if (!flushing_) {
         if (auto flushed = flush_as_leader(lock); !flushed) break;
       } else {
         flushed_.wait(lock);
       }
     }
-    if (flushed_ticket_ < ticket)
+    if (encoded.kind == Encoded::kRetryAfterFlush) {
+      if (failed_) return *failed_;
+      continue;
+    }
+    if (encoded.kind == Encoded::kQueued && flushed_ticket_ < encoded.ticket)
       return failed_ ? *failed_ : Error(errc::io_error, "append was not written");
-    return result;
+    return std::move(encoded.result);
+  }
+}
+
+void EventStore::Impl::append_async(std::string_view stream_name, ExpectedVersion expected,
+                                    std::span<const EventData> events, AppendDone done) {
+  if (auto ok = check_append(stream_name, events); !ok) return done(ok.error());
+  std::string stream(stream_name);
+  std::unique_lock lock(mutex_);
+  Encoded encoded = encode_append(stream, expected, events, nullptr);
+  if (encoded.kind == Encoded::kDone) {
+    lock.unlock();
+    return done(std::move(encoded.result));
+  }
+  AsyncAppend waiting{
+      encoded.ticket, encoded.kind, std::move(encoded.result), std::move(done), {}, expected, {}};
+  if (encoded.kind == Encoded::kRetryAfterFlush) {  // rare: keep what to encode again
+    waiting.stream = std::move(stream);
+    waiting.events.assign(events.begin(), events.end());
+  }
+  async_appends_.push_back(std::move(waiting));
+  if (!flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
+  if (!flushing_) flusher_wake_.notify_one();
+}
+
+void EventStore::Impl::flusher_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    // Answer what is durable (or everything, once the store has failed), outside the lock.
+    std::vector<AsyncAppend> ready;
+    while (!async_appends_.empty() &&
+           (async_appends_.front().ticket <= flushed_ticket_ || failed_)) {
+      ready.push_back(std::move(async_appends_.front()));
+      async_appends_.pop_front();
+    }
+    if (!ready.empty()) {
+      const std::optional<Error> failed = failed_;
+      const std::uint64_t flushed = flushed_ticket_;
+      lock.unlock();
+      for (AsyncAppend& append : ready) {
+        if (append.kind == Encoded::kRetryAfterFlush && !failed) {
+          append_async(append.stream, append.expected, append.events, std::move(append.done));
+        } else if (append.kind != Encoded::kAfterFlush && append.ticket > flushed) {
+          append.done(failed ? *failed : Error(errc::io_error, "append was not written"));
+        } else {
+          append.done(std::move(append.result));
+        }
+      }
+      lock.lock();
+      continue;
+    }
+    if (!async_appends_.empty() && !flushing_) {
+      (void)flush_as_leader(lock);  // a failure is answered above
+      continue;
+    }
+    if (async_appends_.empty() && flusher_stopping_) return;
+    flusher_wake_.wait(lock);
   }
 }
 
@@ -321,6 +388,7 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
                     error->message() + "; the store takes no more appends until reopened");
     flushing_ = false;
     flushed_.notify_all();
+    flusher_wake_.notify_one();
     return *failed_;
   }
   publish(items);
@@ -338,6 +406,7 @@ Status EventStore::Impl::flush_as_leader(std::unique_lock<std::mutex>& lock) {
   flushing_ = false;
   flushed_.notify_all();
   tail_.notify_all();
+  if (!async_appends_.empty()) flusher_wake_.notify_one();
   return {};
 }
 

@@ -68,8 +68,9 @@ struct Node::Impl {
   std::unique_ptr<GroupRegistry> groups;
   // Appends, acks and group changes: blocking on the disk, so off the HTTP workers, and many at
   // once so that they share fsyncs.
-  std::unique_ptr<resilience::ThreadPoolBulkhead> appenders;
-  std::unique_ptr<resilience::ThreadPoolBulkhead> pollers;  // consumer-group long polls
+  std::unique_ptr<resilience::ThreadPoolBulkhead> appenders;  // deletes, metadata, group writes
+  std::atomic<std::uint32_t> appends_waiting{0};              // append_async() not yet answered
+  std::unique_ptr<resilience::ThreadPoolBulkhead> pollers;    // consumer-group long polls
   std::unique_ptr<http::Server> api;
   std::unique_ptr<http::Server> admin;
   std::atomic<bool> ready{false};
@@ -218,12 +219,29 @@ struct Node::Impl {
     responder.respond(error_response(error));
   }
 
+  // Appends take no thread while they wait for their sync: the store answers them from its
+  // flusher thread, and the responder carries the answer back to the connection's worker.
+  // Bounded like the pools: max_pending_appends waiting, 503 beyond.
   void append(AppendCommand command, http::Responder& responder) {
-    offload(*appenders, responder, [this, c = std::move(command)](http::Responder& r) {
-      auto appended = store->append(c.stream, c.expected, c.events);
-      r.respond(appended ? json(200, append_result_json(*appended))
-                         : error_response(appended.error()));
-    });
+    const std::uint32_t limit = config.limits.max_pending_appends;
+    if (appends_waiting.fetch_add(1, std::memory_order_relaxed) >= limit) {
+      appends_waiting.fetch_sub(1, std::memory_order_relaxed);
+      requests_rejected->inc();
+      ApiError error;
+      error.status = 503;
+      error.code = "unavailable";
+      error.message = "the node has " + std::to_string(limit) +
+                      " appends waiting for their sync already; retry later";
+      responder.respond(error_response(error));
+      return;
+    }
+    auto shared = std::make_shared<http::Responder>(std::move(responder));
+    store->append_async(command.stream, command.expected, command.events,
+                        [this, shared](Result<eventlog::AppendResult> appended) {
+                          appends_waiting.fetch_sub(1, std::memory_order_relaxed);
+                          shared->respond(appended ? json(200, append_result_json(*appended))
+                                                   : error_response(appended.error()));
+                        });
   }
 
   http::Response read_stream(const ReadStreamCommand& c) {
