@@ -185,16 +185,14 @@ class EventStore::Impl {
     Result<AppendResult> result;
     std::uint64_t ticket = 0;
   };
-  // An append_async() waiting for its ticket; guarded by mutex_.
+  // An append_async() waiting for its ticket (kQueued or kAfterFlush); guarded by mutex_.
   struct AsyncAppend {
     std::uint64_t ticket = 0;
     Encoded::Kind kind;
     Result<AppendResult> result;
     AppendDone done;
-    std::string stream;  // kRetryAfterFlush: what to encode again
-    ExpectedVersion expected;
-    std::vector<EventData> events;
   };
+
   Status check_append(std::string_view stream, std::span<const EventData> events) const;
   Encoded encode_append(const std::string& stream, ExpectedVersion expected,
                         std::span<const EventData> events, const MetadataChange& change_metadata);
@@ -207,6 +205,8 @@ class EventStore::Impl {
   std::optional<Result<AppendResult>> find_duplicate(std::string_view stream,
                                                      std::span<const EventData> events);
   Status flush_as_leader(std::unique_lock<std::mutex>& lock);
+  // Until `ticket` is flushed (writing as the leader when no one is) or the store failed.
+  void wait_for_ticket(std::unique_lock<std::mutex>& lock, std::uint64_t ticket);
   void publish(std::vector<PendingItem>& items);
   void remember_id(const Uuid& id, std::uint64_t position);
   std::vector<std::pair<Uuid, std::uint64_t>> ids_snapshot() const;

@@ -30,7 +30,7 @@ class EventStoreTest : public ::testing::Test {
       ASSERT_TRUE(store_->close().ok());
     }
     store_.reset();
-    auto opened = EventStore::open(dir_.path(), options, clock_);
+    auto opened = EventStore::open(path_, options, clock_);
     ASSERT_TRUE(opened.ok()) << opened.error().to_string();
     store_ = std::move(*opened);
   }
@@ -59,7 +59,10 @@ class EventStoreTest : public ::testing::Test {
     return result;
   }
 
+  void async_appends_land(Durability durability);
+
   TempDir dir_;
+  std::string path_ = dir_.path();  // the store's directory
   ManualClock clock_;
   Random random_{7};
   std::unique_ptr<EventStore> store_;
@@ -495,10 +498,21 @@ struct AsyncAnswers {
 };
 
 TEST_F(EventStoreTest, AsyncAppendsAreAnsweredOnceDurableInOrderAndShareSyncs) {
+  for (Durability durability : {Durability::kEveryCommit, Durability::kInterval}) {
+    SCOPED_TRACE(durability == Durability::kInterval ? "interval" : "every_commit");
+    ASSERT_TRUE(store_->close().ok());
+    store_.reset();
+    path_ = dir_.path() + (durability == Durability::kInterval ? "/interval" : "/every_commit");
+    async_appends_land(durability);
+  }
+}
+
+void EventStoreTest::async_appends_land(Durability durability) {
   // Segments of 4 KiB: many appends must roll while a write is in flight (encoded again after
   // it), and every segment boundary is crossed by async appends.
   StoreOptions options = small();
   options.segment_bytes = 4096;
+  options.durability = durability;
   reopen(options);
   AsyncAnswers answers;
   constexpr int kThreads = 4;
@@ -523,7 +537,7 @@ TEST_F(EventStoreTest, AsyncAppendsAreAnsweredOnceDurableInOrderAndShareSyncs) {
   }
   EXPECT_EQ(positions.size(), std::size_t{kThreads * kAppends});
   EXPECT_LT(store_->stats().syncs, store_->stats().appends);
-  reopen(options);  // everything answered is on disk
+  reopen(options);  // everything answered is written
   EXPECT_EQ(store_->next_position(), std::uint64_t{kThreads * kAppends + 3});
   for (int t = 0; t < kThreads; ++t) {
     auto read = store_->read_stream("a-" + std::to_string(t), 0, 1000);

@@ -257,14 +257,7 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   for (;;) {  // once, or again after waiting for a write in flight before a roll
     Encoded encoded = encode_append(stream, expected, events, change_metadata);
     if (encoded.kind == Encoded::kDone) return std::move(encoded.result);
-    // Group commit: the first waiter to find no flush under way writes everything pending.
-    while (flushed_ticket_ < encoded.ticket && !failed_) {
-      if (!flushing_) {
-        if (auto flushed = flush_as_leader(lock); !flushed) break;
-      } else {
-        flushed_.wait(lock);
-      }
-    }
+    wait_for_ticket(lock, encoded.ticket);
     if (encoded.kind == Encoded::kRetryAfterFlush) {
       if (failed_) return *failed_;
       continue;
@@ -275,23 +268,35 @@ Result<AppendResult> EventStore::Impl::append(std::string_view stream_name,
   }
 }
 
+void EventStore::Impl::wait_for_ticket(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
+  // Group commit: the first waiter to find no flush under way writes everything pending.
+  while (flushed_ticket_ < ticket && !failed_) {
+    if (!flushing_) {
+      if (auto flushed = flush_as_leader(lock); !flushed) break;
+    } else {
+      flushed_.wait(lock);
+    }
+  }
+}
+
 void EventStore::Impl::append_async(std::string_view stream_name, ExpectedVersion expected,
                                     std::span<const EventData> events, AppendDone done) {
   if (auto ok = check_append(stream_name, events); !ok) return done(ok.error());
-  std::string stream(stream_name);
+  const std::string stream(stream_name);
   std::unique_lock lock(mutex_);
   Encoded encoded = encode_append(stream, expected, events, nullptr);
+  while (encoded.kind == Encoded::kRetryAfterFlush) {
+    // A segment roll while a write is in flight: wait for it here, as append() does (once a
+    // segment, for one write), so that appends are still encoded in the order they came.
+    wait_for_ticket(lock, encoded.ticket);
+    encoded = encode_append(stream, expected, events, nullptr);
+  }
   if (encoded.kind == Encoded::kDone) {
     lock.unlock();
     return done(std::move(encoded.result));
   }
-  AsyncAppend waiting{
-      encoded.ticket, encoded.kind, std::move(encoded.result), std::move(done), {}, expected, {}};
-  if (encoded.kind == Encoded::kRetryAfterFlush) {  // rare: keep what to encode again
-    waiting.stream = std::move(stream);
-    waiting.events.assign(events.begin(), events.end());
-  }
-  async_appends_.push_back(std::move(waiting));
+  async_appends_.push_back(
+      {encoded.ticket, encoded.kind, std::move(encoded.result), std::move(done)});
   if (!flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
   if (!flushing_) flusher_wake_.notify_one();
 }
@@ -311,9 +316,7 @@ void EventStore::Impl::flusher_loop() {
       const std::uint64_t flushed = flushed_ticket_;
       lock.unlock();
       for (AsyncAppend& append : ready) {
-        if (append.kind == Encoded::kRetryAfterFlush && !failed) {
-          append_async(append.stream, append.expected, append.events, std::move(append.done));
-        } else if (append.kind != Encoded::kAfterFlush && append.ticket > flushed) {
+        if (append.kind == Encoded::kQueued && append.ticket > flushed) {
           append.done(failed ? *failed : Error(errc::io_error, "append was not written"));
         } else {
           append.done(std::move(append.result));
