@@ -1,8 +1,9 @@
 // `keel node`: the event store, subscriptions and consumer groups as a network service. One
 // process owns one store directory; clients reach it over HTTP/JSON (docs/api.md) on the
-// http/ server core. Appends and acks run on a bounded pool of appender threads, so that
-// concurrent appends share each fsync (group commit); consumer-group long polls wait on a pool
-// of their own; subscriptions are served by one thread (subscriptions.h).
+// http/ server core. Appends go to the store's append_async(): no thread waits for their sync,
+// and concurrent appends share each fsync (group commit); deletes, metadata and group writes
+// run on a bounded pool of threads; consumer-group long polls wait on a pool of their own;
+// subscriptions are served by one thread (subscriptions.h).
 //
 //   SteadyClock clock;
 //   auto node = keel::node::Node::start(*keel::node::load_config("node.yaml"), clock);
