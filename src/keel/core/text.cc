@@ -1,5 +1,8 @@
 #include "keel/core/text.h"
 
+#include <cmath>
+#include <cstdlib>
+
 namespace keel {
 
 namespace {
@@ -151,5 +154,174 @@ void append_json_escaped(std::string& out, std::string_view text) {
   }
   out.append(text.data() + run, text.size() - run);
 }
+
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+class JsonValidator {
+ public:
+  explicit JsonValidator(std::string_view text) : text_(text) {}
+
+  // Iterative: the open containers are a stack of brackets, so no nesting can overflow ours.
+  bool run() {
+    bool want_value = true;
+    for (;;) {
+      skip_space();
+      if (want_value) {
+        if (at_end()) return false;
+        const char c = text_[i_];
+        if (c == '{' || c == '[') {
+          ++i_;
+          skip_space();
+          if (!at_end() && text_[i_] == closing(c)) {
+            ++i_;  // empty: a whole value
+          } else {
+            stack_.push_back(c);
+            if (c == '{' && !key()) return false;
+            continue;  // its first member's value
+          }
+        } else if (!scalar()) {
+          return false;
+        }
+        want_value = false;
+        continue;
+      }
+      // After a value: the end, or a ',' and the next member, or the container's end.
+      if (stack_.empty()) return at_end();
+      if (at_end()) return false;
+      const char c = text_[i_++];
+      if (c == closing(stack_.back())) {
+        stack_.pop_back();  // the container is a whole value
+        continue;
+      }
+      if (c != ',') return false;
+      skip_space();
+      if (stack_.back() == '{' && !key()) return false;
+      want_value = true;
+    }
+  }
+
+ private:
+  static char closing(char open) { return open == '{' ? '}' : ']'; }
+  bool at_end() const { return i_ >= text_.size(); }
+  void skip_space() {
+    while (!at_end() &&
+           (text_[i_] == ' ' || text_[i_] == '\t' || text_[i_] == '\n' || text_[i_] == '\r'))
+      ++i_;
+  }
+  // `"key" :` (the value follows).
+  bool key() {
+    if (at_end() || text_[i_] != '"' || !string()) return false;
+    skip_space();
+    if (at_end() || text_[i_] != ':') return false;
+    ++i_;
+    return true;
+  }
+  bool scalar() {
+    switch (text_[i_]) {
+      case '"':
+        return string();
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+  bool literal(std::string_view word) {
+    if (text_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  bool digits() {
+    const std::size_t start = i_;
+    while (!at_end() && text_[i_] >= '0' && text_[i_] <= '9') ++i_;
+    return i_ > start;
+  }
+  bool number() {
+    const std::size_t start = i_;
+    if (!at_end() && text_[i_] == '-') ++i_;
+    if (at_end()) return false;
+    if (text_[i_] == '0') {
+      ++i_;
+    } else if (!digits()) {
+      return false;
+    }
+    bool fraction = false;
+    if (!at_end() && text_[i_] == '.') {
+      ++i_;
+      if (!digits()) return false;
+      fraction = true;
+    }
+    if (!at_end() && (text_[i_] == 'e' || text_[i_] == 'E')) {
+      ++i_;
+      if (!at_end() && (text_[i_] == '+' || text_[i_] == '-')) ++i_;
+      if (!digits()) return false;
+      fraction = true;
+    }
+    // A number may overflow a double (1e400, or an integer of 400 digits): refused, as JSON
+    // readers that read numbers as doubles must. Short integers cannot.
+    if (!fraction && i_ - start <= 20) return true;
+    const std::string copy(text_.substr(start, i_ - start));
+    return std::isfinite(std::strtod(copy.c_str(), nullptr));
+  }
+  int hex4() {
+    if (text_.size() - i_ < 4) return -1;
+    int value = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int digit = hex_value(text_[i_++]);
+      if (digit < 0) return -1;
+      value = value << 4 | digit;
+    }
+    return value;
+  }
+  bool string() {
+    ++i_;  // the opening quote
+    for (;;) {
+      if (at_end()) return false;
+      const auto c = static_cast<unsigned char>(text_[i_]);
+      if (c == '"') {
+        ++i_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (++i_ >= text_.size()) return false;
+        const char escaped = text_[i_++];
+        if (escaped == 'u') {
+          const int unit = hex4();
+          if (unit < 0 || (unit >= 0xDC00 && unit <= 0xDFFF)) return false;
+          if (unit >= 0xD800 && unit <= 0xDBFF) {  // a high surrogate: a low one must follow
+            if (text_.size() - i_ < 2 || text_[i_] != '\\' || text_[i_ + 1] != 'u') return false;
+            i_ += 2;
+            const int low = hex4();
+            if (low < 0xDC00 || low > 0xDFFF) return false;
+          }
+        } else if (std::string_view("\"\\/bfnrt").find(escaped) == std::string_view::npos) {
+          return false;
+        }
+      } else if (c < 0x80) {
+        ++i_;
+      } else {
+        auto code_point = decode_utf8(text_, i_);
+        if (!code_point) return false;
+        i_ += code_point->length;
+      }
+    }
+  }
+
+  std::string_view text_;
+  std::size_t i_ = 0;
+  std::string stack_;  // the open containers' brackets
+};
+
+}  // namespace
+
+bool is_json_value(std::string_view text) { return JsonValidator(text).run(); }
 
 }  // namespace keel

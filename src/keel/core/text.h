@@ -37,6 +37,13 @@ std::optional<std::size_t> invalid_utf8_at(std::string_view text);
 std::optional<std::size_t> percent_decode(std::string_view text, bool plus_is_space,
                                           std::string& out);
 
+// Whether `text` is exactly one JSON value (RFC 8259), whitespace around it allowed: strings
+// well-formed UTF-8 with valid escapes (a \u surrogate only in a pair), no control characters,
+// numbers that fit a double, any depth (it keeps its own stack, no recursion). What passes can
+// be copied into a JSON document as it is. (Unlike nlohmann's accept(), a leading byte-order
+// mark is not JSON: copied into a document it would make that invalid.)
+bool is_json_value(std::string_view text);
+
 // Appends `text` escaped for the inside of a JSON string ('"', '\\' and control characters
 // escaped; bytes that are not UTF-8 become U+FFFD), so the output is always valid JSON. No
 // quotes: the caller writes them.

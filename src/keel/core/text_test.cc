@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "keel/core/random.h"
+
 namespace keel {
 namespace {
 
@@ -49,6 +55,93 @@ TEST(TextTest, EscapesAnyBytesIntoAJsonStringsInside) {
   std::string out;
   append_json_escaped(out, "q\"b\\n\n\x01 caf\xC3\xA9 \xFF");
   EXPECT_EQ(out, "q\\\"b\\\\n\\n\\u0001 caf\xC3\xA9 \xEF\xBF\xBD");
+}
+
+}  // namespace
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+TEST(TextTest, JsonValuesAreRecognisedAsRfc8259Says) {
+  for (const char* valid :
+       {"0", "-0", "1.5e-3", "-12E+4", "1e-400", "true", "false", "null", "\"\"", " \t\n\r{}\n",
+        "[]", "[1, [2, {\"a\": [null]}]]", "{\"a\":1,\"b\":{\"c\":\"d\"}}", "\"\\u00e9\\n\\/\"",
+        "\"\\ud83d\\ude00\"", "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"",
+        "123456789012345678901234567890"}) {
+    EXPECT_TRUE(is_json_value(valid)) << valid;
+  }
+  for (const char* invalid : {"",
+                              " ",
+                              "01",
+                              "1.",
+                              ".5",
+                              "1e",
+                              "+1",
+                              "-",
+                              "1e400",
+                              "tru",
+                              "nul",
+                              "[1,]",
+                              "{\"a\":1,}",
+                              "{\"a\"}",
+                              "{1:2}",
+                              "[1 2]",
+                              "{} {}",
+                              "\"\\x\"",
+                              "\"\\ud83d\"",
+                              "\"\\ude00\"",
+                              "\"\\ud83d\\u0041\"",
+                              "\"tab\there\"",
+                              "\"\xc3\"",
+                              "\"\xed\xa0\x80\"",
+                              "\"\xc0\xaf\"",
+                              "[",
+                              "]",
+                              "{",
+                              "\"open",
+                              "\xef\xbb\xbf{}",
+                              "NaN",
+                              "Infinity",
+                              "[1]]"}) {
+    EXPECT_FALSE(is_json_value(invalid)) << invalid;
+  }
+  EXPECT_TRUE(is_json_value(std::string(100000, '[') + std::string(100000, ']')));  // no recursion
+  EXPECT_FALSE(is_json_value(std::string(400, '9')));  // 1e400 as an integer
+  EXPECT_FALSE(is_json_value(std::string_view("[1,\0]", 5)));
+}
+
+// The same answers as nlohmann's acceptor (the reference the node used before) on inputs made by
+// mutating valid documents: insertions, deletions and replacements of bytes that matter to JSON.
+TEST(TextTest, JsonValuesAgreeWithNlohmannOnMutatedDocuments) {
+  const std::vector<std::string> seeds = {
+      R"({"a":[1,2.5,-3e2,true,false,null],"b":{"c":"d\u00e9\n"},"e":""})",
+      R"([[],{},"x",0,-0.0,1E+2,"\ud83d\ude00"])", "\"caf\xc3\xa9\"", "12345", "null"};
+  const std::string alphabet = "{}[]:,\"\\/ubfnrt0123456789+-.eE \t\nxaZ\xc3\xa9\xed\xa0\xf0\x9f";
+  Random random(42);
+  int valid = 0;
+  for (int round = 0; round < 200000; ++round) {
+    std::string text = seeds[random.uniform(seeds.size())];
+    const int edits = 1 + static_cast<int>(random.uniform(3));
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      const std::size_t at = random.uniform(text.size() + 1);
+      const char c = alphabet[random.uniform(alphabet.size())];
+      switch (random.uniform(3)) {
+        case 0:
+          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        case 1:
+          if (at < text.size()) text.erase(at, 1);
+          break;
+        default:
+          if (at < text.size()) text[at] = c;
+      }
+    }
+    const bool ours = is_json_value(text);
+    ASSERT_EQ(ours, nlohmann::json::accept(text)) << text;
+    valid += ours ? 1 : 0;
+  }
+  EXPECT_GT(valid, 1000);  // the mutations kept some documents valid, so both sides were tried
 }
 
 }  // namespace
