@@ -17,6 +17,7 @@
 #include "keel/node/remote_store.h"
 #include "keel/testing/subprocess.h"
 #include "orders.h"
+#include "orders_race.h"
 
 namespace keel::cqrs {
 namespace {
@@ -135,26 +136,9 @@ class CqrsRemoteTest : public ::testing::Test {
 
 TEST_F(CqrsRemoteTest, ConcurrentOrdersOverTheNetworkNeverOversellAndReadTheirWrites) {
   orders::Shop shop(*remote_);
-  ASSERT_TRUE(shop.add_stock({"rare", 40}).ok());
-  std::atomic<int> accepted{0}, refused{0};
-  std::vector<std::thread> clients;
-  for (int t = 0; t < 4; ++t) {
-    clients.emplace_back([&, t] {
-      for (int i = 0; i < 25; ++i) {
-        auto placed = shop.place_order(
-            {"c" + std::to_string(t) + "-" + std::to_string(i), "x", {{"rare", 1, 1}}});
-        if (placed.ok()) {
-          ++accepted;
-        } else {
-          EXPECT_TRUE(placed.error().is(errc::rejected)) << placed.error().to_string();
-          ++refused;
-        }
-      }
-    });
-  }
-  for (auto& client : clients) client.join();
-  EXPECT_EQ(accepted.load(), 40);
-  EXPECT_EQ(refused.load(), 60);
+  const orders::RaceResult race = orders::race_for_scarce_stock(shop);
+  EXPECT_EQ(race.accepted, 40);
+  EXPECT_EQ(race.refused, 60);
 
   auto model = open_model("read");
   auto projection = remote_runner(*model);

@@ -430,7 +430,7 @@ void Node::stop() {
   if (n.api) n.api->stop(n.config.drain);
   if (n.admin) n.admin->stop(0ms);
   if (n.pollers) n.pollers->stop();
-  if (n.appenders) n.appenders->stop();  // appends already taken finish
+  if (n.appenders) n.appenders->stop();  // writes already taken finish
   if (n.groups) n.groups->stop();
   if (n.store) {
     if (auto closed = n.store->close(); !closed) {
