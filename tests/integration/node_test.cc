@@ -384,6 +384,40 @@ TEST_F(NodeTest, ASilentMembersDeliveriesGoToAnother) {
   EXPECT_EQ(second["deliveries"][0]["attempt"], 2);
 }
 
+TEST_F(NodeTest, ANewSessionUnderAMembersNameGetsWhatTheOldProcessHeldAtOnce) {
+  start();
+  for (int i = 0; i < 3; ++i) append("task-1", R"({"type":"T","data":1})");
+  call_json("PUT", "/v1/groups/g", R"({"categories":["task"],"ack_timeout_ms":60000})", 200);
+  Json first = call_json("POST", "/v1/groups/g/poll",
+                         R"({"member":"w","session":"a","max":10,"wait_ms":2000})", 200);
+  ASSERT_EQ(first["deliveries"].size(), 3u);
+  // The process of session "a" died; its replacement polls under the same name. The name stays
+  // busy (no member timeout applies) and the ack timeout is a minute away: only the new session
+  // can bring the deliveries back this soon.
+  Json second = call_json("POST", "/v1/groups/g/poll",
+                          R"({"member":"w","session":"b","max":10,"wait_ms":5000})", 200);
+  ASSERT_EQ(second["deliveries"].size(), 3u);
+  EXPECT_EQ(second["deliveries"][0]["attempt"], 2);
+  EXPECT_EQ(second["deliveries"][0]["event"]["version"], 0);  // in order
+  // The old deliveries are no longer anyone's; the same session polling again gets nothing new.
+  Json stale =
+      call_json("POST", "/v1/groups/g/ack",
+                Json{{"member", "w"}, {"ids", {first["deliveries"][0]["id"]}}}.dump(), 200);
+  EXPECT_EQ(stale["failed"].size(), 1u);
+  Json again = call_json("POST", "/v1/groups/g/poll",
+                         R"({"member":"w","session":"b","max":10,"wait_ms":100})", 200);
+  EXPECT_EQ(again["deliveries"].size(), 0u);
+  Json acked = call_json("POST", "/v1/groups/g/ack",
+                         Json{{"member", "w"},
+                              {"ids",
+                               {second["deliveries"][0]["id"], second["deliveries"][1]["id"],
+                                second["deliveries"][2]["id"]}}}
+                             .dump(),
+                         200);
+  EXPECT_EQ(acked["settled"].size(), 3u);
+  call_json("POST", "/v1/groups/g/poll", R"({"member":"w","session":""})", 400);
+}
+
 TEST_F(NodeTest, GroupsAndTheirProgressSurviveARestart) {
   start();
   for (int i = 0; i < 3; ++i) append("p-1", R"({"type":"P","data":1})");

@@ -156,6 +156,9 @@ struct DeleteGroupCommand {
 struct PollCommand {
   std::string group;
   std::string member;
+  // The member process's incarnation (optional): a poll with another session than the
+  // member's last one means that process is gone, and what it held is redelivered at once.
+  std::string session;
   std::size_t max = kDefaultPollMax;
   Duration wait = Duration::zero();
 };

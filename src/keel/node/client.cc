@@ -189,6 +189,9 @@ struct NodeClient::Impl {
   std::unique_ptr<http::Connection> connection;
   std::mutex mutex;  // guards `connection` for cancel()
   std::atomic<bool> cancelled{false};
+  // Sent with every poll: a member name polled from a new client (a restarted process) gets
+  // what the old one held redelivered at once.
+  const std::string session = Uuid::random_v4().to_string();
 
   Result<http::Connection*> open() {
     if (cancelled) return Error(http::errc::cancelled, url.text + ": cancelled");
@@ -413,7 +416,8 @@ Result<std::vector<pubsub::Delivery>> NodeClient::poll(std::string_view group,
                                                        Duration wait) {
   Json body = {{"member", member},
                {"max", max},
-               {"wait_ms", std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()}};
+               {"wait_ms", std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()},
+               {"session", impl_->session}};
   auto answer = impl_->expect("POST", "/v1/groups/" + encode_path_segment(group) + "/poll",
                               body.dump(), 200, wait);
   if (!answer) return answer.error();

@@ -72,6 +72,8 @@ class NodeClient {
   Result<std::string> group(std::string_view group);
   Result<std::string> groups();
   Status delete_group(std::string_view group);
+  // Polls with this client's session (a random id per NodeClient): a new client under a member
+  // name that an old process held makes that one leave, and its deliveries go out at once.
   Result<std::vector<pubsub::Delivery>> poll(std::string_view group, std::string_view member,
                                              std::size_t max, Duration wait);
   Status ack(std::string_view group, std::string_view member, std::span<const std::uint64_t> ids);

@@ -22,7 +22,7 @@ struct NodeLimits {
   std::uint32_t max_subscribers = 1000;             // open SSE subscriptions
   std::uint64_t subscriber_buffer_bytes = 1 << 20;  // queued for one slow subscriber
   std::uint32_t max_waiting_polls = 256;            // consumer-group long polls waiting at once
-  std::uint32_t max_pending_appends = 4096;  // appends waiting for their sync; writes queued
+  std::uint32_t max_pending_appends = 4096;         // appends waiting for their sync; writes queued
   Duration max_poll_wait = 60s;                     // the longest a poll may wait
 };
 
@@ -32,7 +32,7 @@ struct NodeConfig {
   http::HostPort listen{"127.0.0.1", 2113};  // the API (and /metrics, /healthz, /ready)
   std::optional<http::HostPort> admin;       // the same operational endpoints, separately
   std::uint32_t workers = 2;                 // HTTP worker threads
-  std::uint32_t append_threads = 16;  // threads for deletes, metadata, acks and group writes
+  std::uint32_t append_threads = 16;         // threads for deletes, metadata, acks and group writes
   eventlog::StoreOptions store;              // durability, sync interval, segment size
   http::ServerLimits http;                   // connections, header and body bytes, timeouts
   NodeLimits limits;

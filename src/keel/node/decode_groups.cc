@@ -128,7 +128,7 @@ Result<Command> decode_poll(std::string group, const ApiRequest& request, const 
   if (auto ok = query.expect({}); !ok) return ok.error();
   auto body = json_body(request);
   if (!body) return body.error();
-  static constexpr std::array<std::string_view, 3> kFields{"member", "max", "wait_ms"};
+  static constexpr std::array<std::string_view, 4> kFields{"member", "max", "wait_ms", "session"};
   auto members = Members::read(*body, "the poll", kFields);
   if (!members) return members.error();
   PollCommand command;
@@ -142,6 +142,13 @@ Result<Command> decode_poll(std::string group, const ApiRequest& request, const 
   auto wait = read_uint(members->get("wait_ms"), "wait_ms", 0, kMaxWaitMs);
   if (!wait) return wait.error();
   if (*wait) command.wait = std::chrono::milliseconds(**wait);
+  auto session = read_string(members->get("session"), "session");
+  if (!session) return session.error();
+  if (*session) {
+    if ((*session)->empty() || (*session)->size() > 200)
+      return invalid("session must be 1 to 200 bytes");
+    command.session = std::move(**session);
+  }
   return Command(std::move(command));
 }
 

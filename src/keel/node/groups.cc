@@ -185,12 +185,31 @@ Result<GroupSummary> GroupRegistry::get(const std::string& name) const {
 }
 
 Result<std::shared_ptr<pubsub::Member>> GroupRegistry::member(const std::string& group,
-                                                              const std::string& name) {
+                                                              const std::string& name,
+                                                              const std::string& session) {
+  std::shared_ptr<pubsub::Member> replaced;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = groups_.find(group);
+    if (it != groups_.end() && !session.empty()) {
+      auto slot = it->second.members.find(name);
+      if (slot != it->second.members.end() && slot->second.member &&
+          !slot->second.session.empty() && session != slot->second.session) {
+        // Another process under this name: the one before is gone (or must stop; a poll of
+        // its own would take the name back the same way). What it held goes to whoever polls
+        // next.
+        replaced = std::move(slot->second.member);
+        slot->second.busy = 0;  // the old one's calls in progress (a long poll) count for it
+      }
+    }
+  }
+  if (replaced) replaced->leave();  // outside the lock: it takes the group's
   std::lock_guard lock(mutex_);
   if (closing_) return Error(errc::unavailable, "the node is shutting down");
   auto it = groups_.find(group);
   if (it == groups_.end()) return no_group(group);
   MemberSlot& slot = it->second.members[name];
+  if (!session.empty()) slot.session = session;
   if (!slot.member) {
     auto joined = it->second.group->join(name);
     if (!joined) {
@@ -204,23 +223,25 @@ Result<std::shared_ptr<pubsub::Member>> GroupRegistry::member(const std::string&
   return slot.member;
 }
 
-void GroupRegistry::release(const std::string& group, const std::string& name) {
+void GroupRegistry::release(const std::string& group, const std::string& name,
+                            const std::shared_ptr<pubsub::Member>& which) {
   std::lock_guard lock(mutex_);
   auto it = groups_.find(group);
   if (it == groups_.end()) return;
   auto member = it->second.members.find(name);
-  if (member == it->second.members.end()) return;
+  if (member == it->second.members.end() || member->second.member != which) return;
   member->second.last_seen = clock_.now();
   --member->second.busy;
 }
 
 Result<std::vector<pubsub::Delivery>> GroupRegistry::poll(const std::string& group,
                                                           const std::string& name, std::size_t max,
-                                                          Duration wait) {
-  auto member = this->member(group, name);
+                                                          Duration wait,
+                                                          const std::string& session) {
+  auto member = this->member(group, name, session);
   if (!member) return member.error();
   auto deliveries = wait > Duration::zero() ? (*member)->wait(max, wait) : (*member)->poll(max);
-  release(group, name);
+  release(group, name, *member);
   return deliveries;
 }
 
@@ -236,7 +257,7 @@ Result<std::vector<Settled>> GroupRegistry::settle(const std::string& group,
   for (std::uint64_t id : ids) {
     out.push_back({id, nack ? (*member)->nack(id, *nack, reason) : (*member)->ack(id)});
   }
-  release(group, name);
+  release(group, name, *member);
   return out;
 }
 
@@ -280,7 +301,10 @@ void GroupRegistry::reap() {
       }
     }
   }
-  for (auto& member : gone) member->leave();  // outside the lock: it takes the group's
+  for (auto& member : gone) {
+    // (Null for a slot whose old process member() is replacing at this moment.)
+    if (member) member->leave();  // outside the lock: it takes the group's
+  }
 }
 
 }  // namespace keel::node

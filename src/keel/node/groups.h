@@ -53,9 +53,12 @@ class GroupRegistry {
   std::vector<GroupSummary> list() const;
   Result<GroupSummary> get(const std::string& name) const;
 
-  // Up to `max` deliveries for `member`, waiting up to `wait` for the first.
+  // Up to `max` deliveries for `member`, waiting up to `wait` for the first. A `session` other
+  // than the member's last (both non-empty) is a new process under the name: the old one
+  // leaves first, so what it held goes out again at once instead of after its ack timeout.
   Result<std::vector<pubsub::Delivery>> poll(const std::string& group, const std::string& member,
-                                             std::size_t max, Duration wait);
+                                             std::size_t max, Duration wait,
+                                             const std::string& session = "");
   Result<std::vector<Settled>> settle(const std::string& group, const std::string& member,
                                       const std::vector<std::uint64_t>& ids,
                                       std::optional<pubsub::NackAction> nack,
@@ -71,6 +74,7 @@ class GroupRegistry {
  private:
   struct MemberSlot {
     std::shared_ptr<pubsub::Member> member;
+    std::string session;  // of the process that polled last, when it gave one
     TimePoint last_seen{};
     int busy = 0;  // polls and settles in progress: not reaped meanwhile
   };
@@ -81,8 +85,11 @@ class GroupRegistry {
     std::map<std::string, MemberSlot> members;
   };
   Status open_locked(const pubsub::GroupOptions& options, std::string definition);
-  Result<std::shared_ptr<pubsub::Member>> member(const std::string& group, const std::string& name);
-  void release(const std::string& group, const std::string& name);
+  Result<std::shared_ptr<pubsub::Member>> member(const std::string& group, const std::string& name,
+                                                 const std::string& session = "");
+  // A call on `which` ended (no-op when another incarnation holds the name by now).
+  void release(const std::string& group, const std::string& name,
+               const std::shared_ptr<pubsub::Member>& which);
 
   eventlog::EventStore& store_;
   Clock& clock_;

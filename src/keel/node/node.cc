@@ -324,7 +324,7 @@ struct Node::Impl {
     c.wait = std::min<Duration>(c.wait, std::chrono::milliseconds(max_poll_wait_ms.load()));
     auto& pool = c.wait > Duration::zero() ? *pollers : *appenders;
     offload(pool, responder, [this, c = std::move(c)](http::Responder& r) {
-      auto deliveries = groups->poll(c.group, c.member, c.max, c.wait);
+      auto deliveries = groups->poll(c.group, c.member, c.max, c.wait, c.session);
       r.respond(deliveries ? json(200, deliveries_json(*deliveries))
                            : error_response(deliveries.error()));
     });
