@@ -15,7 +15,7 @@
 //   of it (checked below, at check_pinned_order()).
 //
 // Real processes, real time: member_timeout 1 s, ack timeout 3 s (what a member replaced under
-// its own name waits for: the node cannot tell the new process from the old one). The choices
+// its own name would wait for if its NodeClient sent no session). The choices
 // (how many kills, after how many acks, where in the batch, which replacement name) are drawn
 // from a seed: KEEL_MEMBERS_SEED=N replays them (the moments still land as real time does).
 #include <gtest/gtest.h>
@@ -291,9 +291,9 @@ TEST_P(NodeGroupMembersTest, MembersKilledMidBatchLoseNothingAndRedeliverOnlyWha
   });
 
   // Each doomed member, as soon as it says it stalled: SIGKILL, then a replacement — the first
-  // under the same name (it takes the old process's place, and its deliveries come back only
-  // by ack timeout), the second under a new one (the old name is reaped after member_timeout
-  // and its deliveries go to the others at once), or either when there is one.
+  // under the same name (its first poll, with a new session, makes the old process leave: its
+  // deliveries go out again at once), the second under a new one (the old name is reaped after
+  // member_timeout and its deliveries go to the others then), or either when there is one.
   const bool first_same_name = kills == 2 || random.uniform(2) == 0;
   std::vector<std::string> killed;
   for (std::size_t k = 0; k < doomed.size(); ++k) {
