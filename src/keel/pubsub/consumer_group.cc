@@ -221,7 +221,16 @@ std::vector<Delivery> ConsumerGroup::take(std::uint64_t member_id, std::size_t m
   auto member = members_.find(member_id);
   if (member == members_.end()) return out;
   auto& inbox = member->second.inbox;
+  const TimePoint now = clock_.now();
   while (!inbox.empty() && out.size() < max) {
+    // The ack timeout runs from when the member takes a delivery, not from when it was put in
+    // its inbox: a member that polls fewer than max_in_flight at a time must not see the rest
+    // time out (and count as delivered) before it ever had them.
+    const Key key = by_delivery_.at(inbox.front().id);
+    Entry& entry = entries_.at(key);
+    deadlines_.erase({entry.deadline, key});
+    entry.deadline = now + options_.ack_timeout;
+    deadlines_.insert({entry.deadline, key});
     out.push_back(std::move(inbox.front()));
     inbox.pop_front();
   }
@@ -309,7 +318,11 @@ void ConsumerGroup::take_back_locked(const Key& key, Entry& entry) {
   deadlines_.erase({entry.deadline, key});
   by_delivery_.erase(entry.delivery);
   auto member = members_.find(entry.member);
-  if (member != members_.end()) member->second.in_flight.erase(entry.delivery);
+  if (member == members_.end()) return;
+  member->second.in_flight.erase(entry.delivery);
+  // Not taken yet (it timed out in the inbox): it must not be handed out as well.
+  std::erase_if(member->second.inbox,
+                [&](const Delivery& delivery) { return delivery.id == entry.delivery; });
 }
 
 void ConsumerGroup::park_locked(const Key& key, Entry& entry, std::string reason) {
@@ -486,13 +499,7 @@ Status ConsumerGroup::pump() {
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
       const Key key = deadlines_.begin()->second;
       Entry& entry = entries_.at(key);
-      // Only a delivery that timed out can still be in its member's inbox, never polled (an
-      // acked one was polled; a leaving member's inbox goes with it).
-      if (auto member = members_.find(entry.member); member != members_.end()) {
-        std::erase_if(member->second.inbox,
-                      [&](const Delivery& d) { return d.id == entry.delivery; });
-      }
-      take_back_locked(key, entry);
+      take_back_locked(key, entry);  // also out of the member's inbox, if it was never taken
       ++counters_.timed_out;
       fail_locked(key, entry,
                   "no ack within " + std::to_string(options_.ack_timeout / 1ms) + " ms");

@@ -59,6 +59,8 @@ struct GroupOptions {
   StartFrom start = StartFrom::start();  // for a new group; an existing one resumes
   Strategy strategy = Strategy::kRoundRobin;
   std::uint32_t max_in_flight = 16;  // per member
+  // From when the member takes a delivery (poll/wait), restarted then if it waited in its inbox;
+  // one never taken within it goes back as well.
   Duration ack_timeout = 30s;
   std::uint32_t max_deliveries = 5;  // the delivery that fails this many times is parked
   Duration retry_backoff = 100ms;    // doubled per failed delivery, up to max_retry_backoff

@@ -92,6 +92,47 @@ TEST_F(ConsumerGroupTest, AnAckTimeoutRedeliversElsewhereAndTheLateAckIsRefused)
   EXPECT_FALSE(hung->ack(held[0].id).ok());  // that delivery is gone
 }
 
+TEST_F(ConsumerGroupTest, TheAckTimeoutRunsFromWhenAMemberTakesADelivery) {
+  for (int i = 0; i < 4; ++i) append("order-1");
+  auto group = open({.name = "g", .max_in_flight = 4, .ack_timeout = 5s, .retry_backoff = 1s});
+  auto member = join(*group, "m");
+  pump(*group);
+  auto first = member->poll(2);  // two taken; two wait in its inbox
+  ASSERT_EQ(first.size(), 2u);
+  clock_.advance(4s);
+  auto second = member->poll(2);  // taken 4 s later: their 5 s start now
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].attempt, 1u);
+  clock_.advance(1s);
+  pump(*group);  // the first two expired, the second two did not
+  EXPECT_EQ(group->stats().timed_out, 2u);
+  EXPECT_FALSE(member->ack(first[0].id).ok());
+  ack_all(*member, second);
+  clock_.advance(1s);
+  pump(*group);
+  auto again = member->poll(10);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].attempt, 2u);
+  EXPECT_EQ(again[0].event.position, first[0].event.position);
+}
+
+TEST_F(ConsumerGroupTest, ADeliveryThatTimesOutUntakenIsNotHandedOutToo) {
+  for (int i = 0; i < 3; ++i) append("order-1");
+  auto group = open({.name = "g", .ack_timeout = 5s, .retry_backoff = 1s});
+  auto member = join(*group, "m");  // it never polls in time
+  pump(*group);
+  clock_.advance(5s);
+  pump(*group);  // timed out in its inbox
+  EXPECT_EQ(group->stats().timed_out, 3u);
+  clock_.advance(1s);
+  pump(*group);  // back, to the only member
+  auto deliveries = member->poll(10);
+  ASSERT_EQ(deliveries.size(), 3u);  // each once: the stale ones are gone from the inbox
+  for (const auto& delivery : deliveries) EXPECT_EQ(delivery.attempt, 2u);
+  ack_all(*member, deliveries);
+  EXPECT_EQ(group->stats().in_flight, 0u);
+}
+
 TEST_F(ConsumerGroupTest, NackRetryWaitsForAGrowingBackoff) {
   append("order-1");
   auto group = open({.name = "g", .max_deliveries = 10, .retry_backoff = 100ms});
