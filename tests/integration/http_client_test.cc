@@ -172,6 +172,26 @@ TEST(Connection, CancelEndsABlockedStreamRead) {
   EXPECT_TRUE(more.error().is(errc::cancelled)) << more.error().to_string();
 }
 
+TEST(Connection, AStreamThatGoesSilentForItsIdleTimeoutIsDead) {
+  ScriptedServer server([&](int fd) {
+    read_request(fd);
+    write_all(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n: h\r\n");
+    char byte;
+    (void)::read(fd, &byte, 1);  // then nothing, with the connection open (half-open, as seen)
+  });
+  auto connection = Connection::open(server.url(), 1s);
+  ASSERT_TRUE(connection);
+  ASSERT_TRUE((*connection)->start_stream("/v3/watch", "{}", 1s));
+  std::string body;
+  Result<bool> more = true;
+  for (int reads = 0; reads < 10 && more && *more; ++reads)  // the heartbeat, then silence
+    more = (*connection)->read_some(body, 200ms);
+  EXPECT_EQ(body, ": h");
+  ASSERT_FALSE(more);
+  EXPECT_TRUE(more.error().is(errc::timeout)) << more.error().to_string();
+  (*connection)->cancel();  // lets the script's read end
+}
+
 TEST(Connection, ReportsARefusedConnection) {
   int port;
   {

@@ -225,7 +225,7 @@ Result<unsigned> Connection::start_stream(
   return impl.streaming->get().result_int();
 }
 
-Result<bool> Connection::read_some(std::string& out) {
+Result<bool> Connection::read_some(std::string& out, Duration idle) {
   Impl& impl = *impl_;
   if (!impl.streaming) return Error(errc::closed, impl.url.text + ": no stream started");
   auto& parser = *impl.streaming;
@@ -233,9 +233,11 @@ Result<bool> Connection::read_some(std::string& out) {
   if (parser.is_done()) return false;
   parser.get().body().data = impl.piece;
   parser.get().body().size = sizeof impl.piece;
+  if (idle > Duration::zero()) impl.stream.expires_after(idle);
   auto ec = impl.await([&](auto handler) {
     bhttp::async_read_some(impl.stream, impl.buffer, parser, std::move(handler));
   });
+  impl.stream.expires_never();
   if (ec == bhttp::error::need_buffer) ec = {};
   if (ec) return impl.fail(ec, "reading a streamed answer");
   out.append(impl.piece, sizeof impl.piece - parser.get().body().size);

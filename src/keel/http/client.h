@@ -80,8 +80,10 @@ class Connection {
                                 const std::vector<std::pair<std::string, std::string>>& fields,
                                 Duration timeout);
   // Appends the next piece of the streamed body to `out`, waiting as long as it takes (until
-  // cancel()). Returns false once the body has ended.
-  Result<bool> read_some(std::string& out);
+  // cancel()), or fails with errc::timeout when `idle` (if not zero) passes without a byte: a
+  // stream whose server sends heartbeats is dead when even those stop (a half-open
+  // connection). Returns false once the body has ended.
+  Result<bool> read_some(std::string& out, Duration idle = Duration::zero());
 
   // Makes the blocking call in progress (or the next one) fail with errc::cancelled.
   void cancel();

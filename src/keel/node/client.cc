@@ -365,7 +365,7 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
   std::string text;
   std::string event_name, data;
   for (;;) {
-    auto more = connection->read_some(text);
+    auto more = connection->read_some(text, impl_->options.idle_timeout);
     if (!more) return more.error();
     std::size_t end;
     while ((end = text.find('\n')) != std::string::npos) {

@@ -33,6 +33,10 @@ namespace keel {
 struct NodeClientOptions {
   std::string url = "http://127.0.0.1:2113";
   Duration timeout = 10s;  // per call (a poll adds its wait)
+  // A subscription that hears nothing this long, not even the node's heartbeat (every 15 s by
+  // default), is dead: subscribe() fails with http::errc::timeout so the caller reconnects
+  // instead of waiting on a half-open connection for ever. Zero: no limit.
+  Duration idle_timeout = 45s;
 };
 
 struct ReadPage {
