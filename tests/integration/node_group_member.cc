@@ -15,12 +15,16 @@
 //
 //   node_group_member URL GROUP MEMBER [STALL_AFTER_ACKS STALL_AT]
 //
+// SIGTERM ends it between batches (exit 0), never between the node taking an ack and its
+// `acked` line: the test stops the survivors that way and reads every outcome.
+//
 // With STALL_AFTER_ACKS, once that many acks went through, the member stops at the first batch
 // that lets it stop at STALL_AT, prints `stall` and waits to be killed:
 //   poll    after a poll returned (every delivery of the batch held)
 //   mid     after the first half of a batch of two or more was acked
 //   intent  after the `ack` line of a batch's first delivery, before that ack is sent
 //   sent    after the node took the first ack of a batch of two or more, before `acked`
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -69,9 +73,14 @@ std::string one_line(std::string text) {
   return text;
 }
 
+volatile sig_atomic_t stopping = 0;
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  struct sigaction on_term = {};
+  on_term.sa_handler = [](int) { stopping = 1; };
+  ::sigaction(SIGTERM, &on_term, nullptr);
   if (argc != 4 && argc != 6) {
     std::fprintf(stderr, "usage: %s URL GROUP MEMBER [STALL_AFTER_ACKS poll|mid|intent|sent]\n",
                  argv[0]);
@@ -92,7 +101,7 @@ int main(int argc, char** argv) {
     return 3;
   }
   std::uint64_t acks = 0;
-  for (;;) {
+  while (!stopping) {
     auto polled = (*client)->poll(group, member, 10, 500ms);
     if (!polled) {
       say("poll_error " + one_line(polled.error().message()));
@@ -133,4 +142,5 @@ int main(int argc, char** argv) {
       }
     }
   }
+  return 0;
 }
