@@ -51,6 +51,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "redis_client.h"
 
 #ifdef KEEL_NODE_BENCH_NATS
@@ -61,27 +62,17 @@ extern char** environ;
 
 namespace {
 
-using Wall = std::chrono::steady_clock;
+using keel::bench::now_ns;
+using keel::bench::percentile;
+using keel::bench::seconds_since;
+using keel::bench::Wall;
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Wall::now().time_since_epoch())
-      .count();
-}
-double seconds_since(Wall::time_point start) {
-  return std::chrono::duration<double>(Wall::now() - start).count();
-}
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "node_bench: %s\n", what.c_str());
   std::fflush(stderr);
   std::_Exit(1);
 }
 void note(const std::string& what) { std::fprintf(stderr, "node_bench: %s\n", what.c_str()); }
-
-double percentile(std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  return sorted[std::min(sorted.size() - 1,
-                         static_cast<std::size_t>(p * static_cast<double>(sorted.size())))];
-}
 
 // The figures of one mode, printed as one JSON object.
 std::map<std::string, double> figures;

@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "keel/core/random.h"
 #include "keel/cqrs/postgres_read_model.h"
 #include "keel/cqrs/projection_runner.h"
@@ -47,15 +48,10 @@ namespace {
 
 using namespace keel;
 using namespace keel::eventlog;
-using Wall = std::chrono::steady_clock;
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Wall::now().time_since_epoch())
-      .count();
-}
-double seconds_since(Wall::time_point start) {
-  return std::chrono::duration<double>(Wall::now() - start).count();
-}
+using keel::bench::now_ns;
+using keel::bench::percentile;
+using keel::bench::seconds_since;
+using keel::bench::Wall;
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "pubsub_bench: %s\n", what.c_str());
   std::exit(1);
@@ -64,13 +60,6 @@ template <typename T>
 T must(Result<T> result, const char* what) {
   if (!result) die(std::string(what) + ": " + result.error().to_string());
   return std::move(*result);
-}
-
-double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1,
-                         static_cast<std::size_t>(p * static_cast<double>(values.size())))];
 }
 
 std::map<std::string, double> figures;
@@ -143,6 +132,7 @@ void live_delivery(const std::string& dir, Durability durability, const std::str
     if (latencies.size() >= sent) break;
   }
   subscription.stop();
+  std::sort(latencies.begin(), latencies.end());
   std::printf("live delivery, %-12s %8.0f events/s  p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
               label.c_str(), rate, percentile(latencies, 0.5), percentile(latencies, 0.99),
               percentile(latencies, 1.0));
@@ -280,6 +270,7 @@ void redis_live(int port, double rate, double seconds) {
   });
   producing = false;
   consumer.join();
+  std::sort(latencies.begin(), latencies.end());
   std::printf("redis streams live,       %8.0f events/s  p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
               rate, percentile(latencies, 0.5), percentile(latencies, 0.99),
               percentile(latencies, 1.0));
