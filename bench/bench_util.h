@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace keel::bench {
@@ -25,6 +28,20 @@ inline double percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
   return sorted[std::min(sorted.size() - 1,
                          static_cast<std::size_t>(p * static_cast<double>(sorted.size())))];
+}
+
+// A benchmark's last line: every figure in one JSON object (the names carry their units), with
+// `digits` significant digits.
+inline void print_figures_line(const std::map<std::string, double>& figures, int digits = 6) {
+  std::string json = "{";
+  for (const auto& [name, value] : figures) {
+    char entry[240];
+    std::snprintf(entry, sizeof entry, "%s\"%s\":%.*g", json.size() > 1 ? "," : "", name.c_str(),
+                  digits, value);
+    json += entry;
+  }
+  std::printf("%s}\n", json.c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace keel::bench

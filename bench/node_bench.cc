@@ -77,17 +77,7 @@ void note(const std::string& what) { std::fprintf(stderr, "node_bench: %s\n", wh
 // The figures of one mode, printed as one JSON object.
 std::map<std::string, double> figures;
 void figure(const std::string& name, double value) { figures[name] = value; }
-void print_figures() {
-  std::string json = "{";
-  for (const auto& [name, value] : figures) {
-    char entry[200];
-    std::snprintf(entry, sizeof entry, "%s\"%s\":%.6g", json.size() > 1 ? "," : "", name.c_str(),
-                  value);
-    json += entry;
-  }
-  std::printf("%s}\n", json.c_str());
-  std::fflush(stdout);
-}
+void print_figures() { keel::bench::print_figures_line(figures); }
 
 // ---- a blocking TCP connection to 127.0.0.1 with a read buffer ----
 

@@ -359,12 +359,5 @@ int main(int argc, char** argv) {
   if (figures.count("redis_group_events_per_s"))
     figure("keel_vs_redis_group_throughput_ratio",
            figures["keel_group_round_robin_events_per_s"] / figures["redis_group_events_per_s"]);
-  std::string json = "{";
-  for (const auto& [name, value] : figures) {
-    char entry[160];
-    std::snprintf(entry, sizeof entry, "%s\"%s\":%.4g", json.size() > 1 ? "," : "", name.c_str(),
-                  value);
-    json += entry;
-  }
-  std::printf("%s}\n", json.c_str());
+  keel::bench::print_figures_line(figures, 4);
 }
