@@ -82,6 +82,19 @@ struct Node::Impl {
 
   Impl(NodeConfig c, Clock& k) : config(std::move(c)), clock(k) {}
 
+  // 503 `unavailable` (the client may retry), counted when a bounded queue refused the request.
+  static http::Response unavailable(std::string message) {
+    ApiError error;
+    error.status = 503;
+    error.code = "unavailable";
+    error.message = std::move(message);
+    return error_response(error);
+  }
+  http::Response refused(std::string message) {
+    requests_rejected->inc();
+    return unavailable(std::move(message));
+  }
+
   // Runs `work` on `pool`; a full pool is 503 (and the client may retry), never an unbounded
   // queue.
   template <typename Work>
@@ -89,13 +102,8 @@ struct Node::Impl {
     auto shared = std::make_shared<http::Responder>(std::move(responder));
     auto admitted = pool.submit([shared, work = std::move(work)]() mutable { work(*shared); });
     if (!admitted) {
-      requests_rejected->inc();
-      ApiError error;
-      error.status = 503;
-      error.code = "unavailable";
-      error.message = "the node has " + std::to_string(pool.config().queue_capacity) + " " +
-                      pool.name() + " waiting already; retry later";
-      shared->respond(error_response(error));
+      shared->respond(refused("the node has " + std::to_string(pool.config().queue_capacity) + " " +
+                              pool.name() + " waiting already; retry later"));
     }
   }
 
@@ -200,11 +208,7 @@ struct Node::Impl {
 
   http::Response readiness() const {
     if (ready.load()) return json(200, R"({"ready":true})");
-    ApiError error;
-    error.status = 503;
-    error.code = "unavailable";
-    error.message = "the node is not taking requests (starting or shutting down)";
-    return error_response(error);
+    return unavailable("the node is not taking requests (starting or shutting down)");
   }
 
   // The operational endpoints alone, for the admin listener.
@@ -226,13 +230,8 @@ struct Node::Impl {
     const std::uint32_t limit = config.limits.max_pending_appends;
     if (appends_waiting.fetch_add(1, std::memory_order_relaxed) >= limit) {
       appends_waiting.fetch_sub(1, std::memory_order_relaxed);
-      requests_rejected->inc();
-      ApiError error;
-      error.status = 503;
-      error.code = "unavailable";
-      error.message = "the node has " + std::to_string(limit) +
-                      " appends waiting for their sync already; retry later";
-      responder.respond(error_response(error));
+      responder.respond(refused("the node has " + std::to_string(limit) +
+                                " appends waiting for their sync already; retry later"));
       return;
     }
     auto shared = std::make_shared<http::Responder>(std::move(responder));
