@@ -1,19 +1,16 @@
 // A minimal RESP client for the Redis anchors of the benchmarks (pubsub_bench, node_bench): one
 // blocking connection to 127.0.0.1, commands sent as arrays of bulk strings, replies parsed into
-// a tree. Enough for XADD, XREADGROUP and XACK; any failure ends the benchmark with a message.
+// a tree, on socket.h's connection. Enough for XADD, XREADGROUP and XACK; any failure ends the
+// benchmark with a message.
 #pragma once
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "socket.h"
 
 namespace keel::bench {
 
@@ -24,18 +21,7 @@ namespace keel::bench {
 
 class Redis {
  public:
-  explicit Redis(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
-      redis_fail("cannot connect to 127.0.0.1:" + std::to_string(port));
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  ~Redis() { ::close(fd_); }
+  explicit Redis(int port) : socket_(port, "redis") {}
 
   struct Reply {
     char type = 0;
@@ -51,13 +37,7 @@ class Redis {
       out.append("$").append(std::to_string(a.size())).append("\r\n").append(a).append("\r\n");
     }
   }
-  void send_raw(std::string_view bytes) {
-    for (std::size_t sent = 0; sent < bytes.size();) {
-      ssize_t n = ::write(fd_, bytes.data() + sent, bytes.size() - sent);
-      if (n <= 0) redis_fail("write failed");
-      sent += static_cast<std::size_t>(n);
-    }
-  }
+  void send_raw(std::string_view bytes) { socket_.write_all(bytes); }
   void send(const std::vector<std::string>& args) {
     std::string out;
     encode(out, args);
@@ -106,36 +86,10 @@ class Redis {
   }
 
  private:
-  bool fill() {
-    char chunk[65536];
-    ssize_t n = ::read(fd_, chunk, sizeof chunk);
-    if (n <= 0) redis_fail("connection closed");
-    buffer_.append(chunk, static_cast<std::size_t>(n));
-    return true;
-  }
-  std::string read_line() {
-    std::size_t end;
-    while ((end = buffer_.find("\r\n", start_)) == std::string::npos) fill();
-    std::string line = buffer_.substr(start_, end - start_);
-    consume(end + 2 - start_);
-    return line;
-  }
-  std::string read_bytes(std::size_t n) {
-    while (buffer_.size() - start_ < n) fill();
-    std::string bytes = buffer_.substr(start_, n);
-    consume(n);
-    return bytes;
-  }
-  void consume(std::size_t n) {
-    start_ += n;
-    if (start_ > 1 << 20) {
-      buffer_.erase(0, start_);
-      start_ = 0;
-    }
-  }
-  int fd_ = -1;
-  std::string buffer_;
-  std::size_t start_ = 0;
+  std::string read_line() { return socket_.read_line(); }
+  std::string read_bytes(std::size_t n) { return socket_.read_bytes(n); }
+
+  Socket socket_;
 };
 
 // XREADGROUP's reply: [[stream, [[id, [field, value, …]], …]]]
