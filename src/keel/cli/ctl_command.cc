@@ -12,7 +12,6 @@
 #include <thread>
 
 #include "keel/cli/commands.h"
-#include "keel/cli/node_ctl.h"
 #include "keel/cli/stop_signal.h"
 #include "keel/coord/election.h"
 #include "keel/coord/etcd_coordinator.h"

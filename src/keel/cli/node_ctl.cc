@@ -1,4 +1,4 @@
-#include "keel/cli/node_ctl.h"
+#include "keel/cli/commands.h"
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
