@@ -70,7 +70,9 @@ int NodeCommand::run(std::ostream& out, std::ostream& err) const {
     auto config = read_config(s);
     Status status = config ? running->reload(std::move(*config)) : Status(config.error());
     if (status) {
-      err << "keel node: reloaded " << s.config_path << "\n";
+      err << "keel node: reloaded "
+          << (s.config_path.empty() ? "(no config file: the flags, unchanged)" : s.config_path)
+          << "\n";
     } else {
       err << "keel node: reload refused, keeping the running settings:\n"
           << status.error().message() << "\n";
