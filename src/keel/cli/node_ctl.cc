@@ -1,5 +1,3 @@
-#include "keel/cli/commands.h"
-
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <fstream>
@@ -8,7 +6,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "keel/cli/commands.h"
 #include "keel/cli/stop_signal.h"
+#include "keel/node/api.h"
 #include "keel/node/client.h"
 
 namespace keel::cli {
@@ -128,13 +128,8 @@ std::string one_line(std::string text, std::size_t width) {
 }
 
 void print_event(const eventlog::RecordedEvent& event, bool json, std::ostream& out) {
-  if (json) {
-    Json line = {{"stream", event.stream},     {"type", event.type},
-                 {"version", event.version},   {"position", event.position},
-                 {"id", event.id.to_string()}, {"timestamp_ns", event.timestamp_ns}};
-    auto data = Json::parse(event.data, nullptr, false);
-    line["data"] = data.is_discarded() ? Json(event.data) : data;
-    out << line.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
+  if (json) {  // the node's own form of an event (docs/api.md), one per line
+    out << node::event_json(event) << std::endl;
     return;
   }
   out << std::left << std::setw(10) << event.position << std::setw(24) << one_line(event.stream, 23)
