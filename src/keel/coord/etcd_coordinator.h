@@ -60,9 +60,6 @@ class EtcdCoordinator final : public Coordinator {
   std::shared_ptr<Impl> impl_;
 };
 
-// Base64 (RFC 4648, with padding), as the gateway encodes bytes. decode fails on bad input.
-std::string base64_encode(std::string_view bytes);
-Result<std::string> base64_decode(std::string_view text);
 // The first key after every key starting with `prefix` (etcd's range_end for a prefix).
 std::string prefix_end(std::string_view prefix);
 

@@ -324,4 +324,61 @@ class JsonValidator {
 
 bool is_json_value(std::string_view text) { return JsonValidator(text).run(); }
 
+void append_base64(std::string& out, std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  out.reserve(out.size() + (bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  const auto at = [&](std::size_t k) -> std::uint32_t {
+    return static_cast<unsigned char>(bytes[k]);
+  };
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t n = at(i) << 16 | at(i + 1) << 8 | at(i + 2);
+    out.push_back(kAlphabet[n >> 18]);
+    out.push_back(kAlphabet[n >> 12 & 63]);
+    out.push_back(kAlphabet[n >> 6 & 63]);
+    out.push_back(kAlphabet[n & 63]);
+  }
+  if (bytes.size() - i == 1) {
+    const std::uint32_t n = at(i) << 16;
+    out.push_back(kAlphabet[n >> 18]);
+    out.push_back(kAlphabet[n >> 12 & 63]);
+    out += "==";
+  } else if (bytes.size() - i == 2) {
+    const std::uint32_t n = at(i) << 16 | at(i + 1) << 8;
+    out.push_back(kAlphabet[n >> 18]);
+    out.push_back(kAlphabet[n >> 12 & 63]);
+    out.push_back(kAlphabet[n >> 6 & 63]);
+    out.push_back('=');
+  }
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  auto value_of = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+  };
+  while (!text.empty() && text.back() == '=') text.remove_suffix(1);
+  if (text.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (char c : text) {
+    const int v = value_of(c);
+    if (v < 0) return std::nullopt;
+    buffer = (buffer << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
 }  // namespace keel

@@ -49,4 +49,15 @@ bool is_json_value(std::string_view text);
 // quotes: the caller writes them.
 void append_json_escaped(std::string& out, std::string_view text);
 
+// Standard base64 (RFC 4648 4) with padding, appended to `out`.
+void append_base64(std::string& out, std::string_view bytes);
+inline std::string base64_encode(std::string_view bytes) {
+  std::string out;
+  append_base64(out, bytes);
+  return out;
+}
+// The bytes of standard or URL-safe base64 (RFC 4648 4 and 5), padding optional; nullopt when
+// `text` has another character or a length no encoding gives.
+std::optional<std::string> base64_decode(std::string_view text);
+
 }  // namespace keel

@@ -146,3 +146,16 @@ TEST(TextTest, JsonValuesAgreeWithNlohmannOnMutatedDocuments) {
 
 }  // namespace
 }  // namespace keel
+
+TEST(Base64, RoundTripsEveryLengthAndRefusesGarbage) {
+  std::string bytes;
+  for (int n = 0; n < 40; ++n) {
+    EXPECT_EQ(keel::base64_decode(keel::base64_encode(bytes)), bytes) << n;
+    bytes.push_back(static_cast<char>(n * 37));
+  }
+  EXPECT_EQ(keel::base64_encode("foob"), "Zm9vYg==");
+  EXPECT_EQ(keel::base64_decode("Zm9vYg"), "foob");    // padding optional
+  EXPECT_EQ(keel::base64_decode("-_8="), "\xfb\xff");  // URL-safe alphabet
+  EXPECT_EQ(keel::base64_decode("Zm9v*g=="), std::nullopt);
+  EXPECT_EQ(keel::base64_decode("Zm9vY"), std::nullopt);  // no encoding ends with 1 char
+}

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "keel/core/text.h"
 #include "keel/http/client.h"
 #include "keel/node/api.h"
 
@@ -43,32 +44,6 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
     }
   }
   return ns;
-}
-
-std::optional<std::string> decode_base64(std::string_view text) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  std::uint32_t bits = 0;
-  int count = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    const int v = value(c);
-    if (v < 0) return std::nullopt;
-    bits = (bits << 6) | static_cast<std::uint32_t>(v);
-    count += 6;
-    if (count >= 8) {
-      count -= 8;
-      out.push_back(static_cast<char>((bits >> count) & 0xff));
-    }
-  }
-  return out;
 }
 
 // The node's {"error", "message"} as an Error with the library's code where there is one.
@@ -170,7 +145,7 @@ Result<RecordedEvent> event_from_json(std::string_view text) {
     } else if (format == "text") {
       event.data = json.at("data").get<std::string>();
     } else {
-      auto bytes = decode_base64(json.at("data").get<std::string>());
+      auto bytes = base64_decode(json.at("data").get<std::string>());
       if (!bytes) return bad("has bad base64 data");
       event.data = std::move(*bytes);
     }

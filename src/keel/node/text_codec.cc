@@ -78,35 +78,6 @@ void append_rfc3339(std::string& out, std::int64_t unix_ns) {
   out.push_back('Z');
 }
 
-void append_base64(std::string& out, std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  out.reserve(out.size() + (bytes.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  const auto at = [&](std::size_t k) -> std::uint32_t {
-    return static_cast<unsigned char>(bytes[k]);
-  };
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const std::uint32_t n = at(i) << 16 | at(i + 1) << 8 | at(i + 2);
-    out.push_back(kAlphabet[n >> 18]);
-    out.push_back(kAlphabet[n >> 12 & 63]);
-    out.push_back(kAlphabet[n >> 6 & 63]);
-    out.push_back(kAlphabet[n & 63]);
-  }
-  if (bytes.size() - i == 1) {
-    const std::uint32_t n = at(i) << 16;
-    out.push_back(kAlphabet[n >> 18]);
-    out.push_back(kAlphabet[n >> 12 & 63]);
-    out += "==";
-  } else if (bytes.size() - i == 2) {
-    const std::uint32_t n = at(i) << 16 | at(i + 1) << 8;
-    out.push_back(kAlphabet[n >> 18]);
-    out.push_back(kAlphabet[n >> 12 & 63]);
-    out.push_back(kAlphabet[n >> 6 & 63]);
-    out.push_back('=');
-  }
-}
-
 std::string quote_for_message(std::string_view text, std::size_t limit) {
   bool cut = false;
   if (text.size() > limit) {

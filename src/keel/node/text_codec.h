@@ -27,8 +27,7 @@ void append_int(std::string& out, std::int64_t value);
 // RFC 3339 in UTC with nanoseconds, "2024-05-01T12:34:56.123456789Z".
 void append_rfc3339(std::string& out, std::int64_t unix_ns);
 
-// Standard base64 (RFC 4648 4), with padding.
-void append_base64(std::string& out, std::string_view bytes);
+using keel::append_base64;
 
 // `text` quoted for an error message, cut after `limit` bytes (at a UTF-8 boundary).
 std::string quote_for_message(std::string_view text, std::size_t limit = 64);
