@@ -167,6 +167,13 @@ void EventStore::append_async(std::string_view stream, ExpectedVersion expected,
   impl_->append_async(stream, expected, events, std::move(done));
 }
 
+void EventStore::append_system_async(std::string_view stream, ExpectedVersion expected,
+                                     std::span<const EventData> events,
+                                     std::function<void(Result<AppendResult>)> done) {
+  if (auto ok = check_system_stream(stream); !ok) return done(ok.error());
+  impl_->append_async(stream, expected, events, std::move(done));
+}
+
 Result<AppendResult> EventStore::append_system(std::string_view stream, ExpectedVersion expected,
                                                std::span<const EventData> events) {
   if (auto ok = check_system_stream(stream); !ok) return ok.error();

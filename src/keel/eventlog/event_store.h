@@ -200,6 +200,9 @@ class EventStore {
     return append_system(stream, expected,
                          std::span<const EventData>(events.begin(), events.size()));
   }
+  void append_system_async(std::string_view stream, ExpectedVersion expected,
+                           std::span<const EventData> events,
+                           std::function<void(Result<AppendResult>)> done);
   Status set_system_metadata(std::string_view stream, const StreamMetadata& metadata);
 
   // Writes index.chk now (also done every checkpoint_every_events events and on close).
