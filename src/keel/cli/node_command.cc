@@ -16,6 +16,7 @@ struct NodeCommand::State {
   std::string listen;
   std::string admin;
   std::string durability;
+  std::string kafka;
   bool check_only = false;
 };
 
@@ -29,6 +30,8 @@ NodeCommand::NodeCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
   s.node->add_option("--admin", s.admin, "host:port of /metrics, /healthz, /ready alone");
   s.node->add_option("--durability", s.durability, "every_commit, interval or none")
       ->check(CLI::IsMember({"every_commit", "interval", "none"}));
+  s.node->add_option("--kafka", s.kafka,
+                     "host:port of a Kafka protocol listener (over the config's; docs/kafka.md)");
   s.node->add_flag("--check", s.check_only, "Check the config, print what is wrong, and exit");
 }
 
@@ -45,6 +48,7 @@ Result<node::NodeConfig> read_config(const NodeCommand::State& s) {
   if (!s.listen.empty()) yaml += "listen: \"" + s.listen + "\"\n";
   if (!s.admin.empty()) yaml += "admin: \"" + s.admin + "\"\n";
   if (!s.durability.empty()) yaml += "durability: " + s.durability + "\n";
+  if (!s.kafka.empty()) yaml += "kafka:\n  listen: \"" + s.kafka + "\"\n";
   auto flags = node::parse_config(yaml.empty() ? "{}" : yaml, "the command line");
   if (!flags) return flags.error();
   if (s.config_path.empty()) return flags;
@@ -54,6 +58,10 @@ Result<node::NodeConfig> read_config(const NodeCommand::State& s) {
   if (!s.listen.empty()) config->listen = flags->listen;
   if (!s.admin.empty()) config->admin = flags->admin;
   if (!s.durability.empty()) config->store.durability = flags->store.durability;
+  if (!s.kafka.empty()) {
+    if (!config->kafka) config->kafka.emplace();
+    config->kafka->listen = flags->kafka->listen;
+  }
   return config;
 }
 
@@ -97,6 +105,7 @@ int NodeCommand::run(std::ostream& out, std::ostream& err) const {
   }
   err << "keel node: serving " << config->data_dir << " on " << (*node)->api().to_string() << "\n";
   if (auto admin = (*node)->admin()) err << "keel node: admin on " << admin->to_string() << "\n";
+  if (auto kafka = (*node)->kafka()) err << "keel node: kafka on " << kafka->to_string() << "\n";
   {
     std::lock_guard lock(mutex);
     running = node->get();

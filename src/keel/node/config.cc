@@ -33,7 +33,7 @@ Result<NodeConfig> read_config(const config::Document& document, const std::stri
   node.source = source_name;
   root.expect_only({"data_dir", "listen", "admin", "workers", "append_threads", "durability",
                     "sync_interval_ms", "segment_bytes", "max_event_bytes", "limits",
-                    "heartbeat_ms", "member_timeout_ms", "drain_ms"});
+                    "heartbeat_ms", "member_timeout_ms", "drain_ms", "kafka"});
   root.read("data_dir", node.data_dir);
   if (node.data_dir.empty()) root.fail("data_dir", "must not be empty");
   read_address(root, "listen", node.listen);
@@ -80,6 +80,26 @@ Result<NodeConfig> read_config(const config::Document& document, const std::stri
     limits.read("max_pending_appends", node.limits.max_pending_appends, 1, 1000000);
     limits.read_ms("max_poll_wait_ms", node.limits.max_poll_wait, 0ms, 3600s);
   }
+  if (Node kafka = root.child("kafka"); kafka.present()) {
+    kafka.expect_only({"listen", "advertised", "workers", "default_partitions",
+                       "auto_create_topics", "max_message_bytes", "max_request_bytes",
+                       "initial_rebalance_delay_ms", "min_session_timeout_ms"});
+    KafkaConfig k;
+    read_address(kafka, "listen", k.listen);
+    if (kafka.child("advertised").present()) {
+      http::HostPort advertised;
+      read_address(kafka, "advertised", advertised);
+      k.advertised = advertised;
+    }
+    kafka.read("workers", k.workers, 1, 64);
+    kafka.read("default_partitions", k.default_partitions, 1, 1024);
+    kafka.read("auto_create_topics", k.auto_create_topics);
+    kafka.read("max_message_bytes", k.max_message_bytes, 1024, 64u << 20);
+    kafka.read("max_request_bytes", k.max_request_bytes, 1024, 1u << 30);
+    kafka.read_ms("initial_rebalance_delay_ms", k.initial_rebalance_delay, 0ms, 300s);
+    kafka.read_ms("min_session_timeout_ms", k.min_session_timeout, 1ms, 3600s);
+    node.kafka = k;
+  }
   node.http.max_body_bytes = std::max<std::uint64_t>(node.http.max_body_bytes, 1024);
   node.store.max_append_events = node.limits.max_batch_events;
   node.store.max_read_count = std::max(node.store.max_read_count, node.limits.max_read_count);
@@ -103,9 +123,19 @@ Result<NodeConfig> load_config(const std::string& path) {
 
 bool same_restart_settings(const NodeConfig& a, const NodeConfig& b) {
   auto admin = [](const NodeConfig& c) { return c.admin ? c.admin->to_string() : ""; };
+  auto kafka = [](const NodeConfig& c) {
+    if (!c.kafka) return std::string();
+    return c.kafka->listen.to_string() + " " +
+           (c.kafka->advertised ? c.kafka->advertised->to_string() : "") + " " +
+           std::to_string(c.kafka->workers) + " " + std::to_string(c.kafka->default_partitions) +
+           " " + (c.kafka->auto_create_topics ? "auto" : "") + " " +
+           std::to_string(c.kafka->max_message_bytes) + " " +
+           std::to_string(c.kafka->max_request_bytes);
+  };
   return a.data_dir == b.data_dir && a.listen.to_string() == b.listen.to_string() &&
          admin(a) == admin(b) && a.workers == b.workers && a.append_threads == b.append_threads &&
-         a.store.durability == b.store.durability && a.store.segment_bytes == b.store.segment_bytes;
+         a.store.durability == b.store.durability &&
+         a.store.segment_bytes == b.store.segment_bytes && kafka(a) == kafka(b);
 }
 
 }  // namespace keel::node

@@ -26,6 +26,20 @@ struct NodeLimits {
   Duration max_poll_wait = 60s;                     // the longest a poll may wait
 };
 
+// The Kafka listener (docs/kafka.md): off unless the config has a `kafka:` section or
+// `--kafka` is given.
+struct KafkaConfig {
+  http::HostPort listen{"127.0.0.1", 9092};
+  std::optional<http::HostPort> advertised;  // what clients are told to connect to: listen
+  std::uint32_t workers = 1;
+  std::uint32_t default_partitions = 1;  // for topics created by Metadata or CreateTopics
+  bool auto_create_topics = true;
+  std::uint32_t max_message_bytes = 1048588;     // one record batch
+  std::uint32_t max_request_bytes = 100u << 20;  // one request frame
+  Duration initial_rebalance_delay = 3s;         // a new consumer group waits this for members
+  Duration min_session_timeout = 1s;
+};
+
 struct NodeConfig {
   std::string source;  // the file it came from, for messages
   std::string data_dir = "keel-data";
@@ -39,6 +53,7 @@ struct NodeConfig {
   Duration heartbeat = 15s;       // SSE comment lines while nothing happens
   Duration member_timeout = 30s;  // a group member silent this long has left
   Duration drain = 10s;           // SIGTERM: how long in-flight work may take
+  std::optional<KafkaConfig> kafka;
 };
 
 // The config in `yaml` (`source_name` names it in messages). Every mistake is reported, each

@@ -7,6 +7,8 @@
 #include "keel/core/metrics.h"
 #include "keel/eventlog/event_store.h"
 #include "keel/http/server.h"
+#include "keel/kafka/broker.h"
+#include "keel/kafka/listener.h"
 #include "keel/node/api.h"
 #include "keel/node/groups.h"
 #include "keel/node/subscriptions.h"
@@ -71,6 +73,8 @@ struct Node::Impl {
   std::unique_ptr<resilience::ThreadPoolBulkhead> appenders;  // deletes, metadata, group writes
   std::atomic<std::uint32_t> appends_waiting{0};              // append_async() not yet answered
   std::unique_ptr<resilience::ThreadPoolBulkhead> pollers;    // consumer-group long polls
+  std::unique_ptr<kafka::Broker> kafka;  // the Kafka protocol on the same store
+  std::unique_ptr<kafka::Listener> kafka_listener;
   std::unique_ptr<http::Server> api;
   std::unique_ptr<http::Server> admin;
   std::atomic<bool> ready{false};
@@ -81,6 +85,28 @@ struct Node::Impl {
   bool stopped = false;
 
   Impl(NodeConfig c, Clock& k) : config(std::move(c)), clock(k) {}
+
+  Status start_kafka() {
+    if (!config.kafka) return {};
+    const KafkaConfig& k = *config.kafka;
+    kafka::BrokerOptions options;
+    options.default_partitions = static_cast<std::int32_t>(k.default_partitions);
+    options.auto_create_topics = k.auto_create_topics;
+    options.max_message_bytes = k.max_message_bytes;
+    options.groups.initial_rebalance_delay = k.initial_rebalance_delay;
+    options.groups.min_session_timeout = k.min_session_timeout;
+    kafka = std::make_unique<kafka::Broker>(*store, clock, options, registry);
+    auto listener = kafka::Listener::bind(
+        {.address = k.listen, .workers = k.workers, .max_request_bytes = k.max_request_bytes},
+        *kafka, clock);
+    if (!listener) return listener.error();
+    kafka_listener = std::move(*listener);
+    http::HostPort advertised = k.advertised.value_or(kafka_listener->bound());
+    if (advertised.host == "0.0.0.0" || advertised.host == "::") advertised.host = "127.0.0.1";
+    if (advertised.port == 0) advertised.port = kafka_listener->bound().port;
+    kafka->advertise(advertised.host, advertised.port);
+    return kafka->start();
+  }
 
   // 503 `unavailable` (the client may retry), counted when a bounded queue refused the request.
   static http::Response unavailable(std::string message) {
@@ -380,6 +406,7 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
     return Error(started.error().code(), "consumer groups: " + started.error().message());
   }
   n.subscriptions->start();
+  if (auto started = n.start_kafka(); !started) return started.error();
 
   http::ServerOptions options;
   options.address = n.config.listen;
@@ -413,6 +440,7 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   }
   n.api->start();
   if (n.admin) n.admin->start();
+  if (n.kafka_listener) n.kafka_listener->start();
   n.ready = true;
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -425,6 +453,8 @@ void Node::stop() {
   // Subscriptions end first, with their final event, so the server's drain is not held up by
   // streams that never end by themselves.
   if (n.subscriptions) n.subscriptions->stop();
+  if (n.kafka_listener) n.kafka_listener->stop();
+  if (n.kafka) n.kafka->stop();
   if (n.groups) n.groups->close();  // long polls answer now
   if (n.api) n.api->stop(n.config.drain);
   if (n.admin) n.admin->stop(0ms);
@@ -458,6 +488,11 @@ Status Node::reload(NodeConfig config) {
 }
 
 http::HostPort Node::api() const { return impl_->api->bound(); }
+
+std::optional<http::HostPort> Node::kafka() const {
+  if (!impl_->kafka_listener) return std::nullopt;
+  return impl_->kafka_listener->bound();
+}
 
 std::optional<http::HostPort> Node::admin() const {
   if (!impl_->admin) return std::nullopt;

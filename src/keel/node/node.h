@@ -44,6 +44,8 @@ class Node {
 
   http::HostPort api() const;
   std::optional<http::HostPort> admin() const;
+  // The Kafka listener's address, when the config enables it.
+  std::optional<http::HostPort> kafka() const;
   std::string metrics_text() const;
 
  private:
