@@ -14,6 +14,7 @@
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
 #include "keel/eventlog/errc.h"
+#include "keel/kafka/metadata.h"
 #include "keel/kafka/records.h"
 
 namespace keel::kafka {
@@ -54,89 +55,6 @@ class Response {
  private:
   std::size_t size_at_ = 0;
 };
-
-// `bytes` as a JSON member: "name":"text" when it is UTF-8, else "name_base64":"...".
-void put_bytes(std::string& m, std::string_view name, std::string_view bytes) {
-  m += '"';
-  m += name;
-  if (invalid_utf8_at(bytes)) {
-    m += "_base64\":\"";
-    append_base64(m, bytes);
-  } else {
-    m += "\":\"";
-    append_json_escaped(m, bytes);
-  }
-  m += '"';
-}
-
-// The event metadata that keeps what a Kafka record has and an event does not.
-std::string record_metadata(const Record& r) {
-  std::string m = R"({"kafka":{"timestamp":)";
-  m += std::to_string(r.timestamp);
-  if (r.key) {
-    m += ',';
-    put_bytes(m, "key", *r.key);
-  }
-  if (!r.value) m += R"(,"value":null)";
-  if (!r.headers.empty()) {
-    m += R"(,"headers":[)";
-    for (std::size_t i = 0; i < r.headers.size(); ++i) {
-      if (i > 0) m += ',';
-      m += '{';
-      put_bytes(m, "key", r.headers[i].key);
-      m += ',';
-      if (r.headers[i].value) {
-        put_bytes(m, "value", *r.headers[i].value);
-      } else {
-        m += R"("value":null)";
-      }
-      m += '}';
-    }
-    m += ']';
-  }
-  m += "}}";
-  return m;
-}
-
-// What record_metadata() wrote, read back; nullopt for events with no "kafka" metadata.
-struct KafkaFields {
-  std::int64_t timestamp = -1;
-  std::optional<std::string> key;
-  bool null_value = false;
-  std::vector<std::pair<std::string, std::optional<std::string>>> headers;
-};
-
-std::optional<std::string> bytes_member(const json& object, const char* name) {
-  auto text = object.find(name);
-  if (text != object.end() && text->is_string()) return text->get<std::string>();
-  auto b64 = object.find(std::string(name) + "_base64");
-  if (b64 != object.end() && b64->is_string()) return base64_decode(b64->get<std::string>());
-  return std::nullopt;
-}
-
-std::optional<KafkaFields> kafka_fields(std::string_view metadata) {
-  if (metadata.find("\"kafka\"") == std::string_view::npos) return std::nullopt;
-  json doc = json::parse(metadata, nullptr, false);
-  if (!doc.is_object()) return std::nullopt;
-  auto it = doc.find("kafka");
-  if (it == doc.end() || !it->is_object()) return std::nullopt;
-  const json& k = *it;
-  KafkaFields f;
-  if (auto t = k.find("timestamp"); t != k.end() && t->is_number_integer()) {
-    f.timestamp = t->get<std::int64_t>();
-  }
-  f.key = bytes_member(k, "key");
-  if (auto v = k.find("value"); v != k.end() && v->is_null()) f.null_value = true;
-  if (auto h = k.find("headers"); h != k.end() && h->is_array()) {
-    for (const json& header : *h) {
-      if (!header.is_object()) continue;
-      auto key = bytes_member(header, "key");
-      if (!key) continue;
-      f.headers.emplace_back(std::move(*key), bytes_member(header, "value"));
-    }
-  }
-  return f;
-}
 
 // Whether the consumer-group or topic name may be stored: what Kafka allows.
 bool valid_group_id(std::string_view id) { return !id.empty() && id.size() <= 255; }
