@@ -53,6 +53,7 @@ bench: deps-bench build
 	bench/proxy_faults.sh $(BUILD_DIR)
 	bench/pubsub.sh $(BUILD_DIR)
 	bench/node.sh $(BUILD_DIR)
+	bench/kafka.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps-fuzz

@@ -44,6 +44,28 @@ TEST(NodeConfigTest, TheExampleIsValid) {
   EXPECT_EQ(config->store.durability, eventlog::Durability::kEveryCommit);
 }
 
+TEST(NodeConfigTest, TheKafkaSectionTurnsTheListenerOnAndIsCheckedLikeTheRest) {
+  EXPECT_FALSE(parse_config("data_dir: d\n", "node.yaml")->kafka) << "off unless asked for";
+  auto config = parse_config(
+      "kafka:\n  listen: 0.0.0.0:9093\n  advertised: broker-1:9093\n  default_partitions: 6\n"
+      "  auto_create_topics: false\n  initial_rebalance_delay_ms: 0\n",
+      "node.yaml");
+  ASSERT_TRUE(config) << config.error().message();
+  ASSERT_TRUE(config->kafka);
+  EXPECT_EQ(config->kafka->listen.port, 9093);
+  EXPECT_EQ(config->kafka->advertised->host, "broker-1");
+  EXPECT_EQ(config->kafka->default_partitions, 6u);
+  EXPECT_FALSE(config->kafka->auto_create_topics);
+  EXPECT_EQ(config->kafka->initial_rebalance_delay, 0ms);
+  auto typo = parse_config("kafka:\n  listen: 127.0.0.1:9092\n  partitions: 3\n", "node.yaml");
+  ASSERT_FALSE(typo);
+  EXPECT_NE(typo.error().message().find("node.yaml:3"), std::string::npos)
+      << typo.error().message();
+  EXPECT_NE(typo.error().message().find("kafka.partitions"), std::string::npos)
+      << typo.error().message();
+  EXPECT_FALSE(parse_config("kafka:\n  default_partitions: 0\n", "node.yaml"));
+}
+
 TEST(NodeConfigTest, MistakesAreReportedWithTheirPlace) {
   auto config = parse_config(
       "listen: 127.0.0.1:2113\ndurabilty: none\nlimits:\n  max_subscriber: 1\n"
