@@ -20,7 +20,7 @@
 #   bench/kafka.sh [BUILD_DIR]      (needs keel, kafka_bench, node_bench in BUILD_DIR; redis-server)
 #
 # Environment: TMPBASE=/var/tmp (a real disk), SERVER_CPU=1, CLIENT_CPU=0 (either empty: not
-#   pinned), PARTITIONS=3, PRODUCE_MESSAGES=1000000, PRODUCE_MESSAGES_1K=300000,
+#   pinned), PARTITIONS=3, PRODUCE_MESSAGES=1000000, PRODUCE_MESSAGES_1K=600000,
 #   REFERENCE_SECONDS=3, RUN_TIMEOUT_S=300.
 set -euo pipefail
 
@@ -30,7 +30,7 @@ SERVER_CPU=${SERVER_CPU-1}
 CLIENT_CPU=${CLIENT_CPU-0}
 PARTITIONS=${PARTITIONS:-3}
 PRODUCE_MESSAGES=${PRODUCE_MESSAGES:-1000000}
-PRODUCE_MESSAGES_1K=${PRODUCE_MESSAGES_1K:-300000}
+PRODUCE_MESSAGES_1K=${PRODUCE_MESSAGES_1K:-600000}
 REFERENCE_SECONDS=${REFERENCE_SECONDS:-3}
 RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-300}
 
@@ -96,6 +96,7 @@ NODE_PID=""
 start_node() {
   local durability=$1
   rm -rf "$TMPD/node"
+  mkdir -p "$TMPD/node"
   cat >"$TMPD/node.yaml" <<YAML
 data_dir: $TMPD/node/data
 listen: 127.0.0.1:$HPORT
