@@ -22,6 +22,8 @@ Each case starts its own `keel node` with a Kafka listener on a temporary data d
   crash       the node is killed with SIGKILL under acks=all production; after a restart every
               acknowledged record is at the offset its delivery report named, byte for byte, and
               offsets are dense per partition.
+  idempotent  an idempotent producer goes on through a SIGKILL and restart of the node: every
+              record is delivered, and in the topic exactly once.
 
 One line per passed case, every failure printed with what was expected; exit status 1 if any
 case failed, 0 otherwise.
@@ -949,6 +951,73 @@ def case_crash(case, root, new_node):
         f"{len(snapshot)} acknowledged")
 
 
+def case_idempotent(case, root, new_node):
+    """An idempotent producer (enable.idempotence=true) keeps producing while the node is paused
+    (SIGSTOP) past the producer's request timeout, then killed with SIGKILL and restarted on the
+    same port: librdkafka sends again what it had no answer for, with the same producer id and
+    sequences, and every record must be in the topic exactly once. The pause is what makes a
+    retry of a batch the node did append: the producer gives up on the request and sends it on
+    a new connection while the node still has the first copy to read when it resumes."""
+    node = new_node()
+    node.start()
+    bs = node.bootstrap
+    topic, partitions, total = "idem", 2, 20000
+    create_topic(case, bs, topic, partitions)
+    lock = threading.Lock()
+    acked = {}
+    failed = []
+
+    def delivered(err, msg):
+        with lock:
+            if err is None:
+                acked[msg.value()] = (msg.partition(), msg.offset())
+            else:
+                failed.append(err)
+
+    producer = Producer({"bootstrap.servers": bs, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 100,
+                         "request.timeout.ms": 500, "socket.timeout.ms": 500,
+                         "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
+                         "log_level": 2})
+    killed = False
+    for i in range(total):
+        while True:
+            try:
+                producer.produce(topic, value=b"idem-%06d" % i, partition=i % partitions,
+                                 on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+        if i % 200 == 199:
+            time.sleep(0.02)  # about 10 000 records a second: the kill lands mid-stream
+        if i == total // 4:
+            node.proc.send_signal(signal.SIGSTOP)
+            time.sleep(1.5)  # past request.timeout.ms: librdkafka retries on a new connection
+            node.proc.send_signal(signal.SIGCONT)
+        if not killed and i == total // 2:
+            node.kill9()
+            killed = True
+            time.sleep(0.3)
+            node.start()
+    remaining = producer.flush(60)
+    case.check(remaining == 0, f"{remaining} records still unanswered 60 s after the restart")
+    case.check(not failed, f"{len(failed)} delivery reports failed, e.g. {shorten(failed[:3])}")
+    got, high = read_partitions(case, bs, topic, range(partitions), deadline_s=60)
+    check_dense(case, topic, got, high)
+    values = [m.value() for msgs in got.values() for m in msgs]
+    duplicates = len(values) - len(set(values))
+    case.check(duplicates == 0, f"{duplicates} records are in the topic twice (an idempotent "
+               "producer's retry of a batch the node had appended was appended again)")
+    case.check(len(set(values)) == total, f"{len(set(values))} distinct records of {total}")
+    at = {(p, m.offset()): m.value() for p, msgs in got.items() for m in msgs}
+    misplaced = [(v, po) for v, po in acked.items() if at.get(po) != v]
+    case.check(not misplaced, f"{len(misplaced)} acknowledged records are not at the offset "
+               f"their delivery report named, e.g. {shorten(misplaced[:3])}")
+    log(f"{total} records, {len(acked)} acknowledged, {duplicates} duplicates after a pause and "
+        "a SIGKILL mid-production")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -969,7 +1038,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="keel-kafka-clients-")
     started = time.monotonic()
     cases = [("kcat", case_kcat), ("producer", case_producer), ("bridge", case_bridge),
-             ("group", case_group), ("crash", case_crash)]
+             ("group", case_group), ("crash", case_crash), ("idempotent", case_idempotent)]
     only = os.environ.get("KEEL_KAFKA_CASES", "").split()  # a few cases only, by name
     if only:
         cases = [c for c in cases if c[0] in only]

@@ -138,7 +138,8 @@ class KafkaTest : public ::testing::Test {
     const std::int64_t base = r.i64();
     return {code, base};
   }
-  static std::string records(std::initializer_list<std::string_view> values) {
+  static std::string records(std::initializer_list<std::string_view> values,
+                             BatchProducer producer = {}) {
     std::vector<OutRecord> list;
     std::int64_t offset = 0;
     for (std::string_view v : values) {
@@ -149,7 +150,7 @@ class KafkaTest : public ::testing::Test {
       list.push_back(r);
     }
     std::string out;
-    append_batch(out, list);
+    append_batch(out, list, Compression::kNone, producer);
     return out;
   }
   std::string fetch_body(std::string_view topic, std::int32_t partition, std::int64_t offset,
@@ -246,8 +247,8 @@ TEST_F(KafkaTest, ApiVersionsListsWhatIsTakenAndAnsweresANewerVersionWithTheFall
     const std::int16_t min = r.i16();
     apis[key] = {min, r.i16()};
   }
-  EXPECT_EQ(apis[0], (std::pair<std::int16_t, std::int16_t>{3, 8}));  // Produce
-  EXPECT_EQ(apis.count(22), 0u);  // no InitProducerId: idempotent producers are refused up front
+  EXPECT_EQ(apis[0], (std::pair<std::int16_t, std::int16_t>{3, 8}));   // Produce
+  EXPECT_EQ(apis[22], (std::pair<std::int16_t, std::int16_t>{0, 1}));  // InitProducerId
 
   // v3 is flexible (a tagged header): the answer is the v0 form with UNSUPPORTED_VERSION.
   response = call(frame(ApiKey::kApiVersions, 3, std::string("\x00\x00\x00", 3)));
@@ -294,6 +295,57 @@ TEST_F(KafkaTest, ProduceErrorsHaveTheirKafkaCodes) {
             Code::kOffsetOutOfRange);
   EXPECT_TRUE(
       parse_fetch(*call(frame(ApiKey::kFetch, 11, fetch_body("orders", 0, 3)))).records.empty());
+}
+
+TEST_F(KafkaTest, AnIdempotentProducersRetryIsAppendedOnceAndGapsAreRefused) {
+  create_topic("idem", 1);
+  std::string body;
+  Writer(body).nullable_string(std::nullopt);
+  Writer(body).i32(60000);
+  auto response = call(frame(ApiKey::kInitProducerId, 1, body));
+  ASSERT_TRUE(response);
+  Reader r(*response);
+  r.i32();
+  ASSERT_EQ(static_cast<Code>(r.i16()), Code::kNone);
+  const std::int64_t id = r.i64();
+  EXPECT_GE(id, 0);
+  auto again = call(frame(ApiKey::kInitProducerId, 1, body));
+  Reader r2(*again);
+  r2.i32();
+  r2.i16();
+  EXPECT_NE(r2.i64(), id) << "each producer gets its own id";
+
+  const BatchProducer first{id, 0, 0};
+  EXPECT_EQ(produce("idem", 0, records({"a", "b"}, first)),
+            (std::pair{Code::kNone, std::int64_t{0}}));
+  // The same batch again (a retry after a lost answer): the first result, nothing appended.
+  EXPECT_EQ(produce("idem", 0, records({"a", "b"}, first)),
+            (std::pair{Code::kNone, std::int64_t{0}}));
+  EXPECT_EQ(produce("idem", 0, records({"c"}, {id, 0, 2})),
+            (std::pair{Code::kNone, std::int64_t{2}}));
+  EXPECT_EQ(produce("idem", 0, records({"e"}, {id, 0, 4})).first,
+            Code::kOutOfOrderSequenceNumber);  // sequence 3 is missing
+  EXPECT_EQ(produce("idem", 0, records({"x"}, {id, 1, 0})).first, Code::kNone);  // a new epoch
+  EXPECT_EQ(produce("idem", 0, records({"y"}, {id, 0, 5})).first, Code::kInvalidProducerEpoch);
+  auto fetched = parse_fetch(*call(frame(ApiKey::kFetch, 11, fetch_body("idem", 0, 0))));
+  std::vector<std::string> values;
+  for (const auto& [offset, value] : fetched.records) values.push_back(value);
+  EXPECT_EQ(values, (std::vector<std::string>{"a", "b", "c", "x"}));
+
+  // After a restart the sequences are gone, but a retry still finds its first append.
+  restart();
+  EXPECT_EQ(produce("idem", 0, records({"c"}, {id, 0, 2})),
+            (std::pair{Code::kNone, std::int64_t{2}}));
+
+  // Transactions are refused before anything is written.
+  std::string transactional;
+  Writer(transactional).nullable_string("tx-1");
+  Writer(transactional).i32(60000);
+  auto refusal = call(frame(ApiKey::kInitProducerId, 1, transactional));
+  ASSERT_TRUE(refusal);
+  Reader refused(*refusal);
+  refused.i32();
+  EXPECT_EQ(static_cast<Code>(refused.i16()), Code::kUnsupportedVersion);
 }
 
 TEST_F(KafkaTest, MetadataCreatesTopicsItIsAskedAboutAndRefusesBadNames) {
@@ -397,7 +449,7 @@ TEST_F(KafkaTest, LibrdkafkaProducesWithAcksAllAndAGroupConsumesEverythingInOrde
   Reports reports;
   auto producer_conf = conf({{"bootstrap.servers", bootstrap},
                              {"acks", "all"},
-                             {"enable.idempotence", "false"},
+                             {"enable.idempotence", "true"},
                              {"compression.codec", "lz4"},
                              {"linger.ms", "5"}});
   std::string error;

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/core/text.h"
 #include "keel/core/uuid.h"
@@ -28,6 +29,8 @@ namespace {
 
 constexpr std::string_view kTopicsStream = "$keel-kafka-topics";
 constexpr std::string_view kOffsetsStream = "$keel-kafka-offsets";
+constexpr std::string_view kProducersStream = "$keel-kafka-producers";
+constexpr std::size_t kMaxProducerStates = 100000;  // (producer, partition) sequences kept
 constexpr std::string_view kTypeHeader = "keel.type";
 constexpr std::string_view kIdHeader = "keel.id";
 constexpr std::uint64_t kOffsetSnapshotEvery = 10000;  // commits between offset snapshots
@@ -94,6 +97,14 @@ struct Broker::Impl {
   std::map<std::string, GroupOffsets, std::less<>> offsets;
   std::uint64_t commits_since_snapshot = 0;
   std::atomic<std::uint64_t> truncate_offsets_before{0};  // set by a durable snapshot
+
+  // The idempotent producer: the last sequence appended per (producer id, partition stream).
+  struct Sequence {
+    std::int16_t epoch = 0;
+    std::int32_t last = -1;
+  };
+  std::mutex producers_mutex;
+  std::map<std::pair<std::int64_t, std::string>, Sequence> sequences;
 
   struct Waiter {
     std::shared_ptr<const std::string> frame;
@@ -613,15 +624,18 @@ struct Broker::Impl {
           fail(error.code, std::move(error.message));
           continue;
         }
+        const std::string stream = partition_stream(topic.name, p.index);
         std::vector<EventData> events;
         for (const RecordBatch& batch : batches) {
           if (batch.producer_id >= 0) {
-            fail(Code::kInvalidRecord,
-                 "idempotent producers are not supported (no InitProducerId); set "
-                 "enable.idempotence=false");
-            break;
+            if (const Code checked = check_sequence(stream, batch); checked != Code::kNone) {
+              fail(checked, "producer " + std::to_string(batch.producer_id) + " epoch " +
+                                std::to_string(batch.producer_epoch) + " sequence " +
+                                std::to_string(batch.base_sequence) + " does not follow");
+              break;
+            }
           }
-          for (const Record& r : batch.records) events.push_back(event_of(r));
+          for (const Record& r : batch.records) events.push_back(event_of(r, batch, stream));
         }
         if (result.code != Code::kNone) continue;
         const std::uint32_t max_event = store.options().max_event_bytes;
@@ -636,7 +650,6 @@ struct Broker::Impl {
           continue;
         }
         records_in->inc(events.size());
-        const std::string stream = partition_stream(topic.name, p.index);
         const std::size_t chunk = std::max<std::size_t>(1, store.options().max_append_events);
         for (std::size_t from = 0; from < events.size(); from += chunk) {
           const std::size_t n = std::min(chunk, events.size() - from);
@@ -659,7 +672,53 @@ struct Broker::Impl {
     finish();
   }
 
-  static EventData event_of(const Record& r) {
+  // Whether `batch` of an idempotent producer may be appended to `stream`: the next sequence,
+  // or a retry of one appended already (its event ids then find the first append); notes it.
+  Code check_sequence(const std::string& stream, const RecordBatch& batch) {
+    if (batch.producer_epoch < 0 || batch.base_sequence < 0) return Code::kInvalidRecord;
+    const std::int32_t last = batch.base_sequence + batch.last_offset_delta;
+    std::lock_guard lock(producers_mutex);
+    auto key = std::pair{batch.producer_id, stream};
+    auto it = sequences.find(key);
+    if (it == sequences.end()) {
+      // A new producer, or one from before a restart: the event ids still catch a retry.
+      if (sequences.size() >= kMaxProducerStates) sequences.clear();
+      sequences.emplace(std::move(key), Sequence{batch.producer_epoch, last});
+      return Code::kNone;
+    }
+    Sequence& seen = it->second;
+    if (batch.producer_epoch < seen.epoch) return Code::kInvalidProducerEpoch;
+    if (batch.producer_epoch > seen.epoch) {
+      if (batch.base_sequence != 0) return Code::kOutOfOrderSequenceNumber;
+      seen = {batch.producer_epoch, last};
+      return Code::kNone;
+    }
+    if (batch.base_sequence <= seen.last) return Code::kNone;  // a retry
+    if (batch.base_sequence != seen.last + 1) return Code::kOutOfOrderSequenceNumber;
+    seen.last = last;
+    return Code::kNone;
+  }
+
+  // The event id of an idempotent producer's record: the same for every retry of it, so the
+  // store's idempotency window appends it once, across restarts too.
+  static Uuid producer_record_id(const RecordBatch& batch, std::string_view stream,
+                                 std::int32_t sequence) {
+    std::string key = std::to_string(batch.producer_id) + "/" +
+                      std::to_string(batch.producer_epoch) + "/" + std::to_string(sequence) + "/";
+    key += stream;
+    std::uint8_t bytes[16];
+    const std::uint64_t high = hash64(key, 0x6b65656c6b61666bULL);
+    const std::uint64_t low = hash64(key, 0x70726f6475636572ULL);
+    for (int i = 0; i < 8; ++i) {
+      bytes[i] = static_cast<std::uint8_t>(high >> (56 - 8 * i));
+      bytes[8 + i] = static_cast<std::uint8_t>(low >> (56 - 8 * i));
+    }
+    bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0f) | 0x80);  // version 8: custom
+    bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3f) | 0x80);  // RFC 9562 variant
+    return Uuid::from_bytes(bytes);
+  }
+
+  static EventData event_of(const Record& r, const RecordBatch& batch, std::string_view stream) {
     EventData e;
     e.type = "kafka";
     bool have_id = false;
@@ -672,10 +731,41 @@ struct Broker::Impl {
         }
       }
     }
-    if (!have_id) e.id = Uuid::random_v4();
+    if (!have_id) {
+      e.id = batch.producer_id >= 0
+                 ? producer_record_id(batch, stream, batch.base_sequence + r.offset_delta)
+                 : Uuid::random_v4();
+    }
     e.data = std::string(r.value.value_or(std::string_view()));
     e.metadata = record_metadata(r);
     return e;
+  }
+
+  void init_producer_id(const RequestHeader& h, const InitProducerIdRequest& request, Reply reply) {
+    auto answer = [correlation = h.correlation_id](Code code, std::int64_t id) {
+      Response response(correlation);
+      response.w.i32(0);
+      response.w.code(code);
+      response.w.i64(id);
+      response.w.i16(code == Code::kNone ? 0 : -1);
+      return response.finish();
+    };
+    if (request.transactional_id) {
+      // Transactions are not supported: refused before anything is written.
+      reply(answer(Code::kUnsupportedVersion, -1));
+      return;
+    }
+    // Ids are the versions of a stream that is never deleted: unique across restarts.
+    EventData allocated{Uuid::random_v4(), "ProducerIdAllocated", "{}", ""};
+    store.append_system_async(
+        kProducersStream, ExpectedVersion::any(), {&allocated, 1},
+        [reply = std::move(reply), answer](auto appended) {
+          if (!appended) {
+            reply(answer(Code::kKafkaStorageError, -1));
+            return;
+          }
+          reply(answer(Code::kNone, static_cast<std::int64_t>(appended->first_version) + 1));
+        });
   }
 
   void list_offsets(const RequestHeader& h, const ListOffsetsRequest& request, const Reply& reply) {
@@ -1105,6 +1195,12 @@ Status Broker::start() {
     return Error(loaded.error().code(),
                  "kafka: reading topics and offsets: " + loaded.error().message());
   }
+  // Only the latest producer id matters (the next is its version + 1): keep the stream short.
+  eventlog::StreamMetadata producers;
+  producers.max_count = 1000;
+  if (auto kept = b.store.set_system_metadata(kProducersStream, producers); !kept) {
+    return Error(kept.error().code(), "kafka: " + kept.error().message());
+  }
   b.committed_position = b.store.next_position();
   b.commit_seen = b.committed_position;
   b.listener = b.store.add_commit_listener([&b](std::uint64_t position) {
@@ -1228,6 +1324,11 @@ void Broker::handle(std::string frame, Reply reply, std::function<void(std::stri
       DescribeConfigsRequest request;
       if (!decode(r, v, request)) return bad("DescribeConfigs");
       return b.describe_configs(h, request, reply);
+    }
+    case ApiKey::kInitProducerId: {
+      InitProducerIdRequest request;
+      if (!decode(r, v, request)) return bad("InitProducerId");
+      return b.init_producer_id(h, request, std::move(reply));
     }
     case ApiKey::kApiVersions:
       break;

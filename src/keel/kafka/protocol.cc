@@ -6,7 +6,7 @@ namespace keel::kafka {
 
 namespace {
 
-constexpr std::array<VersionRange, 17> kApis{{
+constexpr std::array<VersionRange, 18> kApis{{
     {ApiKey::kProduce, 3, 8},
     {ApiKey::kFetch, 4, 11},
     {ApiKey::kListOffsets, 1, 5},
@@ -23,6 +23,7 @@ constexpr std::array<VersionRange, 17> kApis{{
     {ApiKey::kApiVersions, 0, 2},
     {ApiKey::kCreateTopics, 0, 4},
     {ApiKey::kDeleteTopics, 0, 3},
+    {ApiKey::kInitProducerId, 0, 1},
     {ApiKey::kDescribeConfigs, 0, 2},
 }};
 
@@ -282,6 +283,12 @@ bool decode(Reader& r, std::int16_t v, DescribeConfigsRequest& out) {
     }
   }
   if (v >= 1) r.boolean();  // include synonyms
+  return done(r);
+}
+
+bool decode(Reader& r, std::int16_t, InitProducerIdRequest& out) {
+  out.transactional_id = r.nullable_string();
+  out.transaction_timeout_ms = r.i32();
   return done(r);
 }
 

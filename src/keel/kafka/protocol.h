@@ -30,6 +30,7 @@ enum class ApiKey : std::int16_t {
   kApiVersions = 18,
   kCreateTopics = 19,
   kDeleteTopics = 20,
+  kInitProducerId = 22,
   kDescribeConfigs = 32,
 };
 
@@ -195,6 +196,11 @@ struct DeleteTopicsRequest {
   std::vector<std::string_view> names;
 };
 
+struct InitProducerIdRequest {
+  std::optional<std::string_view> transactional_id;
+  std::int32_t transaction_timeout_ms = 0;
+};
+
 struct DescribeConfigsRequest {
   struct Resource {
     std::int8_t type = 0;  // 2 topic, 4 broker
@@ -221,5 +227,6 @@ bool decode(Reader& r, std::int16_t version, DescribeGroupsRequest& out);
 bool decode(Reader& r, std::int16_t version, CreateTopicsRequest& out);
 bool decode(Reader& r, std::int16_t version, DeleteTopicsRequest& out);
 bool decode(Reader& r, std::int16_t version, DescribeConfigsRequest& out);
+bool decode(Reader& r, std::int16_t version, InitProducerIdRequest& out);
 
 }  // namespace keel::kafka

@@ -344,7 +344,8 @@ bool decode_batches(std::string_view set, std::size_t max_inflated_bytes,
   return true;
 }
 
-void append_batch(std::string& out, std::span<const OutRecord> records, Compression codec) {
+void append_batch(std::string& out, std::span<const OutRecord> records, Compression codec,
+                  BatchProducer producer) {
   if (records.empty()) return;
   const std::int64_t base_offset = records.front().offset;
   std::int64_t base_timestamp = records.front().timestamp;
@@ -364,9 +365,9 @@ void append_batch(std::string& out, std::span<const OutRecord> records, Compress
   w.i32(static_cast<std::int32_t>(records.back().offset - base_offset));
   w.i64(base_timestamp);
   w.i64(max_timestamp);
-  w.i64(-1);  // producer id
-  w.i16(-1);  // producer epoch
-  w.i32(-1);  // base sequence
+  w.i64(producer.id);
+  w.i16(producer.epoch);
+  w.i32(producer.base_sequence);
   w.i32(static_cast<std::int32_t>(records.size()));
   std::string plain;
   std::string& body = codec == Compression::kNone ? out : plain;

@@ -76,9 +76,16 @@ struct OutRecord {
   std::span<const Header> headers;
 };
 
+// An idempotent producer's fields of a batch (none: -1).
+struct BatchProducer {
+  std::int64_t id = -1;
+  std::int16_t epoch = -1;
+  std::int32_t base_sequence = -1;
+};
+
 // Appends one uncompressed batch holding `records` (offsets ascending; the first is the base)
-// to `out`; `codec` compresses it as a producer would (tests).
+// to `out`; `codec` and `producer` make it as a producer would (tests).
 void append_batch(std::string& out, std::span<const OutRecord> records,
-                  Compression codec = Compression::kNone);
+                  Compression codec = Compression::kNone, BatchProducer producer = {});
 
 }  // namespace keel::kafka
