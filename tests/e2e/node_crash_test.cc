@@ -101,14 +101,20 @@ class NodeCrashTest : public ::testing::Test {
     auto node = Subprocess::spawn_to_file(
         {KEEL_BINARY, "--log-level", "warn", "node", "--data-dir", dir_.string(), "--listen",
          "127.0.0.1:" + std::to_string(port_), "--durability", "every_commit"},
-        (dir_.parent_path() / ("keel_node_crash_" + std::to_string(::getpid()) + ".log")).string());
+        log_path());
     EXPECT_TRUE(node) << node.error().message();
-    for (int i = 0; i < 500; ++i) {
+    // Generous: under a sanitizer on a busy machine, recovery after kill -9 takes seconds.
+    for (int i = 0; i < 3000; ++i) {
       if (http(port_, "GET", "/ready").status == 200) return std::move(*node);
       std::this_thread::sleep_for(10ms);
     }
-    ADD_FAILURE() << "keel node did not become ready";
+    ADD_FAILURE() << "keel node did not become ready in 30 s (its log: " << log_path() << ")";
     return std::move(*node);
+  }
+
+  std::string log_path() const {
+    return (dir_.parent_path() / ("keel_node_crash_" + std::to_string(::getpid()) + ".log"))
+        .string();
   }
 
   std::filesystem::path dir_;
