@@ -848,7 +848,34 @@ TEST_F(ProxyTest, TheAdminListenerServesHealthMetricsAndClusters) {
   auto clusters = nlohmann::json::parse(fetch("/clusters").body);
   EXPECT_EQ(clusters[0]["name"], "web");
   EXPECT_EQ(clusters[0]["endpoints"][0]["requests"], 1);
-  EXPECT_EQ(fetch("/").header("content-type"), "text/html; charset=utf-8");
+  EXPECT_NE(metrics.body.find(
+                "keel_proxy_route_requests_total{listener=\"listener-0\",route=\"prefix:/\"} 1"),
+            std::string::npos)
+      << metrics.body;
+  // The console: a first paint with the endpoint, its assets, and its feed of samples.
+  Message page = fetch("/");
+  EXPECT_EQ(page.header("content-type"), "text/html; charset=utf-8");
+  EXPECT_NE(page.body.find("data-kind=\"proxy\""), std::string::npos);
+  EXPECT_NE(page.body.find("data-endpoint=\"" + web.address() + "\" data-health=\"healthy\""),
+            std::string::npos)
+      << page.body;
+  EXPECT_EQ(fetch("/console/console.js").header("content-type"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(fetch("/console/console.css").status(), 200);
+  int fd = connect_to(admin->port);
+  send_all(fd, "GET /console/events HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::string buffer;
+  Message head = read_message(fd, buffer, true, true);
+  EXPECT_EQ(head.status(), 200);
+  EXPECT_EQ(head.header("content-type"), "text/event-stream");
+  char bytes[4096];
+  while (buffer.find("\n\n", buffer.find("event: history")) == std::string::npos) {
+    const ssize_t n = ::recv(fd, bytes, sizeof bytes, 0);
+    ASSERT_GT(n, 0) << buffer;
+    buffer.append(bytes, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  EXPECT_NE(buffer.find("\"kind\":\"proxy\""), std::string::npos) << buffer;
+  EXPECT_NE(buffer.find("\"address\":\"" + web.address() + "\""), std::string::npos) << buffer;
   EXPECT_EQ(fetch("/nope").status(), 404);
 }
 

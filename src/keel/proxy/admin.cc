@@ -1,5 +1,5 @@
 // The admin listener (on http::Server): health, readiness, metrics, clusters, config, migration
-// stages, reload, and the status page.
+// stages, reload, and the console (console.cc).
 #include <nlohmann/json.hpp>
 
 #include "keel/proxy/server_impl.h"
@@ -62,8 +62,10 @@ http::Response Server::Impl::admin_answer(const http::Request& request) {
       changed = migration_store->set_stage(route_name, *stage, percent);
     }
     if (!changed) return Response::text(400, changed.error().message() + "\n");
-    log_event("migration", route_name + " -> " + to_string(*stage) +
-                               (*stage == Stage::kCanary ? " " + percent_text + "%" : ""));
+    const std::string change = route_name + " -> " + to_string(*stage) +
+                               (*stage == Stage::kCanary ? " " + percent_text + "%" : "");
+    log_event("migration", change);
+    console_event({.what = "migration", .text = change + " (operator)"});
     return Response::json(200, migration_store->find(route_name)->report_json() + "\n");
   }
   if (path == "/reload") {
@@ -85,13 +87,15 @@ http::Response Server::Impl::admin_answer(const http::Request& request) {
     }
     return Response::text(200, "reloaded\n");
   }
-  if (path == "/") {
-    Response response = Response::text(200, status_page());
+  if (path == "/" || path == "/console") {
+    Response response = Response::text(200, console::page("keel proxy", "proxy", console_body()));
     response.content_type = "text/html; charset=utf-8";
     return response;
   }
-  return Response::text(
-      404, "not found; try /, /healthz, /ready, /metrics, /clusters, /config, POST /reload\n");
+  if (auto asset = console::asset(path)) return std::move(*asset);
+  return Response::text(404,
+                        "not found; try / (the console), /healthz, /ready, /metrics, /clusters, "
+                        "/config, /migration, POST /reload\n");
 }
 
 void Server::Impl::log_event(const char* what, const std::string& text) {
@@ -153,56 +157,6 @@ std::string Server::Impl::config_json() const {
                               {"routes", routes}});
   }
   return nlohmann::json{{"source", now->config.source}, {"listeners", listeners_json}}.dump(2);
-}
-
-std::string Server::Impl::status_page() const {
-  std::string html =
-      "<!doctype html><meta charset=utf-8><title>keel proxy</title>"
-      "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style>"
-      "<h1>keel proxy</h1><p><a href=/metrics>metrics</a> · <a href=/clusters>clusters</a> · "
-      "<a href=/config>config</a></p><table><tr><th>cluster<th>breaker<th>active"
-      "<th>requests<th>retries<th>overflow<th>endpoints</tr>";
-  for (const auto& cluster : current()->clusters) {
-    std::string endpoints;
-    for (std::size_t i = 0; i < cluster->config->endpoints.size(); ++i) {
-      endpoints += cluster->config->endpoints[i].address + " (" +
-                   (cluster->healthy[i].load() ? "" : "UNHEALTHY, ") +
-                   std::to_string(cluster->endpoint_requests[i]->value()) + " req, " +
-                   std::to_string(cluster->endpoint_failures[i]->value()) + " failed, " +
-                   std::to_string(cluster->endpoint_ejections[i]->value()) + " ejections) ";
-    }
-    html += "<tr><td>" + cluster->config->name + "<td>" +
-            (cluster->breaker ? to_string(cluster->breaker->state()) : "none") + "<td>" +
-            std::to_string(cluster->requests.load()) + "<td>" +
-            std::to_string(cluster->requests_total->value()) + "<td>" +
-            std::to_string(cluster->retries_total->value()) + "<td>" +
-            std::to_string(cluster->overflow_total->value()) + "<td>" + endpoints + "</tr>";
-  }
-  html += "</table>";
-  auto migrations = nlohmann::json::parse(migration_store->report_json());
-  if (!migrations.empty()) {
-    html +=
-        "<h2>migrations</h2><p><a href=/migration>/migration</a> (JSON)</p><table><tr><th>route"
-        "<th>stage<th>percent<th>modern share<th>legacy / modern answers<th>diff rate"
-        "<th>legacy since modern<th>top differing fields</tr>";
-    for (const auto& route : migrations) {
-      std::string fields;
-      for (const auto& field : route["top_differing_fields"]) {
-        fields += field["field"].get<std::string>() + " (" + field["count"].dump() + ") ";
-      }
-      char row[512];
-      std::snprintf(
-          row, sizeof row, "<tr><td>%s<td>%s<td>%.1f%%<td>%.1f%%<td>%s / %s<td>%.2f%%<td>%s<td>",
-          route["route"].get<std::string>().c_str(), route["stage"].get<std::string>().c_str(),
-          route["percent"].get<double>(), 100 * route["modern_share"].get<double>(),
-          route["legacy_answers"].dump().c_str(), route["modern_answers"].dump().c_str(),
-          100 * route["diff_rate"].get<double>(),
-          route["legacy_answers_since_modern"].dump().c_str());
-      html += row + fields + "</tr>";
-    }
-    html += "</table>";
-  }
-  return html + "\n";
 }
 
 }  // namespace keel::proxy

@@ -49,6 +49,7 @@ Task<bool> Server::Impl::handle(Worker& worker, ListenerShared& listener,
     co_await local_reply(client, exchange, version, keep_alive && !has_body, 404, "no_route");
     co_return keep_alive && !has_body;
   }
+  exchange.route = &generation_now.route_metrics.find(route)->second;
   // A migrating route's stage decides between legacy and modern.
   std::shared_ptr<MigrationState> migration;
   Stage routed_at = Stage::kLegacy;
@@ -412,6 +413,11 @@ void Server::Impl::finish(Exchange& exchange, WorkerCluster& cluster, unsigned s
   const double seconds = std::chrono::duration<double>(clock.now() - exchange.start).count();
   cluster.shared->latency->observe(seconds);
   if (status >= 100 && status < 600) cluster.shared->responses[status / 100]->inc();
+  if (const RouteMetrics* route = exchange.route) {
+    route->requests->inc();
+    route->latency->observe(seconds);
+    if (status >= 100 && status < 600) route->responses[status / 100]->inc();
+  }
   log(exchange);
 }
 

@@ -32,6 +32,8 @@ Task<void> Server::Impl::outlier_loop(std::weak_ptr<const Generation> weak, std:
     if (!g) co_return;
     WorkerCluster& cluster = *g->worker_clusters[w][c];
     for (std::size_t i : cluster.outlier->tick()) cluster.shared->endpoint_ejections[i]->inc();
+    // Expired and lifted ejections too: a tick is when the detector revisits them.
+    for (std::size_t i = 0; i < cluster.endpoints.size(); ++i) cluster.publish_ejection(i);
   }
 }
 

@@ -441,6 +441,7 @@ std::shared_ptr<MigrationState> MigrationStore::state(const std::string& route,
     // A rollback or a ramp step is logged and saved like an operator's change.
     slot->on_change([this](const std::string& what) {
       log::get("proxy")->warn("migration: {}", what);
+      if (on_change_) on_change_(what);
       (void)save();
     });
   }

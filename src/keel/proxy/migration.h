@@ -191,8 +191,11 @@ class MigrationState {
 // stages survive a restart; a reload keeps the state of routes that stay.
 class MigrationStore {
  public:
-  MigrationStore(std::string state_file, Clock& clock)
-      : state_file_(std::move(state_file)), clock_(clock) {}
+  // `on_change` (optional) hears each guard-rail rollback and ramp step, as logged; it runs on
+  // the thread that made the change.
+  MigrationStore(std::string state_file, Clock& clock,
+                 std::function<void(const std::string&)> on_change = {})
+      : state_file_(std::move(state_file)), clock_(clock), on_change_(std::move(on_change)) {}
   // The state for `route`, created from the config (and the saved stage, if any) the first time.
   std::shared_ptr<MigrationState> state(const std::string& route, const MigrationConfig& config);
   std::shared_ptr<MigrationState> find(const std::string& route) const;
@@ -205,6 +208,7 @@ class MigrationStore {
 
   std::string state_file_;
   Clock& clock_;
+  const std::function<void(const std::string&)> on_change_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<MigrationState>> routes_;
   std::map<std::string, std::pair<Stage, double>> saved_;  // read from the file, once

@@ -29,6 +29,14 @@ Result<std::shared_ptr<const Generation>> Server::Impl::build(ProxyConfig config
       shared->breaker = std::make_unique<resilience::CircuitBreaker>(
           cluster.name, *cluster.circuit_breaker, clock);
       shared->breaker->bind_metrics(registry);
+      shared->breaker->on_state_change(
+          [this, name = cluster.name](const resilience::BreakerTransition& t) {
+            console_event({.what = "breaker",
+                           .cluster = name,
+                           .text = t.reason,
+                           .from = to_string(t.from),
+                           .to = to_string(t.to)});
+          });
     }
     shared->retry_budget =
         std::make_unique<resilience::RetryBudget>(cluster.name, cluster.retry_budget, clock);
@@ -56,6 +64,21 @@ Result<std::shared_ptr<const Generation>> Server::Impl::build(ProxyConfig config
       if (route.migration) {
         next->migrations[&route] = migration_store->state(route.name, *route.migration);
       }
+      RouteMetrics& m = next->route_metrics[&route];
+      m.listener = listener.name;
+      m.name = route.name;
+      const metrics::Labels labels = {{"listener", listener.name}, {"route", route.name}};
+      m.requests =
+          &registry.counter("keel_proxy_route_requests_total", "Requests on the route", labels);
+      for (int status_class = 1; status_class <= 5; ++status_class) {
+        auto with = labels;
+        with.emplace_back("class", std::to_string(status_class) + "xx");
+        m.responses[static_cast<std::size_t>(status_class)] = &registry.counter(
+            "keel_proxy_route_responses_total", "Responses on the route by status class", with);
+      }
+      m.latency = &registry.histogram("keel_proxy_route_request_duration_seconds",
+                                      "Time to the end of the response, on the route",
+                                      metrics::Histogram::latency_seconds_bounds(), labels);
     }
   }
   for (auto& worker : workers) {
@@ -69,7 +92,9 @@ Result<std::shared_ptr<const Generation>> Server::Impl::build(ProxyConfig config
 
 Status Server::Impl::setup(ProxyConfig initial) {
   if (!initial.access_log) access_log = nullptr;
-  migration_store = std::make_unique<MigrationStore>(initial.migration_state_file, clock);
+  migration_store = std::make_unique<MigrationStore>(
+      initial.migration_state_file, clock,
+      [this](const std::string& what) { console_event({.what = "migration", .text = what}); });
   std::uint32_t worker_count = 1;
   for (std::size_t l = 0; l < initial.listeners.size(); ++l) {
     worker_count = std::max(worker_count, initial.listeners[l].workers);
@@ -126,8 +151,17 @@ Status Server::Impl::setup(ProxyConfig initial) {
     options.limits.max_connections = 64;
     options.limits.max_body_bytes = 64 * 1024;
     options.limits.idle_timeout = 30s;
+    console_feed = std::make_unique<console::Feed>(clock, console::Feed::Options{},
+                                                   [this] { return console_sample(); });
     auto bound = http::Server::bind(
-        options, http::respond_with([this](const http::Request& r) { return admin_answer(r); }),
+        options,
+        [this](http::Request& r, http::Responder responder) {
+          if (r.path == "/console/events" && r.method == "GET") {
+            console_feed->subscribe(std::move(responder));
+          } else {
+            responder.respond(admin_answer(r));
+          }
+        },
         clock);
     if (!bound) return bound.error();
     admin = std::move(*bound);
@@ -223,7 +257,10 @@ void Server::Impl::run() {
       (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &lowest);
     });
   }
-  if (admin) admin->start();
+  if (admin) {
+    console_feed->start();
+    admin->start();
+  }
 }
 
 void Server::Impl::stop(Duration drain) {
@@ -245,6 +282,7 @@ void Server::Impl::stop(Duration drain) {
     }
   }
   for (auto& worker : workers) worker->stop();
+  if (console_feed) console_feed->stop();  // ends the console's streams
   if (admin) admin->stop(0ms);
   if (access_log_writer) access_log_writer->stop();  // after the last request's line
 }

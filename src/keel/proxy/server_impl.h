@@ -19,12 +19,15 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "keel/balance/endpoint_set.h"
 #include "keel/balance/load_balancer.h"
+#include "keel/console/console.h"
 #include "keel/core/log.h"
 #include "keel/core/metrics.h"
 #include "keel/core/random.h"
@@ -102,6 +105,8 @@ struct ClusterShared {
   struct EndpointView {
     std::atomic<std::uint32_t> in_flight{0};
     std::atomic<double> latency_cost_ms{0};  // peak_ewma's latency estimate; 0: none yet
+    // The worker's outlier ejection, as nanoseconds on the clock's timeline; min(): none.
+    std::atomic<TimePoint::rep> ejected_until{TimePoint::min().time_since_epoch().count()};
   };
   std::unique_ptr<EndpointView[]> views;
   std::size_t view_workers = 0;
@@ -125,6 +130,18 @@ struct ClusterShared {
       }
     }
     return count == 0 ? 0 : sum / count;
+  }
+  // How much longer the endpoint stays ejected on the worker that ejected it longest; zero
+  // when no worker has it ejected.
+  Duration ejected_for(std::size_t endpoint, TimePoint now) const {
+    Duration longest = Duration::zero();
+    for (std::size_t w = 0; w < view_workers; ++w) {
+      const TimePoint until(
+          Duration(views[w * config->endpoints.size() + endpoint].ejected_until.load(
+              std::memory_order_relaxed)));
+      if (until > now) longest = std::max(longest, until - now);  // min() - now would overflow
+    }
+    return longest;
   }
   std::vector<metrics::CallbackRegistration> gauges;
 };
@@ -244,6 +261,11 @@ struct WorkerCluster {
   std::optional<balance::HealthChecker> health;
   LatencyWindow latencies;  // for hedge delays given as a percentile
 
+  // The ejections of this worker's outlier detector, published for the console.
+  void publish_ejection(std::size_t i) {
+    views[i].ejected_until.store(endpoints[i].ejected_until.time_since_epoch().count(),
+                                 std::memory_order_relaxed);
+  }
   // endpoints.on_start / on_complete, published for /clusters and /metrics.
   void on_start(std::size_t i) {
     endpoints.on_start(i);
@@ -290,11 +312,40 @@ inline Upstream::Upstream(Worker& w, std::shared_ptr<ClusterShared> c, std::size
 
 // What a config makes: the clusters' shared state and each worker's own view of them. A
 // reload builds a new one; a request keeps the one it started with until it ends.
+// A route's own figures, for the console (the cluster's are in ClusterShared).
+struct RouteMetrics {
+  std::string listener;
+  std::string name;
+  metrics::Counter* requests = nullptr;
+  std::array<metrics::Counter*, 6> responses{};  // by status class: [1] 1xx .. [5] 5xx
+  metrics::Histogram* latency = nullptr;
+};
+
 struct Generation {
   ProxyConfig config;
   std::vector<std::shared_ptr<ClusterShared>> clusters;
   std::vector<std::vector<std::unique_ptr<WorkerCluster>>> worker_clusters;  // [worker][cluster]
   std::map<const Route*, std::shared_ptr<MigrationState>> migrations;  // outlive reloads by name
+  std::map<const Route*, RouteMetrics> route_metrics;
+};
+
+// What the console's log shows: breaker transitions, health changes, ejections, stage changes.
+// Bounded: the last kKept.
+struct ConsoleEvents {
+  static constexpr std::size_t kKept = 200;
+  struct Event {
+    std::int64_t unix_ms = 0;
+    std::string what;  // breaker, health, ejection, migration
+    std::string cluster;
+    std::string text;
+    std::string from, to;  // a breaker's states
+  };
+  void push(Event event);
+  std::vector<Event> recent() const;
+
+ private:
+  mutable std::mutex mutex;
+  std::deque<Event> events;
 };
 
 // A listener's sockets outlive reloads; its limits and routes come from the current config.
@@ -371,6 +422,7 @@ struct Exchange {
   unsigned status = 0;
   std::string_view upstream = "-";  // the config's text
   std::string_view cluster = "-";
+  const RouteMetrics* route = nullptr;  // none when no route matched
   std::uint32_t attempts = 0;
   Flag flag = Flag::kNone;
   TimePoint start;
@@ -382,6 +434,7 @@ struct Exchange {
     status = 0;
     upstream = "-";
     cluster = "-";
+    route = nullptr;
     attempts = 0;
     flag = Flag::kNone;
     start = now;
@@ -406,7 +459,18 @@ struct Server::Impl {
   std::vector<std::unique_ptr<MirrorLane>> lanes;
   std::vector<std::unique_ptr<Worker>> workers;  // the listeners', then the mirror worker
   std::size_t mirror_worker = 0;
-  std::unique_ptr<http::Server> admin;  // the admin listener, when the config has one
+  std::unique_ptr<http::Server> admin;          // the admin listener, when the config has one
+  std::unique_ptr<console::Feed> console_feed;  // with the admin listener
+  ConsoleEvents console_events;
+  // The previous sample's values, for rates and interval p99s (the Feed's tick only).
+  struct EndpointSeen {
+    bool healthy = true;
+    std::uint64_t ejections = 0;
+  };
+  TimePoint console_previous_at{};
+  std::unordered_map<const metrics::Counter*, double> console_counters;
+  std::unordered_map<const metrics::Histogram*, metrics::Histogram::Snapshot> console_histograms;
+  std::unordered_map<std::string, EndpointSeen> console_endpoints;
   std::atomic<bool> stopping{false};
   std::mutex reload_mutex;
   std::function<Status()> reload_hook;  // what POST /reload on the admin listener runs
@@ -600,7 +664,10 @@ struct Server::Impl {
 
   std::string config_json() const;
 
-  std::string status_page() const;
+  // ------------------------------------------------------------------ console (console.cc)
+  void console_event(ConsoleEvents::Event event);
+  std::string console_sample();
+  std::string console_body() const;
 };
 
 }  // namespace keel::proxy

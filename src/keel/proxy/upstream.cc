@@ -157,6 +157,7 @@ void Server::Impl::record_try(WorkerCluster& cluster, std::size_t endpoint, Flag
                                      : balance::ResponseClass::kSuccess;
     if (cluster.outlier->record(endpoint, kind)) {
       cluster.shared->endpoint_ejections[endpoint]->inc();
+      cluster.publish_ejection(endpoint);
     }
   }
   if (permit) {
