@@ -219,6 +219,10 @@ std::optional<std::uint64_t> EventStore::stream_version(std::string_view stream)
   return impl_->stream_version(stream);
 }
 
+EventStore::StreamList EventStore::list_streams(std::string_view prefix, std::size_t limit) {
+  return impl_->list_streams(prefix, limit);
+}
+
 Status EventStore::set_metadata(std::string_view stream, const StreamMetadata& metadata) {
   if (auto ok = check_user_stream(stream); !ok) return ok.error();
   return impl_->set_metadata(stream, metadata);

@@ -162,6 +162,19 @@ class EventStore {
   // The stream's last version, or nullopt for a missing, soft-deleted or hard-deleted stream.
   std::optional<std::uint64_t> stream_version(std::string_view stream);
 
+  // Streams whose name starts with `prefix` (missing and deleted ones left out), in name order,
+  // at most `limit`, with `more` set when others match too. For operators (the console): it
+  // scans every stream name under the index's read lock, so it is not for a request path.
+  struct StreamSummary {
+    std::string name;
+    std::uint64_t version = 0;  // the last event's
+  };
+  struct StreamList {
+    std::vector<StreamSummary> streams;
+    bool more = false;
+  };
+  StreamList list_streams(std::string_view prefix, std::size_t limit);
+
   Status set_metadata(std::string_view stream, const StreamMetadata& metadata);
   StreamMetadata metadata(std::string_view stream);
   // Soft delete hides the stream's events; appending again recreates it, its versions going on

@@ -145,6 +145,7 @@ class EventStore::Impl {
   Result<std::vector<RecordedEvent>> read_indexed(bool category, std::string_view name,
                                                   std::uint64_t position, std::size_t max_count);
   std::optional<std::uint64_t> stream_version(std::string_view stream);
+  EventStore::StreamList list_streams(std::string_view prefix, std::size_t limit);
   StoredMetadata stored_metadata(std::string_view stream);
 
   // metadata.cc

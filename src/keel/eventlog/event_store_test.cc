@@ -87,6 +87,25 @@ TEST_F(EventStoreTest, AppendAssignsVersionsAndGapFreePositions) {
   EXPECT_GT((*all)[0].timestamp_ns, 0);
 }
 
+TEST_F(EventStoreTest, ListsStreamsByPrefixInNameOrderWithoutDeletedOnes) {
+  for (const char* name : {"order-3", "order-1", "cart-1", "order-2", "order-10"})
+    must_append(name, ExpectedVersion::any(), events(2));
+  must_append("order-1", ExpectedVersion::any(), events(1));
+  ASSERT_TRUE(store_->delete_stream("order-2", ExpectedVersion::any(), false));
+  auto all = store_->list_streams("order-", 10);
+  std::vector<std::string> names;
+  for (const auto& s : all.streams) names.push_back(s.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"order-1", "order-10", "order-3"}));
+  EXPECT_EQ(all.streams[0].version, 2u);
+  EXPECT_FALSE(all.more);
+  auto first = store_->list_streams("", 2);
+  ASSERT_EQ(first.streams.size(), 2u);
+  EXPECT_EQ(first.streams[0].name, "cart-1");
+  EXPECT_EQ(first.streams[1].name, "order-1");
+  EXPECT_TRUE(first.more);
+  EXPECT_TRUE(store_->list_streams("nothing", 5).streams.empty());
+}
+
 TEST_F(EventStoreTest, StatsCountAppendsCommitsAndSyncs) {
   const StoreStats before = store_->stats();
   for (int i = 0; i < 3; ++i) must_append("s-1", ExpectedVersion::any(), events(2));

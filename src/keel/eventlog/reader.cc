@@ -156,6 +156,30 @@ Result<std::vector<RecordedEvent>> EventStore::Impl::read_indexed(bool category,
   return events;
 }
 
+EventStore::StreamList EventStore::Impl::list_streams(std::string_view prefix, std::size_t limit) {
+  EventStore::StreamList out;
+  {
+    std::shared_lock index_lock(index_mutex_);
+    for (const auto& [name, stream] : index_.streams) {
+      if (!name.starts_with(prefix) || stream.positions.empty() || stream.metadata.soft_deleted ||
+          stream.metadata.tombstone) {
+        continue;
+      }
+      out.streams.push_back({name, stream.positions.size() - 1});
+    }
+  }
+  // The first `limit` by name, without sorting every match.
+  auto by_name = [](const auto& a, const auto& b) { return a.name < b.name; };
+  if (out.streams.size() > limit) {
+    std::nth_element(out.streams.begin(), out.streams.begin() + static_cast<std::ptrdiff_t>(limit),
+                     out.streams.end(), by_name);
+    out.streams.resize(limit);
+    out.more = true;
+  }
+  std::sort(out.streams.begin(), out.streams.end(), by_name);
+  return out;
+}
+
 std::optional<std::uint64_t> EventStore::Impl::stream_version(std::string_view name) {
   std::shared_lock index_lock(index_mutex_);
   auto it = index_.streams.find(std::string(name));
