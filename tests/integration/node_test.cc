@@ -444,11 +444,27 @@ TEST_F(NodeTest, OperationalEndpoints) {
   append("x-1", R"({"type":"A","data":1})");
   Message metrics = call("GET", "/metrics");
   EXPECT_NE(metrics.body.find("keel_thread_pool_bulkhead_calls_total"), std::string::npos);
-  int fd = connect_to(node_->admin()->port);
-  send_all(fd, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-  std::string buffer;
-  EXPECT_EQ(read_message(fd, buffer, true).status(), 200);
-  ::close(fd);
+  auto admin = [&](const std::string& method, const std::string& target) {
+    int fd = connect_to(node_->admin()->port);
+    send_all(fd, method + " " + target + " HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    std::string buffer;
+    Message answer = read_message(fd, buffer, true);
+    ::close(fd);
+    return answer;
+  };
+  EXPECT_EQ(admin("GET", "/metrics").status(), 200);
+  // The console: its page with the stream's event, the stream listing, and the API's reads
+  // (not its writes) for the stream browser.
+  Message page = admin("GET", "/");
+  EXPECT_EQ(page.header("content-type"), "text/html; charset=utf-8");
+  EXPECT_NE(page.body.find("data-kind=\"node\""), std::string::npos);
+  EXPECT_NE(page.body.find("<td>x-1<td>"), std::string::npos) << page.body;
+  EXPECT_EQ(Json::parse(admin("GET", "/console/streams?prefix=x-").body),
+            Json::parse(R"({"streams":[{"name":"x-1","events":1}],"more":false})"));
+  EXPECT_EQ(admin("GET", "/console/streams?limit=0").status(), 400);
+  EXPECT_EQ(Json::parse(admin("GET", "/v1/streams/x-1").body)["events"][0]["data"], 1);
+  EXPECT_EQ(admin("POST", "/v1/streams/x-1").status(), 404) << "no writes on the admin listener";
+  EXPECT_EQ(admin("GET", "/console/console.js").status(), 200);
 }
 
 TEST_F(NodeTest, StopEndsSubscriptionsWithAFinalEvent) {

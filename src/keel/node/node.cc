@@ -3,6 +3,7 @@
 #include <atomic>
 #include <tuple>
 
+#include "keel/console/console.h"
 #include "keel/core/log.h"
 #include "keel/core/metrics.h"
 #include "keel/eventlog/event_store.h"
@@ -10,6 +11,7 @@
 #include "keel/kafka/broker.h"
 #include "keel/kafka/listener.h"
 #include "keel/node/api.h"
+#include "keel/node/console.h"
 #include "keel/node/groups.h"
 #include "keel/node/subscriptions.h"
 #include "keel/resilience/bulkhead.h"
@@ -77,6 +79,8 @@ struct Node::Impl {
   std::unique_ptr<kafka::Listener> kafka_listener;
   std::unique_ptr<http::Server> api;
   std::unique_ptr<http::Server> admin;
+  std::unique_ptr<NodeConsole> console;  // the admin listener's live page
+  std::unique_ptr<console::Feed> console_feed;
   std::atomic<bool> ready{false};
   std::atomic<std::uint64_t> max_read_count{1000};
   std::atomic<std::int64_t> max_poll_wait_ms{60000};
@@ -237,15 +241,36 @@ struct Node::Impl {
     return unavailable("the node is not taking requests (starting or shutting down)");
   }
 
-  // The operational endpoints alone, for the admin listener.
+  // The admin listener: the operational endpoints, the console, and for the console's stream
+  // browser and replay button the API's reads and the replay of parked events.
   void handle_admin(http::Request& request, http::Responder responder) {
-    if (request.path == "/metrics") return responder.respond(metrics());
-    if (request.path == "/ready") return responder.respond(readiness());
-    if (request.path == "/healthz") return responder.respond(json(200, R"({"status":"ok"})"));
+    const std::string& path = request.path;
+    if (path == "/metrics") return responder.respond(metrics());
+    if (path == "/ready") return responder.respond(readiness());
+    if (path == "/healthz") return responder.respond(json(200, R"({"status":"ok"})"));
+    if (path == "/" || path == "/console") {
+      http::Response page =
+          http::Response::text(200, console::page("keel node", "node", console->first_paint()));
+      page.content_type = "text/html; charset=utf-8";
+      return responder.respond(std::move(page));
+    }
+    if (path == "/console/events" && request.method == "GET") {
+      return console_feed->subscribe(std::move(responder));
+    }
+    if (path == "/console/streams" && request.method == "GET") {
+      return responder.respond(console->streams(request));
+    }
+    if (auto file = console::asset(path)) return responder.respond(std::move(*file));
+    const bool api_read = path.starts_with("/v1/") && request.method == "GET";
+    const bool replay = path.starts_with("/v1/groups/") && path.ends_with("/parked/replay") &&
+                        request.method == "POST";
+    if (api_read || replay) return handle(request, std::move(responder));
     ApiError error;
     error.status = 404;
     error.code = "not_found";
-    error.message = "the admin listener serves /metrics, /healthz and /ready";
+    error.message =
+        "the admin listener serves / (the console), /metrics, /healthz, /ready, and the API's "
+        "reads (GET /v1/...)";
     responder.respond(error_response(error));
   }
 
@@ -424,6 +449,10 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   if (!api) return api.error();
   n.api = std::move(*api);
   if (n.config.admin) {
+    n.console =
+        std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions, clock);
+    n.console_feed = std::make_unique<console::Feed>(clock, console::Feed::Options{},
+                                                     [&n] { return n.console->sample(); });
     http::ServerOptions admin_options;
     admin_options.address = *n.config.admin;
     admin_options.name = "admin";
@@ -439,7 +468,10 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
     n.admin = std::move(*admin);
   }
   n.api->start();
-  if (n.admin) n.admin->start();
+  if (n.admin) {
+    n.console_feed->start();
+    n.admin->start();
+  }
   if (n.kafka_listener) n.kafka_listener->start();
   n.ready = true;
   return std::unique_ptr<Node>(new Node(std::move(impl)));
@@ -453,6 +485,7 @@ void Node::stop() {
   // Subscriptions end first, with their final event, so the server's drain is not held up by
   // streams that never end by themselves.
   if (n.subscriptions) n.subscriptions->stop();
+  if (n.console_feed) n.console_feed->stop();
   if (n.kafka_listener) n.kafka_listener->stop();
   if (n.kafka) n.kafka->stop();
   if (n.groups) n.groups->close();  // long polls answer now

@@ -210,17 +210,9 @@
     put('groups', '<h2>consumer groups</h2><table><tr><th>group</th><th>members</th><th>lag</th>' +
       `<th>in flight</th><th>parked</th><th>acked</th><th></th></tr>${groups}</table>` +
       '<span class=message id=message-groups></span>');
-    let subs = '';
-    for (const p of s.projections || []) {
-      subs += `<tr data-projection="${esc(p.name)}"><td>${esc(p.name)}</td><td>${num(p.checkpoint, 0)}` +
-        `</td><td>${spark(series((x) => ((x.projections || []).find((y) => y.name === p.name) || {}).lag),
-          '', 0)}</td><td class=wrap><pre>${esc(JSON.stringify(p.state ?? null))}</pre></td></tr>`;
-    }
-    put('projections', '<h2>projections</h2><p class=muted>Projections that keep their checkpoint ' +
-      'in the node (a stream named <code>$projection-NAME</code> with the position and state).</p>' +
-      '<table><tr><th>projection</th><th>checkpoint</th><th>lag</th><th>state</th></tr>' +
-      `${subs}</table>`);
-    const tail = (s.tail || []).slice().reverse().map((e) =>
+    if (s.projections) projectionView(s);
+    // Each sample carries the events new since the one before: the latest 50 of them all.
+    const tail = samples.flatMap((x) => x.tail || []).slice(-50).reverse().map((e) =>
       `<tr data-position="${e.position}"><td>${num(e.position, 0)}</td><td>${esc(e.stream)}</td>` +
       `<td>${num(e.version, 0)}</td><td>${esc(e.type)}</td><td class=wrap><code>${esc(e.data)}` +
       '</code></td></tr>').join('');
@@ -232,6 +224,19 @@
         '<div id=stream-list></div><div id=stream-events></div>');
     }
     if (s.cluster) clusterView(s.cluster);
+  }
+
+  // Projections that report their checkpoint and state to the node (none do yet: shown when a
+  // sample carries them).
+  function projectionView(s) {
+    let rows = '';
+    for (const p of s.projections) {
+      rows += `<tr data-projection="${esc(p.name)}"><td>${esc(p.name)}</td><td>${num(p.checkpoint, 0)}` +
+        `</td><td>${spark(series((x) => ((x.projections || []).find((y) => y.name === p.name) || {}).lag),
+          '', 0)}</td><td class=wrap><pre>${esc(JSON.stringify(p.state ?? null))}</pre></td></tr>`;
+    }
+    put('projections', '<h2>projections</h2><table><tr><th>projection</th><th>checkpoint</th>' +
+      `<th>lag</th><th>state</th></tr>${rows}</table>`);
   }
 
   function clusterView(c) {
