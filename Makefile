@@ -41,7 +41,7 @@ test-asan: deps-test
 
 test-tsan: deps-test
 	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_TSAN=ON -DKEEL_BENCH=OFF
-	cmake --build $(TSAN_DIR) -j $(JOBS)
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target unit_tests
 	cd $(TSAN_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
 
 bench: deps-bench build

@@ -45,6 +45,7 @@ function(keel_test name)
   endif()
   add_test(NAME ${name} COMMAND ${name} --gtest_brief=1)
   set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "unit;${ARG_LABELS}")
+  set_property(GLOBAL APPEND PROPERTY KEEL_UNIT_TESTS ${name})
 endfunction()
 
 # keel_benchmark(NAME SOURCES ... DEPS ...): a Google Benchmark binary, never run by ctest.
