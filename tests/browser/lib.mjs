@@ -127,3 +127,32 @@ export async function browser() {
     return null;
   }
 }
+
+// Runs `body(state)` (which sets state.page once it has one), then `cleanup()`, closes the
+// browser and stops `server`, and exits: 0 when the body passed and the server exited 0. On a
+// failure, a screenshot of the page (NAME-failure.png in `out`) and where the server's log is.
+export async function scenario({ chromium, out, name, server, log, cleanup = async () => {} }, body) {
+  let failed = false;
+  const state = {};
+  try {
+    await body(state);
+    console.log(`PASS: screenshots in ${out}`);
+  } catch (error) {
+    failed = true;
+    console.error(`FAIL: ${error.stack || error.message}`);
+    if (state.page) {
+      await state.page.screenshot({ path: path.join(out, `${name}-failure.png`), fullPage: true })
+        .catch(() => {});
+    }
+    console.error(`the server's log: ${log}`);
+  } finally {
+    await cleanup();
+    await chromium.close();
+    const exit = await server.stop();
+    if (exit.code !== 0) {
+      failed = true;
+      console.error(`the server exited with ${JSON.stringify(exit)}`);
+    }
+  }
+  process.exit(failed ? 1 : 0);
+}

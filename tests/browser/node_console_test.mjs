@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { args, browser, freePort, get, SKIP, start, waitFor } from './lib.mjs';
+import { args, browser, freePort, get, scenario, SKIP, start, waitFor } from './lib.mjs';
 
 const options = args();
 const chromium = await browser();
@@ -16,8 +16,9 @@ if (!chromium) process.exit(SKIP);
 const api = await freePort();
 const admin = await freePort();
 const data = fs.mkdtempSync(path.join(options.out, 'node_console_test-'));
+const log = path.join(options.out, 'node_console_test.log');
 const node = start(options.keel, ['node', '--data-dir', data, '--listen', `127.0.0.1:${api}`,
-  '--admin', `127.0.0.1:${admin}`], path.join(options.out, 'node_console_test.log'));
+  '--admin', `127.0.0.1:${admin}`], log);
 const json = { 'content-type': 'application/json' };
 const call = async (method, url, body) => {
   const answer = await get(api, url, { method, body: body && JSON.stringify(body), headers: json });
@@ -26,9 +27,8 @@ const call = async (method, url, body) => {
 };
 const append = (stream, type, payload) => call('POST', `/v1/streams/${stream}`, { type, data: payload });
 
-let failed = false;
-let page;
-try {
+await scenario({ chromium, out: options.out, name: 'node', server: node, log,
+  cleanup: async () => fs.rmSync(data, { recursive: true, force: true }) }, async (state) => {
   await waitFor('the node', async () => (await get(api, '/ready')).status === 200);
   await call('PUT', '/v1/groups/shipping', { categories: ['order'] });
   await append('order-1', 'OrderPlaced', { total: 5 });
@@ -41,7 +41,7 @@ try {
   await plain.close();
 
   const context = await chromium.newContext({ viewport: { width: 1366, height: 768 } });
-  page = await context.newPage();
+  const page = state.page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(`http://127.0.0.1:${admin}/`);
@@ -81,19 +81,4 @@ try {
   assert.ok(width[0] <= width[1], `no horizontal scrolling on a laptop screen (${width[0]} > ${width[1]})`);
   await page.screenshot({ path: path.join(options.out, 'node-streams.png'), fullPage: true });
   assert.deepEqual(errors, [], 'no script errors');
-  console.log(`PASS: screenshots in ${options.out}`);
-} catch (error) {
-  failed = true;
-  console.error(`FAIL: ${error.stack || error.message}`);
-  if (page) await page.screenshot({ path: path.join(options.out, 'node-failure.png'), fullPage: true }).catch(() => {});
-  console.error(`the node's log: ${path.join(options.out, 'node_console_test.log')}`);
-} finally {
-  await chromium.close();
-  const exit = await node.stop();
-  if (exit.code !== 0) {
-    failed = true;
-    console.error(`keel node exited with ${JSON.stringify(exit)}`);
-  }
-  fs.rmSync(data, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+});

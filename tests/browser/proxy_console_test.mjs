@@ -7,22 +7,27 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { args, browser, freePort, get, SKIP, sleep, start, upstream, waitFor } from './lib.mjs';
+import { args, browser, freePort, get, scenario, SKIP, sleep, start, upstream, waitFor } from './lib.mjs';
 
 const options = args();
 const chromium = await browser();
 if (!chromium) process.exit(SKIP);
 
 const upstreams = [await upstream('a'), await upstream('b'), await upstream('c')];
+const modern = await upstream('modern');
 const listen = await freePort();
 const admin = await freePort();
 const config = path.join(options.out, 'proxy_console_test.yaml');
 fs.writeFileSync(config, `admin:
   address: 127.0.0.1:${admin}
+migration_state_file: ${path.join(options.out, 'proxy_console_test.state.json')}
 listeners:
   - name: web
     address: 127.0.0.1:${listen}
     routes:
+      - name: price
+        match: {prefix: /price}
+        migration: {legacy: app, modern: modern, stage: legacy}
       - name: all
         match: {prefix: /}
         cluster: app
@@ -36,10 +41,13 @@ ${upstreams.map((u) => `      - {address: ${u.address}}`).join('\n')}
                         max_ejection_percent: 34}
     circuit_breaker: {window_size: 20, minimum_calls: 10, failure_rate_threshold: 50,
                       open_duration_ms: 2000}
+  - name: modern
+    endpoints:
+      - {address: ${modern.address}}
 `);
-const proxy = start(options.keel, ['proxy', '-c', config], path.join(options.out, 'proxy_console_test.log'));
-let failed = false;
-let page;
+fs.rmSync(path.join(options.out, 'proxy_console_test.state.json'), { force: true });
+const log = path.join(options.out, 'proxy_console_test.log');
+const proxy = start(options.keel, ['proxy', '-c', config], log);
 let loading = true;
 const load = (async () => {
   while (loading) {
@@ -47,19 +55,24 @@ const load = (async () => {
     await sleep(10);
   }
 })();
-try {
+await scenario({ chromium, out: options.out, name: 'proxy', server: proxy, log,
+  cleanup: async () => {
+    loading = false;
+    await load;
+    for (const u of [...upstreams, modern]) await u.close();
+  } }, async (state) => {
   await waitFor('the admin listener', async () => (await get(admin, '/ready')).status === 200);
 
   // Without JavaScript: the first paint already has the clusters and their endpoints.
   const plain = await chromium.newContext({ javaScriptEnabled: false });
   const still = await plain.newPage();
   await still.goto(`http://127.0.0.1:${admin}/`);
-  assert.equal(await still.locator('[data-endpoint]').count(), 3, 'three endpoints without JavaScript');
+  assert.equal(await still.locator('tr[data-cluster="app"] [data-endpoint]').count(), 3, 'three endpoints without JavaScript');
   assert.equal(await still.locator('tr[data-cluster="app"]').getAttribute('data-breaker'), 'CLOSED');
   await plain.close();
 
   const context = await chromium.newContext({ viewport: { width: 1366, height: 768 } });
-  page = await context.newPage();
+  const page = state.page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(`http://127.0.0.1:${admin}/`);
@@ -71,6 +84,16 @@ try {
   const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
   assert.ok(width[0] <= width[1], `no horizontal scrolling on a laptop screen (${width[0]} > ${width[1]})`);
   await page.screenshot({ path: path.join(options.out, 'proxy-healthy.png'), fullPage: true });
+
+  // The migration view: a canary at 25 % from the page's buttons (the admin API underneath).
+  const migration = page.locator('section[data-migration="price"]');
+  assert.equal(await migration.getAttribute('data-stage'), 'legacy');
+  await page.fill('input[name="percent-price"]', '25');
+  await migration.locator('button[data-stage="canary"]').click();
+  await page.locator('section[data-migration="price"][data-stage="canary"]').waitFor({ timeout: 5000 });
+  assert.match(await migration.locator('h2').innerText(), /canary 25 %/);
+  assert.match(await page.locator('#events').innerText(), /price -> canary 25%/);
+  assert.equal(JSON.parse((await get(admin, '/migration')).body)[0].percent, 25);
 
   upstreams[1].failing = true;
   await endpoint(upstreams[1]).and(page.locator('[data-health="ejected"]')).waitFor({ timeout: 10000 });
@@ -88,21 +111,4 @@ try {
   assert.match(await page.locator('section[data-cluster="app"] .log').innerText(), /HALF_OPEN → CLOSED/);
   await page.screenshot({ path: path.join(options.out, 'proxy-recovered.png'), fullPage: true });
   assert.deepEqual(errors, [], 'no script errors');
-  console.log(`PASS: screenshots in ${options.out}`);
-} catch (error) {
-  failed = true;
-  console.error(`FAIL: ${error.stack || error.message}`);
-  if (page) await page.screenshot({ path: path.join(options.out, 'proxy-failure.png'), fullPage: true }).catch(() => {});
-  console.error(`the proxy's log: ${path.join(options.out, 'proxy_console_test.log')}`);
-} finally {
-  loading = false;
-  await load;
-  await chromium.close();
-  const exit = await proxy.stop();
-  if (exit.code !== 0) {
-    failed = true;
-    console.error(`keel proxy exited with ${JSON.stringify(exit)}`);
-  }
-  for (const u of upstreams) await u.close();
-}
-process.exit(failed ? 1 : 0);
+});
