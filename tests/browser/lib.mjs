@@ -131,7 +131,9 @@ export async function browser() {
 // Runs `body(state)` (which sets state.page once it has one), then `cleanup()`, closes the
 // browser and stops `server`, and exits: 0 when the body passed and the server exited 0. On a
 // failure, a screenshot of the page (NAME-failure.png in `out`) and where the server's log is.
-export async function scenario({ chromium, out, name, server, log, cleanup = async () => {} }, body) {
+// `killedOk`: a server that ends on SIGTERM without an exit code of its own (etcd) passes too.
+export async function scenario({ chromium, out, name, server, log, killedOk = false,
+  cleanup = async () => {} }, body) {
   let failed = false;
   const state = {};
   try {
@@ -149,7 +151,7 @@ export async function scenario({ chromium, out, name, server, log, cleanup = asy
     await cleanup();
     await chromium.close();
     const exit = await server.stop();
-    if (exit.code !== 0) {
+    if (exit.code !== 0 && !(killedOk && exit.signal === 'SIGTERM')) {
       failed = true;
       console.error(`the server exited with ${JSON.stringify(exit)}`);
     }

@@ -3,10 +3,14 @@
 // projection in another). Each part's exit status is 0 only when every child it started was
 // stopped.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <mutex>
+#include <regex>
 #include <string>
+#include <thread>
 
+#include "keel/testing/scripted_server.h"
 #include "keel/testing/subprocess.h"
 
 namespace keel {
@@ -59,6 +63,46 @@ TEST(DemoPartsTest, TheCqrsPartProjectsANodeInASeparateProcess) {
   EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find("projection process has it after"), std::string::npos) << output;
   EXPECT_NE(output.find("B-3 for linus"), std::string::npos) << output;
+}
+
+// `keel demo --only console`: a proxy and a node that keep running with their consoles until
+// SIGTERM, which stops them and exits 0.
+TEST(DemoPartsTest, TheConsolePartServesBothConsolesUntilStopped) {
+  std::mutex mutex;
+  std::string output;
+  auto process = Subprocess::spawn({KEEL_BINARY, "demo", "--only", "console"}, [&](auto line) {
+    std::lock_guard lock(mutex);
+    output.append(line).push_back('\n');
+  });
+  ASSERT_TRUE(process) << process.error().message();
+  std::smatch proxy, node;
+  const std::regex proxy_url("proxy console  http://127\\.0\\.0\\.1:(\\d+)/");
+  const std::regex node_url("node console   http://127\\.0\\.0\\.1:(\\d+)/");
+  std::string seen;
+  for (int i = 0; i < 600; ++i) {
+    {
+      std::lock_guard lock(mutex);
+      seen = output;
+    }
+    if (std::regex_search(seen, node, node_url) && std::regex_search(seen, proxy, proxy_url)) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(std::regex_search(seen, proxy, proxy_url) && std::regex_search(seen, node, node_url))
+      << seen;
+  auto page = [](const std::string& port) {
+    int fd = testing::connect_to(static_cast<std::uint16_t>(std::stoi(port)));
+    testing::send_all(fd, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    std::string buffer;
+    auto answer = testing::read_message(fd, buffer, true);
+    ::close(fd);
+    return answer.body;
+  };
+  EXPECT_NE(page(proxy[1]).find("data-cluster=\"app\""), std::string::npos);
+  EXPECT_NE(page(node[1]).find("data-kind=\"node\""), std::string::npos);
+  (*process)->signal(SIGTERM);
+  EXPECT_EQ((*process)->wait(30s).value_or(-1), 0);
+  process->reset();
+  EXPECT_NE(output.find("stopped"), std::string::npos) << output;
 }
 
 }  // namespace

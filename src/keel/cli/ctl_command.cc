@@ -13,10 +13,12 @@
 
 #include "keel/cli/commands.h"
 #include "keel/cli/stop_signal.h"
+#include "keel/console/console.h"
 #include "keel/coord/election.h"
 #include "keel/coord/etcd_coordinator.h"
 #include "keel/coord/membership.h"
 #include "keel/http/client.h"
+#include "keel/http/server.h"
 
 namespace keel::cli {
 
@@ -40,6 +42,7 @@ struct CtlCommand::State {
   std::string fenced_key;
   int write_interval_ms = 50;
   int writes_after_loss = 0;
+  std::string elect_admin;  // elect --admin: where the console's election view is served
   bool once = false;
   bool watch = false;
   std::string members_prefix = "keel/members";
@@ -93,6 +96,101 @@ bool valid_name(const CtlCommand::State& state, const char* command, std::ostrea
   return valid.ok();
 }
 
+// `keel ctl elect --admin HOST:PORT`: the console's election view of this campaign (who leads,
+// with which token, since when, and this process's part), plus /healthz.
+class ElectionConsole {
+ public:
+  ElectionConsole(std::string election, std::string me, Clock& clock)
+      : election_(std::move(election)),
+        me_(std::move(me)),
+        clock_(clock),
+        feed_(clock, {}, [this] { return sample(); }) {}
+  ~ElectionConsole() { stop(); }
+
+  Status start(const std::string& address, coord::Elector& elector) {
+    auto at = http::parse_host_port(address);
+    if (!at) return at.error();
+    auto watch = elector.observe([this](const std::optional<coord::KeyValue>& leader) {
+      std::lock_guard lock(mutex_);
+      leader_ = leader ? leader->value : "";
+      token_ = leader ? leader->create_revision : 0;
+      since_ms_ = leader ? clock_.unix_now_ns() / 1'000'000 : 0;
+    });
+    if (!watch) return watch.error();
+    watch_ = std::move(*watch);
+    auto server = http::Server::bind(
+        {.address = *at, .name = "admin"},
+        [this](http::Request& request, http::Responder responder) {
+          if (request.path == "/console/events") return feed_.subscribe(std::move(responder));
+          if (auto file = console::asset(request.path)) return responder.respond(std::move(*file));
+          if (request.path == "/healthz")
+            return responder.respond(http::Response::text(200, "ok\n"));
+          if (request.path != "/") {
+            return responder.respond(http::Response::text(404, "not found; try / or /healthz\n"));
+          }
+          http::Response page = http::Response::text(
+              200, console::page("keel election " + election_, "election", first_paint()));
+          page.content_type = "text/html; charset=utf-8";
+          responder.respond(std::move(page));
+        },
+        clock_);
+    if (!server) return server.error();
+    server_ = std::move(*server);
+    feed_.start();
+    server_->start();
+    return {};
+  }
+  http::HostPort bound() const { return server_->bound(); }
+  void set_role(const char* role) {
+    std::lock_guard lock(mutex_);
+    role_ = role;
+  }
+  void stop() {
+    feed_.stop();
+    if (server_) server_->stop(0ms);
+    watch_.reset();
+  }
+
+ private:
+  std::string sample() const {
+    std::lock_guard lock(mutex_);
+    return nlohmann::json{
+        {"t", clock_.unix_now_ns() / 1'000'000},
+        {"kind", "election"},
+        {"election",
+         {{"name", election_},
+          {"leader", leader_.empty() ? nlohmann::json(nullptr) : nlohmann::json(leader_)},
+          {"token", token_ == 0 ? nlohmann::json(nullptr) : nlohmann::json(token_)},
+          {"since", since_ms_ == 0 ? nlohmann::json(nullptr) : nlohmann::json(since_ms_)},
+          {"me", me_},
+          {"role", role_}}}}
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::string first_paint() const {
+    std::lock_guard lock(mutex_);
+    using console::escape_html;
+    return "<section id=election><h2>election " + escape_html(election_) +
+           "</h2><table><tr><th>leader</th><td data-leader=\"" + escape_html(leader_) + "\">" +
+           (leader_.empty() ? "none" : escape_html(leader_)) +
+           "</td></tr><tr><th>fencing token</th><td>" +
+           (token_ == 0 ? "–" : std::to_string(token_)) +
+           "</td></tr><tr><th>this process</th><td>" + escape_html(me_) + " " + role_ +
+           "</td></tr></table></section>";
+  }
+
+  const std::string election_;
+  const std::string me_;
+  Clock& clock_;
+  mutable std::mutex mutex_;
+  std::string leader_;
+  std::int64_t token_ = 0;
+  std::int64_t since_ms_ = 0;
+  const char* role_ = "candidate";
+  console::Feed feed_;
+  std::unique_ptr<coord::WatchHandle> watch_;
+  std::unique_ptr<http::Server> server_;
+};
+
 int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& err) {
   if (!valid_name(state, "elect", err)) return 2;
   coord::CancelToken cancel;
@@ -104,6 +202,16 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
                          {.ttl = std::chrono::milliseconds(state.ttl_ms)});
   Lines lines(out);
   const std::string value = state.value.empty() ? "pid-" + std::to_string(::getpid()) : state.value;
+  std::optional<ElectionConsole> console;
+  if (!state.elect_admin.empty()) {
+    console.emplace(state.name, value, clock);
+    if (auto started = console->start(state.elect_admin, elector); !started) {
+      err << "keel ctl elect: --admin " << state.elect_admin << ": " << started.error().message()
+          << "\n";
+      return 2;
+    }
+    lines.print("admin on ", console->bound().to_string());
+  }
   std::uint64_t sequence = 0;
   // One term of leadership, as the loss report sees it. The report runs on whichever thread
   // notices the loss (the deadline's timer, the key's watch), not on the loop below, so
@@ -163,13 +271,15 @@ int run_elect(const CtlCommand::State& state, std::ostream& out, std::ostream& e
     auto& leader = **leadership;
     const auto elected_at = std::chrono::steady_clock::now();
     lines.print("elected token=", leader.token(), " key=", leader.key(), " lease=", leader.lease());
-    leader.on_lost([&term, &lines, &stop, &leader, elected_at] {
+    if (console) console->set_role("leader");
+    leader.on_lost([&term, &lines, &stop, &leader, &console, elected_at] {
       if (!term.resigning) {
         std::lock_guard wait_for_the_write(term.writing);
         const auto held = std::chrono::steady_clock::now() - elected_at;
         lines.print("lost token=", leader.token(), " held_ms=", held / 1ms);
         term.reported = true;
       }
+      if (console) console->set_role("candidate");
       stop.notify();
     });
     while (!stop.stopping() && !leader.lost()) {
@@ -367,6 +477,8 @@ CtlCommand::CtlCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
                    "After losing, try this many more fenced writes with the old token, sent "
                    "although the local deadline has passed (etcd must reject them all)")
       ->check(CLI::Range(0, 1000));
+  s.elect->add_option("--admin", s.elect_admin,
+                      "host:port of the console's election view (who leads, token, since when)");
   s.elect->add_flag("--once", s.once,
                     "Exit (code 3) when leadership is lost instead of "
                     "campaigning again");

@@ -41,6 +41,9 @@ struct DemoOptions {
   // Run only this part (resilience, balance, eventlog, node, cqrs, proxy, strangler,
   // election); empty: all.
   std::string only;
+  // After the parts, keep a proxy and a node running under load, with faults in a cycle, and
+  // print their consoles' URLs (until Ctrl-C).
+  bool console = false;
 };
 
 // A caller protected by bulkhead, circuit breaker, retry and timeout from a flaky, slow
@@ -66,6 +69,10 @@ int run_proxy_demo(const DemoOptions& options);
 // A route moving from legacy to modern: shadow diffs with the noise baseline, a canary, modern,
 // and a rollback when modern starts failing.
 int run_strangler_demo(const DemoOptions& options);
+
+// `keel demo --console`: a proxy and a node under load with faults in a cycle, to watch in
+// their consoles; runs until SIGINT or SIGTERM.
+int run_console_demo(const DemoOptions& options);
 
 // A `keel node` process driven with `keel ctl` and `curl`: appends, a conflict, an idempotent
 // retry, reads, a live tail, a consumer group polled and acked over HTTP, its metrics.

@@ -25,9 +25,12 @@ int main(int argc, char** argv) {
   demo->add_option("--seed", demo_options.seed, "Seed for the injected faults");
   demo->add_option("--config", demo_options.config_path,
                    "YAML with the policies' settings (see examples/demo/resilience.yaml)");
+  demo->add_flag("--console", demo_options.console,
+                 "After the parts, keep a proxy and a node running with faults injected and "
+                 "print their consoles' URLs (Ctrl-C stops)");
   demo->add_option("--only", demo_options.only, "Run one part only")
-      ->check(CLI::IsMember(
-          {"resilience", "balance", "eventlog", "node", "cqrs", "proxy", "strangler", "election"}));
+      ->check(CLI::IsMember({"resilience", "balance", "eventlog", "node", "cqrs", "proxy",
+                             "strangler", "election", "console"}));
 
   // Hidden: the CQRS demo's projection process.
   std::string projection_node, projection_db;
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
     // Line by line even into a pipe, so that the demo's lines and the log lines on stderr come
     // out in the order they happened.
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    if (demo_options.only == "console") demo_options.console = true;
     const std::pair<const char*, int (*)(const keel::cli::DemoOptions&)> parts[] = {
         {"resilience", keel::cli::run_resilience_demo},
         {"balance", keel::cli::run_balance_demo},
@@ -75,7 +79,7 @@ int main(int argc, char** argv) {
       if (!demo_options.only.empty() && demo_options.only != name) continue;
       if (int code = run(demo_options); code != 0) return code;
     }
-    return 0;
+    return demo_options.console ? keel::cli::run_console_demo(demo_options) : 0;
   }
   if (projection->parsed()) return keel::cli::run_orders_projection(projection_node, projection_db);
   if (eventlog.parsed()) return eventlog.run(std::cout, std::cerr);
