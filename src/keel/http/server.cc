@@ -390,16 +390,19 @@ struct Server::Impl {
     state->worker = &worker;
     state->timer = &timer;
     worker.open.insert(state);
-    struct Detach {  // when the exchange ends however it ends
-      ServerWorker& worker;
+    // When the exchange ends however it ends. It holds the set, not the worker: a stream still
+    // open when the server stops ends in the io_context's destructor, after the ServerWorker
+    // part of its worker is gone (the set is the server's and outlives it).
+    struct Detach {
+      Exchanges& open;
       std::shared_ptr<State> state;
       ~Detach() {
         std::lock_guard lock(state->mutex);
         state->worker = nullptr;
         state->timer = nullptr;
-        worker.open.erase(state);
+        open.erase(state);
       }
-    } detach{worker, state};
+    } detach{worker.open, state};
     conn.expires_never();  // the handler takes its time (a long poll); writes set deadlines
     handler(request, Responder(state));
     const unsigned version = request.version;
