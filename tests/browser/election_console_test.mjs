@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { args, browser, freePort, get, scenario, SKIP, start, waitFor } from './lib.mjs';
+import { args, browser, freePort, get, livePage, scenario, SKIP, start, waitFor } from './lib.mjs';
 
 const options = args();
 const etcdBinary = process.env.ETCD || '/usr/bin/etcd';
@@ -44,9 +44,7 @@ await scenario({ chromium, out: options.out, name: 'election', server: etcd, kil
   } }, async (state) => {
   await waitFor('etcd', async () => (await get(Number(new URL(client).port), '/health')).status === 200);
   const first = await elect('first');
-  const page = state.page = await (await chromium.newContext({ viewport: { width: 1366, height: 768 } })).newPage();
-  await page.goto(`http://127.0.0.1:${first.admin}/`);
-  await page.locator('#live.on').waitFor({ timeout: 10000 });
+  const { page, errors } = await livePage(chromium, `http://127.0.0.1:${first.admin}/`, state);
   await page.locator('td[data-leader="first"]').waitFor({ timeout: 10000 });
   assert.match(await page.locator('#election').innerText(), /this process\s+first\s+leader/);
   const firstToken = Number((await page.locator('#election tr', { hasText: 'fencing token' }).innerText()).match(/\d+/)[0]);
@@ -63,4 +61,5 @@ await scenario({ chromium, out: options.out, name: 'election', server: etcd, kil
   const secondToken = Number((await page.locator('#election tr', { hasText: 'fencing token' }).innerText()).match(/\d+/)[0]);
   assert.ok(secondToken > firstToken, `the new leader's token ${secondToken} > ${firstToken}`);
   await page.screenshot({ path: path.join(options.out, 'election-leader.png'), fullPage: true });
+  assert.deepEqual(errors, [], 'no script errors');
 });

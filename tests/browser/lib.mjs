@@ -158,3 +158,15 @@ export async function scenario({ chromium, out, name, server, log, killedOk = fa
   }
   process.exit(failed ? 1 : 0);
 }
+
+// A laptop-sized page on `url` once its console is live (its feed connected), with the script
+// errors it raises collected in `errors`; kept in state.page for the failure screenshot.
+export async function livePage(chromium, url, state) {
+  const context = await chromium.newContext({ viewport: { width: 1366, height: 768 } });
+  const page = state.page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(url);
+  await page.locator('#live.on').waitFor({ timeout: 10000 });
+  return { page, errors };
+}

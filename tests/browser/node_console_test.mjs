@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { args, browser, freePort, get, scenario, SKIP, start, waitFor } from './lib.mjs';
+import { args, browser, freePort, get, livePage, scenario, SKIP, start, waitFor } from './lib.mjs';
 
 const options = args();
 const chromium = await browser();
@@ -40,12 +40,7 @@ await scenario({ chromium, out: options.out, name: 'node', server: node, log,
   assert.equal(await still.locator('#tail tr', { hasText: 'order-1' }).count(), 1, 'the event without JavaScript');
   await plain.close();
 
-  const context = await chromium.newContext({ viewport: { width: 1366, height: 768 } });
-  const page = state.page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(`http://127.0.0.1:${admin}/`);
-  await page.locator('#live.on').waitFor({ timeout: 10000 });
+  const { page, errors } = await livePage(chromium, `http://127.0.0.1:${admin}/`, state);
 
   // Appends show up in the tail and raise the group's lag.
   for (let i = 2; i <= 6; ++i) await append(`order-${i}`, 'OrderPlaced', { total: i, note: `<b>${i}</b>` });

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { args, browser, freePort, get, scenario, SKIP, sleep, start, upstream, waitFor } from './lib.mjs';
+import { args, browser, freePort, get, livePage, scenario, SKIP, sleep, start, upstream, waitFor } from './lib.mjs';
 
 const options = args();
 const chromium = await browser();
@@ -71,12 +71,7 @@ await scenario({ chromium, out: options.out, name: 'proxy', server: proxy, log,
   assert.equal(await still.locator('tr[data-cluster="app"]').getAttribute('data-breaker'), 'CLOSED');
   await plain.close();
 
-  const context = await chromium.newContext({ viewport: { width: 1366, height: 768 } });
-  const page = state.page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(`http://127.0.0.1:${admin}/`);
-  await page.locator('#live.on').waitFor({ timeout: 10000 });
+  const { page, errors } = await livePage(chromium, `http://127.0.0.1:${admin}/`, state);
   const endpoint = (u) => page.locator(`section[data-cluster="app"] tr[data-endpoint="${u.address}"]`);
   for (const u of upstreams) assert.equal(await endpoint(u).getAttribute('data-health'), 'healthy');
   // The request rate chart has a number once two samples are in.
