@@ -111,8 +111,11 @@
         `data-breaker="${esc(c.breaker)}"><h2>cluster ${esc(c.name)} ` +
         `<span class=muted>${esc(c.policy)}</span></h2><div class=kv>` +
         `<span>breaker ${badge(c.breaker, breakerTone(c.breaker))}</span>` +
-        `<span>in flight ${c.active}${c.limit !== null ? ' / limit ' + c.limit : ''}</span>` +
-        `<span>connections ${c.connections}</span>` +
+        `<span>in flight ${c.active} / ${c.limits.max_requests}` +
+        `${c.limit !== null ? ' (adaptive limit ' + c.limit + ')' : ''}</span>` +
+        `<span>connections ${c.connections} / ${c.limits.max_connections}</span>` +
+        `<span>waiting for a connection ${c.limits.pending} / ${c.limits.max_pending}</span>` +
+        `<span>retries in flight ${c.limits.retries} / ${c.limits.max_retries}</span>` +
         `<span>retry budget ${c.retry_budget === null ? 'none' : num(c.retry_budget)}</span>` +
         '</div><div class=kv>' +
         `<span>requests ${spark(at((y) => y.rps), '/s')}</span>` +
