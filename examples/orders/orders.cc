@@ -308,6 +308,30 @@ Result<std::vector<std::tuple<std::string, std::int64_t, std::int64_t>>> invento
   return out;
 }
 
+keel::node::ProjectionReport report(const keel::cqrs::ProjectionRunner& runner,
+                                    keel::cqrs::ReadModel& model) {
+  const keel::cqrs::Progress progress = runner.progress();
+  keel::node::ProjectionReport out{.name = runner.projection().name,
+                                   .position = progress.position,
+                                   .applied = progress.applied,
+                                   .skipped = progress.skipped,
+                                   .parked = progress.parked,
+                                   .live = progress.live,
+                                   .paused = progress.paused,
+                                   .error = progress.error ? progress.error->to_string() : ""};
+  auto rows = model.query(
+      "SELECT status, COUNT(*), SUM(total_cents) FROM orders GROUP BY status ORDER BY status");
+  if (rows) {
+    nlohmann::json state = nlohmann::json::object();
+    for (const auto& row : *rows) {
+      state[keel::cqrs::to_string(row[0])] = {{"orders", keel::cqrs::as_int(row[1])},
+                                             {"total_cents", keel::cqrs::as_int(row[2])}};
+    }
+    out.state = state.dump();
+  }
+  return out;
+}
+
 Result<std::vector<std::string>> dump(keel::cqrs::ReadModel& model) {
   std::vector<std::string> out;
   for (const char* sql :

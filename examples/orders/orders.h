@@ -10,6 +10,7 @@
 
 #include "keel/cqrs/commands.h"
 #include "keel/cqrs/projection_runner.h"
+#include "keel/node/api.h"
 
 namespace orders {
 
@@ -85,6 +86,10 @@ Result<std::optional<OrderView>> find_order(keel::cqrs::ReadModel& model, const 
 // sku -> {on_hand, reserved}
 Result<std::vector<std::tuple<std::string, std::int64_t, std::int64_t>>> inventory(
     keel::cqrs::ReadModel& model);
+// What the projection process reports to its node (keel::ProjectionReporter): the runner's
+// progress, and as state the orders by status with their totals.
+keel::node::ProjectionReport report(const keel::cqrs::ProjectionRunner& runner,
+                                    keel::cqrs::ReadModel& model);
 // Every table of the read model as sorted text rows: two read models are equal when these are.
 Result<std::vector<std::string>> dump(keel::cqrs::ReadModel& model);
 

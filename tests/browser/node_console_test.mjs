@@ -1,6 +1,7 @@
 // The node's console in headless Chromium: `keel node` with an admin listener; events appended
 // through the API appear in the $all tail, a consumer group's lag rises with appends and falls
-// with acks, and the stream browser finds a stream by prefix and shows its events' JSON.
+// with acks, a projection's report shows its position, lag and state, and the stream browser
+// finds a stream by prefix and shows its events' JSON.
 // Screenshots go to --out. Also: the first paint works without JavaScript.
 //
 //   node tests/browser/node_console_test.mjs --keel build/keel --out build/console-screens
@@ -32,12 +33,19 @@ await scenario({ chromium, out: options.out, name: 'node', server: node, log,
   await waitFor('the node', async () => (await get(api, '/ready')).status === 200);
   await call('PUT', '/v1/groups/shipping', { categories: ['order'] });
   await append('order-1', 'OrderPlaced', { total: 5 });
+  // A projection reports that it has everything so far (the node's head, in the answer).
+  const report = (position, revenue) => call('PUT', '/v1/projections/order-totals',
+    { position, applied: 1, live: true, state: { revenue }, interval_ms: 60000 });
+  const { head } = await report(0, 0);
+  await report(head, 5);
 
   const plain = await chromium.newContext({ javaScriptEnabled: false });
   const still = await plain.newPage();
   await still.goto(`http://127.0.0.1:${admin}/`);
   assert.equal(await still.locator('tr[data-group="shipping"]').count(), 1, 'the group without JavaScript');
   assert.equal(await still.locator('#tail tr', { hasText: 'order-1' }).count(), 1, 'the event without JavaScript');
+  assert.match(await still.locator('tr[data-projection="order-totals"]').innerText(), /revenue/,
+    'the projection without JavaScript');
   await plain.close();
 
   const { page, errors } = await livePage(chromium, `http://127.0.0.1:${admin}/`, state);
@@ -50,6 +58,13 @@ await scenario({ chromium, out: options.out, name: 'node', server: node, log,
     'the event, its data shown as text');
   const lag = () => page.locator('tr[data-group="shipping"]').getAttribute('data-lag');
   await waitFor('the lag at 6', async () => (await lag()) === '6', 10000);
+  // The projection has not reported since: it lags by the five new events; its next report
+  // catches it up and its state is shown.
+  const projection = page.locator('tr[data-projection="order-totals"]');
+  await waitFor('the projection lag at 5', async () => (await projection.getAttribute('data-lag')) === '5', 10000);
+  await report(head + 5, 25);
+  await waitFor('the projection caught up', async () => (await projection.getAttribute('data-lag')) === '0', 10000);
+  assert.match(await projection.innerText(), /live.*"revenue":25/s);
   await page.screenshot({ path: path.join(options.out, 'node-lag.png'), fullPage: true });
 
   // A member takes and acks everything: the lag falls to 0 and the member is listed.

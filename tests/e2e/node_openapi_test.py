@@ -1255,11 +1255,40 @@ def run(client, check):
     call("DELETE", "/v1/groups/bad%20name", expect=400, error="invalid_argument",
          doc="docs/api.md: a bad group name is 400 invalid_argument")
 
+    # ---- projections: reports kept by name, lag against the head
+    def put(target, body, **kw):
+        return call("PUT", target, body, JSON, **kw)
+
+    put("/v1/projections/orders", {"position": 1, "applied": 1, "live": False,
+                                   "state": {"orders": 1}, "interval_ms": 1000}, expect=200,
+        semantic=lambda b: expect_eq("lag", b["lag"], b["head"] - 1))
+    put("/v1/projections/orders", {"position": 0}, expect=200,
+        semantic=lambda b: expect_eq("state, error", (b["state"], b["error"]), (None, None)))
+    call("GET", "/v1/projections", expect=200,
+         semantic=lambda b: expect_eq("names", [p["name"] for p in b["projections"]], ["orders"]))
+    call("GET", "/v1/projections/orders", expect=200,
+         semantic=lambda b: expect_eq("position", b["position"], 0))
+    put("/v1/projections/orders", {}, expect=400, error="invalid_argument")
+    put("/v1/projections/orders", {"position": 1, "state": [1]}, expect=400,
+        error="invalid_argument")
+    put("/v1/projections/orders", {"position": 1, "state": {"x": "y" * 5000}}, expect=400,
+        error="invalid_argument")
+    put("/v1/projections/orders", {"position": 1, "checkpoint": 1}, expect=400,
+        error="invalid_argument")
+    call("PUT", "/v1/projections/orders", '{"position":1}', {"Content-Type": "text/plain"},
+         expect=415, error="unsupported_media_type")
+    put("/v1/projections/bad%20name", {"position": 1}, expect=400, error="invalid_argument")
+    call("GET", "/v1/projections/nope", expect=404, error="not_found")
+    call("DELETE", "/v1/projections/orders", expect=204)
+    call("DELETE", "/v1/projections/orders", expect=404, error="not_found")
+    call("GET", "/v1/projections?x=1", expect=400, error="invalid_argument")
+
     # ---- 405, 404, the HTTP layer's own refusals
     for method, target in [("PUT", "/v1/all"), ("DELETE", "/v1/groups"), ("POST", "/v1/groups/g"),
                            ("GET", "/v1/groups/g/poll"), ("PATCH", "/v1/streams/s"),
                            ("POST", "/v1/streams/s/metadata"), ("PUT", "/v1/all/subscribe"),
                            ("DELETE", "/v1/groups/g/parked"), ("GET", "/v1/groups/g/parked/replay"),
+                           ("POST", "/v1/projections"), ("POST", "/v1/projections/p"),
                            ("POST", "/metrics"), ("HEAD", "/healthz"), ("OPTIONS", "/v1/all"),
                            ("DELETE", "/ready")]:
         call(method, target, expect=405, error=None if method == "HEAD" else "method_not_allowed")
@@ -1269,7 +1298,8 @@ def run(client, check):
          doc="docs/api.md: 'A known path with another method is 405 method_not_allowed'")
     for target in ["/", "/v2/all", "/v1", "/v1/streams", "/v1/streams/", "/v1/streams/a/b",
                    "/v1/streams/a/metadata/x", "/v1/all/", "//metrics", "/metrics/",
-                   "/V1/all", "/v1/groups/g/parked/replay/x", "/v1/groups/g/other"]:
+                   "/V1/all", "/v1/groups/g/parked/replay/x", "/v1/groups/g/other",
+                   "/v1/projections/p/x"]:
         call("GET", target, expect=404, error="not_found")
     # A malformed body (a bad chunk size): every error is a JSON body with a documented code.
     status, headers, body = c.raw(

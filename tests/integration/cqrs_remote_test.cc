@@ -3,17 +3,21 @@
 // Concurrent orders over HTTP never oversell (conflicts are 409s, retried like local ones);
 // read-your-writes works across the network; and a node killed with SIGKILL in the middle of a
 // projection, then restarted, leaves a read model equal to one projected from the same data
-// directory embedded — nothing lost, nothing applied twice.
+// directory embedded — nothing lost, nothing applied twice. The projection reports its progress
+// to the node (GET /v1/projections), and reports again once a killed node is back.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "keel/cqrs/sqlite_read_model.h"
 #include "keel/eventlog/test_support.h"
+#include "keel/node/client.h"
+#include "keel/node/projection_reporter.h"
 #include "keel/node/remote_store.h"
 #include "keel/testing/subprocess.h"
 #include "orders.h"
@@ -158,6 +162,30 @@ TEST_F(CqrsRemoteTest, ConcurrentOrdersOverTheNetworkNeverOversellAndReadTheirWr
   ASSERT_TRUE(order.ok() && order->has_value());
   EXPECT_EQ((*order)->status, "placed");
   EXPECT_EQ((*order)->total_cents, 900);
+
+  // The projection's reports: the node shows its position, no lag, and its state.
+  auto reporter = ProjectionReporter::start(
+      {.url = url_}, [&] { return orders::report(*projection, *model); }, clock_, 50ms);
+  ASSERT_TRUE(reporter.ok()) << reporter.error().to_string();
+  auto client = NodeClient::connect({.url = url_});
+  ASSERT_TRUE(client.ok());
+  nlohmann::json shown;
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto listed = (*client)->projections();
+    if (!listed) return false;
+    shown = nlohmann::json::parse(*listed);
+    return shown["projections"].size() == 1 && shown["projections"][0]["lag"] == 0;
+  })) << shown.dump();
+  const nlohmann::json& p = shown["projections"][0];
+  EXPECT_EQ(p["name"], "orders");
+  EXPECT_EQ(p["position"], head());
+  EXPECT_EQ(p["live"], true);
+  EXPECT_EQ(p["error"], nullptr);
+  EXPECT_EQ(p["interval_ms"], 50);
+  EXPECT_EQ(p["state"]["placed"]["orders"], 41) << p.dump();
+  EXPECT_EQ(p["state"]["placed"]["total_cents"], 40 + 900) << p.dump();
+  (*reporter)->stop();
+  EXPECT_GT((*reporter)->sent(), 0u);
   projection->stop();
 
   // A node takes no appends to $ streams, so parking is refused up front.
@@ -189,6 +217,9 @@ TEST_F(CqrsRemoteTest, ANodeKilledMidProjectionLosesAndDuplicatesNothing) {
   auto model = open_model("read");
   auto projection = remote_runner(*model, held);
   projection->start();
+  auto reporter = ProjectionReporter::start(
+      {.url = url_}, [&] { return orders::report(*projection, *model); }, clock_, 50ms);
+  ASSERT_TRUE(reporter.ok()) << reporter.error().to_string();
   {
     std::unique_lock lock(mutex);
     ASSERT_TRUE(changed.wait_for(lock, 30s, [&] { return reached; }));
@@ -207,6 +238,18 @@ TEST_F(CqrsRemoteTest, ANodeKilledMidProjectionLosesAndDuplicatesNothing) {
   const std::uint64_t last = head() - 1;
   ASSERT_TRUE(projection->wait_for(last, 60s)) << "at " << projection->progress().position;
   EXPECT_FALSE(projection->progress().error.has_value());
+  // The reports failed while the node was down, and the restarted node (which keeps reports in
+  // memory only) has the projection again, caught up.
+  EXPECT_GT((*reporter)->failed(), 0u);
+  auto client = NodeClient::connect({.url = url_});
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto listed = (*client)->projections();
+    if (!listed) return false;
+    const auto shown = nlohmann::json::parse(*listed);
+    return shown["projections"].size() == 1 && shown["projections"][0]["position"] == last + 1;
+  }));
+  (*reporter)->stop();
   projection->stop();
   auto remote_rows = orders::dump(*model);
   ASSERT_TRUE(remote_rows.ok());

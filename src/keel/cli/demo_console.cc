@@ -15,8 +15,12 @@
 #include "keel/cli/stop_signal.h"
 #include "keel/core/random.h"
 #include "keel/core/uuid.h"
+#include "keel/cqrs/projection_runner.h"
+#include "keel/cqrs/sqlite_read_model.h"
 #include "keel/node/client.h"
 #include "keel/node/node.h"
+#include "keel/node/projection_reporter.h"
+#include "keel/node/remote_store.h"
 #include "keel/proxy/server.h"
 #include "keel/testing/scripted_server.h"
 
@@ -39,6 +43,46 @@ struct Phase {
   Behaviour a, b, c;
   int seconds;
 };
+
+// The read side of the demo's orders: events counted by type.
+cqrs::Projection order_counts() {
+  return {.name = "order-counts",
+          .filter = {.categories = {"order"}},
+          .setup =
+              [](cqrs::Transaction& tx) {
+                return tx.exec(
+                    "CREATE TABLE IF NOT EXISTS counts (type TEXT PRIMARY KEY, n BIGINT NOT NULL)");
+              },
+          .reset = [](cqrs::Transaction& tx) { return tx.exec("DELETE FROM counts"); },
+          .apply =
+              [](const eventlog::RecordedEvent& event, cqrs::Transaction& tx) {
+                return tx.exec(
+                    "INSERT INTO counts (type, n) VALUES ($1, 1) "
+                    "ON CONFLICT (type) DO UPDATE SET n = counts.n + 1",
+                    {event.type});
+              },
+          .on_error = cqrs::OnError::kSkip};
+}
+
+node::ProjectionReport counts_report(const cqrs::ProjectionRunner& runner,
+                                     cqrs::ReadModel& model) {
+  const cqrs::Progress progress = runner.progress();
+  node::ProjectionReport report{.name = runner.projection().name,
+                                .position = progress.position,
+                                .applied = progress.applied,
+                                .skipped = progress.skipped,
+                                .live = progress.live,
+                                .paused = progress.paused};
+  if (auto rows = model.query("SELECT type, n FROM counts ORDER BY type")) {
+    report.state = "{";
+    for (const auto& row : *rows) {
+      if (report.state.size() > 1) report.state += ',';
+      report.state += '"' + cqrs::to_string(row[0]) + "\":" + cqrs::to_string(row[1]);
+    }
+    report.state += '}';
+  }
+  return report;
+}
 
 }  // namespace
 
@@ -164,6 +208,25 @@ int run_console_demo(const DemoOptions& options) {
     }
   });
 
+  // A projection of the orders in this process, as a CQRS read side would run: it counts them
+  // by type into SQLite and reports its progress to the node (the node view's projections).
+  auto remote = RemoteStore::open({.url = node_url}, clock);
+  auto counts = remote ? cqrs::SqliteReadModel::open(data_dir + "/order-counts.db")
+                       : Result<std::unique_ptr<cqrs::SqliteReadModel>>(remote.error());
+  std::unique_ptr<cqrs::ProjectionRunner> projection;
+  std::unique_ptr<ProjectionReporter> reporter;
+  if (counts) {
+    auto runner = cqrs::ProjectionRunner::open(**remote, **counts, order_counts(), clock);
+    if (runner) {
+      projection = std::move(*runner);
+      projection->start();
+      auto started = ProjectionReporter::start(
+          {.url = node_url},
+          [&] { return counts_report(*projection, **counts); }, clock);
+      if (started) reporter = std::move(*started);
+    }
+  }
+
   const Phase phases[] = {
       {"all upstreams healthy", Behaviour::kOk, Behaviour::kOk, Behaviour::kOk, 15},
       {"b fails: watch it get ejected", Behaviour::kOk, Behaviour::kFail, Behaviour::kOk, 15},
@@ -181,6 +244,8 @@ int run_console_demo(const DemoOptions& options) {
   }
   done = true;
   for (auto& thread : threads) thread.join();
+  if (reporter) reporter->stop();
+  if (projection) projection->stop();
   (*proxy_server)->stop();
   (*node)->stop();
   std::filesystem::remove_all(data_dir);

@@ -20,6 +20,7 @@
 #include "keel/cli/progress.h"
 #include "keel/cli/stop_signal.h"
 #include "keel/cqrs/sqlite_read_model.h"
+#include "keel/node/projection_reporter.h"
 #include "keel/node/remote_store.h"
 #include "keel/pubsub/consumer_group.h"
 #include "keel/testing/subprocess.h"
@@ -151,6 +152,13 @@ int run_orders_projection(const std::string& node_url, const std::string& db_pat
     return 1;
   }
   (*runner)->start();
+  // The node's console and GET /v1/projections show this projection through its reports.
+  auto reporter = ProjectionReporter::start(
+      {.url = node_url}, [&] { return orders::report(**runner, **model); }, clock);
+  if (!reporter) {
+    std::fprintf(stderr, "orders-projection: %s\n", reporter.error().to_string().c_str());
+    return 1;
+  }
   std::uint64_t shown = (*runner)->progress().position;
   std::printf("at %llu\n", static_cast<unsigned long long>(shown));
   while (!stop.stopping()) {
@@ -162,6 +170,7 @@ int run_orders_projection(const std::string& node_url, const std::string& db_pat
       std::printf("at %llu\n", static_cast<unsigned long long>(shown));
     }
   }
+  (*reporter)->stop();
   (*runner)->stop();
   return 0;
 }

@@ -69,6 +69,10 @@ inline constexpr std::uint64_t kMaxGroupDeliveries = 1000;
 inline constexpr std::uint64_t kMaxGroupBufferEvents = 100000;
 inline constexpr std::uint64_t kMaxGroupCheckpointAfterAcks = 1000000;
 inline constexpr std::uint64_t kMaxGroupDurationMs = 86400000;  // one day
+// Projection reports: how many projections the node keeps, and the size of what each reports.
+inline constexpr std::size_t kMaxProjections = 256;
+inline constexpr std::size_t kMaxProjectionStateBytes = 4096;  // the state, as compact JSON
+inline constexpr std::size_t kMaxProjectionErrorBytes = 1024;
 
 // `from` of a backward read that starts at the last event (the store's convention).
 inline constexpr std::uint64_t kEnd = UINT64_MAX;
@@ -185,6 +189,33 @@ struct ReplayParkedCommand {
   std::string group;
 };
 
+// What a projection (a ProjectionRunner in a process of its own) tells the node about itself,
+// so that the console and GET /v1/projections show every read model's progress in one place.
+// The node keeps the latest report of each, in memory: a projection's own checkpoint lives in
+// its read model, and a live projection reports again within seconds after a node restart.
+struct ProjectionReport {
+  std::string name;                // a group name's rules (letters, digits, '_', '-', '.')
+  std::uint64_t position = 0;      // every event below it is in the read model
+  std::uint64_t applied = 0, skipped = 0, parked = 0;
+  bool live = false;               // caught up with the head at its last look
+  bool paused = false;
+  std::string error;               // why it stopped; empty when it did not
+  std::string state;               // a JSON object as compact text, empty when none was sent
+  Duration interval = Duration::zero();  // how often it reports; zero: not said
+};
+
+// PUT /v1/projections/{name}: the report; name is the path's.
+struct ReportProjectionCommand {
+  ProjectionReport report;
+};
+struct ListProjectionsCommand {};
+struct GetProjectionCommand {
+  std::string name;
+};
+struct DeleteProjectionCommand {
+  std::string name;
+};
+
 struct MetricsCommand {};
 struct HealthzCommand {};
 struct ReadyCommand {};
@@ -194,7 +225,9 @@ using Command =
                  SetMetadataCommand, DeleteStreamCommand, SubscribeStreamCommand,
                  SubscribeAllCommand, CreateGroupCommand, ListGroupsCommand, GetGroupCommand,
                  DeleteGroupCommand, PollCommand, AckCommand, NackCommand, ListParkedCommand,
-                 ReplayParkedCommand, MetricsCommand, HealthzCommand, ReadyCommand>;
+                 ReplayParkedCommand, ReportProjectionCommand, ListProjectionsCommand,
+                 GetProjectionCommand, DeleteProjectionCommand, MetricsCommand, HealthzCommand,
+                 ReadyCommand>;
 
 // "append", "read_stream", …: one word per command, for access logs and metrics labels.
 std::string_view command_name(const Command& command);
@@ -326,6 +359,21 @@ std::string settle_json(std::span<const Settled> outcomes);
 
 // {"replayed": N}
 std::string replay_json(std::uint64_t queued);
+
+// A projection as the node has it: the report's fields, then "head" and "lag" (the node's next
+// position, and how many positions the projection is behind it), "reported_at" (Unix ms),
+// "age_ms" (since that report) and "stale" (no report for three of its intervals, or 30 s when
+// it did not say its interval).
+struct ProjectionView {
+  ProjectionReport report;
+  std::int64_t reported_at_ms = 0;
+  Duration age = Duration::zero();
+};
+bool projection_stale(const ProjectionView& view);
+void append_projection_json(std::string& out, const ProjectionView& view, std::uint64_t head);
+std::string projection_json(const ProjectionView& view, std::uint64_t head);
+// {"projections": [projection, ...]}
+std::string projection_list_json(std::span<const ProjectionView> views, std::uint64_t head);
 
 }  // namespace keel::node
 

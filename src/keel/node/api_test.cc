@@ -89,6 +89,10 @@ TEST_F(Decode, EveryRouteGivesItsCommand) {
       {"POST", "/v1/groups/billing/nack", R"({"member":"w1","ids":[1],"action":"skip"})", "nack"},
       {"GET", "/v1/groups/billing/parked", "", "list_parked"},
       {"POST", "/v1/groups/billing/parked/replay", "", "replay_parked"},
+      {"PUT", "/v1/projections/orders", R"({"position":0})", "report_projection"},
+      {"GET", "/v1/projections", "", "list_projections"},
+      {"GET", "/v1/projections/orders", "", "get_projection"},
+      {"DELETE", "/v1/projections/orders", "", "delete_projection"},
       {"GET", "/metrics", "", "metrics"},
       {"GET", "/healthz", "", "healthz"},
       {"GET", "/ready", "", "ready"},
@@ -937,6 +941,54 @@ TEST_F(Decode, ParkedEventsArePaged) {
   EXPECT_EQ(command<ReplayParkedCommand>("POST", "/v1/groups/g/parked/replay").group, "g");
 }
 
+TEST_F(Decode, ProjectionsReportTheirProgress) {
+  auto full = command<ReportProjectionCommand>(
+      "PUT", "/v1/projections/orders.v2",
+      R"({"position":1200,"applied":900,"skipped":2,"parked":1,"live":true,"paused":false,)"
+      R"("error":"apply failed at 1201","state":{ "placed" : {"orders": 3} },"interval_ms":500})");
+  const ProjectionReport& r = full.report;
+  EXPECT_EQ(r.name, "orders.v2");
+  EXPECT_EQ(r.position, 1200u);
+  EXPECT_EQ(r.applied, 900u);
+  EXPECT_EQ(r.skipped, 2u);
+  EXPECT_EQ(r.parked, 1u);
+  EXPECT_TRUE(r.live);
+  EXPECT_FALSE(r.paused);
+  EXPECT_EQ(r.error, "apply failed at 1201");
+  EXPECT_EQ(r.state, R"({"placed":{"orders":3}})");  // compact
+  EXPECT_EQ(r.interval, 500ms);
+
+  auto least = command<ReportProjectionCommand>("PUT", "/v1/projections/p", R"({"position":0,)"
+                                                R"("error":null,"state":null})");
+  EXPECT_EQ(least.report.position, 0u);
+  EXPECT_TRUE(least.report.error.empty());
+  EXPECT_TRUE(least.report.state.empty());
+  EXPECT_EQ(least.report.interval, Duration::zero());
+
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "position is required", "{}");
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "position", R"({"position":-1})");
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "live must be true or false",
+        R"({"position":1,"live":1})");
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "state must be a JSON object",
+        R"({"position":1,"state":"x"})");
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "unknown field",
+        R"({"position":1,"checkpoint":1})");
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "interval_ms",
+        R"({"position":1,"interval_ms":0})");
+  const std::string big = R"({"position":1,"state":{"x":")" + std::string(5000, 'a') + "\"}}";
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "the limit is 4096", big);
+  const std::string long_error =
+      R"({"position":1,"error":")" + std::string(kMaxProjectionErrorBytes + 1, 'e') + "\"}";
+  fails("PUT", "/v1/projections/p", 400, "invalid_argument", "error is", long_error);
+  fails("PUT", "/v1/projections/p", 400, "bad_json", "", "{");
+  fails("PUT", "/v1/projections/p", 415, "unsupported_media_type", "", R"({"position":1})",
+        "text/plain");
+  fails("PUT", "/v1/projections/a%20b", 400, "invalid_argument", "the projection name");
+  fails("GET", "/v1/projections/p?x=1", 400, "invalid_argument", "x");
+  fails("POST", "/v1/projections/p", 405, "method_not_allowed", "GET, PUT, DELETE");
+  fails("GET", "/v1/projections/p/q", 404, "not_found");
+}
+
 TEST_F(Decode, NothingThrowsOnOddInput) {
   // A sample of hostile shapes; the fuzz target does the rest.
   const std::string_view bodies[] = {"{\"type\":\"T\",\"data\":\"\\u0000\"}",
@@ -1257,6 +1309,53 @@ TEST(Encode, ResultsOfTheOtherRoutes) {
   EXPECT_EQ(list["groups"][0]["ack_timeout_ms"], 30000);
   EXPECT_EQ(list["groups"][0]["members"], Json::array());
   EXPECT_EQ(group_list_json({}), R"({"groups":[]})");
+}
+
+TEST(Encode, ProjectionsCarryTheirLagAndAge) {
+  ProjectionView view{.report = {.name = "orders",
+                                 .position = 90,
+                                 .applied = 80,
+                                 .skipped = 1,
+                                 .live = true,
+                                 .state = R"({"placed":3})",
+                                 .interval = 1s},
+                      .reported_at_ms = 1700000000000,
+                      .age = 2500ms};
+  const Json one = Json::parse(projection_json(view, 100));
+  EXPECT_EQ(one["name"], "orders");
+  EXPECT_EQ(one["position"], 90);
+  EXPECT_EQ(one["head"], 100);
+  EXPECT_EQ(one["lag"], 10);
+  EXPECT_EQ(one["applied"], 80);
+  EXPECT_EQ(one["skipped"], 1);
+  EXPECT_EQ(one["parked"], 0);
+  EXPECT_EQ(one["live"], true);
+  EXPECT_EQ(one["paused"], false);
+  EXPECT_EQ(one["error"], nullptr);
+  EXPECT_EQ(one["state"], Json::parse(R"({"placed":3})"));
+  EXPECT_EQ(one["interval_ms"], 1000);
+  EXPECT_EQ(one["reported_at"], 1700000000000);
+  EXPECT_EQ(one["age_ms"], 2500);
+  EXPECT_EQ(one["stale"], false);
+
+  // Stale after three intervals without a report, or 30 s when the interval is not known; a
+  // projection ahead of this node's head (another node's) has no lag.
+  view.age = 3001ms;
+  view.report.error = "stopped \"here\"";
+  view.report.state.clear();
+  const Json late = Json::parse(projection_json(view, 50));
+  EXPECT_EQ(late["stale"], true);
+  EXPECT_EQ(late["lag"], 0);
+  EXPECT_EQ(late["error"], "stopped \"here\"");
+  EXPECT_EQ(late["state"], nullptr);
+  view.report.interval = Duration::zero();
+  EXPECT_FALSE(projection_stale(view));
+  view.age = 31s;
+  EXPECT_TRUE(projection_stale(view));
+
+  EXPECT_EQ(projection_list_json({}, 7), R"({"projections":[]})");
+  const std::vector<ProjectionView> views{view, view};
+  EXPECT_EQ(Json::parse(projection_list_json(views, 7))["projections"].size(), 2u);
 }
 
 }  // namespace

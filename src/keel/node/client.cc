@@ -459,4 +459,31 @@ Result<std::uint64_t> NodeClient::replay_parked(std::string_view group) {
   return json.value("replayed", std::uint64_t{0});
 }
 
+Status NodeClient::report_projection(const node::ProjectionReport& report) {
+  Json body = {{"position", report.position}, {"applied", report.applied},
+               {"skipped", report.skipped},   {"parked", report.parked},
+               {"live", report.live},         {"paused", report.paused}};
+  body["error"] = report.error.empty() ? Json(nullptr) : Json(report.error);
+  if (!report.state.empty()) {
+    Json state = Json::parse(report.state, nullptr, false);
+    if (!state.is_object()) {
+      return Error(node::errc::invalid_argument,
+                   "the state of projection " + report.name + " is not a JSON object");
+    }
+    body["state"] = std::move(state);
+  }
+  if (report.interval > Duration::zero()) {
+    body["interval_ms"] =
+        std::chrono::duration_cast<std::chrono::milliseconds>(report.interval).count();
+  }
+  auto answer = impl_->expect("PUT", "/v1/projections/" + encode_path_segment(report.name),
+                              body.dump(-1, ' ', false, Json::error_handler_t::replace), 200);
+  if (!answer) return answer.error();
+  return {};
+}
+
+Result<std::string> NodeClient::projections() {
+  return impl_->expect("GET", "/v1/projections", "", 200);
+}
+
 }  // namespace keel

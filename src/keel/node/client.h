@@ -25,6 +25,7 @@
 #include "keel/core/result.h"
 #include "keel/eventlog/event.h"
 #include "keel/eventlog/event_store.h"
+#include "keel/node/api.h"
 #include "keel/pubsub/consumer_group.h"
 #include "keel/pubsub/reader.h"
 
@@ -84,6 +85,11 @@ class NodeClient {
   Status nack(std::string_view group, std::string_view member, std::span<const std::uint64_t> ids,
               pubsub::NackAction action, std::string_view reason);
   Result<std::uint64_t> replay_parked(std::string_view group);
+
+  // Projections (docs/api.md, "Projections"): a projection's report of its progress, and what
+  // the node has of every projection, as its JSON.
+  Status report_projection(const node::ProjectionReport& report);
+  Result<std::string> projections();
 
   const std::string& url() const;
 

@@ -89,10 +89,29 @@ std::string NodeConsole::sample() {
     acked[group.options.name] = s.acked;
   }
   previous_acked_ = std::move(acked);
+
+  json projections = json::array();
+  for (const auto& p : projections_.list()) {
+    const ProjectionReport& r = p.report;
+    projections.push_back(
+        {{"name", r.name},
+         {"position", r.position},
+         {"lag", head > r.position ? head - r.position : 0},
+         {"applied", r.applied},
+         {"skipped", r.skipped},
+         {"parked", r.parked},
+         {"live", r.live},
+         {"paused", r.paused},
+         {"error", r.error.empty() ? json(nullptr) : json(r.error)},
+         {"state", r.state.empty() ? json(nullptr) : json::parse(r.state, nullptr, false)},
+         {"age_ms", std::chrono::duration_cast<std::chrono::milliseconds>(p.age).count()},
+         {"stale", projection_stale(p)}});
+  }
   return json{{"t", clock_.unix_now_ns() / 1'000'000},
               {"kind", "node"},
               {"store", store},
               {"groups", groups},
+              {"projections", projections},
               {"tail", tail}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -119,6 +138,17 @@ std::string NodeConsole::first_paint() const {
             "</tr>";
   }
   html +=
+      "</table></section><section id=projections><h2>projections</h2><table><tr>"
+      "<th>projection<th>position<th>lag<th>state</tr>";
+  for (const auto& p : projections_.list()) {
+    const ProjectionReport& r = p.report;
+    const std::uint64_t lag = head > r.position ? head - r.position : 0;
+    html += "<tr data-projection=\"" + escape_html(r.name) + "\" data-lag=\"" +
+            std::to_string(lag) + "\"><td>" + escape_html(r.name) + "<td>" +
+            std::to_string(r.position) + "<td>" + std::to_string(lag) + "<td><code>" +
+            escape_html(r.state.empty() ? "null" : r.state) + "</code></tr>";
+  }
+  html +=
       "</table></section><section id=tail><h2>$all, latest events</h2><table><tr>"
       "<th>position<th>stream<th>version<th>type<th>data</tr>";
   if (auto events = store_.read_all(head > kTailEvents ? head - kTailEvents : 0, kTailEvents)) {
@@ -139,9 +169,8 @@ http::Response NodeConsole::streams(const http::Request& request) const {
     auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), limit);
     if (ec != std::errc() || end != text->data() + text->size() || limit == 0) {
       return http::Response::json(
-          400,
-          R"({"error":{"code":"invalid_argument","message":"limit= must be a positive integer"}})"
-          "\n");
+          400, R"({"error":"invalid_argument","message":"?limit must be a positive integer"})"
+               "\n");
     }
   }
   auto listed = store_.list_streams(prefix, std::min(limit, kMaxListedStreams));

@@ -1,6 +1,6 @@
 // The node's view in the console (keel/console): the store's head and rates, consumer groups
-// with their members, lag, deliveries in flight and parked events, the latest events of $all,
-// and the stream browser's listing. Served by the node's admin listener.
+// with their members, lag, deliveries in flight and parked events, the projections that report
+// to the node, the latest events of $all, and the stream browser's listing. Served by the node's admin listener.
 //
 // Thread-safety: sample() from the console Feed's tick only (it keeps the previous sample's
 // counters); the other methods from any thread.
@@ -14,6 +14,7 @@
 #include "keel/http/server.h"
 #include "keel/node/config.h"
 #include "keel/node/groups.h"
+#include "keel/node/projections.h"
 #include "keel/node/subscriptions.h"
 
 namespace keel::node {
@@ -25,16 +26,17 @@ class NodeConsole {
   static constexpr std::size_t kMaxListedStreams = 200;
 
   NodeConsole(const NodeConfig& config, eventlog::EventStore& store, GroupRegistry& groups,
-              SubscriptionHub& subscriptions, Clock& clock)
+              SubscriptionHub& subscriptions, const ProjectionTable& projections, Clock& clock)
       : config_(config),
         store_(store),
         groups_(groups),
         subscriptions_(subscriptions),
+        projections_(projections),
         clock_(clock) {}
 
   // One JSON sample for the Feed.
   std::string sample();
-  // The first paint: the store, the groups and the latest events as plain tables.
+  // The first paint: the store, the groups, the projections and the latest events as tables.
   std::string first_paint() const;
   // GET /console/streams?prefix=P&limit=N: {"streams": [{"name", "events"}], "more": bool}.
   http::Response streams(const http::Request& request) const;
@@ -44,6 +46,7 @@ class NodeConsole {
   eventlog::EventStore& store_;
   GroupRegistry& groups_;
   SubscriptionHub& subscriptions_;
+  const ProjectionTable& projections_;
   Clock& clock_;
   TimePoint previous_at_{};
   std::uint64_t previous_head_ = 0;

@@ -29,6 +29,8 @@ enum class Route {
   kGroupNack,
   kGroupParked,
   kGroupParkedReplay,
+  kProjections,
+  kProjection,
   kMetrics,
   kHealthz,
   kReady,
@@ -37,7 +39,7 @@ enum class Route {
 struct Match {
   Route route;
   MethodSet allowed;
-  std::string_view name;  // the raw {stream} or {group} segment, empty for routes without one
+  std::string_view name;  // the raw {stream}, {group} or {projection}; empty for routes without one
 };
 
 // The literal segments are compared as sent; only {stream} and {group} are percent-decoded
@@ -85,6 +87,11 @@ std::optional<Match> match_route(std::string_view path) {
     if (n == 5 && s[3] == "parked" && s[4] == "replay") {
       return Match{Route::kGroupParkedReplay, post, s[2]};
     }
+    return std::nullopt;
+  }
+  if (s[1] == "projections") {
+    if (n == 2) return Match{Route::kProjections, get, {}};
+    if (n == 3) return Match{Route::kProjection, get | kMethodPut | kMethodDelete, s[2]};
   }
   return std::nullopt;
 }
@@ -118,14 +125,17 @@ Result<std::string> decode_stream_segment(std::string_view raw) {
   return name;
 }
 
-Result<std::string> decode_group_segment(std::string_view raw) {
+// A group's or a projection's name (`what`: "group", "projection"): the same rules.
+Result<std::string> decode_name_segment(std::string_view raw, std::string_view what) {
   std::string name;
   if (auto bad = detail::percent_decode(raw, false, name)) {
-    return invalid("the group name in the path " + detail::quote_for_message(raw) +
-                   " has a bad percent escape at byte " + std::to_string(*bad) +
-                   ": '%' must be followed by two hex digits");
+    return invalid("the " + std::string(what) + " name in the path " +
+                   detail::quote_for_message(raw) + " has a bad percent escape at byte " +
+                   std::to_string(*bad) + ": '%' must be followed by two hex digits");
   }
-  if (auto ok = detail::check_group_name(name, "the group name"); !ok) return ok.error();
+  if (auto ok = detail::check_group_name(name, "the " + std::string(what) + " name"); !ok) {
+    return ok.error();
+  }
   return name;
 }
 
@@ -477,6 +487,16 @@ Result<Command> decode_group_route(Route route, Context& c) {
   return Error(errc::internal, "no group decoder for this route");
 }
 
+Result<Command> decode_projection_route(Route route, Context& c) {
+  if (route == Route::kProjection && c.method == kMethodPut) {
+    return detail::decode_report_projection(std::move(c.name), c.request, c.query);
+  }
+  if (auto ok = c.query.expect({}); !ok) return ok.error();
+  if (route == Route::kProjections) return Command(ListProjectionsCommand{});
+  if (c.method == kMethodGet) return Command(GetProjectionCommand{std::move(c.name)});
+  return Command(DeleteProjectionCommand{std::move(c.name)});
+}
+
 Result<Command> decode(const ApiRequest& request, const IdGenerator& new_id) {
   const std::size_t question = request.target.find('?');
   const std::string_view path = request.target.substr(0, question);
@@ -516,7 +536,8 @@ Result<Command> decode(const ApiRequest& request, const IdGenerator& new_id) {
     if (!name) return name.error();
     c.name = std::move(*name);
   } else if (!match->name.empty()) {
-    auto name = decode_group_segment(match->name);
+    const bool projection = match->route == Route::kProjection;
+    auto name = decode_name_segment(match->name, projection ? "projection" : "group");
     if (!name) return name.error();
     c.name = std::move(*name);
   }
@@ -531,6 +552,9 @@ Result<Command> decode(const ApiRequest& request, const IdGenerator& new_id) {
     case Route::kAll:
     case Route::kAllSubscribe:
       return decode_stream_route(match->route, c);
+    case Route::kProjections:
+    case Route::kProjection:
+      return decode_projection_route(match->route, c);
     default:
       return decode_group_route(match->route, c);
   }
@@ -553,7 +577,8 @@ std::string_view command_name(const Command& command) {
       "append",        "read_stream",      "read_all",      "get_metadata", "set_metadata",
       "delete_stream", "subscribe_stream", "subscribe_all", "create_group", "list_groups",
       "get_group",     "delete_group",     "poll",          "ack",          "nack",
-      "list_parked",   "replay_parked",    "metrics",       "healthz",      "ready"};
+      "list_parked",   "replay_parked",    "report_projection", "list_projections",
+      "get_projection", "delete_projection", "metrics",     "healthz",      "ready"};
   return kNames[command.index()];
 }
 

@@ -331,4 +331,58 @@ std::string replay_json(std::uint64_t queued) {
   return out;
 }
 
+bool projection_stale(const ProjectionView& view) {
+  const Duration interval = view.report.interval;
+  return view.age > (interval > Duration::zero() ? 3 * interval : Duration(30s));
+}
+
+void append_projection_json(std::string& out, const ProjectionView& view, std::uint64_t head) {
+  const ProjectionReport& r = view.report;
+  out += "{\"name\":";
+  append_json_string(out, r.name);
+  append_field(out, "position", r.position);
+  append_field(out, "head", head);
+  append_field(out, "lag", head > r.position ? head - r.position : 0);
+  append_field(out, "applied", r.applied);
+  append_field(out, "skipped", r.skipped);
+  append_field(out, "parked", r.parked);
+  out += r.live ? ",\"live\":true" : ",\"live\":false";
+  out += r.paused ? ",\"paused\":true" : ",\"paused\":false";
+  out += ",\"error\":";
+  if (r.error.empty()) {
+    out += "null";
+  } else {
+    append_json_string(out, r.error);
+  }
+  out += ",\"state\":";
+  out += r.state.empty() ? "null" : r.state;  // checked as a JSON object when it was decoded
+  out += ",\"interval_ms\":";
+  if (r.interval > Duration::zero()) {
+    append_int(out, to_ms(r.interval));
+  } else {
+    out += "null";
+  }
+  out += ",\"reported_at\":";
+  append_int(out, view.reported_at_ms);
+  out += ",\"age_ms\":";
+  append_int(out, to_ms(view.age));
+  out += projection_stale(view) ? ",\"stale\":true}" : ",\"stale\":false}";
+}
+
+std::string projection_json(const ProjectionView& view, std::uint64_t head) {
+  std::string out;
+  append_projection_json(out, view, head);
+  return out;
+}
+
+std::string projection_list_json(std::span<const ProjectionView> views, std::uint64_t head) {
+  std::string out = "{\"projections\":[";
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    if (i > 0) out += ',';
+    append_projection_json(out, views[i], head);
+  }
+  out += "]}";
+  return out;
+}
+
 }  // namespace keel::node

@@ -13,6 +13,7 @@
 #include "keel/node/api.h"
 #include "keel/node/console.h"
 #include "keel/node/groups.h"
+#include "keel/node/projections.h"
 #include "keel/node/subscriptions.h"
 #include "keel/resilience/bulkhead.h"
 
@@ -70,6 +71,7 @@ struct Node::Impl {
   std::unique_ptr<eventlog::EventStore> store;
   std::unique_ptr<SubscriptionHub> subscriptions;
   std::unique_ptr<GroupRegistry> groups;
+  ProjectionTable projections{clock};  // what projections in other processes report
   // Appends, acks and group changes: blocking on the disk, so off the HTTP workers, and many at
   // once so that they share fsyncs.
   std::unique_ptr<resilience::ThreadPoolBulkhead> appenders;  // deletes, metadata, group writes
@@ -222,6 +224,26 @@ struct Node::Impl {
                 r.respond(replayed ? json(200, replay_json(*replayed))
                                    : error_response(replayed.error()));
               });
+            },
+            [&](ReportProjectionCommand& c) {
+              auto status = projections.report(c.report);
+              if (!status) return responder.respond(error_response(status.error()));
+              auto stored = projections.get(c.report.name);
+              responder.respond(stored ? json(200, projection_json(*stored, store->next_position()))
+                                       : error_response(stored.error()));
+            },
+            [&](ListProjectionsCommand&) {
+              responder.respond(
+                  json(200, projection_list_json(projections.list(), store->next_position())));
+            },
+            [&](GetProjectionCommand& c) {
+              auto found = projections.get(c.name);
+              responder.respond(found ? json(200, projection_json(*found, store->next_position()))
+                                      : error_response(found.error()));
+            },
+            [&](DeleteProjectionCommand& c) {
+              auto status = projections.remove(c.name);
+              responder.respond(status ? no_content() : error_response(status.error()));
             },
             [&](MetricsCommand&) { responder.respond(metrics()); },
             [&](HealthzCommand&) { responder.respond(json(200, R"({"status":"ok"})")); },
@@ -450,7 +472,8 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   n.api = std::move(*api);
   if (n.config.admin) {
     n.console =
-        std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions, clock);
+        std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,
+                                      n.projections, clock);
     n.console_feed = std::make_unique<console::Feed>(clock, console::Feed::Options{},
                                                      [&n] { return n.console->sample(); });
     http::ServerOptions admin_options;

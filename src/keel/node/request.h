@@ -110,6 +110,10 @@ Result<Command> decode_settle(std::string group, bool ack, const ApiRequest& req
 // GET /v1/groups/{group}/parked
 Result<Command> decode_list_parked(std::string group, const Query& query);
 
+// PUT /v1/projections/{name} (decode_projections.cc)
+Result<Command> decode_report_projection(std::string name, const ApiRequest& request,
+                                         const Query& query);
+
 // Shared with the stream routes: ?limit (1 to kMaxReadLimit, kDefaultReadLimit when absent)
 // and a route's JSON body (the content type checked, then parsed).
 Result<std::size_t> read_limit(const Query& query);

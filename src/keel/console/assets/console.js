@@ -229,17 +229,23 @@
     if (s.cluster) clusterView(s.cluster);
   }
 
-  // Projections that report their checkpoint and state to the node (none do yet: shown when a
-  // sample carries them).
+  // Projections in processes of their own that report to the node (PUT /v1/projections/NAME).
   function projectionView(s) {
     let rows = '';
     for (const p of s.projections) {
-      rows += `<tr data-projection="${esc(p.name)}"><td>${esc(p.name)}</td><td>${num(p.checkpoint, 0)}` +
-        `</td><td>${spark(series((x) => ((x.projections || []).find((y) => y.name === p.name) || {}).lag),
-          '', 0)}</td><td class=wrap><pre>${esc(JSON.stringify(p.state ?? null))}</pre></td></tr>`;
+      const status = p.error ? `<span class="badge bad" title="${esc(p.error)}">stopped</span>`
+        : p.stale ? `<span class="badge warn">silent ${num(p.age_ms / 1000, 0)} s</span>`
+          : p.paused ? '<span class="badge warn">paused</span>'
+            : p.live ? '<span class="badge ok">live</span>' : '<span class="badge warn">catching up</span>';
+      rows += `<tr data-projection="${esc(p.name)}" data-lag="${p.lag}" data-position="${p.position}">` +
+        `<td>${esc(p.name)}</td><td>${status}</td><td>${num(p.position, 0)}</td><td>${spark(series((x) =>
+          ((x.projections || []).find((y) => y.name === p.name) || {}).lag), '', 0)}</td>` +
+        `<td>${num(p.applied, 0)}</td><td>${num(p.skipped + p.parked, 0)}</td>` +
+        `<td class=wrap><code>${esc(JSON.stringify(p.state ?? null))}</code></td></tr>`;
     }
-    put('projections', '<h2>projections</h2><table><tr><th>projection</th><th>checkpoint</th>' +
-      `<th>lag</th><th>state</th></tr>${rows}</table>`);
+    put('projections', '<h2>projections</h2><table><tr><th>projection</th><th>status</th>' +
+      '<th>position</th><th>lag</th><th>applied</th><th>skipped, parked</th><th>state</th></tr>' +
+      (rows || '<tr><td colspan=7 class=muted>no projection reports to this node</td></tr>') + '</table>');
   }
 
   function clusterView(c) {
