@@ -63,6 +63,9 @@ TEST(DemoPartsTest, TheCqrsPartProjectsANodeInASeparateProcess) {
   EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find("projection process has it after"), std::string::npos) << output;
   EXPECT_NE(output.find("B-3 for linus"), std::string::npos) << output;
+  // keel ctl projections: the projection process's report, caught up.
+  const std::regex reported(R"(orders\s+live\s+\d+\s+0\s)");
+  EXPECT_TRUE(std::regex_search(output, reported)) << output;
 }
 
 // `keel demo --only console`: a proxy and a node that keep running with their consoles until

@@ -9,6 +9,10 @@ namespace CLI {
 class App;
 }
 
+namespace keel {
+class NodeClient;
+}
+
 namespace keel::cli {
 
 // `keel eventlog verify|dump|repair DIR`: offline tools for an event store's directory (see
@@ -104,6 +108,7 @@ class NodeCtl {
   struct State;
 
  private:
+  int projections(NodeClient& client, bool json, std::ostream& out, std::ostream& err) const;
   std::unique_ptr<State> state_;
 };
 

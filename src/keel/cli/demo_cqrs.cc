@@ -20,6 +20,7 @@
 #include "keel/cli/progress.h"
 #include "keel/cli/stop_signal.h"
 #include "keel/cqrs/sqlite_read_model.h"
+#include "keel/node/client.h"
 #include "keel/node/projection_reporter.h"
 #include "keel/node/remote_store.h"
 #include "keel/pubsub/consumer_group.h"
@@ -127,6 +128,22 @@ int run_remote_part(const std::string& dir) {
                 order.order_id.c_str(), view && *view ? (*view)->status.c_str() : "?");
   }
   model.reset();
+
+  // The projection process reports its progress to the node every second: the node knows
+  // where every read model is (its console shows the same).
+  if (auto client = NodeClient::connect({.url = url})) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto listed = (*client)->projections();
+      if (listed && listed->find("\"lag\":0,") != std::string::npos) break;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  std::printf("\n$ keel ctl projections --node %s\n", url.c_str());
+  auto listing = testing::Subprocess::spawn(
+      {self, "ctl", "projections", "--node", url},
+      [](std::string_view line) { std::printf("  %.*s\n", static_cast<int>(line.size()), line.data()); });
+  if (listing) (*listing)->wait(10s);
   std::printf("  stopping the projection process and the node (SIGTERM)\n");
   return 0;
 }

@@ -20,6 +20,7 @@ struct NodeCtl::State {
   CLI::App* read = nullptr;
   CLI::App* tail = nullptr;
   CLI::App* groups = nullptr;
+  CLI::App* projections = nullptr;
   std::string node = "http://127.0.0.1:2113";
   std::string output = "table";
   std::string stream;
@@ -72,7 +73,13 @@ NodeCtl::NodeCtl(CLI::App& ctl) : state_(std::make_unique<State>()) {
   s.groups->add_option("--definition", s.definition,
                        "create: the group as JSON, e.g. {\"categories\":[\"order\"]}");
 
-  for (CLI::App* command : {s.append, s.read, s.tail, s.groups}) {
+  s.projections = ctl.add_subcommand(
+      "projections", "Projections that report their progress to a keel node (list, delete)");
+  s.projections->add_option("action", s.action, "list or delete")
+      ->check(CLI::IsMember({"list", "delete"}));
+  s.projections->add_option("projection", s.group, "delete: the projection's name");
+
+  for (CLI::App* command : {s.append, s.read, s.tail, s.groups, s.projections}) {
     command->add_option("--node", s.node,
                         "The node's API (default $KEEL_NODE, else http://127.0.0.1:2113)");
     command->add_option("--output", s.output, "table or json")
@@ -84,7 +91,8 @@ NodeCtl::~NodeCtl() = default;
 
 bool NodeCtl::parsed() const {
   const State& s = *state_;
-  return s.append->parsed() || s.read->parsed() || s.tail->parsed() || s.groups->parsed();
+  return s.append->parsed() || s.read->parsed() || s.tail->parsed() || s.groups->parsed() ||
+         s.projections->parsed();
 }
 
 namespace {
@@ -137,6 +145,14 @@ void print_event(const eventlog::RecordedEvent& event, bool json, std::ostream& 
       << one_line(event.data, 60) << std::endl;
 }
 
+// A projection's status in a word, as the console shows it.
+std::string projection_status(const Json& p) {
+  if (!p.value("error", Json()).is_null()) return "stopped";
+  if (p.value("stale", false)) return "silent";
+  if (p.value("paused", false)) return "paused";
+  return p.value("live", false) ? "live" : "catching-up";
+}
+
 std::uint64_t parse_from(const std::string& from, std::uint64_t fallback) {
   if (from.empty() || from == "start") return from.empty() ? fallback : 0;
   if (from == "end") return UINT64_MAX;
@@ -145,13 +161,57 @@ std::uint64_t parse_from(const std::string& from, std::uint64_t fallback) {
 
 }  // namespace
 
+int NodeCtl::projections(NodeClient& client, bool json, std::ostream& out,
+                         std::ostream& err) const {
+  const State& s = *state_;
+  if (s.action == "delete") {
+    if (s.group.empty()) {
+      err << "keel ctl projections delete: name the projection\n";
+      return 2;
+    }
+    auto gone = client.delete_projection(s.group);
+    if (!gone) {
+      err << "keel ctl projections: " << gone.error().message() << "\n";
+      return 1;
+    }
+    out << "deleted " << s.group << "\n";
+    return 0;
+  }
+  auto answer = client.projections();
+  if (!answer) {
+    err << "keel ctl projections: " << answer.error().message() << "\n";
+    return 1;
+  }
+  if (json) {
+    out << *answer << "\n";
+    return 0;
+  }
+  const Json parsed = Json::parse(*answer, nullptr, false);
+  out << std::left << std::setw(24) << "PROJECTION" << std::setw(13) << "STATUS" << std::setw(12)
+      << "POSITION" << std::setw(10) << "LAG" << std::setw(12) << "APPLIED" << std::setw(10)
+      << "AGE"
+      << "STATE\n";
+  for (const auto& p : parsed.value("projections", Json::array())) {
+    const Json state = p.value("state", Json());
+    out << std::setw(24) << one_line(p.value("name", "?"), 23) << std::setw(13)
+        << projection_status(p) << std::setw(12) << p.value("position", 0) << std::setw(10)
+        << p.value("lag", 0) << std::setw(12) << p.value("applied", 0) << std::setw(10)
+        << (std::to_string(p.value("age_ms", 0) / 1000) + " s")
+        << one_line(state.is_null() ? "" : state.dump(), 50) << "\n";
+    if (!p.value("error", Json()).is_null())
+      out << "  error: " << one_line(p["error"].get<std::string>(), 100) << "\n";
+  }
+  return 0;
+}
+
 int NodeCtl::run(std::ostream& out, std::ostream& err) const {
   const State& s = *state_;
   const bool json = s.output == "json";
   const char* name = s.append->parsed() ? "append"
                      : s.read->parsed() ? "read"
-                     : s.tail->parsed() ? "tail"
-                                        : "groups";
+                     : s.tail->parsed()   ? "tail"
+                     : s.groups->parsed() ? "groups"
+                                          : "projections";
   auto fail = [&](const Error& error) {
     err << "keel ctl " << name << ": " << error.message() << "\n";
     return 1;
@@ -227,6 +287,8 @@ int NodeCtl::run(std::ostream& out, std::ostream& err) const {
     if (!status && !stop.stopping()) return fail(status.error());
     return 0;
   }
+
+  if (s.projections->parsed()) return projections(**client, json, out, err);
 
   // groups
   if (s.action != "list" && s.group.empty()) {

@@ -486,4 +486,11 @@ Result<std::string> NodeClient::projections() {
   return impl_->expect("GET", "/v1/projections", "", 200);
 }
 
+Status NodeClient::delete_projection(std::string_view projection) {
+  auto answer =
+      impl_->expect("DELETE", "/v1/projections/" + encode_path_segment(projection), "", 204);
+  if (!answer) return answer.error();
+  return {};
+}
+
 }  // namespace keel

@@ -90,6 +90,7 @@ class NodeClient {
   // the node has of every projection, as its JSON.
   Status report_projection(const node::ProjectionReport& report);
   Result<std::string> projections();
+  Status delete_projection(std::string_view projection);
 
   const std::string& url() const;
 
