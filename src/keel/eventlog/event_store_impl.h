@@ -215,6 +215,9 @@ class EventStore::Impl {
   // The periodic index checkpoint, on its own thread: a commit that makes one due only wakes
   // it, so no append waits while index.chk is written.
   void checkpointer_loop();
+  // The nice value of the thread that writes a background checkpoint's file.
+  static constexpr int kCheckpointerNice = 10;
+  static void lower_priority();
   Status checkpoint_in_background();
   // fdatasync every segment written since its last sync (kInterval, kNone, before checkpoints).
   Status sync_dirty_segments();
