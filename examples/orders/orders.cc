@@ -325,7 +325,7 @@ keel::node::ProjectionReport report(const keel::cqrs::ProjectionRunner& runner,
     nlohmann::json state = nlohmann::json::object();
     for (const auto& row : *rows) {
       state[keel::cqrs::to_string(row[0])] = {{"orders", keel::cqrs::as_int(row[1])},
-                                             {"total_cents", keel::cqrs::as_int(row[2])}};
+                                              {"total_cents", keel::cqrs::as_int(row[2])}};
     }
     out.state = state.dump();
   }

@@ -64,8 +64,7 @@ cqrs::Projection order_counts() {
           .on_error = cqrs::OnError::kSkip};
 }
 
-node::ProjectionReport counts_report(const cqrs::ProjectionRunner& runner,
-                                     cqrs::ReadModel& model) {
+node::ProjectionReport counts_report(const cqrs::ProjectionRunner& runner, cqrs::ReadModel& model) {
   const cqrs::Progress progress = runner.progress();
   node::ProjectionReport report{.name = runner.projection().name,
                                 .position = progress.position,
@@ -221,8 +220,7 @@ int run_console_demo(const DemoOptions& options) {
       projection = std::move(*runner);
       projection->start();
       auto started = ProjectionReporter::start(
-          {.url = node_url},
-          [&] { return counts_report(*projection, **counts); }, clock);
+          {.url = node_url}, [&] { return counts_report(*projection, **counts); }, clock);
       if (started) reporter = std::move(*started);
     }
   }

@@ -141,8 +141,9 @@ int run_remote_part(const std::string& dir) {
   }
   std::printf("\n$ keel ctl projections --node %s\n", url.c_str());
   auto listing = testing::Subprocess::spawn(
-      {self, "ctl", "projections", "--node", url},
-      [](std::string_view line) { std::printf("  %.*s\n", static_cast<int>(line.size()), line.data()); });
+      {self, "ctl", "projections", "--node", url}, [](std::string_view line) {
+        std::printf("  %.*s\n", static_cast<int>(line.size()), line.data());
+      });
   if (listing) (*listing)->wait(10s);
   std::printf("  stopping the projection process and the node (SIGTERM)\n");
   return 0;

@@ -207,8 +207,8 @@ int NodeCtl::projections(NodeClient& client, bool json, std::ostream& out,
 int NodeCtl::run(std::ostream& out, std::ostream& err) const {
   const State& s = *state_;
   const bool json = s.output == "json";
-  const char* name = s.append->parsed() ? "append"
-                     : s.read->parsed() ? "read"
+  const char* name = s.append->parsed()   ? "append"
+                     : s.read->parsed()   ? "read"
                      : s.tail->parsed()   ? "tail"
                      : s.groups->parsed() ? "groups"
                                           : "projections";

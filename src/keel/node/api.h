@@ -194,13 +194,13 @@ struct ReplayParkedCommand {
 // The node keeps the latest report of each, in memory: a projection's own checkpoint lives in
 // its read model, and a live projection reports again within seconds after a node restart.
 struct ProjectionReport {
-  std::string name;                // a group name's rules (letters, digits, '_', '-', '.')
-  std::uint64_t position = 0;      // every event below it is in the read model
+  std::string name;            // a group name's rules (letters, digits, '_', '-', '.')
+  std::uint64_t position = 0;  // every event below it is in the read model
   std::uint64_t applied = 0, skipped = 0, parked = 0;
-  bool live = false;               // caught up with the head at its last look
+  bool live = false;  // caught up with the head at its last look
   bool paused = false;
-  std::string error;               // why it stopped; empty when it did not
-  std::string state;               // a JSON object as compact text, empty when none was sent
+  std::string error;                     // why it stopped; empty when it did not
+  std::string state;                     // a JSON object as compact text, empty when none was sent
   Duration interval = Duration::zero();  // how often it reports; zero: not said
 };
 
@@ -220,14 +220,12 @@ struct MetricsCommand {};
 struct HealthzCommand {};
 struct ReadyCommand {};
 
-using Command =
-    std::variant<AppendCommand, ReadStreamCommand, ReadAllCommand, GetMetadataCommand,
-                 SetMetadataCommand, DeleteStreamCommand, SubscribeStreamCommand,
-                 SubscribeAllCommand, CreateGroupCommand, ListGroupsCommand, GetGroupCommand,
-                 DeleteGroupCommand, PollCommand, AckCommand, NackCommand, ListParkedCommand,
-                 ReplayParkedCommand, ReportProjectionCommand, ListProjectionsCommand,
-                 GetProjectionCommand, DeleteProjectionCommand, MetricsCommand, HealthzCommand,
-                 ReadyCommand>;
+using Command = std::variant<
+    AppendCommand, ReadStreamCommand, ReadAllCommand, GetMetadataCommand, SetMetadataCommand,
+    DeleteStreamCommand, SubscribeStreamCommand, SubscribeAllCommand, CreateGroupCommand,
+    ListGroupsCommand, GetGroupCommand, DeleteGroupCommand, PollCommand, AckCommand, NackCommand,
+    ListParkedCommand, ReplayParkedCommand, ReportProjectionCommand, ListProjectionsCommand,
+    GetProjectionCommand, DeleteProjectionCommand, MetricsCommand, HealthzCommand, ReadyCommand>;
 
 // "append", "read_stream", …: one word per command, for access logs and metrics labels.
 std::string_view command_name(const Command& command);

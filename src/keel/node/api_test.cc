@@ -958,7 +958,8 @@ TEST_F(Decode, ProjectionsReportTheirProgress) {
   EXPECT_EQ(r.state, R"({"placed":{"orders":3}})");  // compact
   EXPECT_EQ(r.interval, 500ms);
 
-  auto least = command<ReportProjectionCommand>("PUT", "/v1/projections/p", R"({"position":0,)"
+  auto least = command<ReportProjectionCommand>("PUT", "/v1/projections/p",
+                                                R"({"position":0,)"
                                                 R"("error":null,"state":null})");
   EXPECT_EQ(least.report.position, 0u);
   EXPECT_TRUE(least.report.error.empty());

@@ -1,6 +1,7 @@
 // The node's view in the console (keel/console): the store's head and rates, consumer groups
 // with their members, lag, deliveries in flight and parked events, the projections that report
-// to the node, the latest events of $all, and the stream browser's listing. Served by the node's admin listener.
+// to the node, the latest events of $all, and the stream browser's listing. Served by the node's
+// admin listener.
 //
 // Thread-safety: sample() from the console Feed's tick only (it keeps the previous sample's
 // counters); the other methods from any thread.

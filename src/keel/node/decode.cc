@@ -574,11 +574,30 @@ Result<Command> decode_request(const ApiRequest& request, const IdGenerator& new
 
 std::string_view command_name(const Command& command) {
   static constexpr std::array<std::string_view, std::variant_size_v<Command>> kNames{
-      "append",        "read_stream",      "read_all",      "get_metadata", "set_metadata",
-      "delete_stream", "subscribe_stream", "subscribe_all", "create_group", "list_groups",
-      "get_group",     "delete_group",     "poll",          "ack",          "nack",
-      "list_parked",   "replay_parked",    "report_projection", "list_projections",
-      "get_projection", "delete_projection", "metrics",     "healthz",      "ready"};
+      "append",
+      "read_stream",
+      "read_all",
+      "get_metadata",
+      "set_metadata",
+      "delete_stream",
+      "subscribe_stream",
+      "subscribe_all",
+      "create_group",
+      "list_groups",
+      "get_group",
+      "delete_group",
+      "poll",
+      "ack",
+      "nack",
+      "list_parked",
+      "replay_parked",
+      "report_projection",
+      "list_projections",
+      "get_projection",
+      "delete_projection",
+      "metrics",
+      "healthz",
+      "ready"};
   return kNames[command.index()];
 }
 

@@ -26,8 +26,9 @@ Result<Command> decode_report_projection(std::string name, const ApiRequest& req
   if (auto ok = query.expect({}); !ok) return ok.error();
   auto body = json_body(request);
   if (!body) return body.error();
-  static constexpr std::array<std::string_view, 9> kFields{
-      "position", "applied", "skipped", "parked", "live", "paused", "error", "state", "interval_ms"};
+  static constexpr std::array<std::string_view, 9> kFields{"position", "applied", "skipped",
+                                                           "parked",   "live",    "paused",
+                                                           "error",    "state",   "interval_ms"};
   auto members = Members::read(*body, "the projection report", kFields);
   if (!members) return members.error();
   ReportProjectionCommand command;
@@ -40,9 +41,9 @@ Result<Command> decode_report_projection(std::string name, const ApiRequest& req
     return invalid("position is required: every event below it is in the projection's model");
   }
   report.position = **position;
-  for (auto [field, out] : {std::pair{"applied", &report.applied},
-                            std::pair{"skipped", &report.skipped},
-                            std::pair{"parked", &report.parked}}) {
+  for (auto [field, out] :
+       {std::pair{"applied", &report.applied}, std::pair{"skipped", &report.skipped},
+        std::pair{"parked", &report.parked}}) {
     auto count = read_count(*members, field);
     if (!count) return count.error();
     *out = *count;

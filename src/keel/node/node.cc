@@ -471,9 +471,8 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   if (!api) return api.error();
   n.api = std::move(*api);
   if (n.config.admin) {
-    n.console =
-        std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,
-                                      n.projections, clock);
+    n.console = std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,
+                                              n.projections, clock);
     n.console_feed = std::make_unique<console::Feed>(clock, console::Feed::Options{},
                                                      [&n] { return n.console->sample(); });
     http::ServerOptions admin_options;

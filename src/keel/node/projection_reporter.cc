@@ -5,8 +5,7 @@
 namespace keel {
 
 Result<std::unique_ptr<ProjectionReporter>> ProjectionReporter::start(NodeClientOptions options,
-                                                                      Source source,
-                                                                      Clock& clock,
+                                                                      Source source, Clock& clock,
                                                                       Duration interval) {
   if (!source) return Error(errc::invalid_argument, "a projection reporter needs a source");
   if (interval <= Duration::zero()) {
@@ -68,8 +67,8 @@ void ProjectionReporter::run() {
     if (stopping_) break;
     if (status) {
       ++sent_;
-      if (down) log::get("node")->info("projection {}: reporting to {} again", report.name,
-                                       client_->url());
+      if (down)
+        log::get("node")->info("projection {}: reporting to {} again", report.name, client_->url());
       down = false;
     } else {
       ++failed_;

@@ -30,9 +30,8 @@ class ProjectionReporter {
  public:
   using Source = std::function<node::ProjectionReport()>;
 
-  static Result<std::unique_ptr<ProjectionReporter>> start(NodeClientOptions options,
-                                                           Source source, Clock& clock,
-                                                           Duration interval = 1s);
+  static Result<std::unique_ptr<ProjectionReporter>> start(NodeClientOptions options, Source source,
+                                                           Clock& clock, Duration interval = 1s);
   ~ProjectionReporter() { stop(); }
   ProjectionReporter(const ProjectionReporter&) = delete;
   ProjectionReporter& operator=(const ProjectionReporter&) = delete;
