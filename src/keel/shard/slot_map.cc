@@ -320,6 +320,25 @@ Result<SlotMap> SlotMap::rebalance(std::vector<std::string> nodes,
   return SlotMap(epoch_ + 1, std::move(nodes), std::move(owners));
 }
 
+Result<SlotMap> SlotMap::assign(std::uint32_t first, std::uint32_t last,
+                                const std::string& node) const {
+  if (first > last || last >= slot_count()) {
+    return invalid(slot_span(first, last) + " is not a range of slots 0-" +
+                   std::to_string(slot_count() - 1));
+  }
+  std::vector<std::string> nodes = nodes_;
+  auto it = std::find(nodes.begin(), nodes.end(), node);
+  const auto index = static_cast<std::uint32_t>(it - nodes.begin());
+  if (it == nodes.end()) {
+    nodes.push_back(node);
+    if (auto status = validate(nodes, {}, slot_count()); !status) return status.error();
+  }
+  KEEL_CHECK(epoch_ < std::numeric_limits<std::uint64_t>::max(), "slot map epoch overflow");
+  std::vector<std::uint32_t> owners = owners_;
+  std::fill(owners.begin() + first, owners.begin() + last + 1, index);
+  return SlotMap(epoch_ + 1, std::move(nodes), std::move(owners));
+}
+
 Result<std::vector<SlotMove>> SlotMap::diff(const SlotMap& before, const SlotMap& after) {
   if (before.slot_count() != after.slot_count()) {
     return invalid("cannot diff maps of " + std::to_string(before.slot_count()) + " and " +
@@ -427,7 +446,7 @@ Result<SlotMap> SlotMap::from_json(std::string_view text) {
         return corrupt(where + " must be an object with first, last and node, found " +
                        describe(range));
       }
-      if (auto status = expect_only(range, {"first", "last", "node"}, where); !status) {
+      if (auto status = expect_only(range, {"first", "last", "node", "replicas"}, where); !status) {
         return status.error();
       }
       auto first =
@@ -454,6 +473,26 @@ Result<SlotMap> SlotMap::from_json(std::string_view text) {
       if (owner == node_index.end()) {
         return corrupt(where + " names unknown node " + in_quotes(name) +
                        " (not listed in \"nodes\")");
+      }
+      // Reserved for per-slot replication: read and checked, not kept (routing goes to `node`,
+      // the slot's leader), so a map with replicas stays readable here.
+      if (auto replicas = range.find("replicas"); replicas != range.end()) {
+        if (!replicas->is_array()) {
+          return corrupt(where + " field \"replicas\" must be an array of node ids, found " +
+                         describe(*replicas));
+        }
+        for (std::size_t r = 0; r < replicas->size(); ++r) {
+          const json& replica = (*replicas)[r];
+          std::string at = where + " replicas[" + std::to_string(r) + "]";
+          if (!replica.is_string())
+            return corrupt(at + " must be a string, found " + describe(replica));
+          const auto& id = replica.get_ref<const std::string&>();
+          if (!node_index.contains(id)) {
+            return corrupt(at + " names unknown node " + in_quotes(id) +
+                           " (not listed in \"nodes\")");
+          }
+          if (id == name) return corrupt(at + " is the range's own node " + in_quotes(id));
+        }
       }
       spans.emplace_back(static_cast<std::uint32_t>(*first), static_cast<std::uint32_t>(*last));
       for (auto slot = static_cast<std::uint32_t>(*first); slot <= *last; ++slot) {

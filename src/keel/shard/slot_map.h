@@ -75,6 +75,11 @@ class SlotMap {
   Result<SlotMap> rebalance(std::vector<std::string> nodes,
                             std::vector<double> capacities = {}) const;
 
+  // The next map (epoch + 1) with slots first..last (inclusive) owned by `node`, which joins
+  // the node list when it is not in it. Fails with errc::invalid_argument for a range outside
+  // the map or an id create() would refuse.
+  Result<SlotMap> assign(std::uint32_t first, std::uint32_t last, const std::string& node) const;
+
   // Moved slots as maximal runs of consecutive slots with the same old and new owner, in slot
   // order. Fails with errc::invalid_argument when the maps have different slot counts.
   static Result<std::vector<SlotMove>> diff(const SlotMap& before, const SlotMap& after);

@@ -390,6 +390,42 @@ TEST(SlotMapJson, AcceptsANodeThatOwnsNoSlotsAndRangesInAnyOrder) {
   EXPECT_EQ(map->owner(6), "a");
 }
 
+TEST(SlotMapJson, AcceptsReplicasOfKnownNodesAndRoutesToTheRangesNode) {
+  auto map = SlotMap::from_json(R"({"version":1,"epoch":3,"slot_count":4,"nodes":["a","b","c"],
+      "ranges":[{"first":0,"last":1,"node":"a","replicas":["b","c"]},
+                {"first":2,"last":3,"node":"b","replicas":[]}]})");
+  ASSERT_TRUE(map.ok()) << map.error().to_string();
+  EXPECT_EQ(map->owner(1), "a");
+  for (
+      const auto& [replicas, message] : std::vector<std::pair<std::string, std::string>>{
+          {R"("b")",
+           R"(slot map: range 0 field "replicas" must be an array of node ids, found a JSON string)"},
+          {R"([1])", "slot map: range 0 replicas[0] must be a string, found 1"},
+          {R"(["x"])",
+           R"(slot map: range 0 replicas[0] names unknown node "x" (not listed in "nodes"))"},
+          {R"(["a"])", R"(slot map: range 0 replicas[0] is the range's own node "a")"}}) {
+    auto bad = SlotMap::from_json(R"({"version":1,"epoch":3,"slot_count":4,"nodes":["a","b"],
+        "ranges":[{"first":0,"last":3,"node":"a","replicas":)" +
+                                  replicas + "}]}");
+    ASSERT_FALSE(bad.ok()) << replicas;
+    EXPECT_EQ(bad.error().message(), message);
+  }
+}
+
+TEST(SlotMapAssign, GivesTheRangeToTheNodeAndAddsANewOneToTheList) {
+  SlotMap map = must(SlotMap::create({"a", "b"}, {}, 8));
+  SlotMap next = must(map.assign(2, 5, "c"));
+  EXPECT_EQ(next.epoch(), map.epoch() + 1);
+  EXPECT_EQ(next.nodes(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(must_diff(map, next), (std::vector<SlotMove>{{2, 3, "a", "c"}, {4, 5, "b", "c"}}));
+  SlotMap back = must(next.assign(4, 5, "b"));
+  EXPECT_EQ(back.owner(4), "b");
+  EXPECT_EQ(back.nodes().size(), 3u) << "a node that owns nothing stays listed";
+  EXPECT_FALSE(map.assign(5, 8, "a").ok());
+  EXPECT_FALSE(map.assign(3, 2, "a").ok());
+  EXPECT_FALSE(map.assign(0, 0, "").ok());
+}
+
 // A valid document with one part replaced, so each case shows only what it breaks.
 std::string document(
     const std::string& version = "1", const std::string& epoch = "7",
@@ -450,7 +486,7 @@ TEST(SlotMapJson, RejectsDocumentsThatBreakTheFormatSayingWhatAndWhere) {
        "slot map: range 2 must be an object with first, last and node, found a JSON array"},
       {document("1", "7", "100", R"(["a","b"])",
                 ranges(R"(,{"first":0,"last":1,"node":"a","weight":2})")),
-       R"(slot map: range 2 has unknown field "weight" (expected first, last, node))"},
+       R"(slot map: range 2 has unknown field "weight" (expected first, last, node, replicas))"},
       {document("1", "7", "100", R"(["a","b"])", ranges(R"(,{"last":1,"node":"a"})")),
        R"(slot map: range 2 is missing field "first")"},
       {document("1", "7", "100", R"(["a","b"])", ranges(R"(,{"first":-1,"last":1,"node":"a"})")),
