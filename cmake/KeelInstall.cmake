@@ -12,7 +12,7 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 # Dependency order: each area before the areas it uses (keel.pc's -l list needs it).
-set(KEEL_SHIPPED_AREAS node kafka proxy console coord http cqrs pubsub eventlog balance shard resilience core)
+set(KEEL_SHIPPED_AREAS node kafka proxy console cluster coord http cqrs pubsub eventlog balance shard resilience core)
 
 add_library(keel_all INTERFACE)
 set_target_properties(keel_all PROPERTIES EXPORT_NAME keel)

@@ -109,6 +109,7 @@ class NodeCtl {
 
  private:
   int projections(NodeClient& client, bool json, std::ostream& out, std::ostream& err) const;
+  int cluster(NodeClient& client, bool json, std::ostream& out, std::ostream& err) const;
   std::unique_ptr<State> state_;
 };
 

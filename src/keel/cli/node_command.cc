@@ -17,6 +17,8 @@ struct NodeCommand::State {
   std::string admin;
   std::string durability;
   std::string kafka;
+  std::string join;
+  std::string id;
   bool check_only = false;
 };
 
@@ -32,6 +34,10 @@ NodeCommand::NodeCommand(CLI::App& parent) : state_(std::make_unique<State>()) {
       ->check(CLI::IsMember({"every_commit", "interval", "none"}));
   s.node->add_option("--kafka", s.kafka,
                      "host:port of a Kafka protocol listener (over the config's; docs/kafka.md)");
+  s.node->add_option("--join", s.join,
+                     "Join the cluster coordinated by these etcd endpoints (comma-separated; "
+                     "over the config's cluster.etcd)");
+  s.node->add_option("--id", s.id, "The node's id in the cluster (default: its API address)");
   s.node->add_flag("--check", s.check_only, "Check the config, print what is wrong, and exit");
 }
 
@@ -49,6 +55,10 @@ Result<node::NodeConfig> read_config(const NodeCommand::State& s) {
   if (!s.admin.empty()) yaml += "admin: \"" + s.admin + "\"\n";
   if (!s.durability.empty()) yaml += "durability: " + s.durability + "\n";
   if (!s.kafka.empty()) yaml += "kafka:\n  listen: \"" + s.kafka + "\"\n";
+  if (!s.join.empty()) {
+    yaml += "cluster:\n  etcd: \"" + s.join + "\"\n";
+    if (!s.id.empty()) yaml += "  id: \"" + s.id + "\"\n";
+  }
   auto flags = node::parse_config(yaml.empty() ? "{}" : yaml, "the command line");
   if (!flags) return flags.error();
   if (s.config_path.empty()) return flags;
@@ -61,6 +71,15 @@ Result<node::NodeConfig> read_config(const NodeCommand::State& s) {
   if (!s.kafka.empty()) {
     if (!config->kafka) config->kafka.emplace();
     config->kafka->listen = flags->kafka->listen;
+  }
+  if (!s.join.empty()) {
+    if (!config->cluster) config->cluster.emplace();
+    config->cluster->etcd = flags->cluster->etcd;
+  }
+  if (!s.id.empty()) {
+    if (!config->cluster)
+      return Error(errc::invalid_argument, "--id needs --join or a cluster: section");
+    config->cluster->id = s.id;
   }
   return config;
 }
@@ -106,6 +125,7 @@ int NodeCommand::run(std::ostream& out, std::ostream& err) const {
   err << "keel node: serving " << config->data_dir << " on " << (*node)->api().to_string() << "\n";
   if (auto admin = (*node)->admin()) err << "keel node: admin on " << admin->to_string() << "\n";
   if (auto kafka = (*node)->kafka()) err << "keel node: kafka on " << kafka->to_string() << "\n";
+  if (config->cluster) err << "keel node: joined the cluster " << config->cluster->prefix << "\n";
   {
     std::lock_guard lock(mutex);
     running = node->get();

@@ -21,6 +21,10 @@ struct NodeCtl::State {
   CLI::App* tail = nullptr;
   CLI::App* groups = nullptr;
   CLI::App* projections = nullptr;
+  CLI::App* cluster = nullptr;
+  std::string cluster_arg;
+  std::string to;
+  bool wait = false;
   std::string node = "http://127.0.0.1:2113";
   std::string output = "table";
   std::string stream;
@@ -79,7 +83,17 @@ NodeCtl::NodeCtl(CLI::App& ctl) : state_(std::make_unique<State>()) {
       ->check(CLI::IsMember({"list", "delete"}));
   s.projections->add_option("projection", s.group, "delete: the projection's name");
 
-  for (CLI::App* command : {s.append, s.read, s.tail, s.groups, s.projections}) {
+  s.cluster = ctl.add_subcommand(
+      "cluster", "A keel cluster: status, move SLOTS --to NODE, rebalance, drain NODE");
+  s.cluster->add_option("action", s.action, "status, move, rebalance or drain")
+      ->check(CLI::IsMember({"status", "move", "rebalance", "drain"}));
+  s.cluster->add_option("target", s.cluster_arg,
+                        "move: slots (\"12\" or \"0-15\"); drain: the node");
+  s.cluster->add_option("--to", s.to, "move: the node that takes the slots");
+  s.cluster->add_flag("--wait", s.wait,
+                      "move, rebalance, drain: wait until the map has reached the goal");
+
+  for (CLI::App* command : {s.append, s.read, s.tail, s.groups, s.projections, s.cluster}) {
     command->add_option("--node", s.node,
                         "The node's API (default $KEEL_NODE, else http://127.0.0.1:2113)");
     command->add_option("--output", s.output, "table or json")
@@ -92,7 +106,7 @@ NodeCtl::~NodeCtl() = default;
 bool NodeCtl::parsed() const {
   const State& s = *state_;
   return s.append->parsed() || s.read->parsed() || s.tail->parsed() || s.groups->parsed() ||
-         s.projections->parsed();
+         s.projections->parsed() || s.cluster->parsed();
 }
 
 namespace {
@@ -207,11 +221,12 @@ int NodeCtl::projections(NodeClient& client, bool json, std::ostream& out,
 int NodeCtl::run(std::ostream& out, std::ostream& err) const {
   const State& s = *state_;
   const bool json = s.output == "json";
-  const char* name = s.append->parsed()   ? "append"
-                     : s.read->parsed()   ? "read"
-                     : s.tail->parsed()   ? "tail"
-                     : s.groups->parsed() ? "groups"
-                                          : "projections";
+  const char* name = s.append->parsed()    ? "append"
+                     : s.read->parsed()    ? "read"
+                     : s.tail->parsed()    ? "tail"
+                     : s.groups->parsed()  ? "groups"
+                     : s.cluster->parsed() ? "cluster"
+                                           : "projections";
   auto fail = [&](const Error& error) {
     err << "keel ctl " << name << ": " << error.message() << "\n";
     return 1;
@@ -289,6 +304,7 @@ int NodeCtl::run(std::ostream& out, std::ostream& err) const {
   }
 
   if (s.projections->parsed()) return projections(**client, json, out, err);
+  if (s.cluster->parsed()) return cluster(**client, json, out, err);
 
   // groups
   if (s.action != "list" && s.group.empty()) {
@@ -341,6 +357,119 @@ int NodeCtl::run(std::ostream& out, std::ostream& err) const {
         << stats.value("in_flight", 0) << std::setw(8) << stats.value("parked", 0) << std::setw(10)
         << stats.value("acked", 0) << members << "\n";
   }
+  return 0;
+}
+
+}  // namespace keel::cli
+
+namespace keel::cli {
+namespace {
+
+void print_cluster(const Json& status, std::ostream& out) {
+  out << "cluster: map epoch " << status.value("epoch", 0) << ", " << status.value("slot_count", 0)
+      << " slots, controller "
+      << (status["controller"].is_string() ? status["controller"].get<std::string>() : "(none)");
+  if (status.contains("controller_status")) {
+    out << " (" << status["controller_status"].get<std::string>() << ")";
+  }
+  out << "\n\n";
+  out << std::left << std::setw(24) << "NODE" << std::setw(28) << "API" << std::setw(8) << "SLOTS"
+      << "KAFKA\n";
+  for (const auto& member : status["members"]) {
+    out << std::setw(24) << member.value("id", "?") << std::setw(28) << member.value("api", "?")
+        << std::setw(8) << member.value("slots", 0)
+        << (member["kafka"].is_string() ? member["kafka"].get<std::string>() : "-") << "\n";
+  }
+  out << "\n"
+      << std::setw(16) << "SLOTS"
+      << "OWNER\n";
+  for (const auto& range : status["ranges"]) {
+    const std::string slots =
+        std::to_string(range.value("first", 0)) + "-" + std::to_string(range.value("last", 0));
+    out << std::setw(16) << slots << range.value("owner", "?") << "\n";
+  }
+  out << "\n";
+  if (status["move"].is_object()) {
+    const auto& move = status["move"];
+    out << "moving slots " << move.value("first", 0) << "-" << move.value("last", 0) << " from "
+        << move.value("from", "?") << " to " << move.value("to", "?") << " ("
+        << move.value("phase", "?") << ")\n";
+  }
+  out << status.value("slots_to_move", 0) << " slots left to move\n";
+}
+
+// "12" or "0-15".
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_slots(const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const std::size_t dash = text.find('-');
+    const std::uint64_t first = std::stoull(text.substr(0, dash), &used);
+    if (used != text.substr(0, dash).size()) return std::nullopt;
+    if (dash == std::string::npos) return std::pair{first, first};
+    const std::string rest = text.substr(dash + 1);
+    const std::uint64_t last = std::stoull(rest, &used);
+    if (used != rest.size() || last < first) return std::nullopt;
+    return std::pair{first, last};
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+int NodeCtl::cluster(NodeClient& client, bool json, std::ostream& out, std::ostream& err) const {
+  const State& s = *state_;
+  const std::string action = s.action == "list" ? "status" : s.action;
+  auto fail = [&](const Error& error) {
+    err << "keel ctl cluster " << action << ": " << error.message() << "\n";
+    return 1;
+  };
+  if (action != "status") {
+    Json body = Json::object();
+    if (action == "move") {
+      auto slots = parse_slots(s.cluster_arg);
+      if (!slots || s.to.empty()) {
+        err << "keel ctl cluster move: give the slots (\"12\" or \"0-15\") and --to NODE\n";
+        return 2;
+      }
+      body = {{"first", slots->first}, {"last", slots->second}, {"to", s.to}};
+    } else if (action == "drain") {
+      if (s.cluster_arg.empty()) {
+        err << "keel ctl cluster drain: name the node\n";
+        return 2;
+      }
+      body = {{"node", s.cluster_arg}};
+    }
+    auto changed = client.change_cluster(action, body.dump());
+    if (!changed) return fail(changed.error());
+    auto answer = Json::parse(*changed, nullptr, false);
+    if (json) {
+      out << *changed << "\n";
+    } else {
+      out << "goal set: " << answer.value("slots_to_move", 0) << " slots to move\n";
+    }
+    if (!s.wait) return 0;
+    SteadyClock clock;
+    for (;;) {
+      auto status = client.cluster();
+      if (!status) return fail(status.error());
+      auto parsed = Json::parse(*status, nullptr, false);
+      if (parsed.value("slots_to_move", 1) == 0 && !parsed["move"].is_object()) break;
+      sleep_until(clock, clock.now() + 200ms);
+    }
+    if (!json) out << "done: the map has reached the goal\n";
+    return 0;
+  }
+  auto status = client.cluster();
+  if (!status) return fail(status.error());
+  if (json) {
+    out << *status << "\n";
+    return 0;
+  }
+  auto parsed = Json::parse(*status, nullptr, false);
+  if (!parsed.is_object())
+    return fail(Error(errc::invalid_argument, "the node's answer is not JSON"));
+  print_cluster(parsed, out);
   return 0;
 }
 

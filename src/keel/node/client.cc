@@ -2,9 +2,11 @@
 
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "keel/core/hash.h"
 #include "keel/core/text.h"
 #include "keel/http/client.h"
 #include "keel/node/api.h"
@@ -119,6 +121,11 @@ Result<ReadPage> read_page(const std::string& body) {
   return page;
 }
 
+SteadyClock& default_clock() {
+  static SteadyClock clock;
+  return clock;
+}
+
 }  // namespace
 
 Result<RecordedEvent> event_from_json(std::string_view text) {
@@ -162,7 +169,16 @@ struct NodeClient::Impl {
   NodeClientOptions options;
   http::Url url;
   std::unique_ptr<http::Connection> connection;
-  std::mutex mutex;  // guards `connection` for cancel()
+  std::mutex mutex;  // guards `connection` and `others` for cancel()
+  // A cluster's other nodes, by URL, as redirects named them (at most kMaxNodes).
+  static constexpr std::size_t kMaxNodes = 64;
+  static constexpr int kMaxRedirects = 8;
+  std::map<std::string, std::unique_ptr<http::Connection>> others;
+  // Which node serves each slot, as 421s said (empty: ask `url`); sized by the map's slot count.
+  std::vector<std::string> slot_urls;
+  std::uint64_t map_epoch = 0;
+  std::uint64_t redirects = 0;
+  Clock* clock = nullptr;
   std::atomic<bool> cancelled{false};
   // Sent with every poll: a member name polled from a new client (a restarted process) gets
   // what the old one held redelivered at once.
@@ -177,6 +193,113 @@ struct NodeClient::Impl {
       connection = std::move(*opened);
     }
     return connection.get();
+  }
+
+  // A connection to another node of the cluster.
+  Result<http::Connection*> open_other(const std::string& base) {
+    if (cancelled) return Error(http::errc::cancelled, base + ": cancelled");
+    std::lock_guard lock(mutex);
+    auto& slot = others[base];
+    if (!slot || !slot->usable()) {
+      auto parsed = http::parse_url(base);
+      if (!parsed) return parsed.error();
+      auto opened = http::Connection::open(*parsed, options.timeout);
+      if (!opened) return opened.error();
+      slot = std::move(*opened);
+    }
+    return slot.get();
+  }
+
+  // The node a stream's requests go to: the slot's owner when a redirect named it.
+  std::string node_for(std::string_view stream) const {
+    if (slot_urls.empty()) return {};
+    return slot_urls[hash64(stream) % slot_urls.size()];
+  }
+
+  // One call about `stream`, following the cluster: a 421 `wrong_node` names the slot's owner
+  // (remembered for the slot, and the call sent there), a 503 `slot_moving` is retried after
+  // the pause it asks for, all within the client's timeout.
+  Result<http::Reply> call_stream(std::string_view stream, std::string_view method,
+                                  const std::string& target, const std::string& body,
+                                  Duration timeout) {
+    const TimePoint deadline = clock->now() + timeout;
+    for (int redirect = 0;;) {
+      const std::string base = node_for(stream);
+      auto reply = base.empty() || base == url.text
+                       ? call(method, target, body, timeout)
+                       : call_other(base, method, target, body, timeout);
+      if (!reply) {
+        // The remembered owner is gone: ask the first node again, which knows the map.
+        if (!base.empty() && reply.error().code() != http::errc::cancelled) {
+          forget(base);
+          if (++redirect <= kMaxRedirects) continue;
+        }
+        return reply;
+      }
+      if (reply->status == 421) {
+        auto json = Json::parse(reply->body, nullptr, false);
+        if (!json.is_object() || !json["owner_url"].is_string() || ++redirect > kMaxRedirects) {
+          return reply;
+        }
+        learn(json);
+        continue;
+      }
+      if (reply->status == 503 && clock->now() < deadline) {
+        auto json = Json::parse(reply->body, nullptr, false);
+        if (json.is_object() && json.value("error", "") == "slot_moving") {
+          const auto pause = std::chrono::milliseconds(json.value("retry_after_ms", 50));
+          sleep_until(*clock, std::min<TimePoint>(deadline, clock->now() + pause));
+          continue;
+        }
+      }
+      return reply;
+    }
+  }
+
+  // What a 421 says: the slot's owner and the map's epoch.
+  void learn(const Json& redirect) {
+    ++redirects;
+    const std::uint64_t slot_count = redirect.value("slot_count", std::uint64_t{0});
+    const std::uint64_t slot = redirect.value("slot", std::uint64_t{0});
+    const std::uint64_t epoch = redirect.value("epoch", std::uint64_t{0});
+    if (slot_count == 0 || slot_count > (1u << 20) || slot >= slot_count) return;
+    if (slot_urls.size() != slot_count) slot_urls.assign(slot_count, "");
+    if (epoch > map_epoch) map_epoch = epoch;
+    std::string owner = redirect["owner_url"].get<std::string>();
+    slot_urls[slot] = owner == url.text ? "" : std::move(owner);
+  }
+
+  void forget(const std::string& base) {
+    for (auto& owner : slot_urls) {
+      if (owner == base) owner.clear();
+    }
+  }
+
+  Result<http::Reply> call_other(const std::string& base, std::string_view method,
+                                 const std::string& target, const std::string& body,
+                                 Duration timeout) {
+    {
+      std::lock_guard lock(mutex);
+      if (others.size() >= kMaxNodes && !others.contains(base)) others.clear();
+    }
+    for (int attempt = 0;; ++attempt) {
+      auto opened = open_other(base);
+      if (!opened) return opened.error();
+      auto response = (*opened)->request(method, target, body, timeout);
+      if (response || attempt > 0 || response.error().code() != http::errc::closed) {
+        return response;
+      }
+    }
+  }
+
+  // The body of a call about `stream` when its status is `expected`, else the node's error.
+  Result<std::string> expect_stream(std::string_view stream, std::string_view method,
+                                    const std::string& target, const std::string& body,
+                                    unsigned expected) {
+    auto response = call_stream(stream, method, target, body, options.timeout);
+    if (!response) return response.error();
+    if (response->status != expected) return node_error(response->status, response->body);
+    return std::move(response->body);
   }
 
   // One call; a pooled connection the node closed meanwhile is tried once more on a new one.
@@ -212,6 +335,7 @@ Result<std::unique_ptr<NodeClient>> NodeClient::connect(NodeClientOptions option
   if (!url) return url.error();
   impl->url = *url;
   impl->options = std::move(options);
+  impl->clock = impl->options.clock != nullptr ? impl->options.clock : &default_clock();
   if (auto opened = impl->open(); !opened) return opened.error();
   return std::unique_ptr<NodeClient>(new NodeClient(std::move(impl)));
 }
@@ -222,6 +346,17 @@ void NodeClient::cancel() {
   impl_->cancelled = true;
   std::lock_guard lock(impl_->mutex);
   if (impl_->connection) impl_->connection->cancel();
+  for (auto& [base, connection] : impl_->others) {
+    if (connection) connection->cancel();
+  }
+}
+
+std::uint64_t NodeClient::redirects_followed() const { return impl_->redirects; }
+
+Result<std::string> NodeClient::cluster() { return impl_->expect("GET", "/v1/cluster", "", 200); }
+
+Result<std::string> NodeClient::change_cluster(std::string_view action, std::string_view body) {
+  return impl_->expect("POST", "/v1/cluster/" + std::string(action), std::string(body), 200);
 }
 
 Result<eventlog::AppendResult> NodeClient::append(std::string_view stream,
@@ -258,8 +393,9 @@ Result<eventlog::AppendResult> NodeClient::append(std::string_view stream,
     list.push_back(std::move(item));
   }
   body["events"] = std::move(list);
-  auto answer = impl_->expect("POST", "/v1/streams/" + encode_path_segment(stream),
-                              body.dump(-1, ' ', false, Json::error_handler_t::replace), 200);
+  auto answer =
+      impl_->expect_stream(stream, "POST", "/v1/streams/" + encode_path_segment(stream),
+                           body.dump(-1, ' ', false, Json::error_handler_t::replace), 200);
   if (!answer) return answer.error();
   auto json = Json::parse(*answer, nullptr, false);
   eventlog::AppendResult result;
@@ -281,7 +417,7 @@ Result<ReadPage> NodeClient::read_stream(std::string_view stream, std::uint64_t 
                        "?limit=" + std::to_string(limit) +
                        "&from=" + (from == node::kEnd ? std::string("end") : std::to_string(from));
   if (direction == eventlog::Direction::kBackward) target += "&direction=backwards";
-  auto answer = impl_->expect("GET", target, "", 200);
+  auto answer = impl_->expect_stream(stream, "GET", target, "", 200);
   if (!answer) return answer.error();
   return read_page(*answer);
 }
@@ -311,29 +447,42 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
       stream.empty() ? "/v1/all/subscribe?from=" + std::to_string(from) + filter_query(filter)
                      : "/v1/streams/" + encode_path_segment(stream) +
                            "/subscribe?from=" + std::to_string(from);
-  // Its own connection: the stream holds it until it ends.
-  if (impl_->cancelled) return Error(http::errc::cancelled, impl_->url.text + ": cancelled");
-  std::unique_ptr<http::Connection> own;
-  {
-    auto opened = http::Connection::open(impl_->url, impl_->options.timeout);
-    if (!opened) return opened.error();
-    own = std::move(*opened);
-  }
-  http::Connection* connection = own.get();
-  {
-    std::lock_guard lock(impl_->mutex);
-    std::swap(impl_->connection, own);  // cancel() reaches it
-    // A cancel() between the check above and here cancelled the connection before this one.
+  // Its own connection: the stream holds it until it ends. A stream's subscription goes to
+  // its slot's owner, following 421s as call_stream() does.
+  http::Connection* connection = nullptr;
+  for (int redirect = 0;; ++redirect) {
     if (impl_->cancelled) return Error(http::errc::cancelled, impl_->url.text + ": cancelled");
-  }
-  auto status = connection->start_stream("GET", target, "", {{"accept", "text/event-stream"}},
-                                         impl_->options.timeout);
-  if (!status) return status.error();
-  if (*status != 200) {
+    http::Url url = impl_->url;
+    if (const std::string base = stream.empty() ? "" : impl_->node_for(stream); !base.empty()) {
+      auto parsed = http::parse_url(base);
+      if (!parsed) return parsed.error();
+      url = *parsed;
+    }
+    auto opened = http::Connection::open(url, impl_->options.timeout);
+    if (!opened) return opened.error();
+    std::unique_ptr<http::Connection> own = std::move(*opened);
+    connection = own.get();
+    {
+      std::lock_guard lock(impl_->mutex);
+      std::swap(impl_->connection, own);  // cancel() reaches it
+      // A cancel() between the check above and here cancelled the connection before this one.
+      if (impl_->cancelled) return Error(http::errc::cancelled, url.text + ": cancelled");
+    }
+    auto status = connection->start_stream("GET", target, "", {{"accept", "text/event-stream"}},
+                                           impl_->options.timeout);
+    if (!status) return status.error();
+    if (*status == 200) break;
     std::string body;
     while (true) {
       auto more = connection->read_some(body);
       if (!more || !*more || body.size() > 65536) break;
+    }
+    if (*status == 421 && redirect < Impl::kMaxRedirects) {
+      auto json = Json::parse(body, nullptr, false);
+      if (json.is_object() && json["owner_url"].is_string()) {
+        impl_->learn(json);
+        continue;
+      }
     }
     return node_error(*status, body);
   }

@@ -10,6 +10,10 @@
 // Errors from the node come back as Error(node::errc or eventlog::errc code, its message);
 // a conflict's actual version is in Error::detail() as the store gives it.
 //
+// In a cluster, a stream's append and reads go to its slot's owner: the client follows the
+// node's 421 `wrong_node` answers, remembers each slot's owner, and retries a write to a slot
+// that is being moved (503 `slot_moving`) within its timeout. $all and groups stay on `url`.
+//
 // Thread-safety: one thread at a time per client; cancel() from any thread.
 #pragma once
 
@@ -38,6 +42,8 @@ struct NodeClientOptions {
   // default), is dead: subscribe() fails with http::errc::timeout so the caller reconnects
   // instead of waiting on a half-open connection for ever. Zero: no limit.
   Duration idle_timeout = 45s;
+  // For the pauses of a retried write to a moving slot; null: a steady clock.
+  Clock* clock = nullptr;
 };
 
 struct ReadPage {
@@ -91,6 +97,13 @@ class NodeClient {
   Status report_projection(const node::ProjectionReport& report);
   Result<std::string> projections();
   Status delete_projection(std::string_view projection);
+
+  // Cluster (docs/api.md, "Cluster"): GET /v1/cluster, and POST /v1/cluster/ACTION (move,
+  // rebalance, drain) with its JSON body; the answers are the node's JSON.
+  Result<std::string> cluster();
+  Result<std::string> change_cluster(std::string_view action, std::string_view body);
+  // 421 redirects this client has followed to a slot's owner.
+  std::uint64_t redirects_followed() const;
 
   const std::string& url() const;
 

@@ -33,7 +33,7 @@ Result<NodeConfig> read_config(const config::Document& document, const std::stri
   node.source = source_name;
   root.expect_only({"data_dir", "listen", "admin", "workers", "append_threads", "durability",
                     "sync_interval_ms", "segment_bytes", "max_event_bytes", "limits",
-                    "heartbeat_ms", "member_timeout_ms", "drain_ms", "kafka"});
+                    "heartbeat_ms", "member_timeout_ms", "drain_ms", "kafka", "cluster"});
   root.read("data_dir", node.data_dir);
   if (node.data_dir.empty()) root.fail("data_dir", "must not be empty");
   read_address(root, "listen", node.listen);
@@ -100,6 +100,38 @@ Result<NodeConfig> read_config(const config::Document& document, const std::stri
     kafka.read_ms("min_session_timeout_ms", k.min_session_timeout, 1ms, 3600s);
     node.kafka = k;
   }
+  if (Node cluster = root.child("cluster"); cluster.present()) {
+    cluster.expect_only({"etcd", "id", "prefix", "advertise", "initial_nodes", "slot_count",
+                         "max_slots_per_move", "lease_ttl_ms"});
+    ClusterConfig c;
+    // "http://a:2379,http://b:2379", as etcdctl's --endpoints.
+    std::string endpoints;
+    cluster.read("etcd", endpoints);
+    for (std::size_t start = 0; start <= endpoints.size();) {
+      const std::size_t comma = std::min(endpoints.find(',', start), endpoints.size());
+      std::string endpoint = endpoints.substr(start, comma - start);
+      if (!endpoint.empty()) c.etcd.push_back(std::move(endpoint));
+      start = comma + 1;
+    }
+    if (c.etcd.empty()) {
+      cluster.fail("etcd", "must name at least one etcd endpoint (\"http://host:2379,...\")");
+    }
+    cluster.read("id", c.id);
+    cluster.read("prefix", c.prefix);
+    if (c.prefix.empty() || c.prefix.back() == '/') {
+      cluster.fail("prefix", "must be a non-empty key prefix without a trailing '/'");
+    }
+    if (cluster.child("advertise").present()) {
+      http::HostPort advertise;
+      read_address(cluster, "advertise", advertise);
+      c.advertise = advertise;
+    }
+    cluster.read("initial_nodes", c.initial_nodes, 1, 1000);
+    cluster.read("slot_count", c.slot_count, 1, 1u << 20);
+    cluster.read("max_slots_per_move", c.max_slots_per_move, 1, 1u << 20);
+    cluster.read_ms("lease_ttl_ms", c.lease_ttl, 1s, 300s);
+    node.cluster = c;
+  }
   node.http.max_body_bytes = std::max<std::uint64_t>(node.http.max_body_bytes, 1024);
   node.store.max_append_events = node.limits.max_batch_events;
   node.store.max_read_count = std::max(node.store.max_read_count, node.limits.max_read_count);
@@ -123,6 +155,16 @@ Result<NodeConfig> load_config(const std::string& path) {
 
 bool same_restart_settings(const NodeConfig& a, const NodeConfig& b) {
   auto admin = [](const NodeConfig& c) { return c.admin ? c.admin->to_string() : ""; };
+  auto cluster = [](const NodeConfig& c) {
+    if (!c.cluster) return std::string();
+    std::string out = c.cluster->id + " " + c.cluster->prefix + " " +
+                      (c.cluster->advertise ? c.cluster->advertise->to_string() : "") + " " +
+                      std::to_string(c.cluster->initial_nodes) + " " +
+                      std::to_string(c.cluster->slot_count) + " " +
+                      std::to_string(c.cluster->max_slots_per_move);
+    for (const auto& endpoint : c.cluster->etcd) out += " " + endpoint;
+    return out;
+  };
   auto kafka = [](const NodeConfig& c) {
     if (!c.kafka) return std::string();
     return c.kafka->listen.to_string() + " " +
@@ -135,7 +177,8 @@ bool same_restart_settings(const NodeConfig& a, const NodeConfig& b) {
   return a.data_dir == b.data_dir && a.listen.to_string() == b.listen.to_string() &&
          admin(a) == admin(b) && a.workers == b.workers && a.append_threads == b.append_threads &&
          a.store.durability == b.store.durability &&
-         a.store.segment_bytes == b.store.segment_bytes && kafka(a) == kafka(b);
+         a.store.segment_bytes == b.store.segment_bytes && kafka(a) == kafka(b) &&
+         cluster(a) == cluster(b);
 }
 
 }  // namespace keel::node

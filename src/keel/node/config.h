@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "keel/core/clock.h"
 #include "keel/core/result.h"
@@ -40,6 +41,20 @@ struct KafkaConfig {
   Duration min_session_timeout = 1s;
 };
 
+// Membership of a cluster (src/keel/cluster): off unless the config has a `cluster:` section or
+// `--join` is given. The node joins under a lease in etcd, serves only the slots the map gives
+// it, and campaigns to be the controller.
+struct ClusterConfig {
+  std::vector<std::string> etcd;  // endpoints, "http://host:port"
+  std::string id;                 // the node's id; default: its advertised API address
+  std::string prefix = "keel/cluster";
+  std::optional<http::HostPort> advertise;  // the API address others reach: default `listen`
+  std::uint32_t initial_nodes = 1;          // the first map waits for this many nodes
+  std::uint32_t slot_count = 4096;          // of the first map; fixed after it
+  std::uint32_t max_slots_per_move = 16;    // a move's slots: fewer fence for less time
+  Duration lease_ttl = 5s;                  // a node silent this long leaves the member list
+};
+
 struct NodeConfig {
   std::string source;  // the file it came from, for messages
   std::string data_dir = "keel-data";
@@ -54,6 +69,7 @@ struct NodeConfig {
   Duration member_timeout = 30s;  // a group member silent this long has left
   Duration drain = 10s;           // SIGTERM: how long in-flight work may take
   std::optional<KafkaConfig> kafka;
+  std::optional<ClusterConfig> cluster;
 };
 
 // The config in `yaml` (`source_name` names it in messages). Every mistake is reported, each

@@ -11,6 +11,7 @@
 #include "keel/kafka/broker.h"
 #include "keel/kafka/listener.h"
 #include "keel/node/api.h"
+#include "keel/node/cluster.h"
 #include "keel/node/console.h"
 #include "keel/node/groups.h"
 #include "keel/node/projections.h"
@@ -79,6 +80,8 @@ struct Node::Impl {
   std::unique_ptr<resilience::ThreadPoolBulkhead> pollers;    // consumer-group long polls
   std::unique_ptr<kafka::Broker> kafka;  // the Kafka protocol on the same store
   std::unique_ptr<kafka::Listener> kafka_listener;
+  std::string kafka_address;             // host:port as Kafka clients are told
+  std::unique_ptr<NodeCluster> cluster;  // when the node is a member of a cluster
   std::unique_ptr<http::Server> api;
   std::unique_ptr<http::Server> admin;
   std::unique_ptr<NodeConsole> console;  // the admin listener's live page
@@ -111,6 +114,7 @@ struct Node::Impl {
     if (advertised.host == "0.0.0.0" || advertised.host == "::") advertised.host = "127.0.0.1";
     if (advertised.port == 0) advertised.port = kafka_listener->bound().port;
     kafka->advertise(advertised.host, advertised.port);
+    kafka_address = advertised.to_string();
     return kafka->start();
   }
 
@@ -139,7 +143,36 @@ struct Node::Impl {
     }
   }
 
+  // The stream a command is about, and whether it writes: what a cluster routes by slot. $all,
+  // groups and projections are this node's own.
+  static std::optional<std::pair<std::string_view, bool>> stream_scope(const Command& command) {
+    return std::visit(
+        Overloaded{
+            [](const AppendCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), true});
+            },
+            [](const ReadStreamCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), false});
+            },
+            [](const GetMetadataCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), false});
+            },
+            [](const SetMetadataCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), true});
+            },
+            [](const DeleteStreamCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), true});
+            },
+            [](const SubscribeStreamCommand& c) {
+              return std::optional(std::pair{std::string_view(c.stream), false});
+            },
+            [](const auto&) { return std::optional<std::pair<std::string_view, bool>>(); },
+        },
+        command);
+  }
+
   void handle(http::Request& request, http::Responder responder) {
+    if (cluster && cluster->handle(request, responder)) return;
     auto decoded = decode_request({.method = request.method,
                                    .target = request.target,
                                    .body = request.body,
@@ -148,6 +181,19 @@ struct Node::Impl {
     if (!decoded) {
       responder.respond(error_response(decoded.error()));
       return;
+    }
+    // In a cluster, a stream's requests go to its slot's owner; a write holds a pass from this
+    // check until the store has taken it, so a move's fence waits for it (cluster.h).
+    std::optional<WriteGate::Pass> pass;
+    if (cluster) {
+      if (auto scope = stream_scope(*decoded)) {
+        if (scope->second) pass.emplace(cluster->write_pass());
+        if (auto elsewhere =
+                cluster->route(scope->first, scope->second, request.header("keel-map-epoch"))) {
+          responder.respond(std::move(*elsewhere));
+          return;
+        }
+      }
     }
     std::visit(
         Overloaded{
@@ -470,6 +516,20 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
       clock);
   if (!api) return api.error();
   n.api = std::move(*api);
+  if (n.config.cluster) {
+    const ClusterConfig& c = *n.config.cluster;
+    http::HostPort advertised = c.advertise.value_or(n.api->bound());
+    if (advertised.host == "0.0.0.0" || advertised.host == "::") advertised.host = "127.0.0.1";
+    if (advertised.port == 0) advertised.port = n.api->bound().port;
+    cluster::NodeInfo self;
+    self.id = c.id.empty() ? advertised.to_string() : c.id;
+    self.api = "http://" + advertised.to_string();
+    self.kafka = n.kafka_address;
+    if (n.config.admin) self.admin = "http://" + n.config.admin->to_string();
+    auto joined = NodeCluster::start(c, std::move(self), *n.store, clock, n.registry);
+    if (!joined) return joined.error();
+    n.cluster = std::move(*joined);
+  }
   if (n.config.admin) {
     n.console = std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,
                                               n.projections, clock);
@@ -510,7 +570,8 @@ void Node::stop() {
   if (n.console_feed) n.console_feed->stop();
   if (n.kafka_listener) n.kafka_listener->stop();
   if (n.kafka) n.kafka->stop();
-  if (n.groups) n.groups->close();  // long polls answer now
+  if (n.cluster) n.cluster->stop();  // leaves: the controller role goes to another node
+  if (n.groups) n.groups->close();   // long polls answer now
   if (n.api) n.api->stop(n.config.drain);
   if (n.admin) n.admin->stop(0ms);
   if (n.pollers) n.pollers->stop();
