@@ -28,8 +28,17 @@ Result<std::unique_ptr<ClusterMember>> ClusterMember::start(coord::Coordinator& 
   std::unique_ptr<ClusterMember> member(
       new ClusterMember(coordinator, clock, std::move(options), driver));
   ClusterMember& m = *member;
+  // A node restarted under its id finds its old entry until that lease runs out: it waits
+  // for it (etcd may round a short TTL up, so up to three TTLs and some) instead of failing.
+  const TimePoint join_deadline = clock.now() + 3 * m.options_.lease_ttl + 5s;
   auto registration =
       m.membership_.join({m.options_.self.id, m.options_.self.api, m.options_.self.to_json()});
+  while (!registration && registration.error().is(coord::errc::invalid_argument) &&
+         clock.now() < join_deadline) {
+    sleep_until(clock, clock.now() + 200ms);
+    registration =
+        m.membership_.join({m.options_.self.id, m.options_.self.api, m.options_.self.to_json()});
+  }
   if (!registration) return registration.error();
   m.registration_ = std::move(*registration);
   auto state = read_state(coordinator, m.options_.keys);
