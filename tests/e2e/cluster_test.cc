@@ -114,7 +114,9 @@ class ClusterTest : public ::testing::Test {
   }
   int index_of(const std::string& id) const { return id.size() == 2 ? id[1] - '0' : -1; }
 
-  // Sets the goal through node `via`; returns the slots it moves.
+  // Sets the goal through node `via`; returns the slots it moves. settled() waits for a view
+  // at least as new as the goal's write.
+  std::uint64_t goal_revision_ = 0;
   int change(int via, const std::string& action, const Json& body) {
     auto client = NodeClient::connect({.url = url(via), .timeout = 5s});
     EXPECT_TRUE(client);
@@ -122,11 +124,14 @@ class ClusterTest : public ::testing::Test {
     auto answer = (*client)->change_cluster(action, body.dump());
     EXPECT_TRUE(answer) << answer.error().message();
     if (!answer) return 0;
-    return Json::parse(*answer).value("slots_to_move", 0);
+    const Json parsed = Json::parse(*answer);
+    goal_revision_ = parsed.value("revision", std::uint64_t{0});
+    return parsed.value("slots_to_move", 0);
   }
   bool settled(int via) {
     Json s = status(via);
-    return s.value("slots_to_move", 1) == 0 && s.contains("move") && s["move"].is_null();
+    return s.value("revision", std::uint64_t{0}) >= goal_revision_ &&
+           s.value("slots_to_move", 1) == 0 && s.contains("move") && s["move"].is_null();
   }
 
   // The load: each client appends to its own streams in turn, every append with its expected

@@ -149,6 +149,11 @@ std::string ClusterMember::controller_status() const {
   return controller_status_;
 }
 
+std::vector<double> ClusterMember::fence_ms() const {
+  std::lock_guard lock(mutex_);
+  return {fence_ms_.begin(), fence_ms_.end()};
+}
+
 bool ClusterMember::lost() const { return registration_ && registration_->lost(); }
 
 void ClusterMember::wake() {
@@ -183,6 +188,7 @@ void ClusterMember::lead(std::shared_ptr<coord::Leadership> leadership) {
   log::get("cluster")->info("{} is the controller (token {})", options_.self.id,
                             leadership->token());
   Controller controller(coordinator_, *leadership, driver_, options_.keys, options_.controller);
+  TimePoint fenced_at{};  // when the move in progress was fenced; {} when none
   while (!stopping_ && !leadership->lost()) {
     std::uint64_t seen;
     {
@@ -195,6 +201,12 @@ void ClusterMember::lead(std::shared_ptr<coord::Leadership> leadership) {
     {
       std::lock_guard lock(mutex_);
       if (step) {
+        if (*step == Controller::Step::kFenced) fenced_at = clock_.now();
+        if (*step == Controller::Step::kFlipped && fenced_at != TimePoint{}) {
+          fence_ms_.push_back(std::chrono::duration<double, std::milli>(clock_.now() - fenced_at).count());
+          if (fence_ms_.size() > 4096) fence_ms_.pop_front();
+        }
+        if (*step != Controller::Step::kFenced) fenced_at = TimePoint{};
         controller_status_ = step_name(*step);
         if (*step == Controller::Step::kWaiting || *step == Controller::Step::kIdle) {
           if (!controller.waiting_for().empty() && *step == Controller::Step::kWaiting) {

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -89,6 +90,9 @@ class ClusterMember {
   bool is_controller() const { return leading_.load(); }
   // The controller's last step and what it waits for, when this node leads.
   std::string controller_status() const;
+  // How long each of the last moves this node flipped as controller kept its slots fenced: from
+  // the write of phase kFenced to the flip (milliseconds, oldest first, at most 4096).
+  std::vector<double> fence_ms() const;
   // Lost the member lease (etcd unreachable for longer than its TTL): the node should stop.
   bool lost() const;
 
@@ -116,6 +120,7 @@ class ClusterMember {
   std::function<void(const View&)> on_change_;
   std::uint64_t changes_ = 0;  // bumped by every new view and retry timer: wakes the controller
   std::string controller_status_;
+  std::deque<double> fence_ms_;
 
   coord::CancelToken cancel_;
   std::atomic<bool> stopping_{false};

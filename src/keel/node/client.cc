@@ -238,9 +238,14 @@ struct NodeClient::Impl {
       }
       if (reply->status == 421) {
         auto json = Json::parse(reply->body, nullptr, false);
-        if (!json.is_object() || !json["owner_url"].is_string() || ++redirect > kMaxRedirects) {
-          return reply;
+        if (!json.is_object() || !json["owner_url"].is_string()) return reply;
+        // A node whose map is older than one this client has seen (its watch has not caught
+        // up yet) may send it back where it came from: wait a moment for it instead.
+        if (json.value("epoch", std::uint64_t{0}) < map_epoch && clock->now() < deadline) {
+          sleep_until(*clock, std::min<TimePoint>(deadline, clock->now() + 5ms));
+          continue;
         }
+        if (++redirect > kMaxRedirects) return reply;
         learn(json);
         continue;
       }

@@ -1,5 +1,6 @@
 #include "keel/node/cluster.h"
 
+#include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -284,6 +285,18 @@ std::string NodeCluster::status_json() const {
   out["revision"] = view->revision;
   out["controller"] = view->controller.empty() ? Json() : Json(view->controller);
   if (member_->is_controller()) out["controller_status"] = member_->controller_status();
+  // The fences of the moves this node flipped as controller (docs/api.md, "Cluster").
+  std::vector<double> fences = member_->fence_ms();
+  if (!fences.empty()) {
+    std::sort(fences.begin(), fences.end());
+    auto at = [&](double p) {
+      return fences[std::min(fences.size() - 1, static_cast<std::size_t>(p * fences.size()))];
+    };
+    out["fences"] = {{"count", fences.size()},
+                     {"p50_ms", at(0.5)},
+                     {"p99_ms", at(0.99)},
+                     {"max_ms", fences.back()}};
+  }
   std::map<std::string, std::uint32_t> counts;
   if (view->map) counts = view->map->slots_per_node();
   Json members = Json::array();
@@ -573,7 +586,10 @@ http::Response NodeCluster::change_goal(const http::Request& request, std::strin
       return error(503, "unavailable", "writing the goal: " + written.error().message());
     if (!written->succeeded) continue;  // another change came first: read again
     auto diff = shard::SlotMap::diff(map, *next);
-    Json out{{"slots_to_move", diff ? slots_in(*diff) : 0}, {"epoch", map.epoch()}};
+    // `revision`: GET /v1/cluster on any node shows this goal once its `revision` is as high.
+    Json out{{"slots_to_move", diff ? slots_in(*diff) : 0},
+             {"epoch", map.epoch()},
+             {"revision", written->revision}};
     return http::Response::json(200, out.dump());
   }
   return error(409, "conflict", "the goal kept changing under this request; try again");
