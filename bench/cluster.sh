@@ -52,7 +52,8 @@ BENCH=$BUILD_DIR/bench/cluster_bench
 SIM=$BUILD_DIR/bench/cluster_simulation
 for f in "$KEEL" "$BENCH" "$SIM"; do [ -x "$f" ] || die "$f is missing: build first (cmake --build $BUILD_DIR)"; done
 command -v etcd >/dev/null || die "etcd is missing: scripts/install-deps test"
-server_pin() { if [ -n "$SERVER_CPU" ]; then taskset -c "$SERVER_CPU" "$@"; else "$@"; fi; }
+# Only as `server_pin CMD &`: exec, so that $! is the server's own PID (stop_pid reaches it).
+server_pin() { if [ -n "$SERVER_CPU" ]; then exec taskset -c "$SERVER_CPU" "$@"; else exec "$@"; fi; }
 client_pin() { if [ -n "$CLIENT_CPU" ]; then taskset -c "$CLIENT_CPU" "$@"; else "$@"; fi; }
 log "nodes and etcd on CPU ${SERVER_CPU:-any}, client on CPU ${CLIENT_CPU:-any}; $(nproc) CPUs"
 
@@ -89,7 +90,7 @@ cluster:
   slot_count: $SLOTS
   max_slots_per_move: $MAX_SLOTS_PER_MOVE
 EOF
-    server_pin "$KEEL" --log-level info node -c "$TMPD/$prefix-n$i.yaml" >"$TMPD/$prefix-n$i.log" 2>&1 &
+    server_pin "$KEEL" --log-level warn node -c "$TMPD/$prefix-n$i.yaml" >"$TMPD/$prefix-n$i.log" 2>&1 &
     PIDS+=($!)
     NODE_PIDS+=($!)
     URLS="$URLS${URLS:+,}http://127.0.0.1:$port"
