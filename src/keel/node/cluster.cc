@@ -174,6 +174,7 @@ Result<std::unique_ptr<NodeCluster>> NodeCluster::start(const ClusterConfig& con
 void NodeCluster::stop() {
   if (stopped_) return;
   stopped_ = true;
+  stopping_ = true;
   gauges_.clear();
   if (member_) member_->stop();
 }
@@ -516,6 +517,7 @@ Status NodeCluster::copy(const cluster::Move& move, const cluster::NodeInfo& sou
                   {"last", move.last},    {"from", move.from},   {"fenced", until_fenced}};
   // Each call copies for up to kImportBudget; a slot with more behind it takes several.
   for (int call = 0; call < 360; ++call) {
+    if (stopping_) return Error(errc::unavailable, "this node is stopping");
     auto reply = (*connection)->post("/v1/cluster/import", body.dump(), kNodeCallTimeout);
     if (!reply) return reply.error();
     if (reply->status != 200) {

@@ -122,6 +122,7 @@ class NodeCluster final : public cluster::MoveDriver {
   metrics::Counter* events_imported_ = nullptr;
   metrics::Counter* moves_copied_ = nullptr;
   std::vector<metrics::CallbackRegistration> gauges_;
+  std::atomic<bool> stopping_{false};  // a copy in progress ends at its next call
   bool stopped_ = false;
 };
 
