@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
             "bench-" + std::to_string((i * clients + c) % static_cast<std::uint64_t>(streams));
         keel::eventlog::EventData event{keel::Uuid::random_v4(), "Tick", payload, ""};
         const auto start = Wall::now();
-        auto appended = (*client)->append(stream, keel::eventlog::ExpectedVersion::any(), {&event, 1});
+        auto appended =
+            (*client)->append(stream, keel::eventlog::ExpectedVersion::any(), {&event, 1});
         const double ms = std::chrono::duration<double, std::milli>(Wall::now() - start).count();
         if (!appended) {
           failures++;

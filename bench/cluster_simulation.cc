@@ -104,8 +104,9 @@ Outcome simulate(int nodes, std::uint32_t slots, std::uint32_t per_move, const M
   coord::Elector elector(store, clock, keys.controller(), {.ttl = 3600s});
   auto leadership = elector.campaign("n00");
   SimulatedDriver driver(clock, model);
-  cluster::Controller controller(store, **leadership, driver, keys,
-                                 {.slot_count = slots, .initial_nodes = 1, .max_slots_per_move = per_move});
+  cluster::Controller controller(
+      store, **leadership, driver, keys,
+      {.slot_count = slots, .initial_nodes = 1, .max_slots_per_move = per_move});
   // The balanced map over the first `nodes`, then the goal.
   std::vector<std::string> first(ids.begin(), ids.begin() + nodes);
   auto map = shard::SlotMap::create(first, {}, slots);
@@ -171,13 +172,15 @@ int main(int argc, char** argv) {
     model.bytes_per_slot = gib_per_node * nodes * (1ull << 30) / slots;
     model.write_bytes_per_slot_s = write_mib_s * nodes * (1 << 20) / slots;
     model.copy_bytes_s = copy_mib_s * (1 << 20);
-    model.rtt = std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(etcd_ms));
+    model.rtt =
+        std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(etcd_ms));
     for (bool join : {true, false}) {
       const Outcome o = simulate(nodes, slots, per_move, model, join);
       const std::string change = join ? "join" : "drain";
       std::printf("%-6d %-8s %-7llu %-7llu %-10.2f %-12.1f %-14.1f\n", nodes, change.c_str(),
-                  static_cast<unsigned long long>(o.slots), static_cast<unsigned long long>(o.moves),
-                  o.bytes / (1ull << 30), o.seconds, o.fence_p99_ms);
+                  static_cast<unsigned long long>(o.slots),
+                  static_cast<unsigned long long>(o.moves), o.bytes / (1ull << 30), o.seconds,
+                  o.fence_p99_ms);
       const std::string prefix = change + "_" + std::to_string(nodes) + "_nodes_";
       figures[prefix + "gib_moved"] = o.bytes / (1ull << 30);
       figures[prefix + "rebalance_s"] = o.seconds;

@@ -454,7 +454,8 @@ int NodeCtl::cluster(NodeClient& client, bool json, std::ostream& out, std::ostr
       auto status = client.cluster();
       if (!status) return fail(status.error());
       auto parsed = Json::parse(*status, nullptr, false);
-      if (parsed.value("revision", std::uint64_t{0}) >= answer.value("revision", std::uint64_t{0}) &&
+      if (parsed.value("revision", std::uint64_t{0}) >=
+              answer.value("revision", std::uint64_t{0}) &&
           parsed.value("slots_to_move", 1) == 0 && !parsed["move"].is_object()) {
         break;
       }

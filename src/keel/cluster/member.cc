@@ -203,7 +203,8 @@ void ClusterMember::lead(std::shared_ptr<coord::Leadership> leadership) {
       if (step) {
         if (*step == Controller::Step::kFenced) fenced_at = clock_.now();
         if (*step == Controller::Step::kFlipped && fenced_at != TimePoint{}) {
-          fence_ms_.push_back(std::chrono::duration<double, std::milli>(clock_.now() - fenced_at).count());
+          fence_ms_.push_back(
+              std::chrono::duration<double, std::milli>(clock_.now() - fenced_at).count());
           if (fence_ms_.size() > 4096) fence_ms_.pop_front();
         }
         if (*step != Controller::Step::kFenced) fenced_at = TimePoint{};
