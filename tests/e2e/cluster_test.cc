@@ -218,6 +218,7 @@ class ClusterTest : public ::testing::Test {
         load.redirects += (*client)->redirects_followed();
       });
     }
+    std::this_thread::sleep_for(300ms);  // the clients have streams before anything moves
   }
 
   void finish_load(Load& load) {
@@ -257,7 +258,6 @@ class ClusterTest : public ::testing::Test {
 TEST_F(ClusterTest, SlotsMoveBackAndForthUnderLoadWithNothingLostOrFailed) {
   Load load;
   start_load(load);
-  std::this_thread::sleep_for(300ms);
   for (int round = 0; round < 3; ++round) {
     // All of n0's first slots to n1, then to n2, then a rebalance brings the map back even.
     EXPECT_GT(change(round % kNodes, "move", {{"first", 0}, {"last", 15}, {"to", "n1"}}), 0);
@@ -276,7 +276,6 @@ TEST_F(ClusterTest, SlotsMoveBackAndForthUnderLoadWithNothingLostOrFailed) {
 TEST_F(ClusterTest, AControllerKilledMidMoveIsReplacedAndTheMoveFinishes) {
   Load load;
   start_load(load);
-  std::this_thread::sleep_for(300ms);
   Json before = status(0);
   const int controller = index_of(before.value("controller", ""));
   ASSERT_GE(controller, 0) << before.dump();
@@ -303,7 +302,6 @@ TEST_F(ClusterTest, AControllerKilledMidMoveIsReplacedAndTheMoveFinishes) {
 TEST_F(ClusterTest, ASourceKilledMidMoveAndRestartedLosesNothing) {
   Load load;
   start_load(load);
-  std::this_thread::sleep_for(300ms);
   Json before = status(0);
   const int controller = index_of(before.value("controller", ""));
   ASSERT_GE(controller, 0) << before.dump();

@@ -20,11 +20,6 @@ Compare unchanged(std::string key, coord::Revision revision) {
   return {std::move(key), Compare::Target::kModRevision, Compare::Op::kEqual, revision, ""};
 }
 
-std::string span(std::uint32_t first, std::uint32_t last) {
-  return first == last ? "slot " + std::to_string(first)
-                       : "slots " + std::to_string(first) + "-" + std::to_string(last);
-}
-
 }  // namespace
 
 const char* step_name(Controller::Step step) {
@@ -123,7 +118,7 @@ Result<Controller::Step> Controller::advance(const ClusterState& state) {
   const NodeInfo* source = state.member(move.from);
   const NodeInfo* target = state.member(move.to);
   if (source == nullptr || target == nullptr) {
-    waiting_for_ = "moving " + span(move.first, move.last) + " waits for node " +
+    waiting_for_ = "moving " + slot_span(move.first, move.last) + " waits for node " +
                    (source == nullptr ? move.from : move.to) + " to be a member";
     return Step::kWaiting;
   }
@@ -170,7 +165,7 @@ Result<Controller::Step> Controller::start_next(const ClusterState& state) {
     return Step::kStarted;
   }
   const shard::SlotMove& first = moves->front();
-  waiting_for_ = "moving " + span(first.first_slot, first.last_slot) + " from " + first.from +
+  waiting_for_ = "moving " + slot_span(first.first_slot, first.last_slot) + " from " + first.from +
                  " to " + first.to + " waits for both to be members";
   return Step::kWaiting;
 }

@@ -64,6 +64,11 @@ Result<NodeInfo> NodeInfo::from_json(std::string_view text) {
   return info;
 }
 
+std::string slot_span(std::uint32_t first, std::uint32_t last) {
+  return first == last ? "slot " + std::to_string(first)
+                       : "slots " + std::to_string(first) + "-" + std::to_string(last);
+}
+
 const char* phase_name(Move::Phase phase) {
   return phase == Move::Phase::kCopying ? "copying" : "fenced";
 }

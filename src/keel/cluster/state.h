@@ -63,6 +63,8 @@ struct Move {
   bool operator==(const Move&) const = default;
 };
 const char* phase_name(Move::Phase phase);
+// "slot 7" or "slots 0-15", for messages.
+std::string slot_span(std::uint32_t first, std::uint32_t last);
 
 // Everything under the prefix, read at one revision.
 struct ClusterState {

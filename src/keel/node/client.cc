@@ -184,26 +184,21 @@ struct NodeClient::Impl {
   // what the old one held redelivered at once.
   const std::string session = Uuid::random_v4().to_string();
 
-  Result<http::Connection*> open() {
-    if (cancelled) return Error(http::errc::cancelled, url.text + ": cancelled");
+  // The keep-alive connection to `base` (empty: the first node, `url`), opened when needed.
+  Result<http::Connection*> open(const std::string& base = "") {
+    const bool first = base.empty() || base == url.text;
+    if (cancelled) return Error(http::errc::cancelled, (first ? url.text : base) + ": cancelled");
     std::lock_guard lock(mutex);
-    if (!connection || !connection->usable()) {
-      auto opened = http::Connection::open(url, options.timeout);
-      if (!opened) return opened.error();
-      connection = std::move(*opened);
-    }
-    return connection.get();
-  }
-
-  // A connection to another node of the cluster.
-  Result<http::Connection*> open_other(const std::string& base) {
-    if (cancelled) return Error(http::errc::cancelled, base + ": cancelled");
-    std::lock_guard lock(mutex);
-    auto& slot = others[base];
+    if (!first && others.size() >= kMaxNodes && !others.contains(base)) others.clear();
+    std::unique_ptr<http::Connection>& slot = first ? connection : others[base];
     if (!slot || !slot->usable()) {
-      auto parsed = http::parse_url(base);
-      if (!parsed) return parsed.error();
-      auto opened = http::Connection::open(*parsed, options.timeout);
+      http::Url target = url;
+      if (!first) {
+        auto parsed = http::parse_url(base);
+        if (!parsed) return parsed.error();
+        target = *parsed;
+      }
+      auto opened = http::Connection::open(target, options.timeout);
       if (!opened) return opened.error();
       slot = std::move(*opened);
     }
@@ -225,9 +220,7 @@ struct NodeClient::Impl {
     const TimePoint deadline = clock->now() + timeout;
     for (int redirect = 0;;) {
       const std::string base = node_for(stream);
-      auto reply = base.empty() || base == url.text
-                       ? call(method, target, body, timeout)
-                       : call_other(base, method, target, body, timeout);
+      auto reply = call(method, target, body, timeout, base);
       if (!reply) {
         // The remembered owner is gone: ask the first node again, which knows the map.
         if (!base.empty() && reply.error().code() != http::errc::cancelled) {
@@ -280,38 +273,12 @@ struct NodeClient::Impl {
     }
   }
 
-  Result<http::Reply> call_other(const std::string& base, std::string_view method,
-                                 const std::string& target, const std::string& body,
-                                 Duration timeout) {
-    {
-      std::lock_guard lock(mutex);
-      if (others.size() >= kMaxNodes && !others.contains(base)) others.clear();
-    }
-    for (int attempt = 0;; ++attempt) {
-      auto opened = open_other(base);
-      if (!opened) return opened.error();
-      auto response = (*opened)->request(method, target, body, timeout);
-      if (response || attempt > 0 || response.error().code() != http::errc::closed) {
-        return response;
-      }
-    }
-  }
-
-  // The body of a call about `stream` when its status is `expected`, else the node's error.
-  Result<std::string> expect_stream(std::string_view stream, std::string_view method,
-                                    const std::string& target, const std::string& body,
-                                    unsigned expected) {
-    auto response = call_stream(stream, method, target, body, options.timeout);
-    if (!response) return response.error();
-    if (response->status != expected) return node_error(response->status, response->body);
-    return std::move(response->body);
-  }
-
   // One call; a pooled connection the node closed meanwhile is tried once more on a new one.
   Result<http::Reply> call(std::string_view method, const std::string& target,
-                           const std::string& body, Duration timeout) {
+                           const std::string& body, Duration timeout,
+                           const std::string& base = "") {
     for (int attempt = 0;; ++attempt) {
-      auto opened = open();
+      auto opened = open(base);
       if (!opened) return opened.error();
       auto response = (*opened)->request(method, target, body, timeout);
       if (response || attempt > 0 || response.error().code() != http::errc::closed) {
@@ -321,10 +288,13 @@ struct NodeClient::Impl {
   }
 
   // The answer's body when its status is `expected`, else the node's error.
+  // A call about `stream` goes to its slot's owner (call_stream()).
   Result<std::string> expect(std::string_view method, const std::string& target,
                              const std::string& body, unsigned expected,
-                             Duration extra = Duration::zero()) {
-    auto response = call(method, target, body, options.timeout + extra);
+                             Duration extra = Duration::zero(), std::string_view stream = {}) {
+    auto response = stream.empty()
+                        ? call(method, target, body, options.timeout + extra)
+                        : call_stream(stream, method, target, body, options.timeout + extra);
     if (!response) return response.error();
     if (response->status != expected) return node_error(response->status, response->body);
     return std::move(response->body);
@@ -398,9 +368,9 @@ Result<eventlog::AppendResult> NodeClient::append(std::string_view stream,
     list.push_back(std::move(item));
   }
   body["events"] = std::move(list);
-  auto answer =
-      impl_->expect_stream(stream, "POST", "/v1/streams/" + encode_path_segment(stream),
-                           body.dump(-1, ' ', false, Json::error_handler_t::replace), 200);
+  auto answer = impl_->expect("POST", "/v1/streams/" + encode_path_segment(stream),
+                              body.dump(-1, ' ', false, Json::error_handler_t::replace), 200,
+                              Duration::zero(), stream);
   if (!answer) return answer.error();
   auto json = Json::parse(*answer, nullptr, false);
   eventlog::AppendResult result;
@@ -422,7 +392,7 @@ Result<ReadPage> NodeClient::read_stream(std::string_view stream, std::uint64_t 
                        "?limit=" + std::to_string(limit) +
                        "&from=" + (from == node::kEnd ? std::string("end") : std::to_string(from));
   if (direction == eventlog::Direction::kBackward) target += "&direction=backwards";
-  auto answer = impl_->expect_stream(stream, "GET", target, "", 200);
+  auto answer = impl_->expect("GET", target, "", 200, Duration::zero(), stream);
   if (!answer) return answer.error();
   return read_page(*answer);
 }

@@ -1,7 +1,6 @@
 #include "keel/node/cluster.h"
 
 #include <algorithm>
-#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "keel/coord/etcd_coordinator.h"
@@ -9,6 +8,7 @@
 #include "keel/core/text.h"
 #include "keel/http/client.h"
 #include "keel/node/api.h"
+#include "keel/node/request.h"
 #include "keel/node/text_codec.h"
 
 namespace keel::node {
@@ -29,36 +29,6 @@ http::Response error(unsigned status, std::string code, std::string message,
   extra["error"] = std::move(code);
   extra["message"] = std::move(message);
   return http::Response::json(status, extra.dump(-1, ' ', false, Json::error_handler_t::replace));
-}
-
-std::optional<std::uint64_t> parse_u64(std::string_view text) {
-  std::uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
-// A required unsigned query parameter, or the 400 naming it.
-Result<std::uint64_t> query_u64(const http::Request& request, std::string_view name) {
-  auto value = request.param(name);
-  if (!value) return Error(errc::invalid_argument, "?" + std::string(name) + " is required");
-  auto number = parse_u64(*value);
-  if (!number) {
-    return Error(
-        errc::invalid_argument,
-        "?" + std::string(name) + " must be a decimal number, not " + quote_for_message(*value));
-  }
-  return *number;
-}
-
-std::string span_text(std::uint32_t first, std::uint32_t last) {
-  return first == last ? "slot " + std::to_string(first)
-                       : "slots " + std::to_string(first) + "-" + std::to_string(last);
-}
-
-Json move_json(const cluster::Move& move) {
-  return {{"epoch", move.epoch}, {"first", move.first}, {"last", move.last},
-          {"from", move.from},   {"to", move.to},       {"phase", cluster::phase_name(move.phase)}};
 }
 
 std::uint64_t slots_in(const std::vector<shard::SlotMove>& moves) {
@@ -183,7 +153,7 @@ std::optional<http::Response> NodeCluster::route(std::string_view stream, bool w
                                                  std::string_view client_epoch) {
   cluster::Route route = member_->route(stream);
   if (!client_epoch.empty()) {
-    auto epoch = parse_u64(client_epoch);
+    auto epoch = detail::parse_decimal(client_epoch, "Keel-Map-Epoch");
     if (epoch && *epoch > route.epoch) {
       bool refresh = false;
       {
@@ -331,7 +301,7 @@ std::string NodeCluster::status_json() const {
     out["slots_to_move"] = 0;
   }
   out["ranges"] = std::move(ranges);
-  out["move"] = view->move ? move_json(*view->move) : Json();
+  out["move"] = view->move ? Json::parse(view->move->to_json()) : Json();
   return out.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -341,7 +311,7 @@ Result<std::uint64_t> NodeCluster::fence_position(const cluster::Move& move) {
   gate_.drain();
   // Appends commit in the order the store took them, so a barrier appended now commits after
   // all of them: the slots' events are all below its position.
-  eventlog::EventData barrier{Uuid::random_v4(), "SlotsFenced", move_json(move).dump(), ""};
+  eventlog::EventData barrier{Uuid::random_v4(), "SlotsFenced", move.to_json(), ""};
   auto appended = store_.append_system("$keel-cluster", eventlog::ExpectedVersion::any(),
                                        std::span<const eventlog::EventData>(&barrier, 1));
   if (!appended) return appended.error();
@@ -349,15 +319,17 @@ Result<std::uint64_t> NodeCluster::fence_position(const cluster::Move& move) {
 }
 
 http::Response NodeCluster::export_page(const http::Request& request) {
-  std::uint64_t params[5];
+  // ?epoch&first&last&from&limit, each required.
+  std::uint64_t values[5];
   const char* names[5] = {"epoch", "first", "last", "from", "limit"};
   for (int i = 0; i < 5; ++i) {
-    auto value = query_u64(request, names[i]);
+    auto text = request.param(names[i]);
+    if (!text) return error(400, "invalid_argument", "?" + std::string(names[i]) + " is required");
+    auto value = detail::parse_decimal(*text, "?" + std::string(names[i]));
     if (!value) return error(400, "invalid_argument", value.error().message());
-    params[i] = *value;
+    values[i] = *value;
   }
-  const auto [epoch, first, last, from, limit_asked] =
-      std::tuple{params[0], params[1], params[2], params[3], params[4]};
+  const auto [epoch, first, last, from, limit_asked] = values;
   const bool fenced = request.param("fenced").value_or("false") == "true";
   const std::size_t limit = std::clamp<std::uint64_t>(limit_asked, 1, kExportMaxEvents);
   auto view = member_->view();
@@ -372,7 +344,7 @@ http::Response NodeCluster::export_page(const http::Request& request) {
   }
   if (!view->map || !is_ours(*view)) {
     return error(409, "not_moving",
-                 "this node is not handing over " + span_text(first, last) + " of epoch " +
+                 "this node is not handing over " + cluster::slot_span(first, last) + " of epoch " +
                      std::to_string(epoch) + (fenced ? " (fenced)" : "") +
                      " by the cluster state it reads");
   }
@@ -492,8 +464,9 @@ http::Response NodeCluster::import(const http::Request& request) {
     for (const std::string& stream : order) {
       const std::size_t n = streams[stream].size();
       if (auto applied = apply_stream(store_, stream, streams[stream]); !applied) {
-        return error(409, "conflict",
-                     "importing " + span_text(first, last) + ": " + applied.error().message());
+        return error(
+            409, "conflict",
+            "importing " + cluster::slot_span(first, last) + ": " + applied.error().message());
       }
       copied += n;
       events_imported_->inc(static_cast<double>(n));
@@ -529,7 +502,8 @@ Status NodeCluster::copy(const cluster::Move& move, const cluster::NodeInfo& sou
     if (answer.is_object() && answer.value("complete", false)) return {};
   }
   return Error(errc::unavailable, "the target " + target.id + " has not caught up with " +
-                                      span_text(move.first, move.last) + " within an hour");
+                                      cluster::slot_span(move.first, move.last) +
+                                      " within an hour");
 }
 
 http::Response NodeCluster::change_goal(const http::Request& request, std::string_view action) {

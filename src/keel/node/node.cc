@@ -147,26 +147,16 @@ struct Node::Impl {
   // groups and projections are this node's own.
   static std::optional<std::pair<std::string_view, bool>> stream_scope(const Command& command) {
     return std::visit(
-        Overloaded{
-            [](const AppendCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), true});
-            },
-            [](const ReadStreamCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), false});
-            },
-            [](const GetMetadataCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), false});
-            },
-            [](const SetMetadataCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), true});
-            },
-            [](const DeleteStreamCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), true});
-            },
-            [](const SubscribeStreamCommand& c) {
-              return std::optional(std::pair{std::string_view(c.stream), false});
-            },
-            [](const auto&) { return std::optional<std::pair<std::string_view, bool>>(); },
+        [](const auto& c) -> std::optional<std::pair<std::string_view, bool>> {
+          using C = std::decay_t<decltype(c)>;
+          if constexpr (requires { c.stream; }) {
+            constexpr bool write = std::is_same_v<C, AppendCommand> ||
+                                   std::is_same_v<C, SetMetadataCommand> ||
+                                   std::is_same_v<C, DeleteStreamCommand>;
+            return std::pair{std::string_view(c.stream), write};
+          } else {
+            return std::nullopt;
+          }
         },
         command);
   }
