@@ -302,6 +302,15 @@ std::string NodeCluster::status_json() const {
   }
   out["ranges"] = std::move(ranges);
   out["move"] = view->move ? Json::parse(view->move->to_json()) : Json();
+  // The same as a list, for the console's cluster view.
+  out["moves"] = Json::array();
+  if (view->move) {
+    out["moves"].push_back(
+        {{"slots", std::to_string(view->move->first) + "-" + std::to_string(view->move->last)},
+         {"from", view->move->from},
+         {"to", view->move->to},
+         {"step", cluster::phase_name(view->move->phase)}});
+  }
   return out.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 

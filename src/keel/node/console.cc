@@ -107,13 +107,14 @@ std::string NodeConsole::sample() {
          {"age_ms", std::chrono::duration_cast<std::chrono::milliseconds>(p.age).count()},
          {"stale", projection_stale(p)}});
   }
-  return json{{"t", clock_.unix_now_ns() / 1'000'000},
-              {"kind", "node"},
-              {"store", store},
-              {"groups", groups},
-              {"projections", projections},
-              {"tail", tail}}
-      .dump(-1, ' ', false, json::error_handler_t::replace);
+  json out{{"t", clock_.unix_now_ns() / 1'000'000},
+           {"kind", "node"},
+           {"store", store},
+           {"groups", groups},
+           {"projections", projections},
+           {"tail", tail}};
+  if (cluster_status_) out["cluster"] = json::parse(cluster_status_(), nullptr, false);
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string NodeConsole::first_paint() const {

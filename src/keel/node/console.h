@@ -35,6 +35,9 @@ class NodeConsole {
         projections_(projections),
         clock_(clock) {}
 
+  // When the node is in a cluster: GET /v1/cluster's body, put in each sample as "cluster".
+  void set_cluster(std::function<std::string()> status) { cluster_status_ = std::move(status); }
+
   // One JSON sample for the Feed.
   std::string sample();
   // The first paint: the store, the groups, the projections and the latest events as tables.
@@ -53,6 +56,7 @@ class NodeConsole {
   std::uint64_t previous_head_ = 0;
   eventlog::StoreStats previous_stats_{};
   std::map<std::string, std::uint64_t> previous_acked_;  // by group
+  std::function<std::string()> cluster_status_;
 };
 
 }  // namespace keel::node

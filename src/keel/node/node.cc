@@ -523,6 +523,7 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
   if (n.config.admin) {
     n.console = std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,
                                               n.projections, clock);
+    if (n.cluster) n.console->set_cluster([&n] { return n.cluster->status_json(); });
     n.console_feed = std::make_unique<console::Feed>(clock, console::Feed::Options{},
                                                      [&n] { return n.console->sample(); });
     http::ServerOptions admin_options;
