@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <limits>
 #include <optional>
 #include <utility>  // before Asio: Boost 1.74's headers use std::exchange without including it
 
@@ -214,7 +215,9 @@ Result<unsigned> Connection::start_stream(
   impl.stream.expires_after(timeout);
   if (auto sent = impl.send(target, body, verb, fields); !sent) return sent.error();
   impl.streaming.emplace();
-  impl.streaming->body_limit(boost::none);
+  // No limit on a streamed body; not boost::none, which Boost 1.74's parser compares as less
+  // than any Content-Length, so every answer with one (a 4xx before the stream) failed.
+  impl.streaming->body_limit(std::numeric_limits<std::uint64_t>::max());
   auto ec = impl.await([&](auto handler) {
     bhttp::async_read_header(impl.stream, impl.buffer, *impl.streaming, std::move(handler));
   });

@@ -2,6 +2,7 @@
 // shares no code with the server): whole and streamed answers, answers from another thread,
 // bodies by length and chunked, limits, bad requests, HTTP/1.0, and stop() with streams open.
 #include "keel/http/server.h"
+#include "keel/http/client.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -178,6 +179,28 @@ TEST_F(ServerTest, StreamsAChunkedBodyAsItIsWritten) {
   EXPECT_EQ(message.header("content-type"), "text/event-stream");
   EXPECT_EQ(message.body, "data: 1\n\ndata: 2\n\n");
   ::close(fd);
+}
+
+// A stream asked for and refused with an ordinary answer (Content-Length): the client's stream
+// reads the status and the body (Boost 1.74 took "no body limit" for a limit below any length).
+TEST_F(ServerTest, AStreamRefusedWithABodyIsReadByTheClient) {
+  serve([](Request&, Responder responder) {
+    responder.respond(Response::json(421, R"({"error":"wrong_node"})"));
+  });
+  auto url = parse_url("http://127.0.0.1:" + std::to_string(server_->bound().port));
+  ASSERT_TRUE(url.ok());
+  auto connection = Connection::open(*url, 5s);
+  ASSERT_TRUE(connection.ok()) << connection.error().to_string();
+  auto status = (*connection)->start_stream("GET", "/events", "", {}, 5s);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_EQ(*status, 421u);
+  std::string body;
+  for (;;) {
+    auto more = (*connection)->read_some(body, 5s);
+    ASSERT_TRUE(more.ok()) << more.error().to_string();
+    if (!*more) break;
+  }
+  EXPECT_EQ(body, R"({"error":"wrong_node"})");
 }
 
 TEST_F(ServerTest, AClientThatGoesAwayClosesItsStream) {
