@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "keel/http/client.h"
 #include "keel/node/client.h"
 #include "keel/testing/local_etcd.h"
 #include "keel/testing/scripted_server.h"
@@ -258,6 +259,27 @@ class ClusterTest : public ::testing::Test {
 TEST_F(ClusterTest, SlotsMoveBackAndForthUnderLoadWithNothingLostOrFailed) {
   Load load;
   start_load(load);
+  // Subscribers to some of client 0's streams: a stream that moves ends with `moved` on its old
+  // owner and the client goes on at the new one, so each sees every version once, in order.
+  constexpr int kSubscribed = 8;
+  std::array<std::vector<std::uint64_t>, kSubscribed> seen;
+  std::array<std::unique_ptr<NodeClient>, kSubscribed> subscribers;
+  std::array<std::atomic<std::size_t>, kSubscribed> counts{};
+  std::array<Status, kSubscribed> ended;
+  std::vector<std::thread> subscribing;
+  for (int s = 0; s < kSubscribed; ++s) {
+    auto client = NodeClient::connect({.url = url(s % kNodes), .timeout = 5s});
+    ASSERT_TRUE(client);
+    subscribers[s] = std::move(*client);
+    subscribing.emplace_back([&, s] {
+      ended[s] = subscribers[s]->subscribe("acct0-" + std::to_string(s), 0, {},
+                                           [&](const eventlog::RecordedEvent& event) {
+                                             seen[s].push_back(event.version);
+                                             counts[s]++;
+                                             return true;
+                                           });
+    });
+  }
   for (int round = 0; round < 3; ++round) {
     // All of n0's first slots to n1, then to n2, then a rebalance brings the map back even.
     EXPECT_GT(change(round % kNodes, "move", {{"first", 0}, {"last", 15}, {"to", "n1"}}), 0);
@@ -269,6 +291,24 @@ TEST_F(ClusterTest, SlotsMoveBackAndForthUnderLoadWithNothingLostOrFailed) {
   }
   finish_load(load);
   EXPECT_GT(load.redirects.load(), 0u) << "the clients never needed a redirect";
+  std::uint64_t subscriber_redirects = 0;
+  for (int s = 0; s < kSubscribed; ++s) {
+    const std::uint64_t acked = load.versions[0][s];
+    EXPECT_TRUE(wait_for([&] { return counts[s].load() >= acked; }, 20s))
+        << "acct0-" << s << ": " << counts[s].load() << " of " << acked;
+    subscribers[s]->cancel();
+  }
+  for (auto& thread : subscribing) thread.join();
+  for (int s = 0; s < kSubscribed; ++s) {
+    EXPECT_TRUE(ended[s].ok() || ended[s].error().is(http::errc::cancelled))
+        << "acct0-" << s << ": " << ended[s].error().message();
+  }
+  for (int s = 0; s < kSubscribed; ++s) {
+    subscriber_redirects += subscribers[s]->redirects_followed();
+    ASSERT_EQ(seen[s].size(), load.versions[0][s]) << "acct0-" << s;
+    for (std::uint64_t v = 0; v < seen[s].size(); ++v) EXPECT_EQ(seen[s][v], v) << "acct0-" << s;
+  }
+  EXPECT_GT(subscriber_redirects, 0u) << "no subscribed stream moved";
   Json final = status(0);
   EXPECT_GE(final.value("epoch", 0), 10) << final.dump();
 }

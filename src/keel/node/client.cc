@@ -230,17 +230,8 @@ struct NodeClient::Impl {
         return reply;
       }
       if (reply->status == 421) {
-        auto json = Json::parse(reply->body, nullptr, false);
-        if (!json.is_object() || !json["owner_url"].is_string()) return reply;
-        // A node whose map is older than one this client has seen (its watch has not caught
-        // up yet) may send it back where it came from: wait a moment for it instead.
-        if (json.value("epoch", std::uint64_t{0}) < map_epoch && clock->now() < deadline) {
-          sleep_until(*clock, std::min<TimePoint>(deadline, clock->now() + 5ms));
-          continue;
-        }
-        if (++redirect > kMaxRedirects) return reply;
-        learn(json);
-        continue;
+        if (follow(reply->body, deadline, redirect)) continue;
+        return reply;
       }
       if (reply->status == 503 && clock->now() < deadline) {
         auto json = Json::parse(reply->body, nullptr, false);
@@ -252,6 +243,22 @@ struct NodeClient::Impl {
       }
       return reply;
     }
+  }
+
+  // Whether to send a request the node answered 421 again: to the owner it names, or, when the
+  // node's map is older than one this client has seen (its watch has not caught up, and it
+  // may send the client back where it came from), to the same place after a moment.
+  bool follow(const std::string& body, TimePoint deadline, int& hops) {
+    auto json = Json::parse(body, nullptr, false);
+    if (!json.is_object() || !json["owner_url"].is_string()) return false;
+    if (json.value("epoch", std::uint64_t{0}) < map_epoch) {
+      if (clock->now() >= deadline) return false;
+      sleep_until(*clock, std::min<TimePoint>(deadline, clock->now() + 5ms));
+      return true;
+    }
+    if (++hops > kMaxRedirects) return false;
+    learn(json);
+    return true;
   }
 
   // What a 421 says: the slot's owner and the map's epoch.
@@ -418,6 +425,19 @@ Result<std::uint64_t> NodeClient::next_position() {
 Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
                              const pubsub::Filter& filter,
                              const std::function<bool(const RecordedEvent&)>& on_event) {
+  // A stream that moves to another node of a cluster ends with `moved`: the subscription goes
+  // on at the new owner from the next version.
+  for (;;) {
+    auto moved = subscribe_once(stream, from, filter, on_event);
+    if (!moved) return moved.error();
+    if (!*moved) return {};
+    from = **moved;
+  }
+}
+
+Result<std::optional<std::uint64_t>> NodeClient::subscribe_once(
+    std::string_view stream, std::uint64_t from, const pubsub::Filter& filter,
+    const std::function<bool(const RecordedEvent&)>& on_event) {
   const std::string target =
       stream.empty() ? "/v1/all/subscribe?from=" + std::to_string(from) + filter_query(filter)
                      : "/v1/streams/" + encode_path_segment(stream) +
@@ -425,7 +445,8 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
   // Its own connection: the stream holds it until it ends. A stream's subscription goes to
   // its slot's owner, following 421s as call_stream() does.
   http::Connection* connection = nullptr;
-  for (int redirect = 0;; ++redirect) {
+  const TimePoint deadline = impl_->clock->now() + impl_->options.timeout;
+  for (int hops = 0;;) {
     if (impl_->cancelled) return Error(http::errc::cancelled, impl_->url.text + ": cancelled");
     http::Url url = impl_->url;
     if (const std::string base = stream.empty() ? "" : impl_->node_for(stream); !base.empty()) {
@@ -452,13 +473,7 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
       auto more = connection->read_some(body);
       if (!more || !*more || body.size() > 65536) break;
     }
-    if (*status == 421 && redirect < Impl::kMaxRedirects) {
-      auto json = Json::parse(body, nullptr, false);
-      if (json.is_object() && json["owner_url"].is_string()) {
-        impl_->learn(json);
-        continue;
-      }
-    }
+    if (*status == 421 && impl_->follow(body, deadline, hops)) continue;
     return node_error(*status, body);
   }
   std::string text;
@@ -471,14 +486,25 @@ Status NodeClient::subscribe(std::string_view stream, std::uint64_t from,
       std::string line = text.substr(0, end);
       text.erase(0, end + 1);
       if (line.empty()) {  // the end of a frame
-        if (event_name == "shutdown" || event_name == "dropped" || event_name == "error") {
+        if (event_name == "moved" && !stream.empty()) {
+          auto json = Json::parse(data, nullptr, false);
+          if (json.is_object() && json["owner_url"].is_string()) {
+            impl_->learn(json);
+            if (json["last_id"].is_number_unsigned()) {
+              return std::optional<std::uint64_t>(json["last_id"].get<std::uint64_t>() + 1);
+            }
+            return std::optional<std::uint64_t>(from);
+          }
+        }
+        if (event_name == "shutdown" || event_name == "dropped" || event_name == "error" ||
+            event_name == "moved") {
           return Error(node::errc::unavailable,
                        "the node ended the subscription (" + event_name + "): " + data);
         }
         if (!data.empty()) {
           auto event = event_from_json(data);
           if (!event) return event.error();
-          if (!on_event(*event)) return {};
+          if (!on_event(*event)) return std::optional<std::uint64_t>();
         }
         event_name.clear();
         data.clear();

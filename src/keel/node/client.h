@@ -74,6 +74,8 @@ class NodeClient {
   // error). Reconnects are the caller's: resume from the last event's id + 1.
   Status subscribe(std::string_view stream, std::uint64_t from, const pubsub::Filter& filter,
                    const std::function<bool(const eventlog::RecordedEvent&)>& on_event);
+  // (A stream's subscription that the node ends with `moved`, in a cluster, goes on at the new
+  // owner by itself.)
   // Makes a subscribe() or a blocking call in progress, and every later call, return
   // http::errc::cancelled: the way to end a subscription from another thread.
   void cancel();
@@ -110,6 +112,10 @@ class NodeClient {
  private:
   struct Impl;
   explicit NodeClient(std::unique_ptr<Impl> impl);
+  // One subscription: nullopt when on_event said stop, else where to go on after a `moved`.
+  Result<std::optional<std::uint64_t>> subscribe_once(
+      std::string_view stream, std::uint64_t from, const pubsub::Filter& filter,
+      const std::function<bool(const eventlog::RecordedEvent&)>& on_event);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,6 +1,7 @@
 #include "keel/node/node.h"
 
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <tuple>
 
 #include "keel/console/console.h"
@@ -519,6 +520,22 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
     auto joined = NodeCluster::start(c, std::move(self), *n.store, clock, n.registry);
     if (!joined) return joined.error();
     n.cluster = std::move(*joined);
+    // A stream's subscriptions end with `moved` (naming the new owner) once it is not ours.
+    n.cluster->member().on_change([&n](const cluster::View&) {
+      n.subscriptions->end_streams([&n](const std::string& stream) -> std::optional<std::string> {
+        const cluster::Route route = n.cluster->member().route(stream);
+        if (route.kind != cluster::Route::Kind::kRedirect) return std::nullopt;
+        const std::string fields =
+            nlohmann::json{{"reason", "moved"},
+                           {"owner", route.owner},
+                           {"owner_url", route.owner_api},
+                           {"slot", route.slot},
+                           {"epoch", route.epoch},
+                           {"slot_count", n.cluster->member().view()->map->slot_count()}}
+                .dump();
+        return fields.substr(1, fields.size() - 2);  // the members, without the braces
+      });
+    });
   }
   if (n.config.admin) {
     n.console = std::make_unique<NodeConsole>(n.config, *n.store, *n.groups, *n.subscriptions,

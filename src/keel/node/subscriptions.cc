@@ -15,6 +15,7 @@ struct SubscriptionHub::Subscriber {
   std::optional<std::uint64_t> last_id;  // of the last event (or checkpoint) it was sent
   std::uint64_t checkpointed = 0;        // $all: the position the last checkpoint frame named
   bool caught_up_once = false;           // from then on it must keep up
+  std::string end_fields;                // set under the hub's lock: end it with `moved`
   TimePoint last_write{};
   std::string frames;  // scratch, reused
 };
@@ -65,6 +66,23 @@ void SubscriptionHub::stop() {
         "event: shutdown\ndata: {\"reason\":\"the node is shutting down\"" + last + "}\n\n",
         SIZE_MAX);
     subscriber->responder.end();
+  }
+}
+
+void SubscriptionHub::end_streams(
+    const std::function<std::optional<std::string>(const std::string& stream)>& moved) {
+  std::lock_guard lock(mutex_);
+  bool any = false;
+  for (auto& subscriber : subscribers_) {
+    if (!subscriber->spec.stream || !subscriber->end_fields.empty()) continue;
+    if (auto fields = moved(*subscriber->spec.stream)) {
+      subscriber->end_fields = std::move(*fields);
+      any = true;
+    }
+  }
+  if (any) {
+    news_ = true;
+    wake_.notify_all();
   }
 }
 
@@ -211,11 +229,27 @@ void SubscriptionHub::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     news_ = false;
+    std::vector<std::shared_ptr<Subscriber>> moved;
+    for (auto it = subscribers_.begin(); it != subscribers_.end();) {
+      if ((*it)->end_fields.empty()) {
+        ++it;
+        continue;
+      }
+      moved.push_back(*it);
+      it = subscribers_.erase(it);
+    }
     auto list = subscribers_;  // served without the lock: add() may run meanwhile
     const SubscriptionOptions options = options_;
     lock.unlock();
     bool more = false;
     bool pacing = false;  // a subscriber catching up waits for room on its connection
+    for (auto& subscriber : moved) {
+      std::string last;
+      if (subscriber->last_id) last = ",\"last_id\":" + std::to_string(*subscriber->last_id);
+      subscriber->responder.write("event: moved\ndata: {" + subscriber->end_fields + last + "}\n\n",
+                                  SIZE_MAX);
+      subscriber->responder.end();
+    }
     const TimePoint now = clock_.now();
     std::vector<std::shared_ptr<Subscriber>> finished;
     for (auto& subscriber : list) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,11 @@ class SubscriptionHub {
   // max_subscribers or once stopping; the caller then answers with the error.
   Status add(SubscriptionSpec spec, http::Responder& responder);
   std::size_t size() const;
+  // Ends the stream subscriptions that `moved` picks (it returns the final event's fields, as
+  // JSON object members without braces; nullopt: keep it) with a final `moved` event that also
+  // names the last id sent. Called when a cluster's map gives streams to another node.
+  void end_streams(
+      const std::function<std::optional<std::string>(const std::string& stream)>& moved);
   // New limits and heartbeat (a reload); open subscriptions keep going under them.
   void set_options(SubscriptionOptions options);
 
