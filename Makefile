@@ -54,6 +54,7 @@ bench: deps-bench build
 	bench/pubsub.sh $(BUILD_DIR)
 	bench/node.sh $(BUILD_DIR)
 	bench/kafka.sh $(BUILD_DIR)
+	bench/cluster.sh $(BUILD_DIR)
 
 # libFuzzer builds need clang; each target runs for FUZZ_SECONDS from its checked-in corpus.
 fuzz: deps-fuzz

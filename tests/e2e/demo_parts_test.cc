@@ -1,5 +1,5 @@
 // `keel demo`'s network parts run to the end and show what they promise: the node part (keel
-// ctl and curl against a node process) and the CQRS part's second half (a node process and the
+// ctl and curl against a node process), the cluster part (a fourth node joins under load) and the CQRS part's second half (a node process and the
 // projection in another). Each part's exit status is 0 only when every child it started was
 // stopped.
 #include <gtest/gtest.h>
@@ -55,6 +55,16 @@ TEST(DemoPartsTest, TheNodePartDrivesANodeWithCtlAndCurl) {
   const std::string tailed = output.substr(tail, output.find("$ keel ctl groups", tail) - tail);
   EXPECT_NE(tailed.find("order-3"), std::string::npos) << tailed;
   EXPECT_NE(tailed.find("order-4"), std::string::npos) << tailed;
+}
+
+TEST(DemoPartsTest, TheClusterPartMovesSlotsToAJoiningNodeUnderLoad) {
+  int code = -1;
+  const std::string output = run_part("cluster", &code);
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("n3 0   <- n3 joined"), std::string::npos) << output;
+  EXPECT_NE(output.find("n3 64"), std::string::npos) << "n3 got its share:\n" << output;
+  EXPECT_NE(output.find(", 0 failed;"), std::string::npos) << output;
+  EXPECT_NE(output.find(", 0 streams wrong"), std::string::npos) << output;
 }
 
 TEST(DemoPartsTest, TheCqrsPartProjectsANodeInASeparateProcess) {

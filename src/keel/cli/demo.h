@@ -39,7 +39,7 @@ struct DemoOptions {
   // YAML with the resilience policies' settings; empty uses the built-in ones.
   std::string config_path;
   // Run only this part (resilience, balance, eventlog, node, cqrs, proxy, strangler,
-  // election); empty: all.
+  // election, cluster); empty: all.
   std::string only;
   // After the parts, keep a proxy and a node running under load, with faults in a cycle, and
   // print their consoles' URLs (until Ctrl-C).
@@ -70,6 +70,9 @@ int run_proxy_demo(const DemoOptions& options);
 // and a rollback when modern starts failing.
 int run_strangler_demo(const DemoOptions& options);
 
+// Three `keel node`s on a local etcd share the slots; a fourth joins and a rebalance moves slots
+// to it while clients append: a line a second with appends, redirects, the epoch and the move.
+int run_cluster_demo(const DemoOptions& options);
 // `keel demo --console`: a proxy and a node under load with faults in a cycle, to watch in
 // their consoles; runs until SIGINT or SIGTERM.
 int run_console_demo(const DemoOptions& options);

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
                  "print their consoles' URLs (Ctrl-C stops)");
   demo->add_option("--only", demo_options.only, "Run one part only")
       ->check(CLI::IsMember({"resilience", "balance", "eventlog", "node", "cqrs", "proxy",
-                             "strangler", "election", "console"}));
+                             "strangler", "election", "cluster", "console"}));
 
   // Hidden: the CQRS demo's projection process.
   std::string projection_node, projection_db;
@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
         {"cqrs", keel::cli::run_cqrs_demo},
         {"proxy", keel::cli::run_proxy_demo},
         {"strangler", keel::cli::run_strangler_demo},
-        {"election", keel::cli::run_election_demo}};
+        {"election", keel::cli::run_election_demo},
+        {"cluster", keel::cli::run_cluster_demo}};
     for (const auto& [name, run] : parts) {
       if (!demo_options.only.empty() && demo_options.only != name) continue;
       if (int code = run(demo_options); code != 0) return code;

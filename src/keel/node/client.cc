@@ -177,7 +177,7 @@ struct NodeClient::Impl {
   // Which node serves each slot, as 421s said (empty: ask `url`); sized by the map's slot count.
   std::vector<std::string> slot_urls;
   std::uint64_t map_epoch = 0;
-  std::uint64_t redirects = 0;
+  std::atomic<std::uint64_t> redirects{0};  // read by redirects_followed() from any thread
   Clock* clock = nullptr;
   std::atomic<bool> cancelled{false};
   // Sent with every poll: a member name polled from a new client (a restarted process) gets
