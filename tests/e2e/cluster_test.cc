@@ -53,11 +53,16 @@ class ClusterTest : public ::testing::Test {
       auto port = testing::free_loopback_port();
       ASSERT_TRUE(port);
       ports_[i] = static_cast<std::uint16_t>(*port);
+      auto kafka = testing::free_loopback_port();
+      ASSERT_TRUE(kafka);
+      kafka_ports_[i] = static_cast<std::uint16_t>(*kafka);
       std::ofstream(config(i)) << "data_dir: " << (dir_ / ("data" + std::to_string(i))).string()
                                << "\nlisten: 127.0.0.1:" << ports_[i]
-                               << "\ndurability: none\ncluster:\n  etcd: \"" << etcd_->endpoint()
-                               << "\"\n  id: n" << i << "\n  initial_nodes: " << kNodes
-                               << "\n  slot_count: " << kSlots
+                               << "\ndurability: none\nkafka:\n  listen: 127.0.0.1:"
+                               << kafka_ports_[i]
+                               << "\n  default_partitions: 6\ncluster:\n  etcd: \""
+                               << etcd_->endpoint() << "\"\n  id: n" << i
+                               << "\n  initial_nodes: " << kNodes << "\n  slot_count: " << kSlots
                                << "\n  max_slots_per_move: 4\n  lease_ttl_ms: 2000\n";
     }
     for (int i = 0; i < kNodes; ++i) start(i);
@@ -253,6 +258,7 @@ class ClusterTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::unique_ptr<testing::LocalEtcd> etcd_;
   std::array<std::uint16_t, kNodes> ports_{};
+  std::array<std::uint16_t, kNodes> kafka_ports_{};
   std::array<std::unique_ptr<Subprocess>, kNodes> nodes_;
 };
 
@@ -364,6 +370,68 @@ TEST_F(ClusterTest, ASourceKilledMidMoveAndRestartedLosesNothing) {
   wait_ready(source);
   ASSERT_TRUE(wait_for([&] { return settled(controller); })) << status(controller).dump();
   finish_load(load);
+}
+
+// kcat, a real Kafka client, against the cluster: Metadata names every broker and each
+// partition's leader, so records produced through one node land on their partitions' owners;
+// after a drain moves partitions, a consumer bootstrapped at another node reads every record,
+// offsets dense per partition.
+std::vector<std::string> kcat(const std::vector<std::string>& args, const std::string& input = "") {
+  std::vector<std::string> argv{"/bin/sh", "-c", ""};
+  std::string command = "kcat";
+  for (const auto& arg : args) command += " '" + arg + "'";
+  if (!input.empty()) command = "printf '" + input + "' | " + command;
+  argv[2] = command;
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  auto process = Subprocess::spawn(argv, [&](std::string_view line) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(line);
+  });
+  EXPECT_TRUE(process) << process.error().message();
+  if (!process) return {};
+  EXPECT_EQ((*process)->wait(30s).value_or(-1), 0) << command;
+  process->reset();
+  return lines;
+}
+
+TEST_F(ClusterTest, KafkaClientsFindEachPartitionsLeaderAcrossAMove) {
+  if (std::system("command -v kcat >/dev/null 2>&1") != 0) GTEST_SKIP() << "kcat is not installed";
+  auto bootstrap = [&](int i) { return "127.0.0.1:" + std::to_string(kafka_ports_[i]); };
+  auto produce = [&](int via, const std::string& prefix) {
+    std::string input;
+    for (int k = 0; k < 100; ++k) input += prefix + std::to_string(k) + ":v\\n";
+    kcat({"-P", "-b", bootstrap(via), "-t", "orders", "-K:"}, input);
+  };
+  produce(0, "a");
+  const auto metadata = kcat({"-L", "-b", bootstrap(1), "-t", "orders"});
+  std::string listing;
+  for (const auto& line : metadata) listing += line + "\n";
+  EXPECT_NE(listing.find("3 brokers"), std::string::npos) << listing;
+  Json before = status(0);
+  const int controller = index_of(before.value("controller", ""));
+  const int drained = (controller + 1) % kNodes;
+  EXPECT_GT(change(controller, "drain", {{"node", "n" + std::to_string(drained)}}), 0);
+  ASSERT_TRUE(wait_for([&] { return settled(controller); })) << status(controller).dump();
+  produce(2, "b");
+  std::map<int, std::vector<long>> offsets;
+  for (const auto& line : kcat({"-C", "-b", bootstrap((drained + 1) % kNodes), "-t", "orders", "-e",
+                                "-q", "-f", "%p %o\\n"})) {
+    int partition = -1;
+    long offset = -1;
+    if (std::sscanf(line.c_str(), "%d %ld", &partition, &offset) == 2) {
+      offsets[partition].push_back(offset);
+    }
+  }
+  std::size_t total = 0;
+  for (const auto& [partition, list] : offsets) {
+    total += list.size();
+    for (std::size_t o = 0; o < list.size(); ++o) {
+      EXPECT_EQ(list[o], static_cast<long>(o)) << "partition " << partition;
+    }
+  }
+  EXPECT_EQ(total, 200u);
+  EXPECT_GT(offsets.size(), 1u) << "the keys spread over partitions";
 }
 
 }  // namespace

@@ -83,6 +83,12 @@ struct Broker::Impl {
   eventlog::EventStore& store;
   Clock& clock;
   BrokerOptions options;
+  const PartitionOwners* owners = nullptr;  // in a cluster: who leads each partition
+
+  // Whether this broker leads `stream`'s partition (always, outside a cluster).
+  bool leads(std::string_view stream) const {
+    return owners == nullptr || owners->owner(stream) == options.node_id;
+  }
   GroupCoordinator coordinator;
 
   mutable std::mutex topics_mutex;
@@ -283,6 +289,8 @@ struct Broker::Impl {
         batch.clear();
         if (!partitions || p.index < 0 || p.index >= *partitions) {
           code = Code::kUnknownTopicOrPartition;
+        } else if (!leads(partition_stream(topic.name, p.index))) {
+          code = Code::kNotLeaderOrFollower;
         } else {
           const std::string stream = partition_stream(topic.name, p.index);
           auto last = store.stream_version(stream);
@@ -475,11 +483,18 @@ struct Broker::Impl {
     Response response(h.correlation_id);
     Writer& w = response.w;
     if (v >= 3) w.i32(0);
-    w.array(1);
-    w.i32(options.node_id);
-    w.string(options.advertised_host);
-    w.i32(options.advertised_port);
-    if (v >= 1) w.nullable_string(std::nullopt);  // rack
+    std::vector<PartitionOwners::BrokerAddress> brokers;
+    if (owners != nullptr) brokers = owners->brokers();
+    if (brokers.empty()) {
+      brokers.push_back({options.node_id, options.advertised_host, options.advertised_port});
+    }
+    w.array(brokers.size());
+    for (const auto& broker : brokers) {
+      w.i32(broker.id);
+      w.string(broker.host);
+      w.i32(broker.port);
+      if (v >= 1) w.nullable_string(std::nullopt);  // rack
+    }
     if (v >= 2) w.nullable_string(options.cluster_id);
     if (v >= 1) w.i32(options.node_id);  // controller
     std::vector<std::pair<std::string, std::pair<Code, std::int32_t>>> answer;
@@ -513,14 +528,16 @@ struct Broker::Impl {
       if (v >= 1) w.boolean(false);  // internal
       w.array(static_cast<std::size_t>(result.second));
       for (std::int32_t p = 0; p < result.second; ++p) {
-        w.code(Code::kNone);
+        const std::int32_t leader =
+            owners == nullptr ? options.node_id : owners->owner(partition_stream(name, p));
+        w.code(leader < 0 ? Code::kLeaderNotAvailable : Code::kNone);
         w.i32(p);
-        w.i32(options.node_id);
+        w.i32(leader);
         if (v >= 7) w.i32(0);  // leader epoch
         w.array(1);
-        w.i32(options.node_id);  // replicas
+        w.i32(leader);  // replicas
         w.array(1);
-        w.i32(options.node_id);  // in sync
+        w.i32(leader);           // in sync
         if (v >= 5) w.array(0);  // offline
       }
       if (v >= 8) w.i32(std::numeric_limits<std::int32_t>::min());
@@ -609,6 +626,10 @@ struct Broker::Impl {
         }
         if (!partitions || p.index < 0 || p.index >= *partitions) {
           fail(Code::kUnknownTopicOrPartition, "no such topic or partition");
+          continue;
+        }
+        if (!leads(partition_stream(topic.name, p.index))) {
+          fail(Code::kNotLeaderOrFollower, "another broker of the cluster leads this partition");
           continue;
         }
         const std::string_view set = p.records.value_or(std::string_view());
@@ -780,8 +801,9 @@ struct Broker::Impl {
       const auto partitions = partitions_of(topic.name);
       for (const auto& p : topic.partitions) {
         w.i32(p.index);
-        if (!partitions || p.index < 0 || p.index >= *partitions) {
-          w.code(Code::kUnknownTopicOrPartition);
+        const bool known = partitions && p.index >= 0 && p.index < *partitions;
+        if (!known || !leads(partition_stream(topic.name, p.index))) {
+          w.code(known ? Code::kNotLeaderOrFollower : Code::kUnknownTopicOrPartition);
           w.i64(-1);
           w.i64(-1);
           if (v >= 4) w.i32(-1);
@@ -947,9 +969,18 @@ struct Broker::Impl {
       w.nullable_string(group ? std::nullopt
                               : std::optional<std::string_view>("transactions are not supported"));
     }
-    w.i32(group ? options.node_id : -1);
-    w.string(group ? std::string_view(options.advertised_host) : std::string_view());
-    w.i32(group ? options.advertised_port : -1);
+    // In a cluster the group's coordinator is the broker that owns the group's key.
+    PartitionOwners::BrokerAddress coordinator_at{options.node_id, options.advertised_host,
+                                                  options.advertised_port};
+    if (group && owners != nullptr) {
+      const std::int32_t id = owners->owner("__consumer_group-" + std::string(request.key));
+      for (const auto& broker : owners->brokers()) {
+        if (broker.id == id) coordinator_at = broker;
+      }
+    }
+    w.i32(group ? coordinator_at.id : -1);
+    w.string(group ? std::string_view(coordinator_at.host) : std::string_view());
+    w.i32(group ? coordinator_at.port : -1);
     reply(response.finish());
   }
 
@@ -1183,6 +1214,11 @@ Broker::Broker(eventlog::EventStore& store, Clock& clock, BrokerOptions options,
 Broker::~Broker() { stop(); }
 
 const BrokerOptions& Broker::options() const { return impl_->options; }
+
+void Broker::set_owners(std::int32_t node_id, const PartitionOwners* owners) {
+  impl_->options.node_id = node_id;
+  impl_->owners = owners;
+}
 
 void Broker::advertise(std::string host, std::int32_t port) {
   impl_->options.advertised_host = std::move(host);

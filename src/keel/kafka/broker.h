@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "keel/core/clock.h"
 #include "keel/core/metrics.h"
@@ -41,6 +43,23 @@ struct BrokerOptions {
   std::uint32_t max_waiting_fetches = 1024;    // long polls parked at once; more answer at once
   std::uint32_t max_read_events = 1000;        // events read per partition per fetch step
   CoordinatorOptions groups;
+};
+
+// Which broker leads each partition when the node is one of a cluster: the node that owns the
+// partition's stream. Without one, this broker leads every partition.
+class PartitionOwners {
+ public:
+  struct BrokerAddress {
+    std::int32_t id = 0;
+    std::string host;
+    std::int32_t port = 0;
+  };
+  virtual ~PartitionOwners() = default;
+  // Every broker of the cluster with a Kafka listener, this one included.
+  virtual std::vector<BrokerAddress> brokers() const = 0;
+  // The broker whose node owns `stream` (a partition's stream, or a consumer group's key); -1
+  // when no node does now.
+  virtual std::int32_t owner(std::string_view stream) const = 0;
 };
 
 class Broker {
@@ -69,6 +88,11 @@ class Broker {
   // The address Metadata and FindCoordinator name (a listener bound to port 0 knows it only
   // once bound). Before start().
   void advertise(std::string host, std::int32_t port);
+  // In a cluster: this broker's id and who leads each partition. Metadata names each
+  // partition's leader, Produce, Fetch and ListOffsets answer NOT_LEADER_OR_FOLLOWER for a
+  // partition another broker leads, and FindCoordinator names the broker that owns the group's
+  // key. `owners` must outlive the broker. Before the listener starts.
+  void set_owners(std::int32_t node_id, const PartitionOwners* owners);
 
   struct Impl;
 

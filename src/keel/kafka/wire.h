@@ -20,6 +20,8 @@ enum class Code : std::int16_t {
   kOffsetOutOfRange = 1,
   kCorruptMessage = 2,
   kUnknownTopicOrPartition = 3,
+  kLeaderNotAvailable = 5,
+  kNotLeaderOrFollower = 6,
   kRequestTimedOut = 7,
   kMessageTooLarge = 10,
   kCoordinatorNotAvailable = 15,

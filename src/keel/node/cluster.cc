@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "keel/coord/etcd_coordinator.h"
+#include "keel/core/hash.h"
 #include "keel/core/log.h"
 #include "keel/core/text.h"
 #include "keel/http/client.h"
@@ -247,6 +248,29 @@ bool NodeCluster::handle(http::Request& request, http::Responder& responder) {
                             "/v1/cluster/import"));
   }
   return true;
+}
+
+std::int32_t NodeCluster::kafka_id(std::string_view node_id) {
+  return static_cast<std::int32_t>(hash64(node_id) & 0x7fffffff);
+}
+
+std::vector<kafka::PartitionOwners::BrokerAddress> NodeCluster::brokers() const {
+  std::vector<BrokerAddress> out;
+  for (const auto& info : member_->view()->members) {
+    if (info.kafka.empty()) continue;
+    auto address = http::parse_host_port(info.kafka);
+    if (!address) continue;
+    out.push_back({kafka_id(info.id), address->host, static_cast<std::int32_t>(address->port)});
+  }
+  return out;
+}
+
+std::int32_t NodeCluster::owner(std::string_view stream) const {
+  auto view = member_->view();
+  if (!view->map) return -1;
+  const std::string& id = view->map->owner(view->map->slot_for(stream));
+  const cluster::NodeInfo* info = view->member(id);
+  return info == nullptr || info->kafka.empty() ? -1 : kafka_id(id);
 }
 
 std::string NodeCluster::status_json() const {

@@ -28,6 +28,7 @@
 #include "keel/core/metrics.h"
 #include "keel/eventlog/event_store.h"
 #include "keel/http/server.h"
+#include "keel/kafka/broker.h"
 #include "keel/node/config.h"
 
 namespace keel::node {
@@ -61,7 +62,7 @@ class WriteGate {
   std::mutex drain_mutex_;
 };
 
-class NodeCluster final : public cluster::MoveDriver {
+class NodeCluster final : public cluster::MoveDriver, public kafka::PartitionOwners {
  public:
   // Connects to etcd, joins as `self` and starts following the map. `kafka` and `admin` are the
   // node's other listeners, empty when off.
@@ -89,6 +90,13 @@ class NodeCluster final : public cluster::MoveDriver {
   // The controller's MoveDriver: asks the target to import the move's slots from the source.
   Status copy(const cluster::Move& move, const cluster::NodeInfo& source,
               const cluster::NodeInfo& target, bool until_fenced) override;
+
+  // The Kafka listener's view (kafka::PartitionOwners): every member with a Kafka listener, by
+  // kafka_id(), and the broker of the node that owns a stream's slot.
+  std::vector<BrokerAddress> brokers() const override;
+  std::int32_t owner(std::string_view stream) const override;
+  // A node's broker id for Kafka clients: the same on every node, from the node's id.
+  static std::int32_t kafka_id(std::string_view node_id);
 
   // GET /v1/cluster's body.
   std::string status_json() const;

@@ -514,12 +514,15 @@ Result<std::unique_ptr<Node>> Node::start(NodeConfig config, Clock& clock) {
     if (advertised.port == 0) advertised.port = n.api->bound().port;
     cluster::NodeInfo self;
     self.id = c.id.empty() ? advertised.to_string() : c.id;
+    const std::int32_t broker_id = NodeCluster::kafka_id(self.id);
     self.api = "http://" + advertised.to_string();
     self.kafka = n.kafka_address;
     if (n.config.admin) self.admin = "http://" + n.config.admin->to_string();
     auto joined = NodeCluster::start(c, std::move(self), *n.store, clock, n.registry);
     if (!joined) return joined.error();
     n.cluster = std::move(*joined);
+    // Kafka clients find each partition's leader in Metadata, as in a Kafka cluster.
+    if (n.kafka) n.kafka->set_owners(broker_id, n.cluster.get());
     // A stream's subscriptions end with `moved` (naming the new owner) once it is not ours.
     n.cluster->member().on_change([&n](const cluster::View&) {
       n.subscriptions->end_streams([&n](const std::string& stream) -> std::optional<std::string> {
