@@ -129,7 +129,9 @@ REBALANCE=$(run_bench --action rebalance)
 stop_cluster
 
 log "simulation: 3 to 30 nodes"
-SIMULATED=$("$SIM" | tee /dev/stderr | tail -n 1)
+SIM_OUT=$("$SIM")
+printf '%s\n' "$SIM_OUT" | head -n -1 >&2
+SIMULATED=$(printf '%s\n' "$SIM_OUT" | tail -n 1)
 
 printf '\n%-28s %14s %10s %10s\n' "case" "events/s" "p50 ms" "p99 ms" >&2
 printf '%-28s %14.0f %10.2f %10.2f\n' "1 node" "$(figure "$ONE" before_events_per_s)" \

@@ -218,7 +218,8 @@ std::optional<http::Response> NodeCluster::route(std::string_view stream, bool w
   return std::nullopt;
 }
 
-bool NodeCluster::handle(http::Request& request, http::Responder& responder) {
+bool NodeCluster::handle(http::Request& request, http::Responder& responder,
+                         const RunBlocking& run_blocking) {
   const std::string& path = request.path;
   if (path != "/v1/cluster" && !path.starts_with("/v1/cluster/")) return false;
   auto only = [&](std::string_view method) {
@@ -235,7 +236,10 @@ bool NodeCluster::handle(http::Request& request, http::Responder& responder) {
   } else if (path == "/v1/cluster/export") {
     if (only("GET")) responder.respond(export_page(request));
   } else if (path == "/v1/cluster/import") {
-    if (only("POST")) responder.respond(import(request));
+    if (only("POST")) {
+      run_blocking(responder,
+                   [this, body = request.body](http::Responder& r) { r.respond(import(body)); });
+    }
   } else if (path == "/v1/cluster/move" || path == "/v1/cluster/rebalance" ||
              path == "/v1/cluster/drain") {
     if (only("POST")) {
@@ -426,8 +430,8 @@ http::Response NodeCluster::export_page(const http::Request& request) {
   return http::Response::json(200, out.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
-http::Response NodeCluster::import(const http::Request& request) {
-  auto body = Json::parse(request.body, nullptr, false);
+http::Response NodeCluster::import(const std::string& request_body) {
+  auto body = Json::parse(request_body, nullptr, false);
   if (!body.is_object()) return error(400, "bad_json", "the import body must be a JSON object");
   std::string source;
   std::uint64_t epoch = 0, first = 0, last = 0;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -84,8 +85,10 @@ class NodeCluster final : public cluster::MoveDriver, public kafka::PartitionOwn
                                       std::string_view client_epoch);
   WriteGate::Pass write_pass() { return gate_.enter(); }
 
-  // The /v1/cluster routes; false when the path is not one of them.
-  bool handle(http::Request& request, http::Responder& responder);
+  // The /v1/cluster routes; false when the path is not one of them. An import (seconds of
+  // copying) runs through `run_blocking`, off the HTTP worker that took it.
+  using RunBlocking = std::function<void(http::Responder&, std::function<void(http::Responder&)>)>;
+  bool handle(http::Request& request, http::Responder& responder, const RunBlocking& run_blocking);
 
   // The controller's MoveDriver: asks the target to import the move's slots from the source.
   Status copy(const cluster::Move& move, const cluster::NodeInfo& source,
@@ -106,7 +109,7 @@ class NodeCluster final : public cluster::MoveDriver, public kafka::PartitionOwn
   NodeCluster(const ClusterConfig& config, eventlog::EventStore& store, Clock& clock,
               metrics::Registry& registry);
   http::Response export_page(const http::Request& request);
-  http::Response import(const http::Request& request);
+  http::Response import(const std::string& request_body);
   http::Response change_goal(const http::Request& request, std::string_view action);
   Result<std::uint64_t> fence_position(const cluster::Move& move);
 

@@ -163,7 +163,11 @@ struct Node::Impl {
   }
 
   void handle(http::Request& request, http::Responder responder) {
-    if (cluster && cluster->handle(request, responder)) return;
+    if (cluster && cluster->handle(request, responder, [this](http::Responder& r, auto work) {
+          offload(*appenders, r, std::move(work));
+        })) {
+      return;
+    }
     auto decoded = decode_request({.method = request.method,
                                    .target = request.target,
                                    .body = request.body,
